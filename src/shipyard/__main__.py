@@ -1,0 +1,5 @@
+"""`python -m shipyard` is the `shipyard` command."""
+
+from shipyard.cli.app import main
+
+main()
