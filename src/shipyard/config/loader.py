@@ -1,0 +1,656 @@
+"""Load `shipyard.toml` into a `Config`, or fail with an error that names file, line and key.
+
+tomllib gives values but no positions, so `_LineIndex` scans the text once and
+remembers on which line each table header and key is written; every error then
+points at the line of the closest key it knows about.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from shipyard.config.models import (
+    OVERRIDABLE,
+    TARGETS,
+    TIERS,
+    Component,
+    Config,
+    Environment,
+    HealthCheck,
+    Migrations,
+    Project,
+    Rolling,
+    SecretRule,
+    SecretsSource,
+    Tier,
+    with_overrides,
+)
+from shipyard.core.durations import parse_duration
+from shipyard.core.graph import Graph
+from shipyard.errors import ConfigError
+
+CONFIG_FILE = "shipyard.toml"
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+T = TypeVar("T")
+
+
+class _LineIndex:
+    """Maps dotted key paths (`components.admin.port`) to the line that writes them."""
+
+    _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+)\s*=")
+    _INLINE_KEY = re.compile(r"([A-Za-z0-9_\-]+)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[str, int] = {}
+        table = ""
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = self._HEADER.match(line)
+            if header:
+                table = self._clean(header.group(1))
+                self.lines.setdefault(table, number)
+                continue
+            key = self._KEY.match(line)
+            if not key:
+                continue
+            path = f"{table}.{self._clean(key.group(1))}" if table else self._clean(key.group(1))
+            self.lines.setdefault(path, number)
+            rest = line[key.end() :]
+            if "{" in rest:  # inline table: its keys are on this line too
+                for inner in self._INLINE_KEY.finditer(rest):
+                    self.lines.setdefault(f"{path}.{inner.group(1)}", number)
+
+    @staticmethod
+    def _clean(dotted: str) -> str:
+        return ".".join(part.strip().strip("\"'") for part in dotted.split("."))
+
+    def line_of(self, key: str) -> int | None:
+        """The line of `key`, or of its closest written parent."""
+        parts = key.split(".")
+        while parts:
+            found = self.lines.get(".".join(parts))
+            if found is not None:
+                return found
+            parts.pop()
+        return None
+
+
+class _Reader:
+    """Reads typed values out of the parsed TOML, raising located ConfigErrors."""
+
+    def __init__(self, file: Path, text: str) -> None:
+        self.file = file
+        self.index = _LineIndex(text)
+
+    def error(self, key: str, message: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(
+            f"{key}: {message}" if key else message,
+            file=str(self.file),
+            line=self.index.line_of(key),
+            key=key,
+            hint=hint,
+        )
+
+    def table(self, data: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.error(_join(path, key), f"expected a table, got {_show(value)}")
+        return value
+
+    def check_keys(
+        self, data: Mapping[str, Any], allowed: set[str] | frozenset[str], path: str
+    ) -> None:
+        # Typo'd keys are the most common config error: name the key and the closest valid one.
+        for key in data:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+                hint = f"did you mean `{close[0]}`?" if close else None
+                valid = ", ".join(sorted(allowed))
+                raise self.error(
+                    _join(path, key),
+                    f"unknown key `{key}`",
+                    hint=hint or f"valid keys here: {valid}",
+                )
+
+    def get(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        convert: Callable[[Any], T],
+        default: T,
+    ) -> T:
+        if key not in data:
+            return default
+        try:
+            return convert(data[key])
+        except ValueError as exc:
+            raise self.error(_join(path, key), str(exc)) from None
+
+    def required(
+        self, data: Mapping[str, Any], key: str, path: str, convert: Callable[[Any], T]
+    ) -> T:
+        if key not in data:
+            raise self.error(_join(path, key), "is required", hint=f"add `{key} = ...`")
+        return self.get(data, key, path, convert, cast(T, None))
+
+
+# Converters: each raises ValueError with a message that says what was expected.
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, got {_show(value)}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"expected an integer from 1 to 65535, got {_show(value)}")
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a positive integer, got {_show(value)}")
+    return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"expected a non-negative number, got {_show(value)}")
+    return float(value)
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)  # a bare number means seconds
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration such as 200ms, 2s or 5m, got {_show(value)}")
+    return parse_duration(value)
+
+
+def _str_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"expected a list of strings, got {_show(value)}")
+    return tuple(value)
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError(f"expected a table of strings, got {_show(value)}")
+    return dict(value)
+
+
+def _statuses(value: Any) -> tuple[int, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599 for v in items):
+        raise ValueError(f"expected an HTTP status or a list of them, got {_show(value)}")
+    return tuple(items)
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {_show(value)}")
+        return cast(str, value)
+
+    return convert
+
+
+# Sections.
+
+_PROJECT_KEYS = {
+    "name",
+    "default_environment",
+    "state",
+    "keep_releases",
+    "global_inputs",
+    "max_parallel",
+}
+_ENV_KEYS = {
+    "target",
+    "root",
+    "hosts",
+    "tier",
+    "protected",
+    "secrets",
+    "rolling",
+    "components",
+}
+_COMPONENT_KEYS = {
+    "path",
+    "inputs",
+    "depends_on",
+    "build",
+    "artifact",
+    "start",
+    "port",
+    "secrets",
+    "health",
+    "migrations",
+    "tests",
+    "contract",
+    "env",
+    "stop_timeout",
+    "warm_for",
+    "drain_timeout",
+}
+_HEALTH_KEYS = {"http", "tcp", "command", "status", "interval", "timeout", "deadline", "stable_for"}
+_MIGRATION_KEYS = {"tool", "dir", "config", "up", "down", "current"}
+_RULE_KEYS = {
+    "format",
+    "schemes",
+    "production_forbid_hosts",
+    "min_length",
+    "min_entropy",
+    "pattern",
+    "production",
+    "other",
+}
+_SECRET_FORMATS = ("url", "port", "int", "bool", "email", "json")
+
+
+def load_config(project_dir: Path) -> Config:
+    """Read `<project_dir>/shipyard.toml` and return the validated config."""
+    file = project_dir / CONFIG_FILE
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no {CONFIG_FILE} in {project_dir}",
+            file=str(file),
+            hint="run shipyard from the project folder or pass -C DIR",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read it: {exc}", file=str(file)) from None
+    return parse_config(text, file=file, root=project_dir)
+
+
+def parse_config(text: str, *, file: Path, root: Path) -> Config:
+    """Validate TOML text as a shipyard.toml; `root` is where component paths resolve."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = re.search(r"at line (\d+)", message)
+        raise ConfigError(
+            f"invalid TOML: {message}",
+            file=str(file),
+            line=int(match.group(1)) if match else None,
+            hint="fix the syntax at that line (strings need quotes, tables need [brackets])",
+        ) from None
+
+    r = _Reader(file, text)
+    r.check_keys(data, {"project", "environments", "components", "secrets"}, "")
+    components = _components(r, r.table(data, "components", ""), root)
+    environments = _environments(r, r.table(data, "environments", ""), components)
+    project = _project(r, r.table(data, "project", ""), environments)
+    rules = _secret_rules(r, r.table(data, "secrets", ""))
+    _check_graph(r, components)
+    for env in environments.values():
+        _check_ports(r, env, components)
+    return Config(
+        root=root,
+        file=file,
+        project=project,
+        environments=environments,
+        components=components,
+        secret_rules=rules,
+    )
+
+
+def _project(r: _Reader, data: dict[str, Any], envs: dict[str, Environment]) -> Project:
+    r.check_keys(data, _PROJECT_KEYS, "project")
+    if not envs:
+        raise r.error(
+            "environments",
+            "at least one environment is required",
+            hint='add [environments.local] with target = "local"',
+        )
+    default_env = r.get(data, "default_environment", "project", _str, sorted(envs)[0])
+    if default_env not in envs:
+        raise r.error(
+            "project.default_environment",
+            f"unknown environment {default_env!r}",
+            hint=f"defined environments: {', '.join(sorted(envs))}",
+        )
+    return Project(
+        name=r.required(data, "name", "project", _str),
+        default_environment=default_env,
+        state=r.get(data, "state", "project", _str, Project.state),
+        keep_releases=r.get(data, "keep_releases", "project", _positive_int, 5),
+        global_inputs=r.get(data, "global_inputs", "project", _str_list, ("shipyard.toml",)),
+        max_parallel=r.get(data, "max_parallel", "project", _positive_int, 4),
+    )
+
+
+def _components(r: _Reader, data: dict[str, Any], root: Path) -> dict[str, Component]:
+    if not data:
+        raise r.error(
+            "components",
+            "at least one component is required",
+            hint="add a [components.NAME] table with path and start",
+        )
+    result: dict[str, Component] = {}
+    for name, table in data.items():
+        path = f"components.{name}"
+        if not _NAME.match(name):
+            raise r.error(
+                path,
+                f"invalid component name {name!r}",
+                hint="use lowercase letters, digits, - and _, starting with a letter",
+            )
+        if not isinstance(table, dict):
+            raise r.error(path, f"expected a table, got {_show(table)}")
+        result[name] = _component(r, name, table, root)
+    return result
+
+
+def _component(r: _Reader, name: str, t: dict[str, Any], root: Path) -> Component:
+    path = f"components.{name}"
+    r.check_keys(t, _COMPONENT_KEYS, path)
+    folder = r.required(t, "path", path, _str)
+    if not (root / folder).is_dir():
+        raise r.error(
+            f"{path}.path",
+            f"folder {folder!r} does not exist in {root}",
+            hint="create it or fix the path (it is relative to the project folder)",
+        )
+    migrations = None
+    if "migrations" in t:
+        migrations = _migrations(r, r.table(t, "migrations", path), f"{path}.migrations")
+    return Component(
+        name=name,
+        path=folder,
+        start=r.required(t, "start", path, _str),
+        inputs=r.get(t, "inputs", path, _str_list, (f"{folder.rstrip('/')}/**",)),
+        depends_on=r.get(t, "depends_on", path, _str_list, ()),
+        build=r.get(t, "build", path, _str, cast(str | None, None)),
+        artifact=r.get(t, "artifact", path, _str, "."),
+        port=r.get(t, "port", path, _port, cast(int | None, None)),
+        secrets=r.get(t, "secrets", path, _str_list, ()),
+        health=_health(r, t, path),
+        migrations=migrations,
+        tests=r.get(t, "tests", path, _str_map, {}),
+        contract=r.get(t, "contract", path, _str_list, ()),
+        env=r.get(t, "env", path, _str_map, {}),
+        stop_timeout=r.get(t, "stop_timeout", path, _duration, 10.0),
+        warm_for=r.get(t, "warm_for", path, _duration, 30.0),
+        drain_timeout=r.get(t, "drain_timeout", path, _duration, 30.0),
+    )
+
+
+def _health(r: _Reader, t: dict[str, Any], path: str) -> HealthCheck:
+    if "health" not in t:
+        # A component with a port is at least expected to accept connections on it.
+        return HealthCheck(tcp="port" in t)
+    h = r.table(t, "health", path)
+    hp = f"{path}.health"
+    r.check_keys(h, _HEALTH_KEYS, hp)
+    kinds = [k for k in ("http", "tcp", "command") if k in h]
+    if len(kinds) > 1:
+        raise r.error(hp, f"choose one probe, not {' and '.join(kinds)}")
+    http = r.get(h, "http", hp, _str, cast(str | None, None))
+    if http is not None and not http.startswith("/"):
+        raise r.error(f"{hp}.http", f'expected a path starting with "/", got "{http}"')
+    check = HealthCheck(
+        http=http,
+        tcp=r.get(h, "tcp", hp, _bool, False),
+        command=r.get(h, "command", hp, _str, cast(str | None, None)),
+        status=r.get(h, "status", hp, _statuses, ()),
+        interval=r.get(h, "interval", hp, _duration, 0.2),
+        timeout=r.get(h, "timeout", hp, _duration, 2.0),
+        deadline=r.get(h, "deadline", hp, _duration, 30.0),
+        stable_for=r.get(h, "stable_for", hp, _duration, 1.0),
+    )
+    if check.kind in ("http", "tcp") and "port" not in t:
+        raise r.error(hp, f"a {check.kind} health check needs the component's `port`")
+    return check
+
+
+def _migrations(r: _Reader, m: dict[str, Any], path: str) -> Migrations:
+    r.check_keys(m, _MIGRATION_KEYS, path)
+    tool = r.required(m, "tool", path, _one_of("sql", "alembic", "command"))
+    result = Migrations(
+        tool=cast(Any, tool),
+        dir=r.get(m, "dir", path, _str, cast(str | None, None)),
+        config=r.get(m, "config", path, _str, cast(str | None, None)),
+        up=r.get(m, "up", path, _str, cast(str | None, None)),
+        down=r.get(m, "down", path, _str, cast(str | None, None)),
+        current=r.get(m, "current", path, _str, cast(str | None, None)),
+    )
+    needed = {"sql": ("dir",), "alembic": ("config",), "command": ("up", "current")}[tool]
+    for key in needed:
+        if getattr(result, key) is None:
+            raise r.error(f"{path}.{key}", f"is required when tool = {tool!r}")
+    return result
+
+
+def _environments(
+    r: _Reader, data: dict[str, Any], components: dict[str, Component]
+) -> dict[str, Environment]:
+    result: dict[str, Environment] = {}
+    for name, table in data.items():
+        path = f"environments.{name}"
+        if not _NAME.match(name):
+            raise r.error(
+                path,
+                f"invalid environment name {name!r}",
+                hint="use lowercase letters, digits, - and _, starting with a letter",
+            )
+        if not isinstance(table, dict):
+            raise r.error(path, f"expected a table, got {_show(table)}")
+        result[name] = _environment(r, name, table, components)
+    return result
+
+
+def _infer_tier(name: str) -> Tier:
+    if "prod" in name:
+        return "production"
+    if "stag" in name:
+        return "staging"
+    return "development"
+
+
+def _environment(
+    r: _Reader, name: str, t: dict[str, Any], components: dict[str, Component]
+) -> Environment:
+    path = f"environments.{name}"
+    r.check_keys(t, _ENV_KEYS, path)
+    target = r.required(t, "target", path, _str)
+    if target not in TARGETS:
+        close = difflib.get_close_matches(target, TARGETS, n=1)
+        raise r.error(
+            f"{path}.target",
+            f"unknown target {target!r}",
+            hint=(f"did you mean {close[0]!r}? " if close else "")
+            + f"targets: {', '.join(TARGETS)}",
+        )
+    hosts: tuple[str, ...] = r.get(t, "hosts", path, _str_list, ())
+    if target == "ssh" and not hosts:
+        raise r.error(f"{path}.hosts", 'the ssh target needs hosts = ["user@host:22", ...]')
+    return Environment(
+        name=name,
+        target=cast(Any, target),
+        root=r.get(t, "root", path, _str, f".shipyard/{name}"),
+        tier=r.get(
+            t, "tier", path, cast(Callable[[Any], Tier], _one_of(*TIERS)), _infer_tier(name)
+        ),
+        hosts=hosts,
+        protected=r.get(t, "protected", path, _bool, False),
+        secrets=_secrets_source(r, t, path),
+        rolling=_rolling(r, t, path),
+        overrides=_overrides(r, r.table(t, "components", path), components, path),
+    )
+
+
+def _secrets_source(r: _Reader, t: dict[str, Any], path: str) -> SecretsSource | None:
+    if "secrets" not in t:
+        return None
+    s = r.table(t, "secrets", path)
+    sp = f"{path}.secrets"
+    r.check_keys(s, {"dotenv", "env_prefix", "command"}, sp)
+    if len(s) != 1:
+        raise r.error(
+            sp,
+            "expected exactly one of dotenv, env_prefix or command",
+            hint='for example secrets = { dotenv = ".env.local" }',
+        )
+    kind = next(iter(s))
+    return SecretsSource(kind=cast(Any, kind), value=r.get(s, kind, sp, _str, ""))
+
+
+def _rolling(r: _Reader, t: dict[str, Any], path: str) -> Rolling:
+    if "rolling" not in t:
+        return Rolling()
+    roll = r.table(t, "rolling", path)
+    rp = f"{path}.rolling"
+    r.check_keys(roll, {"batch", "max_fail"}, rp)
+
+    def batch(value: Any) -> str:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return str(value)
+        if isinstance(value, str) and re.fullmatch(r"(100|[1-9]\d?)%", value):
+            return value
+        raise ValueError(f'expected a host count or a percentage like "50%", got {_show(value)}')
+
+    return Rolling(
+        batch=r.get(roll, "batch", rp, batch, "100%"),
+        max_fail=r.get(roll, "max_fail", rp, lambda v: _positive_int(v + 1) - 1, 0),
+    )
+
+
+def _overrides(
+    r: _Reader, data: dict[str, Any], components: dict[str, Component], env_path: str
+) -> dict[str, Component]:
+    result: dict[str, Component] = {}
+    for name, table in data.items():
+        path = f"{env_path}.components.{name}"
+        if name not in components:
+            close = difflib.get_close_matches(name, sorted(components), n=1)
+            raise r.error(
+                path,
+                f"unknown component {name!r}",
+                hint=f"did you mean {close[0]!r}?" if close else None,
+            )
+        if not isinstance(table, dict):
+            raise r.error(path, f"expected a table, got {_show(table)}")
+        r.check_keys(table, OVERRIDABLE, path)
+        base = components[name]
+        changes: dict[str, object] = {}
+        if "port" in table:
+            changes["port"] = r.get(table, "port", path, _port, 0)
+        if "start" in table:
+            changes["start"] = r.get(table, "start", path, _str, "")
+        if "env" in table:
+            changes["env"] = {**base.env, **r.get(table, "env", path, _str_map, {})}
+        for key in ("stop_timeout", "warm_for", "drain_timeout"):
+            if key in table:
+                changes[key] = r.get(table, key, path, _duration, 0.0)
+        if "health" in table:
+            changes["health"] = _health(r, {**table, "port": base.port}, path)
+        result[name] = with_overrides(base, **changes)
+    return result
+
+
+def _secret_rules(r: _Reader, data: dict[str, Any]) -> dict[str, SecretRule]:
+    r.check_keys(data, {"rules"}, "secrets")
+    rules = r.table(data, "rules", "secrets")
+    result: dict[str, SecretRule] = {}
+    for name, table in rules.items():
+        path = f"secrets.rules.{name}"
+        if not isinstance(table, dict):
+            raise r.error(path, f"expected a table, got {_show(table)}")
+        r.check_keys(table, _RULE_KEYS, path)
+        for key in ("pattern", "production", "other"):
+            if key in table:
+                try:
+                    re.compile(r.get(table, key, path, _str, ""))
+                except re.error as exc:
+                    raise r.error(f"{path}.{key}", f"invalid regular expression: {exc}") from None
+        result[name] = SecretRule(
+            name=name,
+            format=r.get(table, "format", path, _one_of(*_SECRET_FORMATS), cast(str | None, None)),
+            schemes=r.get(table, "schemes", path, _str_list, ()),
+            production_forbid_hosts=r.get(table, "production_forbid_hosts", path, _str_list, ()),
+            min_length=r.get(table, "min_length", path, _positive_int, cast(int | None, None)),
+            min_entropy=r.get(table, "min_entropy", path, _number, cast(float | None, None)),
+            pattern=r.get(table, "pattern", path, _str, cast(str | None, None)),
+            production=r.get(table, "production", path, _str, cast(str | None, None)),
+            other=r.get(table, "other", path, _str, cast(str | None, None)),
+        )
+    return result
+
+
+def _check_graph(r: _Reader, components: dict[str, Component]) -> None:
+    for comp in components.values():
+        for dep in comp.depends_on:
+            if dep not in components:
+                close = difflib.get_close_matches(dep, sorted(components), n=1)
+                raise r.error(
+                    f"components.{comp.name}.depends_on",
+                    f"component {comp.name!r} depends on unknown component {dep!r}",
+                    hint=f"did you mean {close[0]!r}?"
+                    if close
+                    else f"components: {', '.join(sorted(components))}",
+                )
+    cycle = Graph({c.name: c.depends_on for c in components.values()}).find_cycle()
+    if cycle:
+        raise r.error(
+            f"components.{cycle[0]}.depends_on",
+            f"dependency cycle: {' → '.join(cycle)}",
+            hint="remove one of these depends_on entries",
+        )
+
+
+def _check_ports(r: _Reader, env: Environment, components: dict[str, Component]) -> None:
+    seen: dict[int, str] = {}
+    for name in sorted(components):
+        port = env.overrides.get(name, components[name]).port
+        if port is None:
+            continue
+        if port in seen:
+            first = seen[port]
+            # Point at the environment's override when there is one: that is what clashes.
+            culprit = first if first in env.overrides and name not in env.overrides else name
+            where = (
+                f"environments.{env.name}.components.{culprit}.port"
+                if culprit in env.overrides
+                else f"components.{culprit}.port"
+            )
+            raise r.error(
+                where,
+                f"components {first!r} and {name!r} both use port {port} "
+                f"in environment {env.name!r}",
+                hint=f"give one of them another port (override it under "
+                f"[environments.{env.name}.components.{culprit}])",
+            )
+        seen[port] = name

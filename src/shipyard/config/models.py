@@ -1,0 +1,176 @@
+"""Typed, validated configuration: what `shipyard.toml` means once it is loaded.
+
+The models are frozen dataclasses built only by `loader.py`, which has already
+checked every field, so code that receives a `Config` can trust it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+Tier = Literal["production", "staging", "development"]
+TargetKind = Literal["local", "ssh"]
+MigrationTool = Literal["sql", "alembic", "command"]
+
+TARGETS: tuple[TargetKind, ...] = ("local", "ssh")
+TIERS: tuple[Tier, ...] = ("production", "staging", "development")
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How to judge that a release is up: one probe kind plus timing."""
+
+    http: str | None = None
+    tcp: bool = False
+    command: str | None = None
+    status: tuple[int, ...] = ()  # empty: any 2xx or 3xx
+    interval: float = 0.2
+    timeout: float = 2.0
+    deadline: float = 30.0
+    stable_for: float = 1.0
+
+    @property
+    def kind(self) -> Literal["http", "tcp", "command", "process"]:
+        if self.http is not None:
+            return "http"
+        if self.command is not None:
+            return "command"
+        if self.tcp:
+            return "tcp"
+        return "process"
+
+
+@dataclass(frozen=True)
+class Migrations:
+    """The component's schema migrations: a tool and where its files are."""
+
+    tool: MigrationTool
+    dir: str | None = None  # sql: folder of NNNN_name.up.sql / .down.sql
+    config: str | None = None  # alembic: alembic.ini
+    up: str | None = None  # command: apply everything pending
+    down: str | None = None  # command: go down to $SHIPYARD_TARGET_REVISION
+    current: str | None = None  # command: print the current revision
+
+
+@dataclass(frozen=True)
+class Component:
+    """One deployable part of the project."""
+
+    name: str
+    path: str
+    start: str
+    inputs: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    build: str | None = None
+    artifact: str = "."
+    port: int | None = None
+    secrets: tuple[str, ...] = ()
+    health: HealthCheck = field(default_factory=HealthCheck)
+    migrations: Migrations | None = None
+    tests: dict[str, str] = field(default_factory=dict)
+    contract: tuple[str, ...] = ()  # API contract files: a change forces dependents to deploy
+    env: dict[str, str] = field(default_factory=dict)  # plain, non-secret settings
+    stop_timeout: float = 10.0
+    warm_for: float = 30.0
+    drain_timeout: float = 30.0
+
+
+# Fields an environment may override for one component.
+OVERRIDABLE = frozenset(
+    {"port", "start", "health", "env", "stop_timeout", "warm_for", "drain_timeout"}
+)
+
+
+@dataclass(frozen=True)
+class SecretsSource:
+    """Where an environment's secrets come from."""
+
+    kind: Literal["dotenv", "env_prefix", "command"]
+    value: str
+
+
+@dataclass(frozen=True)
+class Rolling:
+    """How many hosts change at once (ssh target)."""
+
+    batch: str = "100%"
+    max_fail: int = 0
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A named place to deploy to."""
+
+    name: str
+    target: TargetKind
+    root: str
+    tier: Tier
+    hosts: tuple[str, ...] = ()
+    protected: bool = False
+    secrets: SecretsSource | None = None
+    rolling: Rolling = field(default_factory=Rolling)
+    overrides: dict[str, Component] = field(default_factory=dict)  # effective components
+
+
+@dataclass(frozen=True)
+class SecretRule:
+    """Checks for one secret's value (never the value itself)."""
+
+    name: str
+    format: str | None = None
+    schemes: tuple[str, ...] = ()
+    production_forbid_hosts: tuple[str, ...] = ()
+    min_length: int | None = None
+    min_entropy: float | None = None
+    pattern: str | None = None
+    production: str | None = None
+    other: str | None = None
+
+
+@dataclass(frozen=True)
+class Project:
+    """Project-wide settings."""
+
+    name: str
+    default_environment: str
+    state: str = "sqlite:///.shipyard/state.db"
+    keep_releases: int = 5
+    global_inputs: tuple[str, ...] = ("shipyard.toml",)
+    max_parallel: int = 4
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, valid shipyard.toml."""
+
+    root: Path  # the project folder
+    file: Path
+    project: Project
+    environments: dict[str, Environment]
+    components: dict[str, Component]
+    secret_rules: dict[str, SecretRule] = field(default_factory=dict)
+
+    def environment(self, name: str | None) -> Environment:
+        """The named environment (the default one for None)."""
+        from shipyard.errors import UsageError
+
+        env_name = name or self.project.default_environment
+        try:
+            return self.environments[env_name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments))
+            raise UsageError(
+                f"unknown environment {env_name!r}",
+                hint=f"environments in {self.file.name}: {known}",
+            ) from None
+
+    def components_for(self, env: Environment) -> dict[str, Component]:
+        """Every component as it runs in `env`, with the environment's overrides applied."""
+        return {name: env.overrides.get(name, comp) for name, comp in self.components.items()}
+
+
+def with_overrides(component: Component, **changes: object) -> Component:
+    """A copy of `component` with some fields replaced (used for environment overrides)."""
+    return replace(component, **changes)  # type: ignore[arg-type]
