@@ -1,0 +1,1 @@
+"""Side effects at the edge: git, subprocesses, probes, secret sources, artifacts, migrations."""
