@@ -525,11 +525,14 @@ class _SQLite:
                 conn.execute("ROLLBACK")
             where = str(path)
             if statement is not None:
-                snippet = " ".join(statement.sql.split())
+                snippet = " ".join(_LEADING_COMMENTS.sub("", statement.sql).split())
                 snippet = snippet if len(snippet) <= 80 else snippet[:77] + "..."
                 where += f" (statement at line {statement.line}: {snippet})"
             raise _db_error("applying" if up else "reverting", where, self.url, exc, None) from exc
         return True
+
+
+_LEADING_COMMENTS = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.S)
 
 
 @dataclass(frozen=True)
