@@ -1,0 +1,2 @@
+DROP INDEX orders_product_id;
+DROP TABLE orders;
