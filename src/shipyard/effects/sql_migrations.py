@@ -225,7 +225,8 @@ def upgrade(
     """Apply the pending migrations of `folder` up to `target` (None: all), in order.
 
     Each migration runs in one transaction with its row in the version table. Returns the
-    revisions this call applied (empty when there was nothing to do). On a failure, the
+    revisions this call applied (empty when there was nothing to do; a `target` below the current
+    revision is not a downgrade, it applies nothing). On a failure, the
     migrations before the failing one stay applied and the failing one leaves no trace; a
     :class:`DeploymentFailed` names its file and the database's message.
     """
@@ -462,19 +463,21 @@ class _SQLite:
         self.url = url
         self.path = path
         self.conn: sqlite3.Connection | None = None
-        if not path.exists():
-            if not create:
-                return  # nothing applied; opening would create an empty file
-            if not path.parent.is_dir():
-                raise DeploymentFailed(
-                    f"cannot create SQLite database {path}: folder {path.parent} does not exist",
-                    hint="create the folder (for a release, the component's shared/ folder), or "
-                    "fix the relative path in DATABASE_URL (it resolves against the release)",
-                )
+        if path.exists():
+            self.conn = self._connect()
+        elif create and not path.parent.is_dir():
+            raise DeploymentFailed(
+                f"cannot create SQLite database {path}: folder {path.parent} does not exist",
+                hint="create the folder (for a release, the component's shared/ folder), or "
+                "fix the relative path in DATABASE_URL (it resolves against the release)",
+            )
+        # else: nothing applied yet; the file is created by the first apply(), not before
+
+    def _connect(self) -> sqlite3.Connection:
         try:
-            self.conn = sqlite3.connect(path, timeout=_SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
+            return sqlite3.connect(self.path, timeout=_SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as exc:
-            raise _db_error("opening the database", None, url, exc, None) from exc
+            raise _db_error("opening the database", None, self.url, exc, None) from exc
 
     def close(self) -> None:
         if self.conn is not None:
@@ -495,8 +498,9 @@ class _SQLite:
         return sorted((str(r[0]) for r in rows), key=_number)
 
     def apply(self, migration: Migration, path: Path, script: str, *, up: bool) -> bool:
+        if self.conn is None:
+            self.conn = self._connect()
         conn = self.conn
-        assert conn is not None, "apply() needs an open database"
         statement: _SqliteChunk | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
