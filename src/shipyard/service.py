@@ -1,16 +1,45 @@
 """The one façade every adapter (CLI, HTTP API, MCP) calls.
 
-Adapters parse input and render output; everything else happens here or below.
+Adapters parse input and render output; everything else happens here or below:
+the service loads config and secrets, opens the store, builds the engine's
+context with a target, and turns results into plain records.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from shipyard.config import Config, load_config
+from shipyard.config import Config, Environment, load_config
 from shipyard.core.graph import Graph
+from shipyard.core.plan import Plan, Selection, TestStage, plan_deploy, plan_rollback
+from shipyard.core.secrets import Redactor
+from shipyard.effects.artifacts import ArtifactStore
+from shipyard.effects.git import Repo
+from shipyard.effects.secrets import load_secrets
+from shipyard.engine.recovery import recover_deployment
+from shipyard.engine.runner import (
+    Deployment,
+    DeployOptions,
+    EngineContext,
+    ProgressSink,
+    probe_spec,
+)
+from shipyard.errors import (
+    HealthCheckError,
+    PreflightError,
+    UsageError,
+)
+from shipyard.store import DeploymentRecord, EventRecord, LockOwner, LockRecord, Store
+from shipyard.targets.base import Observation, Target
+from shipyard.targets.local import LocalTarget
+
+STATE_URL_VARIABLE = "SHIPYARD_STATE_URL"
 
 
 @dataclass(frozen=True)
@@ -34,11 +63,51 @@ class ValidationReport:
         }
 
 
+@dataclass(frozen=True)
+class DeploymentView:
+    """A deployment with its components: the cli.md deployment shape."""
+
+    record: DeploymentRecord
+    components: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.record.to_dict(), "components": self.components}
+
+
+@dataclass(frozen=True)
+class ComponentHealth:
+    name: str
+    release: str | None
+    observation: Observation | None
+
+    def to_dict(self) -> dict[str, Any]:
+        obs = self.observation
+        return {
+            "name": self.name,
+            "release": self.release,
+            "healthy": bool(obs and obs.ok),
+            **(obs.to_dict() if obs else {"detail": "not running"}),
+        }
+
+
 class Shipyard:
     """A project and everything that can be done with it."""
 
-    def __init__(self, project_dir: Path) -> None:
+    def __init__(
+        self,
+        project_dir: Path,
+        *,
+        sink: ProgressSink | None = None,
+        target_factory: Callable[[Environment, Path], Target] | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
         self.project_dir = project_dir.resolve()
+        self.sink = sink
+        self.environ = dict(os.environ) if environ is None else environ
+        self._target_factory = target_factory or (lambda env, root: LocalTarget(root))
+        self._targets: dict[str, Target] = {}
+
+    # --- configuration and resources ----------------------------------------------------
 
     @cached_property
     def config(self) -> Config:
@@ -58,3 +127,333 @@ class Shipyard:
             environments=sorted(config.environments),
             levels=self.graph().levels(),
         )
+
+    @property
+    def state_url(self) -> str:
+        url = self.environ.get(STATE_URL_VARIABLE) or self.config.project.state
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith("sqlite:////"):
+            url = prefix + str(self.project_dir / url[len(prefix) :])
+        return url
+
+    @cached_property
+    def store(self) -> Store:
+        return Store.open(self.state_url)
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()
+
+    @cached_property
+    def repo(self) -> Repo:
+        return Repo(self.project_dir)
+
+    @cached_property
+    def project_prefix(self) -> str:
+        relative = self.project_dir.relative_to(self.repo.toplevel().resolve())
+        return "" if relative == Path(".") else relative.as_posix()
+
+    def environment(self, name: str | None) -> Environment:
+        return self.config.environment(name)
+
+    def target(self, env: Environment) -> Target:
+        if env.name not in self._targets:
+            if env.target != "local":
+                raise UsageError(
+                    f"environment {env.name!r} uses the {env.target!r} target, "
+                    "which this version cannot drive yet",
+                    hint='deploy to an environment with target = "local"',
+                )
+            self._targets[env.name] = self._target_factory(env, self.project_dir / env.root)
+        return self._targets[env.name]
+
+    def _context(self, env: Environment) -> EngineContext:
+        values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
+        return EngineContext(
+            config=self.config,
+            env=env,
+            store=self.store,
+            target=self.target(env),
+            artifacts=ArtifactStore(self.project_dir / ".shipyard" / "artifacts"),
+            repo=self.repo,
+            project_prefix=self.project_prefix,
+            secrets=values,
+            redact=Redactor(values),
+            sink=self.sink or (lambda event: None),
+        )
+
+    # --- plan and deploy ------------------------------------------------------------------
+
+    def plan(
+        self,
+        env_name: str | None = None,
+        *,
+        selection: Selection | None = None,
+        only: tuple[str, ...] = (),
+        ref: str = "HEAD",
+        since: str | None = None,
+        tests: TestStage = "none",
+        migrate: bool = True,
+    ) -> Plan:
+        """What a deploy would do, without doing it."""
+        env = self.environment(env_name)
+        commit = self.repo.resolve(ref)
+        base, note = self._base_commit(env, since)
+        changed = None
+        if base is not None:
+            changed = self._project_files(self.repo.changed_files(base, commit))
+        return plan_deploy(
+            self.config,
+            env.name,
+            commit=commit,
+            base_commit=base,
+            changed_files=changed,
+            selection=selection,
+            only=only,
+            tests=tests,
+            migrate=migrate,
+            base_note=note,
+        )
+
+    def _base_commit(self, env: Environment, since: str | None) -> tuple[str | None, str | None]:
+        if since is not None:
+            return self.repo.resolve(since), None
+        last = self.store.last_good_deployment(env.name)
+        if last is None or not last.commit:
+            return None, f"no previous good deployment of {env.name}"
+        if not self.repo.has_commit(last.commit):
+            return None, (
+                f"the last good deployment's commit {last.commit[:12]} is not in this "
+                "repository (shallow clone or rewritten history)"
+            )
+        return last.commit, None
+
+    def _project_files(self, paths: list[str]) -> list[str]:
+        prefix = self.project_prefix
+        if not prefix:
+            return paths
+        return [p[len(prefix) + 1 :] for p in paths if p.startswith(prefix + "/")]
+
+    def deploy(
+        self,
+        plan: Plan,
+        *,
+        rollback: bool = True,
+        allow_dirty: bool = False,
+        wait_lock: float = 0.0,
+    ) -> DeploymentView:
+        """Run a plan. Raises DeploymentFailed (exit 1) after rolling back, LockedError (4)…"""
+        env = self.environment(plan.environment)
+        dirty = [
+            f for f in self.repo.dirty_files(self.project_prefix) if "/.shipyard/" not in f"/{f}"
+        ]
+        if dirty and not allow_dirty:
+            shown = ", ".join(dirty[:5]) + (" …" if len(dirty) > 5 else "")
+            raise PreflightError(
+                f"the work tree has uncommitted changes: {shown}",
+                hint="commit them, or pass --allow-dirty to build the work tree as it is",
+            )
+        head = self.repo.resolve("HEAD")
+        options = DeployOptions(
+            rollback=rollback,
+            allow_dirty=allow_dirty,
+            dirty=bool(dirty) and plan.commit == head,
+            wait_lock=wait_lock,
+        )
+        ctx = self._context(env)
+        record = asyncio.run(Deployment(ctx, plan, options).run())
+        return self.view(record)
+
+    def rollback(
+        self, env_name: str | None = None, *, to: str | None = None, wait_lock: float = 0.0
+    ) -> DeploymentView:
+        """Back to the previous good deployment (or the one named), as a new deployment."""
+        env = self.environment(env_name)
+        history = [
+            d for d in self.store.list_deployments(env.name, limit=200) if d.status == "succeeded"
+        ]
+        if to is not None:
+            target = self.store.get_deployment(to)
+            if target is None or target.environment != env.name:
+                raise UsageError(
+                    f"no deployment {to!r} in environment {env.name!r}",
+                    hint=f"`shipyard history --env {env.name}` lists them",
+                )
+            if target.status != "succeeded":
+                raise UsageError(
+                    f"deployment {target.id} did not succeed ({target.status}); "
+                    "only a good deployment can be rolled back to"
+                )
+        else:
+            if len(history) < 2:
+                raise UsageError(
+                    f"environment {env.name!r} has no earlier good deployment to roll back to",
+                    hint="`shipyard history` shows what ran",
+                )
+            target = history[1]
+        releases = self._active_releases_of(target)
+        current = history[0] if history else None
+        plan = plan_rollback(
+            self.config,
+            env.name,
+            commit=target.commit or "",
+            releases=releases,
+            rollback_to=target.id,
+            current_commit=current.commit if current else None,
+        )
+        ctx = self._context(env)
+        record = asyncio.run(Deployment(ctx, plan, DeployOptions(wait_lock=wait_lock)).run())
+        return self.view(record)
+
+    def _active_releases_of(self, deployment: DeploymentRecord) -> dict[str, str]:
+        """Every component's release as it was right after `deployment` succeeded."""
+        releases: dict[str, str] = {}
+        for d in reversed(self.store.list_deployments(deployment.environment, limit=500)):
+            if d.status == "succeeded" and d.id <= deployment.id:
+                for c in self.store.components(d.id):
+                    if c.release:
+                        releases[c.component] = c.release
+        return {k: v for k, v in releases.items() if k in self.config.components}
+
+    # --- reading state --------------------------------------------------------------------
+
+    def view(self, record: DeploymentRecord) -> DeploymentView:
+        return DeploymentView(record, [c.to_dict() for c in self.store.components(record.id)])
+
+    def deployment(self, deployment_id: str) -> DeploymentView:
+        record = self.store.get_deployment(deployment_id)
+        if record is None:
+            raise UsageError(
+                f"no deployment {deployment_id!r}", hint="`shipyard history` lists deployment ids"
+            )
+        return self.view(record)
+
+    def history(self, env_name: str | None = None, limit: int = 20) -> list[DeploymentView]:
+        env = self.environment(env_name)
+        return [self.view(d) for d in self.store.list_deployments(env.name, limit=limit)]
+
+    def events(self, deployment_id: str, after_seq: int = 0) -> list[EventRecord]:
+        record = self.deployment(deployment_id).record
+        return self.store.events(record.id, after_seq)
+
+    def environment_status(self, env_name: str | None = None) -> dict[str, Any]:
+        """What is active now in an environment (cli.md `status --env` shape)."""
+        env = self.environment(env_name)
+        target = self.target(env)
+        last = self.store.last_good_deployment(env.name)
+        routes = target.routes()
+        running = target.running()
+        made_by: dict[str, tuple[str, str | None]] = {}
+        for d in reversed(self.store.list_deployments(env.name, limit=500)):
+            if d.status == "succeeded":
+                for c in self.store.components(d.id):
+                    if c.release:
+                        made_by[c.release + "/" + c.component] = (d.id, d.commit)
+        components = []
+        for name, comp in self.config.components_for(env).items():
+            release = routes.get(name) or target.current(name)
+            proc = running.get((name, release)) if release else None
+            healthy = None
+            if proc is not None and proc.state in ("running", "starting"):
+                port = comp.port or proc.port
+                healthy = target.probe(probe_spec(comp, port)).ok
+            origin = made_by.get(f"{release}/{name}", (None, None))
+            components.append(
+                {
+                    "name": name,
+                    "release": release,
+                    "commit": origin[1],
+                    "healthy": bool(healthy),
+                    "deployment_id": origin[0],
+                    "state": proc.state if proc else ("stopped" if release else "not deployed"),
+                    "port": comp.port,
+                    "pid": proc.pid if proc else None,
+                }
+            )
+        return {
+            "environment": env.name,
+            "last_good_deployment": last.id if last else None,
+            "components": components,
+        }
+
+    def health(self, env_name: str | None = None) -> list[ComponentHealth]:
+        """Run every component's health check now (through its public port)."""
+        env = self.environment(env_name)
+        target = self.target(env)
+        running = target.running()
+        routes = target.routes()
+        results = []
+        for name, comp in self.config.components_for(env).items():
+            release = routes.get(name) or target.current(name)
+            proc = running.get((name, release)) if release else None
+            obs = None
+            if proc is not None and proc.state != "stopped":
+                obs = target.probe(probe_spec(comp, comp.port or proc.port))
+            results.append(ComponentHealth(name, release, obs))
+        bad = [r.name for r in results if not (r.observation and r.observation.ok)]
+        if bad:
+            raise UnhealthyReport(results, bad, env.name)
+        return results
+
+    # --- locks, recovery, down ---------------------------------------------------------------
+
+    def lock_status(self, env_name: str | None = None) -> LockRecord | None:
+        return self.store.get_lock(self.environment(env_name).name)
+
+    def lock_release(
+        self, env_name: str | None = None, *, force: bool = False
+    ) -> LockRecord | None:
+        env = self.environment(env_name)
+        if not force:
+            raise UsageError(
+                "releasing another deployment's lock needs --force",
+                hint="make sure that deployment is really dead first",
+            )
+        return self.store.force_release_lock(env.name, by=str(LockOwner.current()))
+
+    def recover(self, env_name: str | None = None) -> list[DeploymentView]:
+        """Finish the rollback of every interrupted deployment of an environment."""
+        env = self.environment(env_name)
+        ctx = self._context(env)
+        unfinished = self.store.unfinished_deployments(env.name)
+        rollback_failed = [
+            d
+            for d in self.store.list_deployments(env.name, limit=20)
+            if d.status == "rollback_failed"
+        ][:1]
+        todo = unfinished + [d for d in rollback_failed if d not in unfinished]
+        if not todo:
+            return []
+        from shipyard.store import new_id
+
+        owner_id = new_id()
+        stale = self.store.acquire_lock(env.name, owner_id, ctx.owner, ctx.lock_ttl)
+        del stale
+        results = []
+        try:
+            for record in todo:
+                results.append(self.view(asyncio.run(recover_deployment(ctx, record.id))))
+        finally:
+            self.store.release_lock(env.name, owner_id)
+        return results
+
+    def down(self, env_name: str | None = None, component: str | None = None) -> list[str]:
+        env = self.environment(env_name)
+        if component is not None and component not in self.config.components:
+            raise UsageError(f"unknown component {component!r}")
+        target = self.target(env)
+        stopped = target.down(component)
+        if component is None and isinstance(target, LocalTarget):
+            target.shutdown_agent()
+        return stopped
+
+
+class UnhealthyReport(HealthCheckError):
+    """`shipyard health` found problems; carries the full report for rendering."""
+
+    def __init__(self, results: list[ComponentHealth], bad: list[str], env: str) -> None:
+        super().__init__(
+            f"unhealthy in {env}: {', '.join(bad)}",
+            hint="`shipyard status --env ENV` shows what runs; the agent log has details",
+        )
+        self.results = results

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from shipyard import __version__
 from shipyard.cli.output import CliState, command, state
-from shipyard.service import Shipyard
+from shipyard.cli.render import STATUS_STYLE, LiveProgress, deployment_summary
+from shipyard.core.durations import parse_duration
+from shipyard.core.plan import Plan, Selection
+from shipyard.errors import AgentError, DeploymentFailed, ShipyardError, UsageError
+from shipyard.service import ComponentHealth, DeploymentView, Shipyard, UnhealthyReport
 
 app = typer.Typer(
     name="shipyard",
@@ -99,6 +109,522 @@ def graph(
         return
     rendered = {"text": g.to_text, "mermaid": g.to_mermaid, "dot": g.to_dot}[fmt.value]()
     cli.out.print(rendered, markup=False)
+
+
+EnvOption = Annotated[
+    str | None,
+    typer.Option("--env", "-e", help="Environment (default: project.default_environment)."),
+]
+
+
+class TestsChoice(StrEnum):
+    none = "none"
+    smoke = "smoke"
+    e2e = "e2e"
+    full = "full"
+
+
+def _selection(
+    full: bool, changed: bool, only: str | None
+) -> tuple[Selection | None, tuple[str, ...]]:
+    chosen = [
+        flag
+        for flag, on in (("--full", full), ("--changed", changed), ("--only", bool(only)))
+        if on
+    ]
+    if len(chosen) > 1:
+        raise UsageError(f"choose one of {', '.join(chosen)}")
+    if only:
+        return "only", tuple(n.strip() for n in only.split(",") if n.strip())
+    if full:
+        return "full", ()
+    if changed:
+        return "changed", ()
+    return None, ()
+
+
+def _make_plan(
+    svc: Shipyard,
+    env: str | None,
+    full: bool,
+    changed: bool,
+    only: str | None,
+    ref: str,
+    tests: TestsChoice,
+    migrate: bool,
+) -> Plan:
+    selection, names = _selection(full, changed, only)
+    return svc.plan(
+        env,
+        selection=selection,
+        only=names,
+        ref=ref,
+        tests=tests.value,
+        migrate=migrate,
+    )
+
+
+FullOpt = Annotated[bool, typer.Option("--full", help="Deploy every component.")]
+ChangedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--changed", help="Deploy what changed since the last good deployment, and its dependents."
+    ),
+]
+OnlyOpt = Annotated[
+    str | None, typer.Option("--only", help="Deploy only these components (comma-separated).")
+]
+RefOpt = Annotated[str, typer.Option("--ref", help="The git ref to deploy.")]
+TestsOpt = Annotated[
+    TestsChoice, typer.Option("--tests", help="Which tests run: none, smoke, e2e or full.")
+]
+MigrateOpt = Annotated[
+    bool, typer.Option("--migrate/--no-migrate", help="Run database migrations.")
+]
+
+
+@app.command()
+@command
+def plan(
+    ctx: typer.Context,
+    env: EnvOption = None,
+    full: FullOpt = False,
+    changed: ChangedOpt = False,
+    only: OnlyOpt = None,
+    ref: RefOpt = "HEAD",
+    tests: TestsOpt = TestsChoice.none,
+    migrate: MigrateOpt = True,
+) -> None:
+    """Show what a deploy would do, without doing it.
+
+    Without --full/--changed/--only: --changed when the environment has a last good
+    deployment whose commit is reachable, --full otherwise (the plan says why).
+    """
+    cli = state(ctx)
+    result = _make_plan(_service(ctx), env, full, changed, only, ref, tests, migrate)
+    if cli.json:
+        cli.emit_json(result.to_dict())
+    else:
+        cli.out.print(result.to_text(), markup=False, highlight=False)
+
+
+def _confirm(cli: CliState, svc: Shipyard, env_name: str | None, yes: bool, what: str) -> None:
+    env = svc.environment(env_name)
+    if not env.protected or yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"environment {env.name!r} is protected: {what} needs confirmation",
+            hint="pass --yes to confirm without a terminal",
+        )
+    if not typer.confirm(f"{env.name} is protected. {what}?", default=False, err=True):
+        raise UsageError("not confirmed; nothing was changed")
+
+
+@app.command()
+@command
+def deploy(
+    ctx: typer.Context,
+    env: EnvOption = None,
+    full: FullOpt = False,
+    changed: ChangedOpt = False,
+    only: OnlyOpt = None,
+    ref: RefOpt = "HEAD",
+    tests: TestsOpt = TestsChoice.none,
+    migrate: MigrateOpt = True,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    no_rollback: Annotated[
+        bool, typer.Option("--no-rollback", help="Leave a failed deployment as it failed.")
+    ] = False,
+    allow_dirty: Annotated[
+        bool,
+        typer.Option("--allow-dirty", help="Build the work tree with its uncommitted changes."),
+    ] = False,
+    allow_destructive: Annotated[
+        bool, typer.Option("--allow-destructive", help="Allow migrations that drop or rename.")
+    ] = False,
+    allow_irreversible: Annotated[
+        bool, typer.Option("--allow-irreversible", help="Allow migrations without a down step.")
+    ] = False,
+    wait_lock: Annotated[
+        str, typer.Option("--wait-lock", help="Wait this long for the lock (e.g. 30s, 5m).")
+    ] = "0s",
+) -> None:
+    """Build, migrate, start in dependency order with health checks, switch; roll back on failure.
+
+    Exit codes: 0 succeeded, 1 failed and rolled back, 2 usage/config, 3 preflight refused,
+    4 locked by another deployment, 5 rollback failed.
+    """
+    cli = state(ctx)
+    svc = _service(ctx)
+    the_plan = _make_plan(svc, env, full, changed, only, ref, tests, migrate)
+    _confirm(cli, svc, the_plan.environment, yes, f"deploy {the_plan.commit[:12]}")
+    if not cli.json:
+        cli.out.print(the_plan.to_text(), markup=False, highlight=False)
+    _run_deployment(
+        cli,
+        svc,
+        list(the_plan.components),
+        lambda: svc.deploy(
+            the_plan,
+            rollback=not no_rollback,
+            allow_dirty=allow_dirty,
+            wait_lock=_duration(wait_lock, "--wait-lock"),
+        ),
+    )
+    del allow_destructive, allow_irreversible  # checked by the migrations preflight (planned)
+
+
+def _duration(text: str, flag: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+def _run_deployment(
+    cli: CliState, svc: Shipyard, components: list[str], run: Callable[[], DeploymentView]
+) -> None:
+    progress = LiveProgress(cli.err if cli.json else cli.out, components)
+    svc.sink = progress
+    try:
+        with progress:
+            view = run()
+    except DeploymentFailed as exc:
+        _print_last(cli, svc, progress.deployment)
+        raise exc
+    except ShipyardError:
+        raise
+    if cli.json:
+        cli.emit_json(view.to_dict())
+    else:
+        deployment_summary(cli.out, view.to_dict())
+        _print_urls(cli, svc, view)
+
+
+def _print_last(cli: CliState, svc: Shipyard, deployment_id: str) -> None:
+    if not deployment_id:
+        return
+    view = svc.deployment(deployment_id)
+    if cli.json:
+        cli.emit_json(view.to_dict())
+    else:
+        deployment_summary(cli.out, view.to_dict())
+
+
+def _print_urls(cli: CliState, svc: Shipyard, view: DeploymentView) -> None:
+    env = svc.environment(view.record.environment)
+    for name, comp in svc.config.components_for(env).items():
+        if comp.port:
+            cli.out.print(f"  {name}: http://127.0.0.1:{comp.port}/", highlight=False)
+
+
+@app.command()
+@command
+def rollback(
+    ctx: typer.Context,
+    env: EnvOption = None,
+    to: Annotated[str | None, typer.Option("--to", help="The deployment id to go back to.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Go back to the previous good deployment (or --to ID): a new deployment of kind rollback."""
+    cli = state(ctx)
+    svc = _service(ctx)
+    _confirm(cli, svc, env, yes, "roll back")
+    _run_deployment(cli, svc, sorted(svc.config.components), lambda: svc.rollback(env, to=to))
+
+
+@app.command()
+@command
+def status(
+    ctx: typer.Context,
+    deployment_id: Annotated[
+        str | None, typer.Argument(help="A deployment id (or a unique prefix).")
+    ] = None,
+    env: EnvOption = None,
+) -> None:
+    """A deployment, or what is active now in an environment."""
+    cli = state(ctx)
+    svc = _service(ctx)
+    if deployment_id:
+        data = svc.deployment(deployment_id).to_dict()
+        if cli.json:
+            cli.emit_json(data)
+        else:
+            deployment_summary(cli.out, data)
+        return
+    report = svc.environment_status(env)
+    if cli.json:
+        cli.emit_json(report)
+        return
+    cli.out.print(
+        f"environment [bold]{report['environment']}[/], last good deployment "
+        f"{report['last_good_deployment'] or '-'}",
+        markup=True,
+        highlight=False,
+    )
+    table = Table(box=None, header_style="bold")
+    for column in ("component", "release", "commit", "state", "healthy", "port", "pid"):
+        table.add_column(column)
+    for c in report["components"]:
+        table.add_row(
+            c["name"],
+            (c["release"] or "-")[:13],
+            (c["commit"] or "-")[:12],
+            c["state"],
+            "yes" if c["healthy"] else "no",
+            str(c["port"] or "-"),
+            str(c["pid"] or "-"),
+        )
+    cli.out.print(table)
+
+
+@app.command()
+@command
+def history(
+    ctx: typer.Context,
+    env: EnvOption = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many, newest first.")] = 20,
+) -> None:
+    """Past deployments of an environment, newest first."""
+    cli = state(ctx)
+    views = _service(ctx).history(env, limit)
+    if cli.json:
+        cli.emit_json([v.to_dict() for v in views])
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "kind", "status", "commit", "started", "duration", "error"):
+        table.add_column(column)
+    for v in views:
+        d = v.to_dict()
+        style = STATUS_STYLE.get(d["status"], "")
+        table.add_row(
+            d["id"],
+            d["kind"],
+            f"[{style}]{d['status']}[/]",
+            (d["commit"] or "-")[:12],
+            (d["started_at"] or "-")[:19],
+            f"{d['duration_s']:.1f}s" if d["duration_s"] is not None else "-",
+            (d["error"] or "")[:60],
+        )
+    cli.out.print(table)
+
+
+@app.command()
+@command
+def logs(
+    ctx: typer.Context,
+    deployment_id: Annotated[str, typer.Argument(help="A deployment id (or a unique prefix).")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events until it finishes.")
+    ] = False,
+) -> None:
+    """The deployment's event journal: every step start, finish and failure."""
+    cli = state(ctx)
+    svc = _service(ctx)
+    seq = 0
+    while True:
+        for event in svc.events(deployment_id, seq):
+            seq = event.seq
+            if cli.json:
+                sys.stdout.write(json.dumps(event.to_dict(), default=str) + "\n")
+            else:
+                where = " ".join(x for x in (event.step, event.component) if x)
+                cli.out.print(
+                    f"{event.at.isoformat(timespec='milliseconds')} {event.kind:<10} "
+                    f"{where:<24} {event.status or '':<10} {event.message or ''}",
+                    markup=False,
+                    highlight=False,
+                )
+        if not follow or svc.deployment(deployment_id).record.finished:
+            return
+        time.sleep(0.5)
+
+
+@app.command()
+@command
+def health(ctx: typer.Context, env: EnvOption = None) -> None:
+    """Run every component's health check now; exit 3 if one fails."""
+    cli = state(ctx)
+    try:
+        results = _service(ctx).health(env)
+        ok = True
+    except UnhealthyReport as report:
+        results, ok = report.results, False
+        if not cli.json:
+            _health_table(cli, results)
+        raise
+    finally:
+        pass
+    if cli.json:
+        cli.emit_json({"ok": ok, "components": [r.to_dict() for r in results]})
+    else:
+        _health_table(cli, results)
+
+
+def _health_table(cli: CliState, results: list[ComponentHealth]) -> None:
+    table = Table(box=None, header_style="bold")
+    for column in ("component", "release", "healthy", "status", "latency", "detail"):
+        table.add_column(column)
+    for r in results:
+        d = r.to_dict()
+        table.add_row(
+            d["name"],
+            (d["release"] or "-")[:13],
+            "yes" if d["healthy"] else "no",
+            str(d.get("status") or "-"),
+            f"{d['latency_ms']:.0f}ms" if "latency_ms" in d else "-",
+            str(d.get("detail", ""))[:60],
+        )
+    cli.out.print(table)
+
+
+lock_app = typer.Typer(help="The per-environment deployment lock.", no_args_is_help=True)
+app.add_typer(lock_app, name="lock")
+
+
+@lock_app.command("status")
+@command
+def lock_status(ctx: typer.Context, env: EnvOption = None) -> None:
+    """Who holds the environment's lock, since when, and whether it expired."""
+    cli = state(ctx)
+    lock = _service(ctx).lock_status(env)
+    if cli.json:
+        cli.emit_json({"locked": lock is not None, "lock": lock.to_dict() if lock else None})
+    elif lock is None:
+        cli.out.print("not locked")
+    else:
+        data = lock.to_dict()
+        cli.out.print(
+            f"locked by deployment {data['deployment_id']} ({data['owner']}) since "
+            f"{data['acquired_at']}, expires {data['expires_at']}",
+            highlight=False,
+        )
+
+
+@lock_app.command("release")
+@command
+def lock_release(
+    ctx: typer.Context,
+    env: EnvOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Release a lock held by another deployment (recorded).")
+    ] = False,
+) -> None:
+    """Release the environment's lock (needs --force; who forced it is recorded)."""
+    cli = state(ctx)
+    released = _service(ctx).lock_release(env, force=force)
+    if cli.json:
+        cli.emit_json({"released": released.to_dict() if released else None})
+    else:
+        cli.out.print(
+            f"released the lock of {released.deployment_id}" if released else "not locked"
+        )
+
+
+@app.command()
+@command
+def recover(ctx: typer.Context, env: EnvOption = None) -> None:
+    """Finish the rollback of a deployment whose orchestrator died."""
+    cli = state(ctx)
+    views = _service(ctx).recover(env)
+    if cli.json:
+        cli.emit_json([v.to_dict() for v in views])
+        return
+    if not views:
+        cli.out.print("nothing to recover")
+    for v in views:
+        deployment_summary(cli.out, v.to_dict())
+
+
+@app.command()
+@command
+def down(
+    ctx: typer.Context,
+    env: EnvOption = None,
+    component: Annotated[
+        str | None, typer.Option("--component", "-c", help="Only this component.")
+    ] = None,
+) -> None:
+    """Stop an environment's processes and close its public ports."""
+    cli = state(ctx)
+    stopped = _service(ctx).down(env, component)
+    if cli.json:
+        cli.emit_json({"stopped": stopped})
+    else:
+        cli.out.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+agent_app = typer.Typer(
+    help="The host agent that supervises releases (normally started for you).", no_args_is_help=True
+)
+app.add_typer(agent_app, name="agent")
+RootOpt = Annotated[Path, typer.Option("--root", help="The environment root the agent serves.")]
+
+
+@agent_app.command("run")
+@command
+def agent_run(ctx: typer.Context, root: RootOpt) -> None:
+    """Run the agent in the foreground (for systemd or debugging)."""
+    from shipyard.agent.lifecycle import run_foreground
+
+    run_foreground(root.resolve())
+
+
+@agent_app.command("start")
+@command
+def agent_start(ctx: typer.Context, root: RootOpt) -> None:
+    """Start the agent in the background; returns when it answers."""
+    from shipyard.agent.lifecycle import start_background
+
+    with _agent_boundary():
+        info = start_background(root.resolve()).ping()
+    _emit(state(ctx), info, f"agent running, pid {info.get('pid')}")
+
+
+@agent_app.command("stop")
+@command
+def agent_stop(
+    ctx: typer.Context,
+    root: RootOpt,
+    keep: Annotated[
+        bool, typer.Option("--keep-processes", help="Leave the releases running.")
+    ] = False,
+) -> None:
+    """Stop the agent (and, unless --keep-processes, every release it runs)."""
+    from shipyard.agent.lifecycle import stop_agent
+
+    with _agent_boundary():
+        stop_agent(root.resolve(), stop_processes=not keep)
+    _emit(state(ctx), {"stopped": True}, "agent stopped")
+
+
+@agent_app.command("status")
+@command
+def agent_status(ctx: typer.Context, root: RootOpt) -> None:
+    """Whether the agent runs, and what it supervises and routes."""
+    from shipyard.agent.lifecycle import agent_status as status_of
+
+    with _agent_boundary():
+        info = status_of(root.resolve())
+    _emit(state(ctx), info, json.dumps(info, indent=2, default=str))
+
+
+@contextmanager
+def _agent_boundary() -> Iterator[None]:
+    from shipyard.agent.errors import AgentRequestError
+
+    try:
+        yield
+    except AgentRequestError as exc:
+        raise AgentError(exc.message, code=exc.code, hint=exc.hint) from None
+
+
+def _emit(cli: CliState, data: Any, text: str) -> None:
+    if cli.json:
+        cli.emit_json(data)
+    else:
+        cli.out.print(text, markup=False, highlight=False)
 
 
 def main() -> None:

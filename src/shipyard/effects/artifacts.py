@@ -1,0 +1,74 @@
+"""Artifacts: the built output of one component at one input digest, built once.
+
+The digest covers what can change the output: the component's input files (by
+git blob id, or content hash for a dirty build), the global inputs, the build
+command, the artifact folder and the digests of its dependencies. Artifacts are
+folders under `<project>/.shipyard/artifacts/<component>/<digest>/`, written to a
+temporary folder and renamed into place so a half-built artifact never exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from shipyard.config import Component
+from shipyard.core.paths import matches_any
+
+DIGEST_FORMAT = 1
+
+
+def input_digest(
+    component: Component,
+    files: Mapping[str, str],
+    global_inputs: Iterable[str],
+    dependency_digests: Mapping[str, str],
+) -> str:
+    """sha256 over the inputs of a build; `files` maps project-relative paths to blob ids."""
+    patterns = tuple(component.inputs) + tuple(global_inputs)
+    chosen = sorted((p, blob) for p, blob in files.items() if matches_any(p, patterns))
+    payload = {
+        "format": DIGEST_FORMAT,
+        "files": chosen,
+        "build": component.build,
+        "artifact": component.artifact,
+        "path": component.path,
+        "deps": sorted(dependency_digests.items()),
+    }
+    encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+class ArtifactStore:
+    """Built artifacts on this machine, one folder per component and digest."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, component: str, digest: str) -> Path:
+        return self.root / component / digest
+
+    def has(self, component: str, digest: str) -> bool:
+        return self.path(component, digest).is_dir()
+
+    def put(self, component: str, digest: str, source: Path) -> tuple[Path, int]:
+        """Copy `source` in as the artifact; return its path and size in bytes."""
+        final = self.path(component, digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=final.parent))
+        try:
+            shutil.copytree(source, staging, symlinks=True, dirs_exist_ok=True)
+            try:
+                os.rename(staging, final)
+            except OSError:  # another deployment stored the same digest first: keep theirs
+                shutil.rmtree(staging, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        size = sum(f.stat().st_size for f in final.rglob("*") if f.is_file())
+        return final, size

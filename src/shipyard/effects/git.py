@@ -1,0 +1,117 @@
+"""Git, through the `git` command: resolve refs, check the work tree, export a commit."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from shipyard.errors import GitError
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One file of a commit: its path and blob id."""
+
+    path: str
+    blob: str
+
+
+class Repo:
+    """A git work tree (the project folder or one of its parents)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _git(self, *args: str, binary: bool = False) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=self.path, capture_output=True, check=False, timeout=120
+            )
+        except FileNotFoundError:
+            raise GitError("git is not installed", hint="install git and retry") from None
+        if done.returncode != 0:
+            stderr = done.stderr.decode("utf-8", "replace").strip()
+            raise GitError(
+                f"`git {' '.join(args)}` failed in {self.path}: {stderr}",
+                hint="check that the folder is a git repository and the ref exists",
+            )
+        return "" if binary else done.stdout.decode("utf-8", "replace")
+
+    def toplevel(self) -> Path:
+        """The root of the work tree."""
+        return Path(self._git("rev-parse", "--show-toplevel").strip())
+
+    def resolve(self, ref: str) -> str:
+        """The full commit id of `ref`; GitError naming the ref if it does not resolve."""
+        try:
+            return self._git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
+        except GitError:
+            raise GitError(
+                f"git ref {ref!r} does not resolve to a commit in {self.path}",
+                hint="check the name with `git log --oneline`; fetch it if it is remote",
+            ) from None
+
+    def has_commit(self, commit: str) -> bool:
+        try:
+            self.resolve(commit)
+        except GitError:
+            return False
+        return True
+
+    def dirty_files(self, prefix: str = "") -> list[str]:
+        """Uncommitted or untracked (not ignored) files, relative to the work-tree root."""
+        out = self._git("status", "--porcelain", "--untracked-files=all", "--", prefix or ".")
+        return [line[3:] for line in out.splitlines() if line.strip()]
+
+    def tree(self, commit: str, prefix: str = "") -> list[TreeEntry]:
+        """Every file of `commit` below `prefix` (relative to the work-tree root)."""
+        args = ["ls-tree", "-r", "--full-tree", commit]
+        if prefix:
+            args += ["--", prefix]
+        entries = []
+        for line in self._git(*args).splitlines():
+            meta, path = line.split("\t", 1)
+            entries.append(TreeEntry(path=path, blob=meta.split()[2]))
+        return entries
+
+    def work_tree_digest(self, paths: list[str]) -> dict[str, str]:
+        """Content hashes of work-tree files (for --allow-dirty builds)."""
+        root = self.toplevel()
+        result = {}
+        for rel in paths:
+            file = root / rel
+            if file.is_file():
+                result[rel] = hashlib.sha256(file.read_bytes()).hexdigest()
+        return result
+
+    def export(self, commit: str, dest: Path, prefix: str = "") -> None:
+        """Write the files of `commit` (below `prefix`) into `dest`: a clean build tree."""
+        try:
+            args = ["git", "archive", "--format=tar", commit]
+            if prefix:
+                args += ["--", prefix]
+            done = subprocess.run(args, cwd=self.path, capture_output=True, timeout=300)
+        except FileNotFoundError:
+            raise GitError("git is not installed", hint="install git and retry") from None
+        if done.returncode != 0:
+            raise GitError(
+                f"cannot export commit {commit[:12]}: {done.stderr.decode(errors='replace')}"
+            )
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(done.stdout)) as archive:
+            archive.extractall(dest, filter="data")
+
+    def tracked_and_untracked(self) -> list[str]:
+        """Files a dirty build sees: tracked plus untracked-but-not-ignored."""
+        out = self._git("ls-files", "--cached", "--others", "--exclude-standard", "-z")
+        return [p for p in out.split("\0") if p]
+
+    def changed_files(self, base: str, head: str) -> list[str]:
+        """Files that differ between merge-base(base, head) and head; renames count twice."""
+        merge_base = self._git("merge-base", base, head).strip()
+        out = self._git("diff", "--name-only", "--no-renames", merge_base, head)
+        return sorted(set(out.splitlines()))

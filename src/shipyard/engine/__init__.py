@@ -1,0 +1,1 @@
+"""The deployment state machine and the runner that executes a Plan."""

@@ -1,0 +1,1000 @@
+"""The runner: executes a Plan step by step, journals every transition, rolls back on failure.
+
+Steps run as soon as the steps they come `after` have succeeded, so independent
+components of one dependency level build and start in parallel (bounded by
+`max_parallel`). Every step start, finish and failure is written to the store's
+journal before the runner moves on, so a crashed deployment can be recovered
+from the journal and the host's actual state (see `restore`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shipyard.config import Component, Config, Environment
+from shipyard.core.graph import Graph
+from shipyard.core.health import HealthJudge
+from shipyard.core.plan import Plan, Step
+from shipyard.core.secrets import Redactor
+from shipyard.effects.artifacts import ArtifactStore, input_digest
+from shipyard.effects.git import Repo
+from shipyard.effects.process import run_command
+from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
+from shipyard.errors import (
+    DeploymentFailed,
+    LockedError,
+    PreflightError,
+    RollbackFailed,
+    ShipyardError,
+)
+from shipyard.store import Store
+from shipyard.store.ids import new_id
+from shipyard.store.records import (
+    ArtifactRecord,
+    ComponentRecord,
+    DeploymentRecord,
+    LockOwner,
+    SnapshotEntry,
+)
+from shipyard.targets.base import Observation, ProbeSpec, Target
+
+BUILD_TIMEOUT = 15 * 60.0
+TEST_TIMEOUT = 15 * 60.0
+MIGRATE_TIMEOUT = 10 * 60.0
+LOCK_TTL = 15.0
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """What adapters render live: one journal line."""
+
+    deployment_id: str
+    kind: str  # deployment, step, health, log
+    step: str | None
+    component: str | None
+    status: str | None
+    message: str | None
+    at: float
+
+
+ProgressSink = Callable[[ProgressEvent], None]
+
+
+@dataclass
+class DeployOptions:
+    """Flags of one deployment."""
+
+    rollback: bool = True
+    allow_dirty: bool = False
+    dirty: bool = False
+    wait_lock: float = 0.0
+    created_by: str = ""
+
+
+@dataclass
+class EngineContext:
+    """Everything the engine needs, injected (a target, a store, a clock, a sink)."""
+
+    config: Config
+    env: Environment
+    store: Store
+    target: Target
+    artifacts: ArtifactStore
+    repo: Repo
+    project_prefix: str  # the project folder relative to the git work-tree root
+    secrets: dict[str, str]
+    redact: Redactor
+    sink: ProgressSink = lambda event: None
+    owner: LockOwner = field(default_factory=LockOwner.current)
+    lock_ttl: float = LOCK_TTL
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    @property
+    def components(self) -> dict[str, Component]:
+        return self.config.components_for(self.env)
+
+    @property
+    def graph(self) -> Graph:
+        return Graph({c.name: c.depends_on for c in self.config.components.values()})
+
+
+class StepFailed(DeploymentFailed):
+    """A step failed; carries the step and component for the rollback reason."""
+
+    def __init__(self, step: Step, cause: ShipyardError | str) -> None:
+        text = cause.message if isinstance(cause, ShipyardError) else cause
+        where = f"step {step.id}"
+        super().__init__(f"{where} failed: {text}", hint=getattr(cause, "hint", None))
+        self.step = step
+        self.cause = cause
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Deployment:
+    """One run of a Plan against one environment."""
+
+    def __init__(self, ctx: EngineContext, plan: Plan, options: DeployOptions) -> None:
+        self.ctx = ctx
+        self.plan = plan
+        self.options = options
+        self.id = new_id()
+        self.release = self.id  # every new release of this deployment shares its id
+        self.status = "pending"
+        self.digests: dict[str, str] = {}
+        self.ports: dict[str, int] = {}  # component → private port of its new release
+        self.snapshot: dict[str, SnapshotEntry] = {}
+        self.export_dir: Path | None = None
+        self._export_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(ctx.config.project.max_parallel)
+        self._records: dict[str, ComponentRecord] = {}
+
+    # --- journal -------------------------------------------------------------------------
+
+    def journal(
+        self,
+        kind: str,
+        *,
+        step: str | None = None,
+        component: str | None = None,
+        status: str | None = None,
+        message: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        safe = self.ctx.redact(message) if message else None
+        self.ctx.store.append_event(
+            self.id,
+            kind,
+            step=step,
+            component=component,
+            status=status,
+            message=safe,
+            data=data,
+        )
+        self.ctx.sink(
+            ProgressEvent(self.id, kind, step, component, status, safe, self.ctx.monotonic())
+        )
+
+    def set_status(self, new: str, error: str | None = None) -> None:
+        check_transition(DEPLOYMENT_TRANSITIONS, self.status, new)
+        fields: dict[str, Any] = {"status": new}
+        if new == "running":
+            fields["started_at"] = _now()
+        if new in ("succeeded", "rolled_back", "rollback_failed") or (
+            new == "failed" and not self.options.rollback
+        ):
+            fields["finished_at"] = _now()
+        if new == "failed" and self.status == "pending":
+            fields["started_at"] = fields["finished_at"] = _now()
+        if error is not None:
+            fields["error"] = self.ctx.redact(error)
+        self.ctx.store.update_deployment(self.id, **fields)
+        self.status = new
+        self.journal("deployment", status=new, message=error)
+
+    def component_record(self, name: str, **changes: Any) -> None:
+        current = self._records.get(name) or ComponentRecord(
+            deployment_id=self.id, component=name, host=self.ctx.target.host
+        )
+        updated = current.replace(**changes)
+        self._records[name] = updated
+        self.ctx.store.set_component(updated)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> DeploymentRecord:
+        """Lock, execute, roll back on failure, unlock. Returns the final record."""
+        ctx = self.ctx
+        await self._acquire_lock()
+        try:
+            ctx.store.create_deployment(
+                DeploymentRecord(
+                    id=self.id,
+                    environment=ctx.env.name,
+                    kind=self.plan.kind,
+                    commit=self.plan.commit,
+                    base_commit=self.plan.base_commit,
+                    plan_hash=self.plan.plan_hash,
+                    dirty=self.options.dirty,
+                    rollback_of=self.plan.rollback_to,
+                    created_by=self.options.created_by or str(ctx.owner),
+                    options={
+                        "tests": self.plan.tests,
+                        "migrate": self.plan.migrate,
+                        "rollback": self.options.rollback,
+                        "components": list(self.plan.components),
+                    },
+                )
+            )
+            self.journal("deployment", status="pending", message=self.plan.why)
+            heartbeat = asyncio.create_task(self._heartbeat())
+            try:
+                await self._execute()
+            finally:
+                heartbeat.cancel()
+        finally:
+            ctx.store.release_lock(ctx.env.name, self.id)
+            self._cleanup_export()
+        record = ctx.store.get_deployment(self.id)
+        assert record is not None
+        return record
+
+    async def _acquire_lock(self) -> None:
+        ctx = self.ctx
+        deadline = ctx.monotonic() + self.options.wait_lock
+        while True:
+            try:
+                stale = ctx.store.acquire_lock(ctx.env.name, self.id, ctx.owner, ctx.lock_ttl)
+            except LockedError:
+                lock = ctx.store.get_lock(ctx.env.name)
+                if lock is not None and _owner_is_dead(lock.owner):
+                    ctx.store.force_release_lock(
+                        ctx.env.name, by=f"{ctx.owner} (holder pid {lock.owner.pid} is dead)"
+                    )
+                    continue
+                if ctx.monotonic() >= deadline:
+                    raise
+                await ctx.sleep(0.5)
+                continue
+            if stale is not None:
+                # The previous orchestrator died holding the lock: finish its rollback first.
+                from shipyard.engine.recovery import recover_deployment
+
+                await recover_deployment(ctx, stale.deployment_id)
+            return
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await self.ctx.sleep(self.ctx.lock_ttl / 3)
+            await asyncio.to_thread(
+                self.ctx.store.heartbeat, self.ctx.env.name, self.id, self.ctx.lock_ttl
+            )
+
+    async def _execute(self) -> None:
+        self.set_status("running")
+        try:
+            await self._run_steps()
+        except (Exception, asyncio.CancelledError) as exc:
+            reason = _reason(exc)
+            interrupted = isinstance(exc, asyncio.CancelledError)
+            if isinstance(exc, PreflightError) and not self.snapshot:
+                self.set_status("failed", reason)  # nothing was changed: nothing to undo
+                self.ctx.store.update_deployment(self.id, finished_at=_now())
+                raise
+            self.set_status("failed", reason)
+            if not self.options.rollback:
+                raise DeploymentFailed(
+                    f"deployment {self.id} failed: {reason}",
+                    hint="it was left as it failed (--no-rollback); "
+                    f"`shipyard rollback --env {self.ctx.env.name}` undoes it",
+                ) from None
+            self.set_status("rolling_back", reason)
+            try:
+                await restore(self.ctx, self, list(self.plan.components))
+            except ShipyardError as rollback_error:
+                self.set_status("rollback_failed", f"{reason}; rollback: {rollback_error.message}")
+                raise RollbackFailed(
+                    f"deployment {self.id} failed ({reason}) and its rollback failed: "
+                    f"{rollback_error.message}",
+                    hint=f"run `shipyard recover --env {self.ctx.env.name}` to try again; "
+                    "check `shipyard status` for what is running",
+                ) from None
+            self.set_status("rolled_back", reason)
+            if interrupted:
+                raise
+            raise DeploymentFailed(
+                f"deployment {self.id} failed and was rolled back: {reason}",
+                hint=getattr(exc, "hint", None) or f"see `shipyard logs {self.id[:13]}`",
+            ) from None
+        self.set_status("succeeded")
+
+    async def _run_steps(self) -> None:
+        done: dict[str, asyncio.Future[None]] = {
+            s.id: asyncio.get_running_loop().create_future() for s in self.plan.steps
+        }
+
+        async def run_one(step: Step) -> None:
+            for dep in step.after:
+                await done[dep]
+            await self._run_step(step)
+            done[step.id].set_result(None)
+
+        tasks = [asyncio.create_task(run_one(s), name=s.id) for s in self.plan.steps]
+        try:
+            # The first failure wins; the rest are cancelled before rollback starts.
+            for finished in asyncio.as_completed(tasks):
+                await finished
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for fut in done.values():
+                if not fut.done():
+                    fut.cancel()
+
+    async def _run_step(self, step: Step) -> None:
+        handler = getattr(self, f"_step_{step.kind}")
+        parallel = step.kind in ("build", "test", "release", "migrate", "activate")
+        started = self.ctx.monotonic()
+        self.journal("step", step=step.id, component=step.component, status="running")
+        try:
+            if parallel:
+                async with self._slots:
+                    await handler(step)
+            else:
+                await handler(step)
+        except asyncio.CancelledError:
+            self.journal("step", step=step.id, component=step.component, status="cancelled")
+            raise
+        except ShipyardError as exc:
+            self.journal(
+                "step",
+                step=step.id,
+                component=step.component,
+                status="failed",
+                message=exc.message,
+            )
+            if step.component:
+                self.component_record(step.component, status="failed", error=exc.message)
+            if isinstance(exc, PreflightError):
+                raise
+            raise StepFailed(step, exc) from None
+        self.journal(
+            "step",
+            step=step.id,
+            component=step.component,
+            status="succeeded",
+            data={"duration_s": round(self.ctx.monotonic() - started, 3)},
+        )
+
+    # --- steps -------------------------------------------------------------------------------
+
+    async def _step_preflight(self, step: Step) -> None:
+        ctx = self.ctx
+        await asyncio.to_thread(ctx.target.prepare)
+        needed = {n: ctx.components[n].secrets for n in self.plan.components}
+        missing = sorted({s for names in needed.values() for s in names if not ctx.secrets.get(s)})
+        if missing:
+            raise PreflightError(
+                f"secrets missing for environment {ctx.env.name!r}: {', '.join(missing)}",
+                hint="add them to the environment's secrets source",
+            )
+        usage = shutil.disk_usage(
+            ctx.artifacts.root.parent if ctx.artifacts.root.parent.exists() else ctx.config.root
+        )
+        if usage.free < 100 * 1024 * 1024:
+            raise PreflightError(
+                f"only {usage.free // (1024 * 1024)} MiB free on the build disk",
+                hint="free some space (old artifacts live in .shipyard/artifacts)",
+            )
+        if self.plan.kind == "rollback":
+            for name, release in self.plan.releases.items():
+                if not ctx.target.has_release(name, release):
+                    raise PreflightError(
+                        f"release {release} of {name} is no longer on {ctx.target.host}",
+                        hint="it was pruned; deploy that commit again instead",
+                    )
+
+    async def _step_snapshot(self, step: Step) -> None:
+        ctx = self.ctx
+        routes = await asyncio.to_thread(ctx.target.routes)
+        last_good = ctx.store.last_good_deployment(ctx.env.name)
+        good_components = (
+            {c.component: c for c in ctx.store.components(last_good.id)} if last_good else {}
+        )
+        entries = []
+        for name in self.plan.components:
+            comp = ctx.components[name]
+            release = routes.get(name) or await asyncio.to_thread(ctx.target.current, name)
+            revision = None
+            if comp.migrations is not None:
+                revision = await asyncio.to_thread(
+                    ctx.target.migration_revision,
+                    name,
+                    release or "",
+                    comp.migrations,
+                    self.release_env(comp, release or ""),
+                )
+            good = good_components.get(name)
+            entry = SnapshotEntry(
+                component=name,
+                host=ctx.target.host,
+                release=release,
+                artifact=good.artifact if good and good.release == release else None,
+                migration_revision=revision,
+                commit=last_good.commit if last_good and good and good.release == release else None,
+                deployment_id=last_good.id if last_good and good else None,
+            )
+            entries.append(entry)
+            self.snapshot[name] = entry
+            self.component_record(name, previous_release=release, status="pending")
+        ctx.store.save_snapshot(self.id, entries)
+
+    async def _export(self) -> Path:
+        async with self._export_lock:
+            if self.export_dir is None:
+                folder = Path(tempfile.mkdtemp(prefix=f"shipyard-build-{self.id[:8]}-"))
+                if self.options.dirty:
+                    await asyncio.to_thread(_copy_work_tree, self.ctx.repo, folder)
+                else:
+                    await asyncio.to_thread(self.ctx.repo.export, self.plan.commit, folder)
+                self.export_dir = folder
+            return self.export_dir
+
+    def _cleanup_export(self) -> None:
+        if self.export_dir is not None:
+            shutil.rmtree(self.export_dir, ignore_errors=True)
+
+    async def _step_build(self, step: Step) -> None:
+        ctx = self.ctx
+        name = step.component
+        assert name is not None
+        comp = ctx.components[name]
+        files = await asyncio.to_thread(self._input_files)
+        deps = {d: self.digests[d] for d in comp.depends_on if d in self.digests}
+        digest = input_digest(comp, files, ctx.config.project.global_inputs, deps)
+        self.digests[name] = digest
+        self.component_record(name, status="building", artifact=digest, started_at=_now())
+        if ctx.artifacts.has(name, digest):
+            self.journal(
+                "build",
+                step=step.id,
+                component=name,
+                status="reused",
+                message=f"artifact {digest[:12]} already built",
+                data={"digest": digest},
+            )
+            self.component_record(name, status="built")
+            return
+        export = await self._export()
+        build_dir = export / self.ctx.project_prefix / comp.path
+        if comp.build:
+            await run_command(
+                comp.build,
+                cwd=build_dir,
+                env=self._build_env(),
+                timeout=BUILD_TIMEOUT,
+                where=f"build of {name}",
+                redact=ctx.redact,
+            )
+        source = build_dir / comp.artifact
+        if not source.is_dir():
+            raise DeploymentFailed(
+                f"the build of {name} did not produce its artifact folder {comp.artifact!r}",
+                hint=f"check components.{name}.artifact and the build command",
+            )
+        path, size = await asyncio.to_thread(ctx.artifacts.put, name, digest, source)
+        ctx.store.record_artifact(
+            ArtifactRecord(
+                component=name,
+                digest=digest,
+                path=str(path),
+                size_bytes=size,
+                created_at=_now(),
+                build_command=comp.build,
+                commit=self.plan.commit,
+                dirty=self.options.dirty,
+            )
+        )
+        self.journal(
+            "build",
+            step=step.id,
+            component=name,
+            status="built",
+            message=f"artifact {digest[:12]} ({size} bytes)",
+            data={"digest": digest},
+        )
+        self.component_record(name, status="built")
+
+    _files_cache: dict[str, str] | None = None
+
+    def _input_files(self) -> dict[str, str]:
+        """Project-relative path → blob id (or content hash for a dirty build)."""
+        if self._files_cache is None:
+            prefix = self.ctx.project_prefix
+            strip = len(prefix) + 1 if prefix else 0
+            if self.options.dirty:
+                paths = [
+                    p
+                    for p in self.ctx.repo.tracked_and_untracked()
+                    if not prefix or p.startswith(prefix + "/")
+                ]
+                hashed = self.ctx.repo.work_tree_digest(paths)
+                self._files_cache = {p[strip:]: h for p, h in hashed.items()}
+            else:
+                entries = self.ctx.repo.tree(self.plan.commit, prefix)
+                self._files_cache = {e.path[strip:]: e.blob for e in entries}
+        return self._files_cache
+
+    def _build_env(self) -> dict[str, str]:
+        # Builds see no secrets: one artifact serves every environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+        env["PATH"] = search_path()
+        env["SHIPYARD_COMMIT"] = self.plan.commit
+        return env
+
+    def release_env(self, comp: Component, release: str) -> dict[str, str]:
+        return component_env(self.ctx, comp, release, self.plan.commit)
+
+    def _dependency_urls(self, comp: Component) -> dict[str, str]:
+        urls = {}
+        for dep in comp.depends_on:
+            port = self.ports.get(dep) or self.ctx.components[dep].port
+            if port:
+                urls[f"SHIPYARD_URL_{dep.upper().replace('-', '_')}"] = f"http://127.0.0.1:{port}"
+        return urls
+
+    async def _step_release(self, step: Step) -> None:
+        name = step.component
+        assert name is not None
+        comp = self.ctx.components[name]
+        artifact = self.ctx.artifacts.path(name, self.digests[name])
+        await asyncio.to_thread(
+            self.ctx.target.install,
+            name,
+            self.release,
+            artifact,
+            self.release_env(comp, self.release),
+        )
+        self.component_record(name, release=self.release)
+
+    async def _step_test(self, step: Step) -> None:
+        name = step.component
+        assert name is not None
+        comp = self.ctx.components[name]
+        stage = self.plan.tests
+        env = {**os.environ, **self.release_env(comp, self.release), **self._dependency_urls(comp)}
+        for other, port in self.ports.items():
+            env[f"SHIPYARD_URL_{other.upper().replace('-', '_')}"] = f"http://127.0.0.1:{port}"
+        cwd = self.ctx.target.release_dir(name, self.release)
+        await run_command(
+            comp.tests[stage],
+            cwd=cwd,
+            env=env,
+            timeout=TEST_TIMEOUT,
+            where=f"{stage} tests of {name}",
+            redact=self.ctx.redact,
+        )
+
+    async def _step_migrate(self, step: Step) -> None:
+        name = step.component
+        assert name is not None
+        comp = self.ctx.components[name]
+        assert comp.migrations is not None
+        self.component_record(name, status="migrating")
+        if self.plan.kind == "rollback":
+            # Down to the revision that deployment ran with, using the files of the
+            # release active now (only it knows the newer revisions' down steps).
+            release = self.snapshot[name].release or self.plan.releases[name]
+            target_revision = _revision_after(self.ctx.store, self.plan.rollback_to or "", name)
+        else:
+            release, target_revision = self.release, None
+        before, after = await asyncio.wait_for(
+            asyncio.to_thread(
+                self.ctx.target.migrate,
+                name,
+                release,
+                comp.migrations,
+                self.release_env(comp, release),
+                target_revision,
+            ),
+            MIGRATE_TIMEOUT,
+        )
+        self.journal(
+            "migrated",
+            step=step.id,
+            component=name,
+            status="succeeded",
+            message=f"schema {before or '(none)'} → {after or '(none)'}",
+            data={"before": before, "after": after},
+        )
+
+    async def _step_activate(self, step: Step) -> None:
+        name = step.component
+        assert name is not None
+        comp = self.ctx.components[name]
+        release = self.plan.releases.get(name, self.release)
+        env = {**self.release_env(comp, release), **self._dependency_urls(comp)}
+        if self.plan.kind == "rollback":
+            env["SHIPYARD_COMMIT"] = _commit_of_release(self.ctx.store, self.plan, name)
+        self.component_record(name, status="starting", release=release)
+        running = await asyncio.to_thread(
+            self.ctx.target.start, name, release, comp.start, env, comp.stop_timeout
+        )
+        if running.port is not None:
+            self.ports[name] = running.port
+        self.component_record(name, port=running.port)
+        observation = await wait_healthy(self.ctx, comp, release, running.port, self.journal)
+        self.component_record(name, status="healthy", health=observation.to_dict())
+
+    async def _step_switch(self, step: Step) -> None:
+        ctx = self.ctx
+        for name in self.plan.components:
+            comp = ctx.components[name]
+            release = self.plan.releases.get(name, self.release)
+            if comp.port is not None:
+                await asyncio.to_thread(
+                    ctx.target.route,
+                    name,
+                    comp.port,
+                    release,
+                    http=comp.health.kind == "http",
+                    drain_timeout=comp.drain_timeout,
+                )
+                self.journal(
+                    "routed",
+                    step=step.id,
+                    component=name,
+                    status="succeeded",
+                    message=f":{comp.port} → {release}",
+                )
+        for name in self.plan.components:
+            await asyncio.to_thread(
+                ctx.target.set_current, name, self.plan.releases.get(name, self.release)
+            )
+            self.component_record(name, status="active")
+
+    async def _step_verify(self, step: Step) -> None:
+        failures = []
+        for name in self.plan.components:
+            comp = self.ctx.components[name]
+            port = comp.port or self.ports.get(name)
+            observation = await asyncio.to_thread(self.ctx.target.probe, probe_spec(comp, port))
+            self.journal(
+                "health",
+                step=step.id,
+                component=name,
+                status="ok" if observation.ok else "failing",
+                data=observation.to_dict(),
+            )
+            if not observation.ok:
+                failures.append(f"{name}: {observation.detail}")
+        if failures:
+            raise DeploymentFailed("final health check failed: " + "; ".join(failures))
+
+    async def _step_finish(self, step: Step) -> None:
+        ctx = self.ctx
+        keep = ctx.config.project.keep_releases
+        for name in self.plan.components:
+            previous = self.snapshot.get(name)
+            new = self.plan.releases.get(name, self.release)
+            if previous and previous.release and previous.release != new:
+                await asyncio.to_thread(ctx.target.stop, name, previous.release)
+            await asyncio.to_thread(ctx.target.prune, name, keep, {new})
+            self.component_record(name, finished_at=_now())
+
+
+async def wait_healthy(
+    ctx: EngineContext,
+    comp: Component,
+    release: str,
+    port: int | None,
+    journal: Callable[..., None],
+) -> Observation:
+    """Probe until healthy for `stable_for`, or fail at the deadline with the log tail."""
+    judge = HealthJudge(comp.health, start=ctx.monotonic())
+    spec = probe_spec(comp, port)
+    while True:
+        observation = await asyncio.to_thread(ctx.target.probe, spec)
+        verdict = judge.observe(observation.ok, ctx.monotonic())
+        if verdict == "healthy":
+            journal(
+                "health",
+                step=f"activate:{comp.name}",
+                component=comp.name,
+                status="ok",
+                data=observation.to_dict(),
+            )
+            return observation
+        if verdict == "failed":
+            tail = await asyncio.to_thread(ctx.target.logs, comp.name, release, 15)
+            journal(
+                "health",
+                step=f"activate:{comp.name}",
+                component=comp.name,
+                status="failing",
+                data=observation.to_dict(),
+            )
+            log = "\n".join(f"  | {ctx.redact(line)}" for line in tail)
+            raise DeploymentFailed(
+                f"{comp.name} release {release} did not become healthy within "
+                f"{comp.health.deadline:g}s: {observation.detail}"
+                + (f"\n  last lines of its log:\n{log}" if log else ""),
+                hint="check the component's health settings and its log "
+                "(`shipyard logs` shows the journal)",
+            )
+        await ctx.sleep(comp.health.interval)
+
+
+def probe_spec(comp: Component, port: int | None) -> ProbeSpec:
+    health = comp.health
+    kind = health.kind
+    if kind == "http":
+        return ProbeSpec(
+            "http", port=port, path=health.http or "/", status=health.status, timeout=health.timeout
+        )
+    if kind == "command":
+        return ProbeSpec("command", command=health.command, timeout=health.timeout)
+    return ProbeSpec("tcp", port=port, timeout=health.timeout)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "interrupted (Ctrl-C or deadline)"
+    if isinstance(exc, ShipyardError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _owner_is_dead(owner: LockOwner) -> bool:
+    """True only when the holder ran on this machine and its process is gone."""
+    if owner.host != socket.gethostname():
+        return False
+    try:
+        os.kill(owner.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _copy_work_tree(repo: Repo, dest: Path) -> None:
+    root = repo.toplevel()
+    for rel in repo.tracked_and_untracked():
+        src = root / rel
+        if src.is_file():
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+
+
+def _revision_after(store: Store, deployment_id: str, component: str) -> str | None:
+    """The schema revision `component` had when `deployment_id` finished."""
+    revision = None
+    found = False
+    for event in store.events(deployment_id):
+        if event.kind == "migrated" and event.component == component and event.data:
+            revision, found = event.data.get("after"), True
+    if found:
+        return revision
+    for entry in store.snapshot(deployment_id):
+        if entry.component == component:
+            return entry.migration_revision
+    return None
+
+
+def _commit_of_release(store: Store, plan: Plan, component: str) -> str:
+    record = store.get_deployment(plan.releases[component])
+    return record.commit or "" if record else ""
+
+
+async def restore(
+    ctx: EngineContext,
+    deployment: Deployment | None,
+    order: list[str],
+    deployment_id: str | None = None,
+) -> None:
+    """Put every component back on its snapshot release (idempotent; used by recovery too).
+
+    Works from the snapshot and the host's actual state, not from memory, so it
+    finishes the job whatever point a deployment reached before it failed or died.
+    """
+    dep_id = deployment.id if deployment else deployment_id
+    assert dep_id is not None
+    snapshot = {e.component: e for e in ctx.store.snapshot(dep_id)}
+    record = ctx.store.get_deployment(dep_id)
+    plan_releases: dict[str, str] = {}
+    if deployment is not None:
+        plan_releases = deployment.plan.releases
+    elif record and record.kind == "rollback" and record.rollback_of:
+        plan_releases = {c.component: c.release for c in ctx.store.components(dep_id) if c.release}
+    journal = deployment.journal if deployment else _journal_for(ctx, dep_id)
+    components = ctx.components
+    graph = ctx.graph
+    touched = [n for n in graph.order() if n in set(order) and n in snapshot]
+    problems: list[str] = []
+    running = await asyncio.to_thread(ctx.target.running)
+    routes = await asyncio.to_thread(ctx.target.routes)
+    # 1. Route back to previous releases that still run; stop what this deployment started.
+    for name in reversed(touched):
+        comp = components[name]
+        previous = snapshot[name].release
+        new = plan_releases.get(name, dep_id)
+        try:
+            prev_up = previous is not None and _is_up(running.get((name, previous)))
+            if previous and prev_up and comp.port and routes.get(name) != previous:
+                await asyncio.to_thread(
+                    ctx.target.route,
+                    name,
+                    comp.port,
+                    previous,
+                    http=comp.health.kind == "http",
+                    drain_timeout=comp.drain_timeout,
+                )
+                journal(
+                    "routed",
+                    step="rollback",
+                    component=name,
+                    status="succeeded",
+                    message=f":{comp.port} → {previous}",
+                )
+            if previous is None and routes.get(name):
+                await asyncio.to_thread(ctx.target.unroute, name)
+            if new != previous and (name, new) in running:
+                await asyncio.to_thread(ctx.target.stop, name, new)
+        except ShipyardError as exc:
+            problems.append(f"{name}: {exc.message}")
+    # 2. Schema back to the snapshot revision, newest dependents first.
+    for name in reversed(touched):
+        comp = components[name]
+        entry = snapshot[name]
+        if comp.migrations is None:
+            continue
+        new = plan_releases.get(name, dep_id)
+        files_from = new if ctx.target.has_release(name, new) else entry.release
+        if not files_from:
+            continue
+        try:
+            env = component_env(ctx, comp, files_from)
+            current = await asyncio.to_thread(
+                ctx.target.migration_revision, name, files_from, comp.migrations, env
+            )
+            if current != entry.migration_revision:
+                before, after = await asyncio.to_thread(
+                    ctx.target.migrate,
+                    name,
+                    files_from,
+                    comp.migrations,
+                    env,
+                    entry.migration_revision or "",
+                )
+                journal(
+                    "migrated",
+                    step="rollback",
+                    component=name,
+                    status="succeeded",
+                    message=f"schema {before or '(none)'} → {after or '(none)'}",
+                    data={"before": before, "after": after},
+                )
+        except ShipyardError as exc:
+            problems.append(
+                f"{name}: schema not restored to "
+                f"{entry.migration_revision or '(none)'}: {exc.message}"
+            )
+    # 3. Previous releases that are not running (agent restarted, host rebooted): start them.
+    running = await asyncio.to_thread(ctx.target.running)
+    for name in touched:
+        comp = components[name]
+        previous = snapshot[name].release
+        if previous is None:
+            await asyncio.to_thread(ctx.target.set_current, name, None)
+            continue
+        try:
+            if not _is_up(running.get((name, previous))):
+                env = {
+                    **component_env(ctx, comp, previous, snapshot[name].commit or ""),
+                    **_public_urls(ctx, comp),
+                }
+                started = await asyncio.to_thread(
+                    ctx.target.start, name, previous, comp.start, env, comp.stop_timeout
+                )
+                await wait_healthy(ctx, comp, previous, started.port, journal)
+            if comp.port:
+                await asyncio.to_thread(
+                    ctx.target.route,
+                    name,
+                    comp.port,
+                    previous,
+                    http=comp.health.kind == "http",
+                    drain_timeout=comp.drain_timeout,
+                )
+            await asyncio.to_thread(ctx.target.set_current, name, previous)
+        except ShipyardError as exc:
+            problems.append(f"{name}: previous release {previous} not restored: {exc.message}")
+    # 4. Verify what is active now.
+    for name in touched:
+        comp = components[name]
+        previous = snapshot[name].release
+        if previous is None or not comp.port:
+            continue
+        observation = await asyncio.to_thread(ctx.target.probe, probe_spec(comp, comp.port))
+        journal(
+            "health",
+            step="rollback",
+            component=name,
+            status="ok" if observation.ok else "failing",
+            data=observation.to_dict(),
+        )
+        if not observation.ok:
+            problems.append(
+                f"{name}: previous release {previous} is unhealthy: {observation.detail}"
+            )
+    for name in touched:
+        if deployment is not None:
+            deployment.component_record(name, status="rolled_back", finished_at=_now())
+    if problems:
+        raise RollbackFailed(
+            "left to do: " + "; ".join(problems),
+            hint="fix the cause, then `shipyard recover` finishes the rollback",
+        )
+
+
+def _is_up(release: Any) -> bool:
+    return release is not None and release.state in ("running", "starting", "backing-off")
+
+
+def component_env(
+    ctx: EngineContext, comp: Component, release: str, commit: str = ""
+) -> dict[str, str]:
+    """The env a component's process gets (without PORT and dependency URLs)."""
+    env = {n: ctx.secrets[n] for n in comp.secrets if n in ctx.secrets}
+    env.update(comp.env)
+    env.update(
+        {
+            "SHIPYARD_ENV": ctx.env.name,
+            "SHIPYARD_RELEASE": release,
+            "SHIPYARD_COMMIT": commit,
+            "SHIPYARD_COMPONENT": comp.name,
+        }
+    )
+    env.setdefault("PATH", search_path())
+    return env
+
+
+def search_path() -> str:
+    """PATH with the running interpreter's folder first, so `python` in a command is ours
+    (a fresh machine may only have `python3`)."""
+    here = os.path.dirname(sys.executable)
+    rest = [p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if p and p != here]
+    return os.pathsep.join([here, *rest])
+
+
+def _public_urls(ctx: EngineContext, comp: Component) -> dict[str, str]:
+    urls = {}
+    for dep in comp.depends_on:
+        port = ctx.components[dep].port
+        if port:
+            urls[f"SHIPYARD_URL_{dep.upper().replace('-', '_')}"] = f"http://127.0.0.1:{port}"
+    return urls
+
+
+def _journal_for(ctx: EngineContext, deployment_id: str) -> Callable[..., None]:
+    def journal(kind: str, **fields: Any) -> None:
+        message = fields.get("message")
+        ctx.store.append_event(
+            deployment_id,
+            kind,
+            step=fields.get("step"),
+            component=fields.get("component"),
+            status=fields.get("status"),
+            message=ctx.redact(message) if message else None,
+            data=fields.get("data"),
+        )
+        ctx.sink(
+            ProgressEvent(
+                deployment_id,
+                kind,
+                fields.get("step"),
+                fields.get("component"),
+                fields.get("status"),
+                message,
+                ctx.monotonic(),
+            )
+        )
+
+    return journal

@@ -1,0 +1,134 @@
+"""The Target protocol: the small interface between the engine and a host.
+
+A target answers questions about a host (what runs, what is routed, which release
+is current) and performs single operations on it. Order, retries, deadlines and
+rollback are the engine's business, never the target's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from shipyard.config import Migrations
+
+
+@dataclass(frozen=True)
+class RunningRelease:
+    """A release process as the host agent sees it."""
+
+    component: str
+    release: str
+    pid: int | None
+    port: int | None
+    state: str  # starting, running, crashed, backing-off, crash-loop, stopped
+    restarts: int = 0
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """One health probe, run on the host."""
+
+    kind: Literal["http", "tcp", "command"]
+    port: int | None = None
+    path: str = "/"
+    status: tuple[int, ...] = ()
+    timeout: float = 2.0
+    command: str | None = None
+    cwd: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one probe saw (stored with the deployment)."""
+
+    ok: bool
+    status: int | None
+    latency_ms: float
+    detail: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "status": self.status,
+            "latency_ms": round(self.latency_ms, 2),
+            "detail": self.detail,
+        }
+
+
+class Target(Protocol):
+    """A host (or a group of hosts) that runs an environment's releases."""
+
+    host: str
+
+    def prepare(self) -> None:
+        """Make sure the host is reachable and writable and its agent is running."""
+
+    def has_release(self, component: str, release: str) -> bool: ...
+
+    def release_dir(self, component: str, release: str) -> Path:
+        """Where a release is unpacked (tests run there)."""
+
+    def install(self, component: str, release: str, artifact: Path, env: Mapping[str, str]) -> None:
+        """Unpack an artifact as `releases/<release>` with its `.env` (mode 0600)."""
+
+    def start(
+        self,
+        component: str,
+        release: str,
+        command: str,
+        env: Mapping[str, str],
+        stop_timeout: float,
+    ) -> RunningRelease:
+        """Start a release on a fresh private port; returns at once (health is separate)."""
+
+    def probe(self, spec: ProbeSpec) -> Observation: ...
+
+    def route(
+        self,
+        component: str,
+        public_port: int,
+        release: str,
+        *,
+        http: bool,
+        drain_timeout: float,
+    ) -> None:
+        """Send the public port's traffic to `release` in one step (old requests drain)."""
+
+    def unroute(self, component: str) -> None: ...
+
+    def routes(self) -> dict[str, str]:
+        """component → the release its public port currently serves."""
+
+    def stop(self, component: str, release: str) -> None: ...
+
+    def running(self) -> dict[tuple[str, str], RunningRelease]: ...
+
+    def current(self, component: str) -> str | None:
+        """The release `current` points at."""
+
+    def set_current(self, component: str, release: str | None) -> None: ...
+
+    def logs(self, component: str, release: str, lines: int = 20) -> list[str]: ...
+
+    def migrate(
+        self,
+        component: str,
+        release: str,
+        spec: Migrations,
+        env: Mapping[str, str],
+        target: str | None,
+    ) -> tuple[str | None, str | None]:
+        """Migrate to `target` (None: latest) with the files of `release`; (before, after)."""
+
+    def migration_revision(
+        self, component: str, release: str, spec: Migrations, env: Mapping[str, str]
+    ) -> str | None: ...
+
+    def prune(self, component: str, keep: int, protect: set[str]) -> list[str]:
+        """Delete old release folders beyond `keep`, never one in `protect`; return them."""
+
+    def down(self, component: str | None = None) -> list[str]:
+        """Stop every process (of one component) and close its public ports."""

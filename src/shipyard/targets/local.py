@@ -1,0 +1,329 @@
+"""The local target: releases on this machine, run and routed by the host agent.
+
+Layout under the environment's root (design.md §5):
+
+    <root>/<component>/releases/<release>/   the unpacked artifact, `.env` (0600), `shared` link
+    <root>/<component>/current -> releases/<release>
+    <root>/<component>/shared/               persistent data, linked into every release
+    <root>/agent/                            the host agent's socket, state and logs
+
+Agent errors are translated into shipyard errors here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from shipyard.agent.client import AgentClient
+from shipyard.agent.lifecycle import start_background
+from shipyard.agent.errors import AgentRequestError
+from shipyard.config import Migrations
+from shipyard.effects import sql_migrations
+from shipyard.errors import AgentError, DeploymentFailed, PreflightError
+from shipyard.targets.base import Observation, ProbeSpec, RunningRelease
+
+ENV_FILE = ".env"
+
+
+@contextmanager
+def _agent_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except AgentRequestError as exc:
+        raise AgentError(f"{what}: {exc.message}", code=exc.code, hint=exc.hint) from None
+
+
+class LocalTarget:
+    """This machine, under `root`."""
+
+    host = "local"
+
+    def __init__(self, root: Path, *, python: str = sys.executable) -> None:
+        self.root = root.resolve()
+        self.python = python
+        self._client: AgentClient | None = None
+
+    # --- the agent ------------------------------------------------------------------------
+
+    @property
+    def agent(self) -> AgentClient:
+        if self._client is None:
+            with _agent_errors(f"cannot start the host agent under {self.root}"):
+                self._client = start_background(self.root, python=self.python)
+        return self._client
+
+    def prepare(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".shipyard-write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise PreflightError(
+                f"cannot write to the environment root {self.root}: {exc.strerror}",
+                hint="fix its permissions or change `root` in shipyard.toml",
+            ) from None
+        with _agent_errors("the host agent does not answer"):
+            self.agent.ping()
+
+    # --- releases on disk -------------------------------------------------------------------
+
+    def _component_dir(self, component: str) -> Path:
+        return self.root / component
+
+    def release_dir(self, component: str, release: str) -> Path:
+        return self._component_dir(component) / "releases" / release
+
+    def has_release(self, component: str, release: str) -> bool:
+        return self.release_dir(component, release).is_dir()
+
+    def install(self, component: str, release: str, artifact: Path, env: Mapping[str, str]) -> None:
+        final = self.release_dir(component, release)
+        if final.is_dir():
+            return  # idempotent: a retried step finds the release already unpacked
+        shared = self._component_dir(component) / "shared"
+        shared.mkdir(parents=True, exist_ok=True)
+        staging = final.with_name(f".{release}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(artifact, staging, symlinks=True)
+        link = staging / "shared"
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(shared)
+        env_file = staging / ENV_FILE
+        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for key, value in sorted(env.items()):
+                handle.write(f"{key}={_quote(value)}\n")
+        os.replace(staging, final)
+
+    def current(self, component: str) -> str | None:
+        link = self._component_dir(component) / "current"
+        try:
+            return Path(os.readlink(link)).name
+        except OSError:
+            return None
+
+    def set_current(self, component: str, release: str | None) -> None:
+        link = self._component_dir(component) / "current"
+        if release is None:
+            link.unlink(missing_ok=True)
+            return
+        # New symlink, then rename over the old one: `current` is never missing.
+        tmp = link.with_name(".current.tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(Path("releases") / release)
+        os.replace(tmp, link)
+
+    def prune(self, component: str, keep: int, protect: set[str]) -> list[str]:
+        releases_dir = self._component_dir(component) / "releases"
+        if not releases_dir.is_dir():
+            return []
+        live = {
+            r.release
+            for r in self.running().values()
+            if r.component == component and r.state != "stopped"
+        }
+        keep_always = protect | live | {self.current(component) or ""}
+        releases = sorted(p.name for p in releases_dir.iterdir() if not p.name.startswith("."))
+        removed = []
+        for name in releases[: max(0, len(releases) - keep)]:
+            if name not in keep_always:
+                shutil.rmtree(releases_dir / name, ignore_errors=True)
+                removed.append(name)
+        return removed
+
+    # --- processes and routes ---------------------------------------------------------------
+
+    def start(
+        self,
+        component: str,
+        release: str,
+        command: str,
+        env: Mapping[str, str],
+        stop_timeout: float,
+    ) -> RunningRelease:
+        existing = self.running().get((component, release))
+        if existing is not None and existing.state not in ("stopped", "crashed"):
+            return existing
+        with _agent_errors(f"cannot start {component} release {release}"):
+            info = self.agent.start_release(
+                component,
+                release,
+                str(self.release_dir(component, release)),
+                command=command,
+                env=dict(env),
+                stop_timeout=stop_timeout,
+            )
+        return _running(info)
+
+    def stop(self, component: str, release: str) -> None:
+        with _agent_errors(f"cannot stop {component} release {release}"):
+            try:
+                self.agent.stop_release(component, release, force=True)
+            except AgentRequestError as exc:
+                if exc.code != "unknown_release":
+                    raise
+
+    def running(self) -> dict[tuple[str, str], RunningRelease]:
+        with _agent_errors("cannot list releases"):
+            listing = self.agent.list_releases()
+        return {(r["component"], r["release"]): _running(r) for r in listing["releases"]}
+
+    def routes(self) -> dict[str, str]:
+        with _agent_errors("cannot list routes"):
+            listing = self.agent.list_releases()
+        return {r["component"]: r["release"] for r in listing["routes"] if r.get("release")}
+
+    def route(
+        self,
+        component: str,
+        public_port: int,
+        release: str,
+        *,
+        http: bool,
+        drain_timeout: float,
+    ) -> None:
+        with _agent_errors(f"cannot route port {public_port} to {component} release {release}"):
+            self.agent.route(
+                component,
+                public_port,
+                release,
+                mode="http" if http else "tcp",
+                drain_timeout=drain_timeout,
+            )
+
+    def unroute(self, component: str) -> None:
+        with _agent_errors(f"cannot close the public port of {component}"):
+            try:
+                self.agent.unroute(component)
+            except AgentRequestError as exc:
+                if exc.code != "unknown_route":
+                    raise
+
+    def probe(self, spec: ProbeSpec) -> Observation:
+        args: dict[str, Any] = {"kind": spec.kind, "timeout": spec.timeout}
+        if spec.kind == "http":
+            args.update(port=spec.port, path=spec.path)
+            if spec.status:
+                args["expect_status"] = list(spec.status)
+        elif spec.kind == "tcp":
+            args["port"] = spec.port
+        else:
+            args["command"] = spec.command
+            if spec.cwd:
+                args["cwd"] = spec.cwd
+        with _agent_errors("health probe failed to run"):
+            result = self.agent.probe(**args)
+        return Observation(
+            ok=bool(result["ok"]),
+            status=result.get("status"),
+            latency_ms=float(result.get("latency_ms", 0.0)),
+            detail=str(result.get("detail", "")),
+        )
+
+    def logs(self, component: str, release: str, lines: int = 20) -> list[str]:
+        try:
+            return self.agent.logs(component, release, lines)
+        except AgentRequestError:
+            return []
+
+    def down(self, component: str | None = None) -> list[str]:
+        stopped = []
+        with _agent_errors("cannot stop the environment"):
+            listing = self.agent.list_releases()
+            for route in listing["routes"]:
+                if component is None or route["component"] == component:
+                    self.agent.unroute(route["component"])
+            for r in listing["releases"]:
+                if (component is None or r["component"] == component) and r["state"] != "stopped":
+                    self.agent.stop_release(r["component"], r["release"], force=True)
+                    stopped.append(f"{r['component']}/{r['release']}")
+        return stopped
+
+    def shutdown_agent(self) -> None:
+        """Stop the agent itself (after `down`), if it runs."""
+        from shipyard.agent.lifecycle import stop_agent
+
+        with _agent_errors("cannot stop the host agent"):
+            stop_agent(self.root, stop_processes=True)
+        self._client = None
+
+    # --- migrations -------------------------------------------------------------------------
+
+    def _migration_cwd(self, component: str, release: str) -> Path:
+        # Relative database paths (sqlite:///shared/app.db) resolve the same from a release
+        # folder and from the component folder, because `shared` is linked into each release.
+        path = self.release_dir(component, release) if release else None
+        if path is not None and path.is_dir():
+            return path
+        folder = self._component_dir(component)
+        (folder / "shared").mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def migration_revision(
+        self, component: str, release: str, spec: Migrations, env: Mapping[str, str]
+    ) -> str | None:
+        url = _database_url(component, spec, env)
+        return sql_migrations.current_revision(url, cwd=self._migration_cwd(component, release))
+
+    def migrate(
+        self,
+        component: str,
+        release: str,
+        spec: Migrations,
+        env: Mapping[str, str],
+        target: str | None,
+    ) -> tuple[str | None, str | None]:
+        url = _database_url(component, spec, env)
+        cwd = self._migration_cwd(component, release)
+        folder = self.release_dir(component, release) / (spec.dir or "migrations")
+        before = sql_migrations.current_revision(url, cwd=cwd)
+        if target is None:
+            sql_migrations.upgrade(folder, url, cwd=cwd)
+        elif target == "":
+            sql_migrations.downgrade(folder, url, None, cwd=cwd)
+        else:
+            current = before
+            if current is None or int(current) < int(target):
+                sql_migrations.upgrade(folder, url, target, cwd=cwd)
+            else:
+                sql_migrations.downgrade(folder, url, target, cwd=cwd)
+        return before, sql_migrations.current_revision(url, cwd=cwd)
+
+
+def _database_url(component: str, spec: Migrations, env: Mapping[str, str]) -> str:
+    if spec.tool != "sql":
+        raise DeploymentFailed(
+            f"{component}: migration tool {spec.tool!r} is not supported by this version",
+            hint='use migrations = { tool = "sql", dir = "migrations" }',
+        )
+    url = env.get("DATABASE_URL")
+    if not url:
+        raise DeploymentFailed(
+            f"{component}: migrations need DATABASE_URL in the component's secrets or env",
+            hint=f'add "DATABASE_URL" to components.{component}.secrets',
+        )
+    return url
+
+
+def _quote(value: str) -> str:
+    if value and all(c.isalnum() or c in "_-.:/@+=,%" for c in value):
+        return value
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def _running(info: Mapping[str, Any]) -> RunningRelease:
+    return RunningRelease(
+        component=str(info["component"]),
+        release=str(info["release"]),
+        pid=info.get("pid"),
+        port=info.get("port"),
+        state=str(info.get("state", "unknown")),
+        restarts=int(info.get("restarts", 0)),
+    )
