@@ -1,0 +1,249 @@
+"""The client the engine and the CLI use to talk to an agent (standard library only)."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from .errors import AgentRequestError
+from .paths import AgentPaths
+
+__all__ = ["AgentClient"]
+
+
+class AgentClient:
+    """Calls the agent of `root` over its unix socket; every error is an `AgentRequestError`.
+
+    Thread-safe: each call uses its own connection (cheap on a unix socket), so calls from
+    several threads never interleave on one stream.
+    """
+
+    def __init__(self, root: Path, timeout: float = 30.0) -> None:
+        self.paths = AgentPaths(root)
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._id_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ transport
+
+    def _connect(self, timeout: float) -> socket.socket:
+        path = self.paths.sock
+        root = self.paths.root
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise AgentRequestError(
+                "agent_not_running",
+                f"no agent is running for {root} (no socket at {path})",
+                f"shipyard agent start --root {root}",
+            ) from None
+        except PermissionError:
+            raise AgentRequestError(
+                "permission_denied",
+                f"cannot reach the agent socket {path}: permission denied",
+                "run as the user that owns the agent's root",
+            ) from None
+        if st.st_uid != os.getuid():
+            raise AgentRequestError(
+                "socket_foreign_owner",
+                f"the agent socket {path} belongs to uid {st.st_uid}, not to you (uid"
+                f" {os.getuid()})",
+                "run shipyard as the user that started that agent, or use a root of your own",
+            )
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            sock.close()
+            if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                raise AgentRequestError(
+                    "agent_not_running",
+                    f"no agent answers at {path} (a stale socket left by an agent that died?)",
+                    f"shipyard agent start --root {root}",
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise AgentRequestError(
+                    "permission_denied",
+                    f"cannot connect to the agent socket {path}: permission denied",
+                    "run as the user that owns the agent's root",
+                ) from None
+            raise AgentRequestError(
+                "agent_not_running", f"cannot connect to {path}: {exc}", f"check {self.paths.log}"
+            ) from None
+        return sock
+
+    def request(self, op: str, *, call_timeout: Optional[float] = None, **args: Any) -> Any:
+        """Send one request; return its `result` or raise the agent's error."""
+        with self._id_lock:
+            request_id = next(self._ids)
+        timeout = self.timeout if call_timeout is None else call_timeout
+        message = {"id": request_id, "op": op}
+        message.update({k: v for k, v in args.items() if v is not None})
+        payload = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        sock = self._connect(timeout)
+        try:
+            sock.sendall(payload)
+            buf = bytearray()
+            while not buf.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        except socket.timeout:
+            raise AgentRequestError(
+                "agent_timeout",
+                f"the agent did not answer {op!r} within {timeout:g}s",
+                f"see {self.paths.log}",
+            ) from None
+        except OSError as exc:
+            raise AgentRequestError(
+                "agent_not_running",
+                f"connection to the agent broke during {op!r}: {exc}",
+                f"see {self.paths.log}",
+            ) from None
+        finally:
+            sock.close()
+        if not buf.endswith(b"\n"):
+            raise AgentRequestError(
+                "agent_not_running",
+                f"the agent closed the connection without answering {op!r}",
+                f"it may have exited or be restarting; see {self.paths.log}",
+            )
+        try:
+            response = json.loads(bytes(buf))
+            ok = response["ok"]
+        except (ValueError, KeyError, TypeError):
+            raise AgentRequestError(
+                "bad_response", f"unreadable answer from the agent: {bytes(buf[:200])!r}"
+            ) from None
+        if response.get("id") != request_id:
+            raise AgentRequestError(
+                "bad_response", f"answer for request {response.get('id')!r}, not {request_id}"
+            )
+        if not ok:
+            err = response.get("error") or {}
+            raise AgentRequestError(
+                str(err.get("code", "unknown")),
+                str(err.get("message", "the agent refused the request")),
+                err.get("hint"),
+            )
+        return response.get("result")
+
+    # ------------------------------------------------------------------ ops
+
+    def ping(self) -> Dict[str, Any]:
+        """`{pid, version, protocol, root, uptime_s, python}`."""
+        result: Dict[str, Any] = self.request("ping")
+        return result
+
+    def start_release(
+        self,
+        component: str,
+        release: str,
+        cwd: Union[str, Path],
+        *,
+        command: Optional[str] = None,
+        argv: Optional[Sequence[str]] = None,
+        env: Optional[Dict[str, str]] = None,
+        stop_timeout: float = 10.0,
+    ) -> Dict[str, Any]:
+        """Start a release; returns its release info (pid, port, state, log_path, ...)."""
+        result: Dict[str, Any] = self.request(
+            "start",
+            component=component,
+            release=release,
+            cwd=str(cwd),
+            command=command,
+            argv=list(argv) if argv is not None else None,
+            env=dict(env or {}),
+            stop_timeout=stop_timeout,
+        )
+        return result
+
+    def stop_release(
+        self,
+        component: str,
+        release: str,
+        *,
+        timeout: Optional[float] = None,
+        force: bool = False,
+    ) -> Dict[str, Any]:
+        """SIGTERM, then SIGKILL after `timeout`; refused for the routed release unless force."""
+        # Generous: the agent may first wait for a drain (up to its drain_timeout).
+        wait = self.timeout + (timeout if timeout is not None else 10.0) + 60.0
+        result: Dict[str, Any] = self.request(
+            "stop",
+            call_timeout=wait,
+            component=component,
+            release=release,
+            timeout=timeout,
+            force=force or None,
+        )
+        return result
+
+    def list_releases(self, component: Optional[str] = None) -> Dict[str, Any]:
+        """`{"releases": [...], "routes": [...]}`."""
+        result: Dict[str, Any] = self.request("list", component=component)
+        return result
+
+    def route(
+        self,
+        component: str,
+        public_port: int,
+        release: str,
+        *,
+        mode: str = "http",
+        drain_timeout: float = 30.0,
+        host: str = "127.0.0.1",
+    ) -> Dict[str, Any]:
+        """Switch `component`'s public port to `release`; returns previous_release too."""
+        result: Dict[str, Any] = self.request(
+            "route",
+            component=component,
+            public_port=public_port,
+            release=release,
+            mode=mode,
+            drain_timeout=drain_timeout,
+            host=host,
+        )
+        return result
+
+    def unroute(self, component: str, *, drain_timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Close `component`'s public port after draining."""
+        wait = self.timeout + (drain_timeout if drain_timeout is not None else 30.0) + 5.0
+        result: Dict[str, Any] = self.request(
+            "unroute", call_timeout=wait, component=component, drain_timeout=drain_timeout
+        )
+        return result
+
+    def logs(self, component: str, release: str, lines: int = 50) -> List[str]:
+        """The last `lines` lines of the release's log."""
+        result = self.request("logs", component=component, release=release, lines=lines)
+        return [str(line) for line in result["lines"]]
+
+    def probe(self, **kwargs: Any) -> Dict[str, Any]:
+        """Run a probe on the agent's host (see the `probe` op for the arguments)."""
+        timeout = float(kwargs.get("timeout") or 2.0)
+        result: Dict[str, Any] = self.request(
+            "probe", call_timeout=self.timeout + timeout, **kwargs
+        )
+        return result
+
+    def shutdown(self, stop_processes: bool = True) -> Dict[str, Any]:
+        """Stop the agent (and by default every release it runs)."""
+        result: Dict[str, Any] = self.request(
+            "shutdown", call_timeout=self.timeout + 120.0, stop_processes=stop_processes
+        )
+        return result
+
+    def reexec(self) -> Dict[str, Any]:
+        """Re-execute the agent in place, keeping its public listening sockets."""
+        result: Dict[str, Any] = self.request("reexec")
+        return result

@@ -1,0 +1,49 @@
+"""Where the agent keeps its files under `<root>/agent/`."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import AgentRequestError
+
+__all__ = ["AgentPaths", "check_name"]
+
+# Component and release names become path segments (logs/<component>/<release>.log), so they are
+# restricted to a safe alphabet: no separators, no leading dot, bounded length.
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+def check_name(kind: str, value: str) -> str:
+    """Return `value` if it is a safe component/release name, else raise `bad_args`."""
+    if not _NAME.match(value):
+        raise AgentRequestError(
+            "bad_args",
+            f"{kind} {value!r} is not a valid name",
+            "use letters, digits, '.', '_' and '-' (at most 128 characters, no leading '.' or '-')",
+        )
+    return value
+
+
+class AgentPaths:
+    """The agent's files for one root: socket, state, its own log and the release logs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.dir = self.root / "agent"
+        self.sock = self.dir / "agent.sock"
+        self.state = self.dir / "state.json"
+        self.log = self.dir / "agent.log"
+        self.lock = self.dir / "agent.lock"
+        self.logs = self.dir / "logs"
+
+    def release_log(self, component: str, release: str) -> Path:
+        """The log file a release's stdout and stderr go to."""
+        return self.logs / component / f"{release}.log"
+
+    def ensure(self) -> None:
+        """Create the agent folder, private to this user (the state holds release secrets)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        self.logs.mkdir(exist_ok=True)

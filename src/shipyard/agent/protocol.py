@@ -1,0 +1,336 @@
+"""The agent's control protocol: JSON lines over `<root>/agent/agent.sock`.
+
+Each request is one JSON object on one line; the agent answers each with one line, in order.
+A connection may carry any number of requests. Unknown fields in a request are refused
+(`bad_args`), so a typo never silently falls back to a default.
+
+    request   {"id": 1, "op": "start", "component": "backend", ...args}
+    success   {"id": 1, "ok": true, "result": {...}}
+    failure   {"id": 1, "ok": false, "error": {"code": "unknown_release",
+                                              "message": "...", "hint": "..." | null}}
+
+`id` is echoed back unchanged (any JSON value; optional).
+
+Release info (returned by start, stop and list) is an object:
+
+    component, release     names ([A-Za-z0-9._-], at most 128 characters, no leading '.' or '-')
+    pid                    main process id (also its process group id), null when not running
+    port                   the private loopback port the agent chose; the process gets it as $PORT
+    state                  starting | running | backing-off | crash-loop | crashed | stopped
+                             starting     spawned less than 1 s ago
+                             running      alive for at least 1 s
+                             backing-off  exited; restart scheduled (next_restart_in_s)
+                             crash-loop   5 consecutive crashes without staying up 10 s (or 5
+                                          crashes within 60 s); still retried, every 10 s at most,
+                                          and shown as crash-loop until it stays up 10 s
+                             crashed      exited and cannot be restarted (cwd or program gone;
+                                          see error)
+                             stopped      stopped on request
+    desired                running | stopped (what the agent is trying to achieve)
+    restarts               restarts done by the agent since the last `start`
+    consecutive_crashes    crashes since the release last stayed up 10 s
+    started_at, uptime_s   when the current process started (ISO 8601 UTC) and for how long
+    last_exit_code         exit code of the last exit (negative: killed by that signal; null when
+                           the process was adopted and not our child), last_exit in words
+    next_restart_in_s      seconds until the next restart attempt, when one is scheduled
+    error                  why it is `crashed`, else null
+    log_path               the release's stdout+stderr log (rotated at 10 MB, 3 copies kept)
+    cwd, command, argv     what runs (the environment is never returned: it holds secrets)
+
+Ops
+---
+
+ping {}
+    -> {pid, version, protocol, root, uptime_s, python}
+
+start {component, release, cwd, command?: str, argv?: [str], env?: {str: str} = {},
+       stop_timeout?: float = 10}
+    Exactly one of `command` (run by /bin/sh -c) and `argv` (exec'd directly; argv[0] looked up
+    on the release PATH). `cwd` is resolved (symlinks followed); a relative cwd is taken under the
+    agent root. The process runs in its own session/process group with stdin /dev/null and
+    stdout+stderr appended to log_path. Its environment: PATH, HOME, USER, LOGNAME, SHELL, LANG,
+    LANGUAGE, TZ, TMPDIR and LC_* from the agent, then `env`, then PORT (always the agent's
+    choice). A stopped release may be started again (it gets a new port).
+    -> release info
+    errors: cwd_missing, command_not_found (argv[0] missing or not executable, or the shell
+            exited 126/127 within 0.25 s), already_running, bad_args
+
+stop {component, release, timeout?: float (default: the release's stop_timeout), force?: bool}
+    SIGTERM to the process group, SIGKILL after `timeout`. Refused while the release is the
+    target of its component's route unless force. If the release is still draining requests
+    from a route switch, the stop waits for that drain first (not with force). Stopping a stopped
+    release is a no-op that returns its info.
+    -> release info (state "stopped")
+    errors: unknown_release, release_routed
+
+list {component?: str}
+    -> {releases: [release info...],
+        routes: [{component, public_port, host, mode, release, upstream_port, draining: [release],
+                  drain_timeout, listening: bool, error: str|null,
+                  stats: {connections, requests, retries, upstream_errors}}]}
+
+route {component, public_port: int, release, mode?: "http"|"tcp" = "http",
+       drain_timeout?: float = 30, host?: str = "127.0.0.1"}
+    Binds host:public_port on first use and keeps it bound across switches. Then, in one step,
+    new requests (HTTP: the next request, even on an existing keep-alive connection; TCP: the
+    next connection) go to the release's private port, while requests and connections already in
+    flight on the previous release finish (for up to drain_timeout, then they are cut). Routing
+    to the release already routed is a no-op.
+    -> {component, public_port, release, previous_release: str|null, upstream_port}
+    errors: unknown_release, release_not_running (stopped or crashed), port_in_use (names the
+            process or component holding it), route_conflict (the component is already routed on
+            another port/host/mode: unroute first), bad_args
+
+unroute {component, drain_timeout?: float (default: the route's)}
+    Stops accepting on the public port, lets in-flight requests finish (up to drain_timeout),
+    then closes every client connection and the listener.
+    -> {component, public_port, release}
+    errors: unknown_route
+
+logs {component, release, lines?: int = 50}
+    -> {lines: [str]}  (the last lines of the release log, reaching into the rotated copy)
+    errors: unknown_release
+
+probe {kind: "http"|"tcp"|"command", port?: int, component?: str, release?: str,
+       host?: str = "127.0.0.1", path?: str = "/", expect_status?: int | [int],
+       timeout?: float = 2, command?: str, cwd?: str, env?: {str: str}}
+    Runs on the agent's host. http/tcp need `port`, or `component` + `release` to probe that
+    release's private port. http sends GET path and accepts 200-399 unless expect_status is
+    given; command runs `command` with /bin/sh -c (cwd/env as for start, minus PORT) and passes
+    on exit code 0 (status = exit code). A probe that fails is a result, not an error.
+    -> {ok: bool, status: int|null, latency_ms: float, detail: str (≤ 200 chars: the error, or
+        the start of the body/output)}
+    errors: bad_args, unknown_release
+
+shutdown {stop_processes?: bool = true, drain_timeout?: float = 5}
+    With stop_processes: unroutes everything (draining up to drain_timeout) and stops every
+    release before answering. Without: answers at once; releases keep running and routes stay
+    recorded, so the next agent adopts and re-binds them (public ports are closed meanwhile).
+    The agent exits after the answer.
+    -> {stopped: [ "component/release", ...]}
+
+reexec {}
+    Re-executes the agent in place (same pid): public listening sockets are handed over (their
+    file descriptors inherited, listed in $SHIPYARD_AGENT_LISTEN_FDS) so connections arriving
+    meanwhile wait in the listen backlog instead of being refused; in-flight requests are given
+    up to 5 s to finish first; idle keep-alive client connections are closed. Children stay
+    children. Also triggered by SIGHUP.
+    -> {pid}
+
+Errors any op may return: bad_request (not a JSON object / line too long), unknown_op,
+bad_args (missing, mistyped or unknown argument), shutting_down, internal (a bug: the message
+names the exception and agent.log has the traceback).
+
+Client-side codes (raised by `AgentClient`, never sent by the agent): agent_not_running,
+socket_foreign_owner, permission_denied, agent_timeout, bad_response, agent_start_failed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional, Sequence, Set, Union
+
+from .errors import AgentRequestError
+
+__all__ = [
+    "MAX_LINE",
+    "OPS",
+    "PROTOCOL_VERSION",
+    "Args",
+    "decode",
+    "encode",
+    "error_response",
+    "ok_response",
+]
+
+PROTOCOL_VERSION = 1
+# One request line at most (a release environment is the largest thing a request carries).
+MAX_LINE = 16 * 1024 * 1024
+
+OPS = (
+    "ping",
+    "start",
+    "stop",
+    "list",
+    "route",
+    "unroute",
+    "logs",
+    "probe",
+    "shutdown",
+    "reexec",
+)
+
+
+def encode(message: Dict[str, Any]) -> bytes:
+    """One protocol line."""
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> Dict[str, Any]:
+    """Parse one line into a JSON object, or raise `bad_request`."""
+    try:
+        message = json.loads(line)
+    except ValueError as exc:
+        raise AgentRequestError("bad_request", f"not valid JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise AgentRequestError("bad_request", "a request must be a JSON object")
+    return message
+
+
+def ok_response(request_id: Any, result: Dict[str, Any]) -> Dict[str, Any]:
+    return {"id": request_id, "ok": True, "result": result}
+
+
+def error_response(request_id: Any, error: AgentRequestError) -> Dict[str, Any]:
+    return {"id": request_id, "ok": False, "error": error.to_dict()}
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+class Args:
+    """Typed access to one request's arguments; `finish()` refuses the ones nobody read."""
+
+    def __init__(self, op: str, data: Dict[str, Any]) -> None:
+        self.op = op
+        self._data = {k: v for k, v in data.items() if k not in ("id", "op")}
+        self._seen: Set[str] = set()
+
+    def _get(self, name: str) -> Any:
+        self._seen.add(name)
+        return self._data.get(name, _MISSING)
+
+    def _bad(self, name: str, expected: str, value: Any) -> AgentRequestError:
+        return AgentRequestError(
+            "bad_args",
+            f"op {self.op!r}: argument {name!r} must be {expected}, not {value!r}",
+            "see the op list in shipyard.agent.protocol",
+        )
+
+    def _missing(self, name: str) -> AgentRequestError:
+        return AgentRequestError(
+            "bad_args",
+            f"op {self.op!r}: missing argument {name!r}",
+            "see the op list in shipyard.agent.protocol",
+        )
+
+    def has(self, name: str) -> bool:
+        return self._data.get(name) is not None
+
+    def text(self, name: str, default: Union[str, _Missing, None] = _MISSING) -> str:
+        value = self._get(name)
+        if value is _MISSING or value is None:
+            if isinstance(default, str):
+                return default
+            raise self._missing(name)
+        if not isinstance(value, str) or not value:
+            raise self._bad(name, "a non-empty string", value)
+        return value
+
+    def opt_text(self, name: str) -> Optional[str]:
+        if self._data.get(name) is None:
+            self._seen.add(name)
+            return None
+        return self.text(name)
+
+    def integer(
+        self, name: str, default: Optional[int] = None, *, low: int = 0, high: int = 65535
+    ) -> int:
+        value = self._get(name)
+        if value is _MISSING or value is None:
+            if default is not None:
+                return default
+            raise self._missing(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self._bad(name, f"an integer from {low} to {high}", value)
+        return value
+
+    def opt_integer(self, name: str, *, low: int = 0, high: int = 65535) -> Optional[int]:
+        if self._data.get(name) is None:
+            self._seen.add(name)
+            return None
+        return self.integer(name, low=low, high=high)
+
+    def seconds(self, name: str, default: Optional[float] = None) -> float:
+        value = self._get(name)
+        if value is _MISSING or value is None:
+            if default is not None:
+                return default
+            raise self._missing(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise self._bad(name, "a non-negative number of seconds", value)
+        return float(min(value, 86400.0))
+
+    def opt_seconds(self, name: str) -> Optional[float]:
+        if self._data.get(name) is None:
+            self._seen.add(name)
+            return None
+        return self.seconds(name)
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._get(name)
+        if value is _MISSING or value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._bad(name, "true or false", value)
+        return value
+
+    def choice(self, name: str, choices: Sequence[str], default: str) -> str:
+        value = self.text(name, default)
+        if value not in choices:
+            raise self._bad(name, " or ".join(repr(c) for c in choices), value)
+        return value
+
+    def opt_str_list(self, name: str) -> Optional[List[str]]:
+        value = self._get(name)
+        if value is _MISSING or value is None:
+            return None
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(v, str) for v in value)
+            or not value[0]
+        ):
+            raise self._bad(name, "a non-empty list of strings", value)
+        return list(value)
+
+    def str_dict(self, name: str) -> Dict[str, str]:
+        value = self._get(name)
+        if value is _MISSING or value is None:
+            return {}
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise self._bad(name, "an object of string to string", "<not shown>")
+        if any("\0" in k or "=" in k or not k or "\0" in v for k, v in value.items()):
+            raise AgentRequestError(
+                "bad_args",
+                f"op {self.op!r}: {name!r} has a name that is empty or contains '=' or NUL,"
+                " or a value containing NUL",
+            )
+        return dict(value)
+
+    def status_set(self, name: str) -> Optional[List[int]]:
+        value = self._get(name)
+        if value is _MISSING or value is None:
+            return None
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599 for v in values
+        ):
+            raise self._bad(name, "an HTTP status code or a list of them", value)
+        return list(values)
+
+    def finish(self) -> None:
+        """Refuse arguments the op does not take (a typo must not fall back to a default)."""
+        unknown = sorted(set(self._data) - self._seen)
+        if unknown:
+            raise AgentRequestError(
+                "bad_args",
+                f"op {self.op!r} takes no argument {', '.join(repr(u) for u in unknown)}",
+                f"arguments it takes: {', '.join(sorted(self._seen)) or 'none'}",
+            )

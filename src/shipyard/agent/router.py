@@ -1,0 +1,965 @@
+"""The router: one listener per public port, forwarding to the routed release's private port.
+
+HTTP mode is an HTTP/1.1 reverse proxy on h11 (both directions are parsed by h11, never by hand,
+so framing is decided by one strict parser: no request smuggling through the proxy). The
+upstream is chosen per request, so a switch applies to the next request, even on a client's
+existing keep-alive connection. Requests in flight on the previous release hold a lease on its
+upstream; the previous release drains until its leases are gone (or drain_timeout cuts them).
+
+TCP mode (and an HTTP connection after a successful `Upgrade:`) is a byte pipe; the upstream is
+chosen per connection and the connection holds its lease until it closes.
+
+Everything runs on the agent's single asyncio loop: a switch is one assignment, so no request
+can see half of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import socket
+from typing import Any, Awaitable, Dict, List, Optional, Set, Tuple, Type, Union
+
+import h11
+
+from . import procinfo
+from .errors import AgentRequestError
+
+__all__ = ["Route", "Router", "Upstream"]
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded. Content-Length and Transfer-Encoding
+# are forwarded: h11 re-frames the body from them on each side.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"upgrade",
+    }
+)
+# Methods that may be sent twice (RFC 9110 §9.2.2): retried once on a dead pooled connection.
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+# A request body is kept for a possible retry up to this size; larger ones are not retried.
+_MAX_REPLAY = 1024 * 1024
+_READ = 65536
+_MAX_IDLE_PER_UPSTREAM = 64
+_CONNECT_TIMEOUT = 5.0
+# A client keep-alive connection with no request for this long is closed.
+_CLIENT_IDLE_TIMEOUT = 120.0
+
+H11Event = Union[h11.Event, Type[h11.NEED_DATA], Type[h11.PAUSED]]
+
+
+class _Lease:
+    """One in-flight request or tunnel on an upstream; aborting it cuts its connections."""
+
+    __slots__ = ("upstream", "writers")
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.writers: List[asyncio.StreamWriter] = []
+
+    def attach(self, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+
+    def abort(self) -> None:
+        for writer in self.writers:
+            writer.transport.abort()
+
+    def release(self) -> None:
+        self.upstream.release_lease(self)
+
+
+class _UpstreamConn:
+    """A connection from the router to a release, with its h11 client state."""
+
+    __slots__ = ("conn", "out", "reader", "received", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conn = h11.Connection(h11.CLIENT)
+        self.out: List[bytes] = []
+        self.received = 0  # bytes received in the current request/response cycle
+
+    def send(self, event: h11.Event) -> None:
+        data = self.conn.send(event)
+        if data:
+            self.out.append(data)
+
+    def flush(self) -> None:
+        if self.out:
+            self.writer.write(b"".join(self.out))
+            self.out.clear()
+
+    def reusable(self) -> bool:
+        return (
+            self.conn.our_state is h11.IDLE
+            and self.conn.their_state is h11.IDLE
+            and not self.writer.is_closing()
+            and not self.reader.at_eof()
+        )
+
+    def close(self) -> None:
+        self.writer.transport.abort()
+
+
+class Upstream:
+    """One release's private port as seen by one route: a pool of idle connections and leases."""
+
+    def __init__(self, release: str, port: int, host: str = "127.0.0.1") -> None:
+        self.release = release
+        self.port = port
+        self.host = host
+        self.idle: List[_UpstreamConn] = []
+        self.leases: Set[_Lease] = set()
+        self.idle_event = asyncio.Event()
+        self.idle_event.set()
+        self.retired = asyncio.Event()  # set once it stopped draining (or was unrouted)
+        self.pooling = True
+        self.drain_task: Optional[asyncio.Task[None]] = None
+
+    def lease(self) -> _Lease:
+        lease = _Lease(self)
+        self.leases.add(lease)
+        self.idle_event.clear()
+        return lease
+
+    def release_lease(self, lease: _Lease) -> None:
+        self.leases.discard(lease)
+        if not self.leases:
+            self.idle_event.set()
+
+    async def open(self) -> _UpstreamConn:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port, limit=_READ * 4), _CONNECT_TIMEOUT
+        )
+        return _UpstreamConn(reader, writer)
+
+    def take_idle(self) -> Optional[_UpstreamConn]:
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.reusable():
+                return conn
+            conn.close()
+        return None
+
+    def give_back(self, conn: _UpstreamConn) -> None:
+        if self.pooling and len(self.idle) < _MAX_IDLE_PER_UPSTREAM and conn.reusable():
+            conn.received = 0
+            self.idle.append(conn)
+        else:
+            conn.close()
+
+    def stop_pooling(self) -> None:
+        self.pooling = False
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+
+    def abort_all(self) -> None:
+        for lease in list(self.leases):
+            lease.abort()
+
+
+class _Client:
+    """The router's side of one client connection: reader, writer, h11 server state."""
+
+    __slots__ = ("conn", "ip", "out", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        self.out: List[bytes] = []
+        peer = writer.get_extra_info("peername")
+        self.ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+
+    def send(self, event: h11.Event) -> None:
+        data = self.conn.send(event)
+        if data:
+            self.out.append(data)
+
+    def flush(self) -> None:
+        if self.out:
+            self.writer.write(b"".join(self.out))
+            self.out.clear()
+
+    async def next_event(self, flush_first: Optional[_UpstreamConn] = None) -> H11Event:
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            # Nothing parsed: before waiting, push out what we have for the other side.
+            if flush_first is not None:
+                flush_first.flush()
+            self.flush()
+            self.conn.receive_data(await self.reader.read(_READ))
+
+
+def _connection_tokens(headers: List[Tuple[bytes, bytes]]) -> Set[bytes]:
+    tokens: Set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return tokens
+
+
+def _is_upgrade(request: h11.Request) -> bool:
+    return any(name == b"upgrade" for name, _ in request.headers) and (
+        b"upgrade" in _connection_tokens(list(request.headers))
+    )
+
+
+def _request_headers(
+    request: h11.Request, client_ip: str, *, upgrade: bool = False
+) -> List[Tuple[bytes, bytes]]:
+    """The request's headers as the release should see them."""
+    raw = list(request.headers)
+    listed = _connection_tokens(raw)
+    out: List[Tuple[bytes, bytes]] = []
+    forwarded_for: Optional[bytes] = None
+    has_proto = False
+    for name, value in raw:
+        if name in _HOP_BY_HOP or name in listed:
+            if upgrade and name in (b"connection", b"upgrade"):
+                out.append((name, value))
+            continue
+        if name == b"expect":  # the router answered 100-continue itself
+            continue
+        if name == b"x-forwarded-for":
+            forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+            continue
+        if name == b"x-forwarded-proto":
+            has_proto = True
+        out.append((name, value))
+    ip = client_ip.encode()
+    out.append((b"x-forwarded-for", ip if forwarded_for is None else forwarded_for + b", " + ip))
+    if not has_proto:
+        out.append((b"x-forwarded-proto", b"http"))
+    if request.http_version < b"1.1" and not any(name == b"host" for name, _ in out):
+        out.append((b"host", b"localhost"))  # h11 requires Host on the HTTP/1.1 side
+    return out
+
+
+def _response_headers(
+    response: Union[h11.Response, h11.InformationalResponse],
+) -> List[Tuple[bytes, bytes]]:
+    raw = list(response.headers)
+    listed = _connection_tokens(raw)
+    return [(n, v) for n, v in raw if n not in _HOP_BY_HOP and n not in listed]
+
+
+class _UpstreamFailed(Exception):
+    """The release's connection failed while we waited for (or copied) its response."""
+
+    def __init__(self, why: str, started: bool) -> None:
+        super().__init__(why)
+        self.why = why
+        self.started = started  # part of the response already went to the client
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            data = await reader.read(_READ)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof() and not writer.is_closing():
+            writer.write_eof()  # half-close: let the other side finish its answer
+    except (ConnectionError, OSError):
+        writer.transport.abort()
+
+
+async def _tunnel(
+    a_reader: asyncio.StreamReader,
+    a_writer: asyncio.StreamWriter,
+    b_reader: asyncio.StreamReader,
+    b_writer: asyncio.StreamWriter,
+) -> None:
+    await asyncio.gather(_pipe(a_reader, b_writer), _pipe(b_reader, a_writer))
+
+
+class Route:
+    """One component's public port and where it currently sends traffic."""
+
+    def __init__(
+        self,
+        component: str,
+        host: str,
+        public_port: int,
+        mode: str,
+        drain_timeout: float,
+        logger: logging.Logger,
+    ) -> None:
+        self.component = component
+        self.host = host
+        self.public_port = public_port
+        self.mode = mode
+        self.drain_timeout = drain_timeout
+        self.log = logger
+        self.current: Optional[Upstream] = None
+        self.draining: List[Upstream] = []
+        self.sock: Optional[socket.socket] = None
+        self.server: Optional[asyncio.AbstractServer] = None
+        self.clients: Set[asyncio.StreamWriter] = set()
+        self.error: Optional[str] = None
+        self.stats = {"connections": 0, "requests": 0, "retries": 0, "upstream_errors": 0}
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def listen(self, sock: socket.socket) -> None:
+        self.sock = sock
+        handler = self._serve_http if self.mode == "http" else self._serve_tcp
+        self.server = await asyncio.start_server(handler, sock=sock, limit=_READ * 4)
+        self.error = None
+
+    def switch(self, release: str, port: int) -> Optional[str]:
+        """Send new requests to `release` from now on; the previous upstream starts draining."""
+        previous = self.current
+        if previous is not None and previous.release == release and previous.port == port:
+            return previous.release
+        upstream: Optional[Upstream] = None
+        for candidate in self.draining:
+            if candidate.release == release and candidate.port == port:
+                upstream = candidate  # switching back before it finished draining: reuse it
+        if upstream is not None:
+            self.draining.remove(upstream)
+            if upstream.drain_task is not None:
+                upstream.drain_task.cancel()
+                upstream.drain_task = None
+            upstream.pooling = True
+        else:
+            upstream = Upstream(release, port)
+        self.current = upstream
+        if previous is None:
+            return None
+        self._start_drain(previous)
+        return previous.release
+
+    def _start_drain(self, upstream: Upstream) -> None:
+        upstream.stop_pooling()
+        self.draining.append(upstream)
+        upstream.drain_task = asyncio.ensure_future(self._drain(upstream))
+
+    async def _drain(self, upstream: Upstream) -> None:
+        try:
+            await asyncio.wait_for(upstream.idle_event.wait(), self.drain_timeout)
+        except asyncio.TimeoutError:
+            self.log.warning(
+                "%s: %d request(s) on %s still in flight after %gs: cut",
+                self.component,
+                len(upstream.leases),
+                upstream.release,
+                self.drain_timeout,
+            )
+            upstream.abort_all()
+        except asyncio.CancelledError:
+            return  # switched back to it
+        if upstream in self.draining:
+            self.draining.remove(upstream)
+        upstream.drain_task = None
+        upstream.retired.set()
+
+    async def close(self, drain_timeout: float) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), then cut every connection."""
+        if self.server is not None:
+            self.server.close()
+        self.sock = None
+        upstreams = ([self.current] if self.current else []) + list(self.draining)
+        self.current = None
+        for upstream in upstreams:
+            upstream.stop_pooling()
+            if upstream.drain_task is not None:
+                upstream.drain_task.cancel()
+        waits = [asyncio.ensure_future(u.idle_event.wait()) for u in upstreams]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=drain_timeout)
+            for wait in pending:
+                wait.cancel()
+        for upstream in upstreams:
+            upstream.abort_all()
+            upstream.retired.set()
+        self.draining.clear()
+        for writer in list(self.clients):
+            writer.transport.abort()
+        self.clients.clear()
+
+    def detach_for_reexec(self) -> Optional[int]:
+        """A duplicate of the listening socket's fd, inheritable, for the re-executed agent."""
+        if self.sock is None:
+            return None
+        return os_dup_inheritable(self.sock.fileno())
+
+    def info(self) -> Dict[str, Any]:
+        return {
+            "component": self.component,
+            "public_port": self.public_port,
+            "host": self.host,
+            "mode": self.mode,
+            "release": self.current.release if self.current else None,
+            "upstream_port": self.current.port if self.current else None,
+            "draining": [u.release for u in self.draining],
+            "drain_timeout": self.drain_timeout,
+            "listening": self.server is not None and self.error is None,
+            "error": self.error,
+            "stats": dict(self.stats),
+        }
+
+    # ------------------------------------------------------------ HTTP
+
+    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.clients.add(writer)
+        self.stats["connections"] += 1
+        client = _Client(reader, writer)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                # Between requests only: an idle keep-alive connection is closed after a while.
+                timer = loop.call_later(_CLIENT_IDLE_TIMEOUT, writer.transport.abort)
+                try:
+                    event = await client.next_event()
+                finally:
+                    timer.cancel()
+                if type(event) is not h11.Request:
+                    break  # ConnectionClosed (or garbage h11 already refused)
+                self.stats["requests"] += 1
+                if not await self._proxy_request(client, event):
+                    break
+                if client.conn.our_state is not h11.DONE or client.conn.their_state is not h11.DONE:
+                    break
+                client.conn.start_next_cycle()
+        except h11.RemoteProtocolError as exc:
+            self._send_error(client, exc.error_status_hint, f"bad request: {exc}")
+        except (ConnectionError, OSError, h11.LocalProtocolError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.clients.discard(writer)
+            with contextlib.suppress(ConnectionError, OSError):
+                client.flush()
+            writer.close()
+
+    def _send_error(self, client: _Client, status: int, text: str) -> None:
+        """A short plain-text error from the router itself (502, 400, ...)."""
+        if client.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = (text.rstrip("\n") + "\n").encode("utf-8", "replace")
+        try:
+            client.send(
+                h11.Response(
+                    status_code=status,
+                    headers=[
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                )
+            )
+            client.send(h11.Data(data=body))
+            client.send(h11.EndOfMessage())
+            client.flush()
+        except (h11.LocalProtocolError, ConnectionError, OSError):
+            pass
+
+    def _bad_gateway(self, client: _Client, upstream: Optional[Upstream], why: str) -> None:
+        self.stats["upstream_errors"] += 1
+        if upstream is None:
+            text = f"502 Bad Gateway: component {self.component!r} has no routed release"
+        else:
+            text = (
+                f"502 Bad Gateway: release {upstream.release!r} of {self.component!r}"
+                f" did not answer on {upstream.host}:{upstream.port} ({why})"
+            )
+        self.log.warning("%s", text)
+        self._send_error(client, 502, text)
+
+    async def _proxy_request(self, client: _Client, request: h11.Request) -> bool:
+        """Forward one request and its response; False if the client connection must close."""
+        upstream = self.current  # chosen per request: this is where a switch takes effect
+        if upstream is None:
+            self._bad_gateway(client, None, "")
+            return False
+        if _is_upgrade(request):
+            return await self._proxy_upgrade(client, request, upstream)
+        if client.conn.they_are_waiting_for_100_continue:
+            # We read the whole body before asking the release, so say "go on" ourselves.
+            client.send(h11.InformationalResponse(status_code=100, headers=[]))
+        lease = upstream.lease()
+        try:
+            return await self._exchange(client, request, upstream, lease)
+        finally:
+            lease.release()
+
+    async def _exchange(
+        self, client: _Client, request: h11.Request, upstream: Upstream, lease: _Lease
+    ) -> bool:
+        head = h11.Request(
+            method=request.method,
+            target=request.target,
+            headers=_request_headers(request, client.ip),
+        )
+        replay: Optional[List[bytes]] = [] if request.method in _IDEMPOTENT else None
+        replay_size = 0
+        trailers: List[Tuple[bytes, bytes]] = []
+
+        reused = True
+        uconn = upstream.take_idle()
+        if uconn is None:
+            reused = False
+            try:
+                uconn = await upstream.open()
+            except (OSError, asyncio.TimeoutError) as exc:
+                self._bad_gateway(client, upstream, _why(exc))
+                return False
+        lease.attach(uconn.writer)
+        send_ok = True
+        try:
+            uconn.send(head)
+            # Request body, streamed as it arrives (and kept for a retry while it is small).
+            while True:
+                event = await client.next_event(flush_first=uconn)
+                if type(event) is h11.Data:
+                    if replay is not None:
+                        replay.append(event.data)
+                        replay_size += len(event.data)
+                        if replay_size > _MAX_REPLAY:
+                            replay = None
+                    if send_ok:
+                        uconn.send(event)
+                        if len(uconn.out) > 16:
+                            uconn.flush()
+                            try:
+                                await uconn.writer.drain()
+                            except (ConnectionError, OSError):
+                                send_ok = False  # the release may still answer (e.g. 413)
+                elif type(event) is h11.EndOfMessage:
+                    trailers = list(event.headers)
+                    if send_ok:
+                        uconn.send(event)
+                        uconn.flush()
+                    break
+                else:  # the client went away mid-request
+                    uconn.close()
+                    return False
+        except (h11.LocalProtocolError, ConnectionError, OSError):
+            uconn.close()
+            raise
+
+        retried = False
+        while True:
+            try:
+                return await self._relay_response(client, uconn, upstream)
+            except _UpstreamFailed as failure:
+                uconn.close()
+                if (
+                    not retried
+                    and reused
+                    and replay is not None
+                    and uconn.received == 0
+                    and not failure.started
+                ):
+                    # A pooled connection the release had already closed: send it once more on
+                    # a fresh connection (safe: idempotent method, no response byte seen).
+                    retried = True
+                    reused = False
+                    self.stats["retries"] += 1
+                    try:
+                        uconn = await upstream.open()
+                    except (OSError, asyncio.TimeoutError) as exc:
+                        self._bad_gateway(client, upstream, _why(exc))
+                        return False
+                    lease.attach(uconn.writer)
+                    uconn.send(head)
+                    for chunk in replay:
+                        uconn.send(h11.Data(data=chunk))
+                    uconn.send(h11.EndOfMessage(headers=trailers))
+                    uconn.flush()
+                    continue
+                if failure.started:
+                    return False  # part of the response is already out: only closing is honest
+                self._bad_gateway(client, upstream, failure.why)
+                return False
+
+    async def _relay_response(
+        self, client: _Client, uconn: _UpstreamConn, upstream: Upstream
+    ) -> bool:
+        """Copy the release's response to the client. _UpstreamFailed(why, started) on failure."""
+        started = False
+        while True:
+            try:
+                event = uconn.conn.next_event()
+                if event is h11.NEED_DATA:
+                    client.flush()
+                    data = await uconn.reader.read(_READ)
+                    uconn.received += len(data)
+                    uconn.conn.receive_data(data)
+                    continue
+            except (ConnectionError, OSError, h11.RemoteProtocolError) as exc:
+                raise _UpstreamFailed(_why(exc), started) from exc
+            if type(event) is h11.Response:
+                started = True
+                client.send(
+                    h11.Response(
+                        status_code=event.status_code,
+                        headers=_response_headers(event),
+                        reason=event.reason,
+                    )
+                )
+            elif type(event) is h11.Data:
+                client.send(event)
+                if len(client.out) > 16:
+                    client.flush()
+                    await client.writer.drain()
+            elif type(event) is h11.EndOfMessage:
+                client.send(h11.EndOfMessage())
+                client.flush()
+                break
+            elif type(event) is h11.InformationalResponse:
+                continue  # 1xx from the release: the client did not ask for them
+            else:  # ConnectionClosed before the response ended
+                raise _UpstreamFailed("connection closed by the release", started)
+        if uconn.conn.our_state is h11.DONE and uconn.conn.their_state is h11.DONE:
+            uconn.conn.start_next_cycle()
+            upstream.give_back(uconn)
+        else:
+            uconn.close()
+        return True
+
+    async def _proxy_upgrade(
+        self, client: _Client, request: h11.Request, upstream: Upstream
+    ) -> bool:
+        """Forward an `Upgrade:` request; on 101 the connection becomes a byte pipe."""
+        lease = upstream.lease()
+        try:
+            try:
+                uconn = await upstream.open()
+            except (OSError, asyncio.TimeoutError) as exc:
+                self._bad_gateway(client, upstream, _why(exc))
+                return False
+            lease.attach(uconn.writer)
+            lease.attach(client.writer)
+            uconn.send(
+                h11.Request(
+                    method=request.method,
+                    target=request.target,
+                    headers=_request_headers(request, client.ip, upgrade=True),
+                )
+            )
+            while True:
+                event = await client.next_event(flush_first=uconn)
+                if type(event) is h11.Data:
+                    uconn.send(event)
+                elif type(event) is h11.EndOfMessage:
+                    uconn.send(event)
+                    uconn.flush()
+                    break
+                else:
+                    uconn.close()
+                    return False
+            while True:
+                event = uconn.conn.next_event()
+                if event is h11.NEED_DATA:
+                    client.flush()
+                    data = await uconn.reader.read(_READ)
+                    uconn.conn.receive_data(data)
+                    continue
+                if type(event) is h11.InformationalResponse and event.status_code == 101:
+                    client.send(
+                        h11.InformationalResponse(
+                            status_code=101, headers=list(event.headers), reason=event.reason
+                        )
+                    )
+                    client.flush()
+                    # Bytes either side sent right after the handshake, already buffered by h11.
+                    client_rest = client.conn.trailing_data[0]
+                    upstream_rest = uconn.conn.trailing_data[0]
+                    if upstream_rest:
+                        client.writer.write(upstream_rest)
+                    if client_rest:
+                        uconn.writer.write(client_rest)
+                    await _tunnel(client.reader, client.writer, uconn.reader, uconn.writer)
+                    uconn.close()
+                    return False
+                if type(event) is h11.InformationalResponse:
+                    continue
+                if type(event) is h11.Response:
+                    # Upgrade declined: an ordinary response, then the connection goes on.
+                    client.send(
+                        h11.Response(
+                            status_code=event.status_code,
+                            headers=_response_headers(event),
+                            reason=event.reason,
+                        )
+                    )
+                    while True:
+                        event = uconn.conn.next_event()
+                        if event is h11.NEED_DATA:
+                            client.flush()
+                            uconn.conn.receive_data(await uconn.reader.read(_READ))
+                        elif type(event) is h11.Data:
+                            client.send(event)
+                        elif type(event) is h11.EndOfMessage:
+                            client.send(h11.EndOfMessage())
+                            client.flush()
+                            uconn.close()
+                            return True
+                        else:
+                            uconn.close()
+                            return False
+                self._bad_gateway(client, upstream, "connection closed during upgrade")
+                uconn.close()
+                return False
+        except (ConnectionError, OSError, h11.RemoteProtocolError):
+            return False
+        finally:
+            lease.release()
+
+    # ------------------------------------------------------------ TCP
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.clients.add(writer)
+        self.stats["connections"] += 1
+        upstream = self.current  # chosen per connection
+        try:
+            if upstream is None:
+                return
+            lease = upstream.lease()
+            try:
+                lease.attach(writer)
+                try:
+                    u_reader, u_writer = await asyncio.wait_for(
+                        asyncio.open_connection(upstream.host, upstream.port), _CONNECT_TIMEOUT
+                    )
+                except (OSError, asyncio.TimeoutError) as exc:
+                    self.stats["upstream_errors"] += 1
+                    self.log.warning(
+                        "%s: tcp upstream %s:%d (%s): %s",
+                        self.component,
+                        upstream.host,
+                        upstream.port,
+                        upstream.release,
+                        _why(exc),
+                    )
+                    return
+                lease.attach(u_writer)
+                try:
+                    await _tunnel(reader, writer, u_reader, u_writer)
+                finally:
+                    u_writer.close()
+            finally:
+                lease.release()
+        finally:
+            self.clients.discard(writer)
+            writer.close()
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+def os_dup_inheritable(fd: int) -> int:
+    """A duplicate of `fd` that survives exec."""
+    new = os.dup(fd)
+    os.set_inheritable(new, True)
+    return new
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening, non-blocking socket on host:port (SO_REUSEADDR, so TIME_WAIT is no obstacle)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Router:
+    """Every route of the agent, by component."""
+
+    def __init__(self, logger: Optional[logging.Logger] = None) -> None:
+        self.log = logger or logging.getLogger("shipyard.agent")
+        self.routes: Dict[str, Route] = {}
+
+    def get(self, component: str) -> Route:
+        route = self.routes.get(component)
+        if route is None:
+            raise AgentRequestError(
+                "unknown_route",
+                f"component {component!r} is not routed",
+                "route it first (op `route`)",
+            )
+        return route
+
+    def routed_release(self, component: str) -> Optional[str]:
+        route = self.routes.get(component)
+        return route.current.release if route and route.current else None
+
+    def is_draining(self, component: str, release: str) -> bool:
+        route = self.routes.get(component)
+        return route is not None and any(u.release == release for u in route.draining)
+
+    async def wait_drained(self, component: str, release: str) -> None:
+        route = self.routes.get(component)
+        if route is None:
+            return
+        waits = [u.retired.wait() for u in route.draining if u.release == release]
+        if waits:
+            await asyncio.gather(*waits)
+
+    def public_ports(self) -> Set[int]:
+        return {r.public_port for r in self.routes.values()}
+
+    def _check_port_free(self, component: str, host: str, port: int) -> None:
+        for other in self.routes.values():
+            if other.component != component and other.public_port == port:
+                raise AgentRequestError(
+                    "port_in_use",
+                    f"public port {port} is already routed for component {other.component!r}",
+                    "give each component its own port in shipyard.toml",
+                )
+
+    def _port_in_use(self, host: str, port: int, exc: OSError) -> AgentRequestError:
+        owner = procinfo.find_port_owner(port)
+        if owner is not None:
+            who = f" by pid {owner[0]} ({owner[1][:120] or '?'})"
+        else:
+            who = " by another process (not visible to this user)"
+        return AgentRequestError(
+            "port_in_use",
+            f"cannot listen on {host}:{port}: port already in use{who}",
+            "stop that process, or change the component's port in shipyard.toml",
+        )
+
+    async def route(
+        self,
+        component: str,
+        *,
+        host: str,
+        public_port: int,
+        mode: str,
+        drain_timeout: float,
+        release: str,
+        upstream_port: int,
+        sock: Optional[socket.socket] = None,
+    ) -> Optional[str]:
+        """Route `component`'s public port to `release`; returns the previously routed release."""
+        route = self.routes.get(component)
+        if route is not None:
+            if (route.public_port, route.host, route.mode) != (public_port, host, mode):
+                raise AgentRequestError(
+                    "route_conflict",
+                    f"component {component!r} is routed on {route.host}:{route.public_port}"
+                    f" ({route.mode}), not {host}:{public_port} ({mode})",
+                    "unroute it first to change its public port, host or mode",
+                )
+            route.drain_timeout = drain_timeout
+            if route.server is None:
+                await self._listen(route, sock)
+            previous = route.switch(release, upstream_port)
+            if previous != release:
+                self.log.info("%s: %s -> %s (port %d)", component, previous, release, public_port)
+            return previous
+        self._check_port_free(component, host, public_port)
+        route = Route(component, host, public_port, mode, drain_timeout, self.log)
+        await self._listen(route, sock)
+        self.routes[component] = route
+        route.switch(release, upstream_port)
+        self.log.info("%s: listening on %s:%d -> %s", component, host, public_port, release)
+        return None
+
+    async def _listen(self, route: Route, sock: Optional[socket.socket]) -> None:
+        if sock is None:
+            try:
+                sock = bind_listener(route.host, route.public_port)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise self._port_in_use(route.host, route.public_port, exc) from exc
+                raise AgentRequestError(
+                    "listen_failed",
+                    f"cannot listen on {route.host}:{route.public_port}: {exc.strerror}",
+                    "check the host address and that ports below 1024 need privileges",
+                ) from exc
+        await route.listen(sock)
+
+    def restore(self, route: Route) -> None:
+        """Register a route whose listener could not be bound yet (retried by `retry_listen`)."""
+        self.routes[route.component] = route
+
+    async def retry_listen(self) -> bool:
+        """Try again to bind routes restored from state whose port was busy; True if any did."""
+        bound = False
+        for route in self.routes.values():
+            if route.server is None and route.current is not None:
+                try:
+                    await self._listen(route, None)
+                except AgentRequestError as exc:
+                    route.error = exc.message
+                    continue
+                self.log.info(
+                    "%s: listening on %s:%d again", route.component, route.host, route.public_port
+                )
+                bound = True
+        return bound
+
+    async def unroute(self, component: str, drain_timeout: Optional[float]) -> Route:
+        route = self.get(component)
+        del self.routes[component]
+        await route.close(route.drain_timeout if drain_timeout is None else drain_timeout)
+        self.log.info("%s: unrouted port %d", component, route.public_port)
+        return route
+
+    async def close_all(self, drain_timeout: float) -> None:
+        routes = list(self.routes.values())
+        self.routes.clear()
+        await asyncio.gather(*(r.close(drain_timeout) for r in routes))
+
+    def infos(self, component: Optional[str] = None) -> List[Dict[str, Any]]:
+        return [
+            r.info()
+            for name, r in sorted(self.routes.items())
+            if component is None or name == component
+        ]
+
+    def to_state(self) -> List[Dict[str, Any]]:
+        return [
+            {
+                "component": r.component,
+                "public_port": r.public_port,
+                "host": r.host,
+                "mode": r.mode,
+                "drain_timeout": r.drain_timeout,
+                "release": r.current.release if r.current else None,
+            }
+            for r in self.routes.values()
+        ]
+
+    async def wait_in_flight(self, timeout: float) -> None:
+        """Wait (bounded) until no request or tunnel is in flight on any route."""
+        waits: List[Awaitable[Any]] = []
+        for route in self.routes.values():
+            for upstream in ([route.current] if route.current else []) + route.draining:
+                waits.append(upstream.idle_event.wait())
+        if waits:
+            futures = [asyncio.ensure_future(w) for w in waits]
+            _, pending = await asyncio.wait(futures, timeout=timeout)
+            for fut in pending:
+                fut.cancel()
