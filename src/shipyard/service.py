@@ -285,12 +285,15 @@ class Shipyard:
                     "only a good deployment can be rolled back to"
                 )
         else:
-            if len(history) < 2:
+            # The newest good deployment whose releases differ from what is active now.
+            active = self._active_releases_of(history[0]) if history else {}
+            earlier = [d for d in history[1:] if self._active_releases_of(d) != active]
+            if not earlier:
                 raise UsageError(
                     f"environment {env.name!r} has no earlier good deployment to roll back to",
                     hint="`shipyard history` shows what ran",
                 )
-            target = history[1]
+            target = earlier[0]
         releases = self._active_releases_of(target)
         current = history[0] if history else None
         plan = plan_rollback(

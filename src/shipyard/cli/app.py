@@ -19,7 +19,7 @@ from shipyard.cli.output import CliState, command, state
 from shipyard.cli.render import STATUS_STYLE, LiveProgress, deployment_summary
 from shipyard.core.durations import parse_duration
 from shipyard.core.plan import Plan, Selection
-from shipyard.errors import AgentError, DeploymentFailed, ShipyardError, UsageError
+from shipyard.errors import AgentError, DeploymentFailed, RollbackFailed, UsageError
 from shipyard.service import ComponentHealth, DeploymentView, Shipyard, UnhealthyReport
 
 app = typer.Typer(
@@ -259,6 +259,12 @@ def deploy(
     svc = _service(ctx)
     the_plan = _make_plan(svc, env, full, changed, only, ref, tests, migrate)
     _confirm(cli, svc, the_plan.environment, yes, f"deploy {the_plan.commit[:12]}")
+    if not the_plan.components:
+        if cli.json:
+            cli.emit_json({**the_plan.to_dict(), "deployed": False})
+        else:
+            cli.out.print(f"nothing to deploy: {the_plan.why}", markup=False, highlight=False)
+        return
     if not cli.json:
         cli.out.print(the_plan.to_text(), markup=False, highlight=False)
     _run_deployment(
@@ -290,26 +296,22 @@ def _run_deployment(
     try:
         with progress:
             view = run()
-    except DeploymentFailed as exc:
-        _print_last(cli, svc, progress.deployment)
-        raise exc
-    except ShipyardError:
-        raise
+    except (DeploymentFailed, RollbackFailed) as exc:
+        if not progress.deployment:
+            raise
+        # The deployment record is the useful answer; under --json it carries the failure
+        # too, so a script reads one document whatever happened.
+        data = svc.deployment(progress.deployment).to_dict()
+        if not cli.json:
+            deployment_summary(cli.out, data)
+            raise
+        cli.emit_json({**data, "failure": exc.to_dict()})
+        raise typer.Exit(exc.exit_code) from None
     if cli.json:
         cli.emit_json(view.to_dict())
     else:
         deployment_summary(cli.out, view.to_dict())
         _print_urls(cli, svc, view)
-
-
-def _print_last(cli: CliState, svc: Shipyard, deployment_id: str) -> None:
-    if not deployment_id:
-        return
-    view = svc.deployment(deployment_id)
-    if cli.json:
-        cli.emit_json(view.to_dict())
-    else:
-        deployment_summary(cli.out, view.to_dict())
 
 
 def _print_urls(cli: CliState, svc: Shipyard, view: DeploymentView) -> None:
@@ -393,19 +395,21 @@ def history(
         cli.emit_json([v.to_dict() for v in views])
         return
     table = Table(box=None, header_style="bold")
-    for column in ("id", "kind", "status", "commit", "started", "duration", "error"):
-        table.add_column(column)
+    for column in ("id", "kind", "status", "commit", "started", "duration"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=60)
     for v in views:
         d = v.to_dict()
         style = STATUS_STYLE.get(d["status"], "")
+        duration = d["duration_s"]
         table.add_row(
-            d["id"],
+            d["id"][:13],
             d["kind"],
             f"[{style}]{d['status']}[/]",
             (d["commit"] or "-")[:12],
-            (d["started_at"] or "-")[:19],
-            f"{d['duration_s']:.1f}s" if d["duration_s"] is not None else "-",
-            (d["error"] or "")[:60],
+            (d["started_at"] or "-")[:19].replace("T", " "),
+            f"{duration:.1f}s" if duration is not None else "-",
+            (d["error"] or "").splitlines()[0] if d["error"] else "",
         )
     cli.out.print(table)
 

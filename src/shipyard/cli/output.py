@@ -26,11 +26,17 @@ class CliState:
     project_dir: Path = Path(".")
     json: bool = False
     verbose: bool = False
-    out: Console = field(default_factory=lambda: Console(highlight=False))
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    out: Console = field(default_factory=lambda: _console(sys.stdout, stderr=False))
+    err: Console = field(default_factory=lambda: _console(sys.stderr, stderr=True))
 
     def emit_json(self, data: Any) -> None:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _console(stream: object, *, stderr: bool) -> Console:
+    # Rich assumes 80 columns when output is piped; logs and CI want whole lines instead.
+    is_tty = bool(getattr(stream, "isatty", lambda: False)())
+    return Console(stderr=stderr, highlight=False, width=None if is_tty else 160)
 
 
 def state(ctx: typer.Context) -> CliState:
