@@ -88,7 +88,8 @@ def main() -> None:
                 time.sleep(ms / 1000.0)
                 self._send(name.encode())
             elif url.path == "/headers":
-                self._send(json.dumps(dict(self.headers.items())).encode(), ctype="application/json")
+                headers = json.dumps(dict(self.headers.items())).encode()
+                self._send(headers, ctype="application/json")
             else:
                 self._send(name.encode())
 
@@ -132,7 +133,8 @@ def main() -> None:
             os._exit(3)
 
         threading.Thread(target=crash, daemon=True).start()
-    print(f"{name}: listening on 127.0.0.1:{server.server_address[1]} pid {os.getpid()}", flush=True)
+    port = server.server_address[1]
+    print(f"{name}: listening on 127.0.0.1:{port} pid {os.getpid()}", flush=True)
     server.serve_forever(poll_interval=0.05)
     print(f"{name}: stopped", flush=True)
 

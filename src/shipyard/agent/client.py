@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .errors import AgentRequestError
-from .paths import AgentPaths
+from .paths import AgentPaths, unix_address
 
 __all__ = ["AgentClient"]
 
@@ -59,7 +59,8 @@ class AgentClient:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
-            sock.connect(str(path))
+            with unix_address(path) as address:
+                sock.connect(address)
         except OSError as exc:
             sock.close()
             if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):

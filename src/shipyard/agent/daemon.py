@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from . import logfiles, probe, protocol
 from .errors import AgentRequestError
-from .paths import AgentPaths, check_name
+from .paths import AgentPaths, check_name, unix_address
 from .protocol import Args
 from .router import Route, Router
 from .state import STATE_VERSION, atomic_write_json, read_state
@@ -149,9 +149,10 @@ class Agent:
 
         if self.paths.sock.exists() or self.paths.sock.is_symlink():
             self.paths.sock.unlink()  # stale: we hold the lock, so nobody else serves it
-        server = await asyncio.start_unix_server(
-            self._serve_control, path=str(self.paths.sock), limit=protocol.MAX_LINE
-        )
+        with unix_address(self.paths.sock) as address:
+            server = await asyncio.start_unix_server(
+                self._serve_control, path=address, limit=protocol.MAX_LINE
+            )
         os.chmod(self.paths.sock, 0o600)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, False)

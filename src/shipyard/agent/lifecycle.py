@@ -307,7 +307,7 @@ def stop_agent(root: Path, stop_processes: bool = True, timeout: float = 30.0) -
     ticks = procinfo.start_ticks(pid)
     result = client.shutdown(stop_processes=stop_processes)
     deadline = time.monotonic() + timeout
-    while procinfo.is_same_process(pid, ticks):
+    while not procinfo.has_exited(pid, ticks):
         if time.monotonic() >= deadline:
             raise AgentRequestError(
                 "agent_timeout",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
+from typing import Iterator
 
 from .errors import AgentRequestError
 
-__all__ = ["AgentPaths", "check_name"]
+__all__ = ["AgentPaths", "check_name", "unix_address"]
 
 # Component and release names become path segments (logs/<component>/<release>.log), so they are
 # restricted to a safe alphabet: no separators, no leading dot, bounded length.
@@ -47,3 +49,21 @@ class AgentPaths:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         self.logs.mkdir(exist_ok=True)
+
+
+@contextlib.contextmanager
+def unix_address(path: Path) -> Iterator[str]:
+    """An address for bind()/connect() to the unix socket `path`, however deep it is.
+
+    Socket addresses are limited to 107 bytes; for a longer path the folder is opened and the
+    socket named through /proc/self/fd/<fd>/, which is short and means the same file.
+    """
+    text = str(path)
+    if len(os.fsencode(text)) < 100:
+        yield text
+        return
+    fd = os.open(str(path.parent), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)

@@ -9,6 +9,7 @@ __all__ = [
     "cmdline",
     "find_port_owner",
     "group_alive",
+    "has_exited",
     "is_same_process",
     "rss_bytes",
     "start_ticks",
@@ -39,6 +40,32 @@ def is_same_process(pid: int, ticks: Optional[int]) -> bool:
     if fields is None or len(fields) < 20 or fields[0] in ("Z", "X", "x"):
         return False
     return ticks is None or int(fields[19]) == ticks
+
+
+def has_exited(pid: int, ticks: Optional[int]) -> bool:
+    """True once every thread of `pid` is gone (so its files and sockets are closed).
+
+    A killed multi-threaded process shows its main thread as a zombie while the other threads
+    may still be exiting and holding the file table; is_same_process() is already False then.
+    """
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 20:
+        return True
+    if ticks is not None and int(fields[19]) != ticks:
+        return True
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                raw = f.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        if raw[raw.rfind(")") + 2 :][:1] not in ("Z", "X", "x"):
+            return False
+    return True
 
 
 def group_alive(pgid: int) -> bool:

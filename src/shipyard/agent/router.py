@@ -313,6 +313,7 @@ class Route:
         self.server: Optional[asyncio.AbstractServer] = None
         self.clients: Set[asyncio.StreamWriter] = set()
         self.error: Optional[str] = None
+        self.closing = False  # set when handing over to a re-executed agent
         self.stats = {"connections": 0, "requests": 0, "retries": 0, "upstream_errors": 0}
 
     # ------------------------------------------------------------ lifecycle
@@ -395,10 +396,21 @@ class Route:
         self.clients.clear()
 
     def detach_for_reexec(self) -> Optional[int]:
-        """A duplicate of the listening socket's fd, inheritable, for the re-executed agent."""
+        """Hand the listening socket over to a re-executed agent; returns its inheritable fd.
+
+        The socket is duplicated before this loop stops accepting on it, so it never stops
+        listening: connections arriving until the next agent accepts wait in the backlog.
+        Responses from now on carry `Connection: close`, so keep-alive clients reconnect (into
+        that backlog) instead of reusing a connection about to be cut.
+        """
         if self.sock is None:
             return None
-        return os_dup_inheritable(self.sock.fileno())
+        fd = os_dup_inheritable(self.sock.fileno())
+        self.closing = True
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        return fd
 
     def info(self) -> Dict[str, Any]:
         return {
@@ -607,13 +619,13 @@ class Route:
                 raise _UpstreamFailed(_why(exc), started) from exc
             if type(event) is h11.Response:
                 started = True
-                client.send(
-                    h11.Response(
-                        status_code=event.status_code,
-                        headers=_response_headers(event),
-                        reason=event.reason,
-                    )
+                headers = _response_headers(event)
+                if self.closing:
+                    headers.append((b"connection", b"close"))
+                response = h11.Response(
+                    status_code=event.status_code, headers=headers, reason=event.reason
                 )
+                client.send(response)
             elif type(event) is h11.Data:
                 client.send(event)
                 if len(client.out) > 16:
