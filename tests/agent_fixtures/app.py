@@ -99,8 +99,17 @@ def main() -> None:
             self.end_headers()
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            self._send(self.rfile.read(length))
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                body = b""
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0], 16)
+                    chunk = self.rfile.read(size + 2)[:size]
+                    if size == 0:
+                        break
+                    body += chunk
+            else:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self._send(body)
 
     class EchoHandler(BaseRequestHandler):
         def handle(self) -> None:

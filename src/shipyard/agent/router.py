@@ -60,16 +60,18 @@ H11Event = Union[h11.Event, Type[h11.NEED_DATA], Type[h11.PAUSED]]
 class _Lease:
     """One in-flight request or tunnel on an upstream; aborting it cuts its connections."""
 
-    __slots__ = ("upstream", "writers")
+    __slots__ = ("cut_reason", "upstream", "writers")
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.writers: List[asyncio.StreamWriter] = []
+        self.cut_reason: Optional[str] = None
 
     def attach(self, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
 
-    def abort(self) -> None:
+    def abort(self, reason: str) -> None:
+        self.cut_reason = reason
         for writer in self.writers:
             writer.transport.abort()
 
@@ -164,9 +166,9 @@ class Upstream:
             conn.close()
         self.idle.clear()
 
-    def abort_all(self) -> None:
+    def abort_all(self, reason: str) -> None:
         for lease in list(self.leases):
-            lease.abort()
+            lease.abort(reason)
 
 
 class _Client:
@@ -353,17 +355,18 @@ class Route:
         upstream.drain_task = asyncio.ensure_future(self._drain(upstream))
 
     async def _drain(self, upstream: Upstream) -> None:
+        timeout = self.drain_timeout  # the budget of the switch that started this drain
         try:
-            await asyncio.wait_for(upstream.idle_event.wait(), self.drain_timeout)
+            await asyncio.wait_for(upstream.idle_event.wait(), timeout)
         except asyncio.TimeoutError:
             self.log.warning(
                 "%s: %d request(s) on %s still in flight after %gs: cut",
                 self.component,
                 len(upstream.leases),
                 upstream.release,
-                self.drain_timeout,
+                timeout,
             )
-            upstream.abort_all()
+            upstream.abort_all(f"cut: still running {timeout:g}s after a switch")
         except asyncio.CancelledError:
             return  # switched back to it
         if upstream in self.draining:
@@ -388,7 +391,7 @@ class Route:
             for wait in pending:
                 wait.cancel()
         for upstream in upstreams:
-            upstream.abort_all()
+            upstream.abort_all("cut: the route was closed")
             upstream.retired.set()
         self.draining.clear()
         for writer in list(self.clients):
@@ -598,7 +601,7 @@ class Route:
                     continue
                 if failure.started:
                     return False  # part of the response is already out: only closing is honest
-                self._bad_gateway(client, upstream, failure.why)
+                self._bad_gateway(client, upstream, lease.cut_reason or failure.why)
                 return False
 
     async def _relay_response(
@@ -615,8 +618,13 @@ class Route:
                     uconn.received += len(data)
                     uconn.conn.receive_data(data)
                     continue
-            except (ConnectionError, OSError, h11.RemoteProtocolError) as exc:
+            except (ConnectionError, OSError) as exc:
                 raise _UpstreamFailed(_why(exc), started) from exc
+            except h11.RemoteProtocolError as exc:
+                why = "connection closed before a complete response"
+                if uconn.received and not started:
+                    why = f"invalid response: {exc}"
+                raise _UpstreamFailed(why, started) from exc
             if type(event) is h11.Response:
                 started = True
                 headers = _response_headers(event)

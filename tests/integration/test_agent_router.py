@@ -1,0 +1,249 @@
+"""The agent's router on real loopback sockets: zero-downtime switching, draining, TCP, Upgrade."""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import socket
+import threading
+import time
+
+from tests.agent_fixtures.agent_harness import (
+    AgentHarness,
+    free_port,
+    http_get,
+    start_app,
+    wait_for,
+)
+
+pytest_plugins = ["tests.agent_fixtures.agent_plugin"]
+
+
+def _route_info(agent: AgentHarness, component: str) -> dict[str, object]:
+    routes = agent.client.list_releases(component)["routes"]
+    assert len(routes) == 1
+    return dict(routes[0])
+
+
+def test_zero_failed_requests_while_switching_under_load(agent: AgentHarness) -> None:
+    client = agent.client
+    start_app(client, "web", "blue")
+    start_app(client, "web", "green")
+    public = free_port()
+    client.route("web", public, "blue")
+
+    # (called, returned, release): from `returned` on, new requests must reach `release`.
+    switches: list[tuple[float, float, str]] = [(0.0, time.monotonic(), "blue")]
+    results: list[tuple[float, float, int | None, str]] = []
+    stop = threading.Event()
+
+    def worker(keep_alive: bool) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", public, timeout=10)
+        while not stop.is_set():
+            if not keep_alive:
+                conn = http.client.HTTPConnection("127.0.0.1", public, timeout=10)
+            t0 = time.monotonic()
+            try:
+                conn.request("GET", "/", headers={} if keep_alive else {"Connection": "close"})
+                response = conn.getresponse()
+                body = response.read().decode()
+                results.append((t0, time.monotonic(), response.status, body))
+            except (OSError, http.client.HTTPException) as exc:
+                results.append((t0, time.monotonic(), None, repr(exc)))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", public, timeout=10)
+            if not keep_alive:
+                conn.close()
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i % 2 == 0,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.3)
+        for i in range(10):
+            target = "green" if i % 2 == 0 else "blue"
+            called = time.monotonic()
+            result = client.route("web", public, target)
+            switches.append((called, time.monotonic(), target))
+            assert result["previous_release"] == ("blue" if target == "green" else "green")
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+
+    failed = [r for r in results if r[2] != 200]
+    assert failed == [], f"{len(failed)} of {len(results)} requests failed: {failed[:5]}"
+    assert len(results) > 200
+    assert {r[3] for r in results} == {"blue", "green"}
+    # A request sent after a switch returned (and done before the next one began) must have
+    # reached the newly routed release: the switch applies to the very next request, even on
+    # a keep-alive connection.
+    checked = 0
+    for t0, t1, _, body in results:
+        for (_, returned, release), (next_called, _, _) in itertools.pairwise(switches):
+            if returned <= t0 and t1 <= next_called:
+                assert body == release, (t0, t1, body, release)
+                checked += 1
+    assert checked > len(results) // 2
+    stats = _route_info(agent, "web")["stats"]
+    assert isinstance(stats, dict) and stats["upstream_errors"] == 0
+
+
+def test_inflight_request_drains_on_the_old_release(agent: AgentHarness) -> None:
+    client = agent.client
+    start_app(client, "web", "blue")
+    start_app(client, "web", "green")
+    public = free_port()
+    client.route("web", public, "blue")
+    slow: list[tuple[int, str]] = []
+    thread = threading.Thread(target=lambda: slow.append(http_get(public, "/slow?ms=1000")))
+    thread.start()
+    time.sleep(0.3)
+    assert client.route("web", public, "green")["previous_release"] == "blue"
+    assert _route_info(agent, "web")["draining"] == ["blue"]
+    assert http_get(public) == (200, "green")
+    # Stopping the old release waits for its drain; the slow request completes on it.
+    stopped = client.stop_release("web", "blue")
+    assert stopped["state"] == "stopped"
+    thread.join(5)
+    assert slow == [(200, "blue")]
+    assert _route_info(agent, "web")["draining"] == []
+
+
+def test_drain_timeout_cuts_what_is_still_in_flight(agent: AgentHarness) -> None:
+    client = agent.client
+    start_app(client, "web", "blue")
+    start_app(client, "web", "green")
+    public = free_port()
+    client.route("web", public, "blue")
+    outcome: list[object] = []
+
+    def slow_request() -> None:
+        try:
+            outcome.append(http_get(public, "/slow?ms=3000"))
+        except (OSError, http.client.HTTPException) as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    client.route("web", public, "green", drain_timeout=0.3)  # this switch's drain budget
+    thread.join(5)
+    assert time.monotonic() - started < 2.0
+    # Cut, and told so (a 502 naming the reason) since no byte of the answer had gone out yet.
+    assert len(outcome) == 1 and isinstance(outcome[0], tuple)
+    status, body = outcome[0]
+    assert status == 502 and "cut: still running 0.3s after a switch" in body
+    wait_for(lambda: _route_info(agent, "web")["draining"] == [])
+
+
+def test_idempotent_request_retried_once_on_dead_pooled_connection(agent: AgentHarness) -> None:
+    client = agent.client
+    # This release closes every keep-alive connection 100 ms after answering, without notice.
+    start_app(client, "web", "flaky", "--close-after-response", "100")
+    public = free_port()
+    client.route("web", public, "flaky")
+    conn = http.client.HTTPConnection("127.0.0.1", public, timeout=5)
+    for _ in range(5):
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b"flaky")
+    stats = _route_info(agent, "web")["stats"]
+    assert isinstance(stats, dict) and stats["retries"] >= 3
+    # POST is not idempotent: the same failure is a 502, never a second POST.
+    conn.request("POST", "/echo", body=b"once")
+    response = conn.getresponse()
+    assert response.status == 502
+    assert b"flaky" in response.read()
+    conn.close()
+
+
+def test_forwarded_headers_hop_by_hop_and_502(agent: AgentHarness) -> None:
+    client = agent.client
+    start_app(client, "web", "r1")
+    public = free_port()
+    client.route("web", public, "r1")
+    conn = http.client.HTTPConnection("127.0.0.1", public, timeout=5)
+    conn.request(
+        "GET",
+        "/headers",
+        headers={"X-Forwarded-For": "10.0.0.1", "Connection": "X-Private", "X-Private": "1"},
+    )
+    seen = {k.lower(): v for k, v in json.loads(conn.getresponse().read()).items()}
+    assert seen["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
+    assert seen["x-forwarded-proto"] == "http"
+    assert seen["host"] == f"127.0.0.1:{public}"
+    assert "x-private" not in seen and "connection" not in seen
+    # Bodies both ways, chunked request body included; HEAD has no body.
+    conn.request("POST", "/echo", body=iter([b"hello ", b"world"]), encode_chunked=True)
+    response = conn.getresponse()
+    assert response.read() == b"hello world"
+    conn.request("HEAD", "/")
+    response = conn.getresponse()
+    assert response.status == 200 and response.read() == b""
+    conn.close()
+    # HTTP/1.0 client: answered, then closed.
+    with socket.create_connection(("127.0.0.1", public), timeout=5) as raw:
+        raw.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := raw.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"r1")
+
+    client.stop_release("web", "r1", force=True)
+    status, body = http_get(public)
+    assert status == 502 and "r1" in body and "did not answer" in body
+
+
+def test_tcp_mode_pass_through(agent: AgentHarness) -> None:
+    client = agent.client
+    for name in ("e1", "e2"):
+        info = start_app(client, "echo", name, "--tcp-echo", wait_healthy=False)
+        wait_for(lambda p=info["port"]: client.probe(kind="tcp", port=p, timeout=1)["ok"], 10)
+    public = free_port()
+    client.route("echo", public, "e1", mode="tcp", drain_timeout=10)
+
+    def connect() -> tuple[socket.socket, bytes]:
+        sock = socket.create_connection(("127.0.0.1", public), timeout=5)
+        return sock, sock.recv(64)
+
+    first, greeting = connect()
+    assert greeting == b"e1\n"
+    first.sendall(b"ping")
+    assert first.recv(64) == b"ping"
+    client.route("echo", public, "e2", mode="tcp")
+    second, greeting = connect()
+    assert greeting == b"e2\n"
+    # The connection opened before the switch stays on e1 until it closes.
+    first.sendall(b"still there")
+    assert first.recv(64) == b"still there"
+    assert _route_info(agent, "echo")["draining"] == ["e1"]
+    first.close()
+    wait_for(lambda: _route_info(agent, "echo")["draining"] == [])
+    second.close()
+
+
+def test_upgrade_switches_the_connection_to_a_pipe(agent: AgentHarness) -> None:
+    client = agent.client
+    start_app(client, "web", "r1")
+    start_app(client, "web", "r2")
+    public = free_port()
+    client.route("web", public, "r1")
+    with socket.create_connection(("127.0.0.1", public), timeout=5) as sock:
+        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101")
+        sock.sendall(b"frame-1")
+        assert sock.recv(64) == b"frame-1"
+        client.route("web", public, "r2")  # an upgraded connection is not moved mid-stream
+        sock.sendall(b"frame-2")
+        assert sock.recv(64) == b"frame-2"
+        assert _route_info(agent, "web")["draining"] == ["r1"]
+    wait_for(lambda: _route_info(agent, "web")["draining"] == [])
+    assert http_get(public) == (200, "r2")
