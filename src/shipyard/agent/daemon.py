@@ -337,6 +337,8 @@ class Agent:
             "root": str(self.paths.root),
             "uptime_s": round(time.time() - self.started, 3),
             "python": sys.version.split()[0],
+            # Where the running agent code comes from (a .pyz on remote hosts): which copy runs.
+            "code": os.path.dirname(os.path.abspath(__file__)),
         }
 
     async def op_start(self, args: Args) -> Dict[str, Any]:

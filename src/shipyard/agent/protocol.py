@@ -41,7 +41,8 @@ Ops
 ---
 
 ping {}
-    -> {pid, version, protocol, root, uptime_s, python}
+    -> {pid, version, protocol, root, uptime_s, python, code (the folder or .pyz path the
+        agent's code was loaded from)}
 
 start {component, release, cwd, command?: str, argv?: [str], env?: {str: str} = {},
        stop_timeout?: float = 10}

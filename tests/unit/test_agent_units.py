@@ -1,0 +1,167 @@
+"""Unit tests for the agent's small parts: protocol arguments, backoff, logs, state, headers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import h11
+import pytest
+
+from shipyard.agent import AgentRequestError, procinfo
+from shipyard.agent.logfiles import LogPolicy, rotate_if_needed, tail
+from shipyard.agent.paths import check_name, unix_address
+from shipyard.agent.protocol import Args, decode
+from shipyard.agent.router import _request_headers, _response_headers
+from shipyard.agent.state import atomic_write_json, read_state
+from shipyard.agent.supervisor import RestartPolicy, base_environment, describe_exit
+
+
+def _code(fn: object, *args: object) -> str:
+    with pytest.raises(AgentRequestError) as err:
+        fn(*args)  # type: ignore[operator]
+    return err.value.code
+
+
+def test_args_are_typed_and_unknown_ones_refused() -> None:
+    args = Args("route", {"id": 1, "op": "route", "component": "web", "public_port": 80})
+    assert args.text("component") == "web"
+    assert args.integer("public_port", low=1) == 80
+    assert args.seconds("drain_timeout", 30.0) == 30.0
+    assert args.choice("mode", ("http", "tcp"), "http") == "http"
+    args.finish()
+    assert _code(Args("route", {"public_port": True}).integer, "public_port") == "bad_args"
+    assert _code(Args("route", {"public_port": 70000}).integer, "public_port") == "bad_args"
+    assert _code(Args("route", {}).text, "component") == "bad_args"
+    assert _code(Args("stop", {"timeout": -1}).seconds, "timeout") == "bad_args"
+    assert _code(Args("probe", {"expect_status": [200, "x"]}).status_set, "expect_status")
+    assert Args("probe", {"expect_status": 204}).status_set("expect_status") == [204]
+    typo = Args("start", {"component": "web", "comand": "x"})
+    typo.text("component")
+    with pytest.raises(AgentRequestError) as err:
+        typo.finish()
+    assert "'comand'" in err.value.message
+    assert _code(Args("start", {"env": {"A=B": "x"}}).str_dict, "env") == "bad_args"
+    assert _code(decode, b"[1]") == "bad_request"
+    assert _code(decode, b"{") == "bad_request"
+
+
+def test_names_are_safe_path_segments() -> None:
+    assert check_name("release", "2024-01-01T10.00_abc") == "2024-01-01T10.00_abc"
+    for bad in ("", "../x", "a/b", ".hidden", "-x", "x" * 129):
+        assert _code(check_name, "release", bad) == "bad_args"
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    policy = RestartPolicy()
+    assert [policy.backoff(n) for n in range(1, 9)] == [0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0]
+    assert policy.backoff(10_000) == 10.0
+
+
+def test_exit_descriptions() -> None:
+    assert describe_exit(3) == "exit code 3"
+    assert describe_exit(-9) == "signal 9 (SIGKILL)"
+    assert "not a child" in describe_exit(None)
+
+
+def test_release_environment_starts_small() -> None:
+    env = base_environment({"PATH": "/bin", "HOME": "/h", "LC_ALL": "C", "SECRET_KEY": "x"})
+    assert env == {"PATH": "/bin", "HOME": "/h", "LC_ALL": "C"}
+
+
+def test_log_rotation_and_tail(tmp_path: Path) -> None:
+    log = tmp_path / "r1.log"
+    policy = LogPolicy(max_bytes=100, backups=2)
+    with open(log, "a") as f:
+        for i in range(30):
+            f.write(f"line {i}\n")
+    assert rotate_if_needed(log, policy)
+    assert log.stat().st_size == 0 and (tmp_path / "r1.log.1").exists()
+    with open(log, "a") as f:
+        f.write("fresh\n")
+    assert tail(log, 3) == ["line 28", "line 29", "fresh"]  # reaches into the rotated copy
+    for _ in range(3):
+        log.write_text("x" * 200)
+        rotate_if_needed(log, policy)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r1.log", "r1.log.1", "r1.log.2"]
+    assert tail(tmp_path / "missing.log", 5) == []
+
+
+def test_state_is_written_atomically_and_corruption_is_kept_aside(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    assert read_state(path)["releases"] == []
+    atomic_write_json(path, {"version": 1, "releases": [{"a": 1}], "routes": []})
+    assert json.loads(path.read_text())["releases"] == [{"a": 1}]
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temp file left
+    path.write_text("{not json")
+    assert read_state(path).get("corrupt") is True
+    assert (tmp_path / "state.json.corrupt").read_text() == "{not json"
+
+
+def test_deep_socket_paths_work(tmp_path: Path) -> None:
+    deep = tmp_path.joinpath(*["d" * 20] * 6)
+    deep.mkdir(parents=True)
+    path = deep / "agent.sock"
+    assert len(str(path)) > 108
+    server = socket.socket(socket.AF_UNIX)
+    with unix_address(path) as address:
+        server.bind(address)
+    server.listen()
+    client = socket.socket(socket.AF_UNIX)
+    with unix_address(path) as address:
+        client.connect(address)
+    assert path.exists()
+    client.close()
+    server.close()
+
+
+def test_proc_helpers_know_this_process(tmp_path: Path) -> None:
+    me = os.getpid()
+    ticks = procinfo.start_ticks(me)
+    assert ticks is not None and procinfo.is_same_process(me, ticks)
+    assert not procinfo.is_same_process(me, ticks + 1)
+    assert not procinfo.has_exited(me, ticks)
+    assert (procinfo.rss_bytes(me) or 0) > 0
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        owner = procinfo.find_port_owner(listener.getsockname()[1])
+    assert owner is not None and owner[0] == me
+
+
+def test_forwarded_request_headers() -> None:
+    request = h11.Request(
+        method="GET",
+        target="/",
+        headers=[
+            ("Host", "example.com"),
+            ("Connection", "keep-alive, X-Hop"),
+            ("X-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("Expect", "100-continue"),
+            ("Accept", "*/*"),
+        ],
+    )
+    headers = dict(_request_headers(request, "127.0.0.2"))
+    assert headers == {
+        b"host": b"example.com",
+        b"accept": b"*/*",
+        b"x-forwarded-for": b"10.0.0.1, 127.0.0.2",
+        b"x-forwarded-proto": b"http",
+    }
+    upgrade = h11.Request(
+        method="GET",
+        target="/ws",
+        headers=[("Host", "x"), ("Connection", "Upgrade"), ("Upgrade", "websocket")],
+    )
+    kept = dict(_request_headers(upgrade, "127.0.0.1", upgrade=True))
+    assert kept[b"upgrade"] == b"websocket" and kept[b"connection"] == b"Upgrade"
+    response = h11.Response(
+        status_code=200,
+        headers=[("Content-Length", "2"), ("Connection", "close"), ("Server", "app")],
+    )
+    assert _response_headers(response) == [(b"content-length", b"2"), (b"server", b"app")]
