@@ -22,7 +22,7 @@ from shipyard.core.secrets import Redactor
 from shipyard.effects.artifacts import ArtifactStore
 from shipyard.effects.git import Repo
 from shipyard.effects.secrets import load_secrets
-from shipyard.engine.recovery import recover_deployment
+from shipyard.engine.recovery import hold_lock, recover_deployment
 from shipyard.engine.runner import (
     Deployment,
     DeployOptions,
@@ -35,7 +35,7 @@ from shipyard.errors import (
     PreflightError,
     UsageError,
 )
-from shipyard.store import DeploymentRecord, EventRecord, LockOwner, LockRecord, Store
+from shipyard.store import DeploymentRecord, EventRecord, LockOwner, LockRecord, Store, new_id
 from shipyard.targets.base import Observation, Target
 from shipyard.targets.local import LocalTarget
 
@@ -415,30 +415,26 @@ class Shipyard:
         return self.store.force_release_lock(env.name, by=str(LockOwner.current()))
 
     def recover(self, env_name: str | None = None) -> list[DeploymentView]:
-        """Finish the rollback of every interrupted deployment of an environment."""
+        """Finish the rollback of every interrupted deployment of an environment.
+
+        Also retries the newest deployment if its rollback failed earlier.
+        """
         env = self.environment(env_name)
         ctx = self._context(env)
-        unfinished = self.store.unfinished_deployments(env.name)
-        rollback_failed = [
-            d
-            for d in self.store.list_deployments(env.name, limit=20)
-            if d.status == "rollback_failed"
-        ][:1]
-        todo = unfinished + [d for d in rollback_failed if d not in unfinished]
-        if not todo:
-            return []
-        from shipyard.store import new_id
+        holder = new_id()
 
-        owner_id = new_id()
-        stale = self.store.acquire_lock(env.name, owner_id, ctx.owner, ctx.lock_ttl)
-        del stale
-        results = []
-        try:
-            for record in todo:
-                results.append(self.view(asyncio.run(recover_deployment(ctx, record.id))))
-        finally:
-            self.store.release_lock(env.name, owner_id)
-        return results
+        async def run() -> list[str]:
+            done = await hold_lock(ctx, holder)
+            try:
+                newest = self.store.list_deployments(env.name, limit=1)
+                if newest and newest[0].status == "rollback_failed":
+                    await recover_deployment(ctx, newest[0].id)
+                    done.append(newest[0].id)
+            finally:
+                self.store.release_lock(env.name, holder)
+            return done
+
+        return [self.deployment(i) for i in asyncio.run(run())]
 
     def down(self, env_name: str | None = None, component: str | None = None) -> list[str]:
         env = self.environment(env_name)

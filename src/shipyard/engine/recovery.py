@@ -7,12 +7,62 @@ rest. Recovery is idempotent: running it twice, or after a partial rollback, is 
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import UTC, datetime
 
 from shipyard.engine.runner import EngineContext, _journal_for, restore
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
-from shipyard.errors import RollbackFailed, StoreError
-from shipyard.store.records import DeploymentRecord
+from shipyard.errors import LockedError, RollbackFailed, StoreError
+from shipyard.store.records import DeploymentRecord, LockOwner
+
+
+async def hold_lock(ctx: EngineContext, holder_id: str, *, wait: float = 0.0) -> list[str]:
+    """Take the environment's lock for `holder_id`, then recover what a crash left behind.
+
+    A lock whose holder ran on this machine and is gone is taken over at once (no
+    need to wait for the lease to expire); one held elsewhere is waited for up to
+    `wait` seconds, then LockedError. Once the lock is ours, any deployment still
+    marked unfinished is dead, so its rollback is finished first. Returns their ids.
+    """
+    deadline = ctx.monotonic() + wait
+    while True:
+        try:
+            ctx.store.acquire_lock(ctx.env.name, holder_id, ctx.owner, ctx.lock_ttl)
+            break
+        except LockedError:
+            lock = ctx.store.get_lock(ctx.env.name)
+            if lock is not None and _owner_is_dead(lock.owner):
+                ctx.store.force_release_lock(
+                    ctx.env.name, by=f"{ctx.owner} (holder pid {lock.owner.pid} is dead)"
+                )
+                continue
+            if ctx.monotonic() >= deadline:
+                raise
+            await ctx.sleep(0.5)
+    recovered = []
+    try:
+        for record in ctx.store.unfinished_deployments(ctx.env.name):
+            if record.id != holder_id:
+                await recover_deployment(ctx, record.id)
+                recovered.append(record.id)
+    except BaseException:
+        ctx.store.release_lock(ctx.env.name, holder_id)
+        raise
+    return recovered
+
+
+def _owner_is_dead(owner: LockOwner) -> bool:
+    """True only when the holder ran on this machine and its process is gone."""
+    if owner.host != socket.gethostname():
+        return False
+    try:
+        os.kill(owner.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _now() -> datetime:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -33,7 +32,6 @@ from shipyard.effects.process import run_command
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
 from shipyard.errors import (
     DeploymentFailed,
-    LockedError,
     PreflightError,
     RollbackFailed,
     ShipyardError,
@@ -199,7 +197,9 @@ class Deployment:
     async def run(self) -> DeploymentRecord:
         """Lock, execute, roll back on failure, unlock. Returns the final record."""
         ctx = self.ctx
-        await self._acquire_lock()
+        from shipyard.engine.recovery import hold_lock
+
+        await hold_lock(ctx, self.id, wait=self.options.wait_lock)
         try:
             ctx.store.create_deployment(
                 DeploymentRecord(
@@ -232,30 +232,6 @@ class Deployment:
         record = ctx.store.get_deployment(self.id)
         assert record is not None
         return record
-
-    async def _acquire_lock(self) -> None:
-        ctx = self.ctx
-        deadline = ctx.monotonic() + self.options.wait_lock
-        while True:
-            try:
-                stale = ctx.store.acquire_lock(ctx.env.name, self.id, ctx.owner, ctx.lock_ttl)
-            except LockedError:
-                lock = ctx.store.get_lock(ctx.env.name)
-                if lock is not None and _owner_is_dead(lock.owner):
-                    ctx.store.force_release_lock(
-                        ctx.env.name, by=f"{ctx.owner} (holder pid {lock.owner.pid} is dead)"
-                    )
-                    continue
-                if ctx.monotonic() >= deadline:
-                    raise
-                await ctx.sleep(0.5)
-                continue
-            if stale is not None:
-                # The previous orchestrator died holding the lock: finish its rollback first.
-                from shipyard.engine.recovery import recover_deployment
-
-                await recover_deployment(ctx, stale.deployment_id)
-            return
 
     async def _heartbeat(self) -> None:
         while True:
@@ -738,19 +714,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ShipyardError):
         return exc.message
     return f"{type(exc).__name__}: {exc}"
-
-
-def _owner_is_dead(owner: LockOwner) -> bool:
-    """True only when the holder ran on this machine and its process is gone."""
-    if owner.host != socket.gethostname():
-        return False
-    try:
-        os.kill(owner.pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _copy_work_tree(repo: Repo, dest: Path) -> None:

@@ -1,0 +1,174 @@
+"""kill -9 the orchestrator at journal boundaries, then recover: the environment is whole.
+
+The deploy runs as a real `shipyard` process; the test watches the journal in the
+SQLite state store and kills the process once the deployment has written N events.
+No failpoint exists in src/: the crash is a real SIGKILL at a real point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from shipyard.service import Shipyard
+from tests.conftest import RunCli, commit_all, shipyard_executable
+
+BOUNDARIES = [1, 4, 9, 15, 22, 30, 40]
+
+
+def journal_length(db: Path, after_id: str) -> int:
+    """Events written by the newest deployment started after `after_id`."""
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM events WHERE deployment_id = "
+                "(SELECT id FROM deployments WHERE id > ? ORDER BY id DESC LIMIT 1)",
+                (after_id,),
+            ).fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    return int(row[0])
+
+
+def served_releases(project: Path) -> dict[str, str]:
+    import tomllib
+
+    config = tomllib.loads((project / "shipyard.toml").read_text())
+    result = {}
+    for name, comp in config["components"].items():
+        path = "/api/version" if name == "backend" else "/version"
+        with urllib.request.urlopen(f"http://127.0.0.1:{comp['port']}{path}", timeout=5) as r:
+            result[name] = json.loads(r.read())["release"]
+    return result
+
+
+def deploy_killed_at(project: Path, boundary: int, after_id: str) -> bool:
+    """Start a deploy and SIGKILL it once its journal has `boundary` events.
+
+    Returns False if the deploy finished before reaching the boundary.
+    """
+    process = subprocess.Popen(
+        [shipyard_executable(), "-C", str(project), "deploy", "--full"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    db = project / ".shipyard" / "state.db"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return False
+            if journal_length(db, after_id) >= boundary:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+                return True
+            time.sleep(0.002)
+        raise AssertionError("the deploy neither finished nor reached the boundary in 120 s")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_kill_at_each_boundary_then_recover(shop: Path, run_cli: RunCli) -> None:
+    first = run_cli("-C", str(shop), "--json", "deploy", timeout=120)
+    assert first.returncode == 0, first.stdout + first.stderr
+    good = json.loads(first.stdout)["id"]
+    migrations = shop / "backend" / "migrations"
+    (migrations / "0003_audit.up.sql").write_text("CREATE TABLE audit (id INTEGER);\n")
+    (migrations / "0003_audit.down.sql").write_text("DROP TABLE audit;\n")
+    app = shop / "backend" / "app.py"
+    last_id = good
+    service = Shipyard(shop)  # in-process reads: fewer interpreter start-ups per iteration
+    try:
+        for boundary in BOUNDARIES:
+            app.write_text(app.read_text() + f"\n# crash test {boundary}\n")
+            commit_all(shop, f"change {boundary}")
+            killed = deploy_killed_at(shop, boundary, last_id)
+            newest = service.history(limit=1)[0].record
+            last_id = newest.id
+            if not killed:  # it finished before reaching the boundary: also a fine end
+                assert newest.status == "succeeded"
+                assert set(served_releases(shop).values()) == {newest.id}
+                break
+            result = run_cli("-C", str(shop), "--json", "recover", timeout=120)
+            assert result.returncode == 0, (boundary, result.stdout, result.stderr)
+            after = service.deployment(newest.id).record
+            if after.status == "succeeded":  # killed after it had already finished
+                good = after.id
+            else:
+                # Killed before it started running: nothing to undo, so it is just `failed`.
+                assert after.status in ("rolled_back", "failed"), (boundary, after)
+                assert after.error and "orchestrator died" in after.error, (boundary, after)
+            # Whole on one version: every public port serves the last good deployment.
+            assert set(served_releases(shop).values()) == {good}, boundary
+            assert service.lock_status() is None, boundary
+            status_now = service.environment_status()
+            assert all(c["healthy"] for c in status_now["components"]), (boundary, status_now)
+            unfinished = [
+                v
+                for v in service.history(limit=50)
+                if v.record.status in ("pending", "running", "rolling_back")
+            ]
+            assert unfinished == [], boundary
+    finally:
+        service.close()
+
+
+def test_next_deploy_recovers_a_killed_one_first(shop: Path, run_cli: RunCli) -> None:
+    first = run_cli("-C", str(shop), "--json", "deploy", timeout=120)
+    assert first.returncode == 0
+    good = json.loads(first.stdout)["id"]
+    app = shop / "admin" / "app.py"
+    app.write_text(app.read_text() + "\n# v2\n")
+    commit_all(shop, "v2")
+    assert deploy_killed_at(shop, 12, good)
+    result = run_cli("-C", str(shop), "--json", "deploy", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    new = json.loads(result.stdout)["id"]
+    history = json.loads(run_cli("-C", str(shop), "--json", "history").stdout)
+    assert [d["status"] for d in history] == ["succeeded", "rolled_back", "succeeded"]
+    assert "orchestrator died" in history[1]["error"]
+    assert set(served_releases(shop).values()) <= {good, new}
+    assert served_releases(shop)["admin"] == new
+
+
+def test_two_concurrent_deploys_one_runs_the_other_exits_4(shop: Path) -> None:
+    command = [shipyard_executable(), "-C", str(shop), "deploy", "--full"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = shop / ".shipyard" / "state.db"
+    deadline = time.monotonic() + 60
+    while journal_length(db, "") < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)  # wait until the first one holds the lock
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+    assert second.returncode == 4, second.stdout + second.stderr
+    assert "locked" in second.stderr
+    assert "--wait-lock" in second.stderr
+
+
+def test_wait_lock_waits_for_the_other_deploy(shop: Path) -> None:
+    command = [shipyard_executable(), "-C", str(shop), "deploy", "--full"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = shop / ".shipyard" / "state.db"
+    deadline = time.monotonic() + 60
+    while journal_length(db, "") < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    second = subprocess.run(
+        [*command, "--wait-lock", "60s"], capture_output=True, text=True, timeout=120
+    )
+    first.communicate(timeout=120)
+    assert first.returncode == 0
+    assert second.returncode == 0, second.stdout + second.stderr
