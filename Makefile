@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench clean
+.PHONY: demo demo-down test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/shipyard -C examples/shop validate
 	$(BIN)/shipyard -C examples/shop graph
+	$(BIN)/shipyard -C examples/shop deploy --yes
+	@echo
+	@echo "The shop runs: backend http://127.0.0.1:4000/api/products, admin http://127.0.0.1:4001/,"
+	@echo "marketing http://127.0.0.1:4003/. Stop it with: make demo-down"
+
+demo-down: $(STAMP)
+	$(BIN)/shipyard -C examples/shop down
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

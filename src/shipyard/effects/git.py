@@ -94,7 +94,8 @@ class Repo:
             args = ["git", "archive", "--format=tar", commit]
             if prefix:
                 args += ["--", prefix]
-            done = subprocess.run(args, cwd=self.path, capture_output=True, timeout=300)
+            # From the top: run in a subfolder, git archive would only export that subfolder.
+            done = subprocess.run(args, cwd=self.toplevel(), capture_output=True, timeout=300)
         except FileNotFoundError:
             raise GitError("git is not installed", hint="install git and retry") from None
         if done.returncode != 0:

@@ -316,6 +316,16 @@ class Deployment:
         except asyncio.CancelledError:
             self.journal("step", step=step.id, component=step.component, status="cancelled")
             raise
+        except OSError as exc:  # a file or folder problem on this machine, said plainly
+            error = DeploymentFailed(f"{exc.strerror or exc}: {exc.filename or ''}".strip(": "))
+            self.journal(
+                "step",
+                step=step.id,
+                component=step.component,
+                status="failed",
+                message=error.message,
+            )
+            raise StepFailed(step, error) from None
         except ShipyardError as exc:
             self.journal(
                 "step",
