@@ -160,10 +160,30 @@ def test_update_deployment_rejects_bad_input(store: Store) -> None:
         store.update_deployment(d.id, colour="blue")
     with pytest.raises(ValueError, match="status"):
         store.update_deployment(d.id, status="exploded")
+    with pytest.raises(ValueError, match="kind"):
+        store.create_deployment(deployment(kind="sideways"))
+    with pytest.raises(ValueError, match="status"):
+        store.set_component(ComponentRecord(d.id, "backend", status="bored"))
     with pytest.raises(StoreError, match="no deployment"):
         store.update_deployment(new_id(), status="running")
     with pytest.raises(StoreError, match="unique"):
         store.create_deployment(d)
+
+
+def test_history_with_statuses_unknown_to_this_version_stays_readable(
+    store: Store, store_url: str
+) -> None:
+    d = deployment()
+    store.create_deployment(d)
+    engine = create_engine(normalize_url(store_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE deployments SET status = 'cancelled'"))
+    finally:
+        engine.dispose()
+    got = store.get_deployment(d.id)
+    assert got is not None and got.status == "cancelled"
+    assert [x.id for x in store.list_deployments()] == [d.id]
 
 
 def test_rollback_of_links_to_a_stored_deployment(store: Store) -> None:

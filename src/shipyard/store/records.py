@@ -5,6 +5,10 @@ ever see these dataclasses. Every timestamp is a timezone-aware datetime in UTC
 (naive datetimes are refused when a record is built). `to_dict()` gives the
 JSON shapes of the CLI contract (docs: cli.md), with ISO 8601 timestamps.
 
+Building a record only checks that its datetimes are aware; `validate()` checks
+the enumerated values (kind, status) and is called by the store when it writes.
+The store does not enforce start ≤ finish: the engine owns that invariant.
+
 Secrets are never stored: no record has a field for environment values, and
 `options`, `data` and `health` must only hold names, fingerprints and flags.
 """
@@ -21,6 +25,7 @@ __all__ = [
     "DEPLOYMENT_KINDS",
     "DEPLOYMENT_STATUSES",
     "FINISHED_STATUSES",
+    "LOCK_ACTIONS",
     "UNFINISHED_STATUSES",
     "ArtifactRecord",
     "ComponentRecord",
@@ -83,12 +88,6 @@ def _check_choice(record: object, name: str, allowed: frozenset[str]) -> None:
         )
 
 
-def _check_order(record: object, start: str, finish: str) -> None:
-    a, b = getattr(record, start), getattr(record, finish)
-    if a is not None and b is not None and b < a:
-        raise ValueError(f"{type(record).__name__}: {finish} ({b}) is before {start} ({a})")
-
-
 @dataclass(frozen=True, slots=True)
 class DeploymentRecord:
     """One run of the pipeline against one environment.
@@ -101,8 +100,8 @@ class DeploymentRecord:
     id: str
     environment: str
     kind: str
-    commit: str | None = None
     status: str = "pending"
+    commit: str | None = None
     base_commit: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -115,10 +114,16 @@ class DeploymentRecord:
     created_at: datetime | None = None
 
     def __post_init__(self) -> None:
+        _check_aware(self, "started_at", "finished_at", "created_at")
+
+    def validate(self) -> None:
+        """Raise ValueError for an unknown kind or status (the store calls it on writes).
+
+        Not run when a record is read back, so history written by a newer shipyard
+        with a status this one does not know stays readable.
+        """
         _check_choice(self, "kind", DEPLOYMENT_KINDS)
         _check_choice(self, "status", DEPLOYMENT_STATUSES)
-        _check_aware(self, "started_at", "finished_at", "created_at")
-        _check_order(self, "started_at", "finished_at")
 
     @property
     def duration_s(self) -> float | None:
@@ -175,9 +180,11 @@ class ComponentRecord:
     error: str | None = None
 
     def __post_init__(self) -> None:
-        _check_choice(self, "status", COMPONENT_STATUSES)
         _check_aware(self, "started_at", "finished_at")
-        _check_order(self, "started_at", "finished_at")
+
+    def validate(self) -> None:
+        """Raise ValueError for an unknown status (the store calls it on writes)."""
+        _check_choice(self, "status", COMPONENT_STATUSES)
 
     def replace(self, **changes: Any) -> ComponentRecord:
         return dataclasses.replace(self, **changes)
@@ -361,7 +368,6 @@ class LockEventRecord:
     detail: str | None = None
 
     def __post_init__(self) -> None:
-        _check_choice(self, "action", LOCK_ACTIONS)
         _check_aware(self, "at")
 
     def to_dict(self) -> dict[str, Any]:

@@ -271,6 +271,7 @@ class Store:
 
     def create_deployment(self, d: DeploymentRecord) -> None:
         """Insert a new deployment; `created_at` defaults to now. Its id must be new."""
+        d.validate()
         values = {name: getattr(d, name) for name in _DEPLOYMENT_FIELDS}
         values["created_at"] = d.created_at or self.now()
         values["options"] = dict(d.options)
@@ -296,7 +297,8 @@ class Store:
             ).one_or_none()
             if row is None:
                 raise self._no_deployment(deployment_id)
-            record = _deployment(row).replace(**fields)  # validates the new values
+            record = _deployment(row).replace(**fields)
+            record.validate()
             if fields:
                 values = {name: getattr(record, name) for name in fields}
                 if "options" in values:
@@ -379,6 +381,7 @@ class Store:
 
     def set_component(self, rec: ComponentRecord) -> None:
         """Insert or replace the state of one component on one host of a deployment."""
+        rec.validate()
         values = {
             "deployment_id": rec.deployment_id,
             "component": rec.component,
