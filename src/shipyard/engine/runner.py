@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from shipyard.config import Component, Config, Environment
 from shipyard.core.graph import Graph
@@ -46,6 +46,8 @@ from shipyard.store.records import (
     SnapshotEntry,
 )
 from shipyard.targets.base import Observation, ProbeSpec, Target
+
+T = TypeVar("T")
 
 BUILD_TIMEOUT = 15 * 60.0
 TEST_TIMEOUT = 15 * 60.0
@@ -236,9 +238,7 @@ class Deployment:
     async def _heartbeat(self) -> None:
         while True:
             await self.ctx.sleep(self.ctx.lock_ttl / 3)
-            await asyncio.to_thread(
-                self.ctx.store.heartbeat, self.ctx.env.name, self.id, self.ctx.lock_ttl
-            )
+            await _settled(self.ctx.store.heartbeat, self.ctx.env.name, self.id, self.ctx.lock_ttl)
 
     async def _execute(self) -> None:
         self.set_status("running")
@@ -351,7 +351,7 @@ class Deployment:
 
     async def _step_preflight(self, step: Step) -> None:
         ctx = self.ctx
-        await asyncio.to_thread(ctx.target.prepare)
+        await _settled(ctx.target.prepare)
         needed = {n: ctx.components[n].secrets for n in self.plan.components}
         missing = sorted({s for names in needed.values() for s in names if not ctx.secrets.get(s)})
         if missing:
@@ -377,7 +377,7 @@ class Deployment:
 
     async def _step_snapshot(self, step: Step) -> None:
         ctx = self.ctx
-        routes = await asyncio.to_thread(ctx.target.routes)
+        routes = await _settled(ctx.target.routes)
         last_good = ctx.store.last_good_deployment(ctx.env.name)
         good_components = (
             {c.component: c for c in ctx.store.components(last_good.id)} if last_good else {}
@@ -385,10 +385,10 @@ class Deployment:
         entries = []
         for name in self.plan.components:
             comp = ctx.components[name]
-            release = routes.get(name) or await asyncio.to_thread(ctx.target.current, name)
+            release = routes.get(name) or await _settled(ctx.target.current, name)
             revision = None
             if comp.migrations is not None:
-                revision = await asyncio.to_thread(
+                revision = await _settled(
                     ctx.target.migration_revision,
                     name,
                     release or "",
@@ -415,9 +415,9 @@ class Deployment:
             if self.export_dir is None:
                 folder = Path(tempfile.mkdtemp(prefix=f"shipyard-build-{self.id[:8]}-"))
                 if self.options.dirty:
-                    await asyncio.to_thread(_copy_work_tree, self.ctx.repo, folder)
+                    await _settled(_copy_work_tree, self.ctx.repo, folder)
                 else:
-                    await asyncio.to_thread(self.ctx.repo.export, self.plan.commit, folder)
+                    await _settled(self.ctx.repo.export, self.plan.commit, folder)
                 self.export_dir = folder
             return self.export_dir
 
@@ -430,7 +430,7 @@ class Deployment:
         name = step.component
         assert name is not None
         comp = ctx.components[name]
-        files = await asyncio.to_thread(self._input_files)
+        files = await _settled(self._input_files)
         deps = {d: self.digests[d] for d in comp.depends_on if d in self.digests}
         digest = input_digest(comp, files, ctx.config.project.global_inputs, deps)
         self.digests[name] = digest
@@ -463,7 +463,7 @@ class Deployment:
                 f"the build of {name} did not produce its artifact folder {comp.artifact!r}",
                 hint=f"check components.{name}.artifact and the build command",
             )
-        path, size = await asyncio.to_thread(ctx.artifacts.put, name, digest, source)
+        path, size = await _settled(ctx.artifacts.put, name, digest, source)
         ctx.store.record_artifact(
             ArtifactRecord(
                 component=name,
@@ -529,7 +529,7 @@ class Deployment:
         assert name is not None
         comp = self.ctx.components[name]
         artifact = self.ctx.artifacts.path(name, self.digests[name])
-        await asyncio.to_thread(
+        await _settled(
             self.ctx.target.install,
             name,
             self.release,
@@ -570,7 +570,7 @@ class Deployment:
         else:
             release, target_revision = self.release, None
         before, after = await asyncio.wait_for(
-            asyncio.to_thread(
+            _settled(
                 self.ctx.target.migrate,
                 name,
                 release,
@@ -598,7 +598,7 @@ class Deployment:
         if self.plan.kind == "rollback":
             env["SHIPYARD_COMMIT"] = _commit_of_release(self.ctx.store, self.plan, name)
         self.component_record(name, status="starting", release=release)
-        running = await asyncio.to_thread(
+        running = await _settled(
             self.ctx.target.start, name, release, comp.start, env, comp.stop_timeout
         )
         if running.port is not None:
@@ -613,7 +613,7 @@ class Deployment:
             comp = ctx.components[name]
             release = self.plan.releases.get(name, self.release)
             if comp.port is not None:
-                await asyncio.to_thread(
+                await _settled(
                     ctx.target.route,
                     name,
                     comp.port,
@@ -629,9 +629,7 @@ class Deployment:
                     message=f":{comp.port} → {release}",
                 )
         for name in self.plan.components:
-            await asyncio.to_thread(
-                ctx.target.set_current, name, self.plan.releases.get(name, self.release)
-            )
+            await _settled(ctx.target.set_current, name, self.plan.releases.get(name, self.release))
             self.component_record(name, status="active")
 
     async def _step_verify(self, step: Step) -> None:
@@ -639,7 +637,7 @@ class Deployment:
         for name in self.plan.components:
             comp = self.ctx.components[name]
             port = comp.port or self.ports.get(name)
-            observation = await asyncio.to_thread(self.ctx.target.probe, probe_spec(comp, port))
+            observation = await _settled(self.ctx.target.probe, probe_spec(comp, port))
             self.journal(
                 "health",
                 step=step.id,
@@ -659,8 +657,8 @@ class Deployment:
             previous = self.snapshot.get(name)
             new = self.plan.releases.get(name, self.release)
             if previous and previous.release and previous.release != new:
-                await asyncio.to_thread(ctx.target.stop, name, previous.release)
-            await asyncio.to_thread(ctx.target.prune, name, keep, {new})
+                await _settled(ctx.target.stop, name, previous.release)
+            await _settled(ctx.target.prune, name, keep, {new})
             self.component_record(name, finished_at=_now())
 
 
@@ -675,7 +673,7 @@ async def wait_healthy(
     judge = HealthJudge(comp.health, start=ctx.monotonic())
     spec = probe_spec(comp, port)
     while True:
-        observation = await asyncio.to_thread(ctx.target.probe, spec)
+        observation = await _settled(ctx.target.probe, spec)
         verdict = judge.observe(observation.ok, ctx.monotonic())
         if verdict == "healthy":
             journal(
@@ -687,7 +685,7 @@ async def wait_healthy(
             )
             return observation
         if verdict == "failed":
-            tail = await asyncio.to_thread(ctx.target.logs, comp.name, release, 15)
+            tail = await _settled(ctx.target.logs, comp.name, release, 15)
             journal(
                 "health",
                 step=f"activate:{comp.name}",
@@ -704,6 +702,27 @@ async def wait_healthy(
                 "(`shipyard logs` shows the journal)",
             )
         await ctx.sleep(comp.health.interval)
+
+
+async def _settled(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking call in a thread that a cancellation cannot abandon.
+
+    A thread cannot be stopped: when a step is cancelled (another step failed, Ctrl-C)
+    while `target.start` runs, the plain `asyncio.to_thread` returns at once and the call
+    still reaches the host later, after the rollback has looked at what runs, so the new
+    release is left running. Here the cancellation waits until the call has finished, and
+    only then goes on, so whatever the call did is there for the rollback to undo.
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(call, *args, **kwargs))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            try:
+                await asyncio.wait([task])
+            except asyncio.CancelledError:
+                continue
+        raise
 
 
 def probe_spec(comp: Component, port: int | None) -> ProbeSpec:
@@ -781,8 +800,8 @@ async def restore(
     graph = ctx.graph
     touched = [n for n in graph.order() if n in set(order) and n in snapshot]
     problems: list[str] = []
-    running = await asyncio.to_thread(ctx.target.running)
-    routes = await asyncio.to_thread(ctx.target.routes)
+    running = await _settled(ctx.target.running)
+    routes = await _settled(ctx.target.routes)
     # 1. Route back to previous releases that still run; stop what this deployment started.
     for name in reversed(touched):
         comp = components[name]
@@ -791,7 +810,7 @@ async def restore(
         try:
             prev_up = previous is not None and _is_up(running.get((name, previous)))
             if previous and prev_up and comp.port and routes.get(name) != previous:
-                await asyncio.to_thread(
+                await _settled(
                     ctx.target.route,
                     name,
                     comp.port,
@@ -807,9 +826,9 @@ async def restore(
                     message=f":{comp.port} → {previous}",
                 )
             if previous is None and routes.get(name):
-                await asyncio.to_thread(ctx.target.unroute, name)
+                await _settled(ctx.target.unroute, name)
             if new != previous and (name, new) in running:
-                await asyncio.to_thread(ctx.target.stop, name, new)
+                await _settled(ctx.target.stop, name, new)
         except ShipyardError as exc:
             problems.append(f"{name}: {exc.message}")
     # 2. Schema back to the snapshot revision, newest dependents first.
@@ -824,11 +843,11 @@ async def restore(
             continue
         try:
             env = component_env(ctx, comp, files_from)
-            current = await asyncio.to_thread(
+            current = await _settled(
                 ctx.target.migration_revision, name, files_from, comp.migrations, env
             )
             if current != entry.migration_revision:
-                before, after = await asyncio.to_thread(
+                before, after = await _settled(
                     ctx.target.migrate,
                     name,
                     files_from,
@@ -850,12 +869,12 @@ async def restore(
                 f"{entry.migration_revision or '(none)'}: {exc.message}"
             )
     # 3. Previous releases that are not running (agent restarted, host rebooted): start them.
-    running = await asyncio.to_thread(ctx.target.running)
+    running = await _settled(ctx.target.running)
     for name in touched:
         comp = components[name]
         previous = snapshot[name].release
         if previous is None:
-            await asyncio.to_thread(ctx.target.set_current, name, None)
+            await _settled(ctx.target.set_current, name, None)
             continue
         try:
             if not _is_up(running.get((name, previous))):
@@ -863,12 +882,12 @@ async def restore(
                     **component_env(ctx, comp, previous, snapshot[name].commit or ""),
                     **_public_urls(ctx, comp),
                 }
-                started = await asyncio.to_thread(
+                started = await _settled(
                     ctx.target.start, name, previous, comp.start, env, comp.stop_timeout
                 )
                 await wait_healthy(ctx, comp, previous, started.port, journal)
             if comp.port:
-                await asyncio.to_thread(
+                await _settled(
                     ctx.target.route,
                     name,
                     comp.port,
@@ -876,7 +895,7 @@ async def restore(
                     http=comp.health.kind == "http",
                     drain_timeout=comp.drain_timeout,
                 )
-            await asyncio.to_thread(ctx.target.set_current, name, previous)
+            await _settled(ctx.target.set_current, name, previous)
         except ShipyardError as exc:
             problems.append(f"{name}: previous release {previous} not restored: {exc.message}")
     # 4. Verify what is active now.
@@ -885,7 +904,7 @@ async def restore(
         previous = snapshot[name].release
         if previous is None or not comp.port:
             continue
-        observation = await asyncio.to_thread(ctx.target.probe, probe_spec(comp, comp.port))
+        observation = await _settled(ctx.target.probe, probe_spec(comp, comp.port))
         journal(
             "health",
             step="rollback",
