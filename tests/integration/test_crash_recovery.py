@@ -172,3 +172,29 @@ def test_wait_lock_waits_for_the_other_deploy(shop: Path) -> None:
     first.communicate(timeout=120)
     assert first.returncode == 0
     assert second.returncode == 0, second.stdout + second.stderr
+
+
+def test_ctrl_c_rolls_back_and_exits_1(shop: Path, run_cli: RunCli) -> None:
+    first = run_cli("-C", str(shop), "--json", "deploy", timeout=120)
+    assert first.returncode == 0
+    good = json.loads(first.stdout)["id"]
+    app = shop / "backend" / "app.py"
+    app.write_text(app.read_text() + "\n# v2\n")
+    commit_all(shop, "v2")
+    process = subprocess.Popen(
+        [shipyard_executable(), "-C", str(shop), "deploy"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = shop / ".shipyard" / "state.db"
+    deadline = time.monotonic() + 60
+    while journal_length(db, good) < 15 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1, out + err
+    assert "interrupted" in err
+    history = json.loads(run_cli("-C", str(shop), "--json", "history").stdout)
+    assert history[0]["status"] == "rolled_back"
+    assert set(served_releases(shop).values()) == {good}

@@ -246,7 +246,6 @@ class Deployment:
             await self._run_steps()
         except (Exception, asyncio.CancelledError) as exc:
             reason = _reason(exc)
-            interrupted = isinstance(exc, asyncio.CancelledError)
             if isinstance(exc, PreflightError) and not self.snapshot:
                 self.set_status("failed", reason)  # nothing was changed: nothing to undo
                 self.ctx.store.update_deployment(self.id, finished_at=_now())
@@ -270,8 +269,7 @@ class Deployment:
                     "check `shipyard status` for what is running",
                 ) from None
             self.set_status("rolled_back", reason)
-            if interrupted:
-                raise
+            # Interrupted (Ctrl-C) or failed, the outcome is the same: rolled back, exit 1.
             raise DeploymentFailed(
                 f"deployment {self.id} failed and was rolled back: {reason}",
                 hint=getattr(exc, "hint", None) or f"see `shipyard logs {self.id[:13]}`",
