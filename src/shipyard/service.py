@@ -240,6 +240,8 @@ class Shipyard:
         *,
         rollback: bool = True,
         allow_dirty: bool = False,
+        allow_destructive: bool = False,
+        allow_irreversible: bool = False,
         wait_lock: float = 0.0,
     ) -> DeploymentView:
         """Run a plan. Raises DeploymentFailed (exit 1) after rolling back, LockedError (4)…"""
@@ -257,6 +259,8 @@ class Shipyard:
         options = DeployOptions(
             rollback=rollback,
             allow_dirty=allow_dirty,
+            allow_destructive=allow_destructive,
+            allow_irreversible=allow_irreversible,
             dirty=bool(dirty) and plan.commit == head,
             wait_lock=wait_lock,
         )

@@ -275,10 +275,11 @@ def deploy(
             the_plan,
             rollback=not no_rollback,
             allow_dirty=allow_dirty,
+            allow_destructive=allow_destructive,
+            allow_irreversible=allow_irreversible,
             wait_lock=_duration(wait_lock, "--wait-lock"),
         ),
     )
-    del allow_destructive, allow_irreversible  # checked by the migrations preflight (planned)
 
 
 def _duration(text: str, flag: str) -> float:

@@ -26,6 +26,7 @@ from shipyard.core.graph import Graph
 from shipyard.core.health import HealthJudge
 from shipyard.core.plan import Plan, Step
 from shipyard.core.secrets import Redactor
+from shipyard.effects import sql_migrations
 from shipyard.effects.artifacts import ArtifactStore, input_digest
 from shipyard.effects.git import Repo
 from shipyard.effects.process import run_command
@@ -49,9 +50,19 @@ from shipyard.targets.base import Observation, ProbeSpec, Target
 
 T = TypeVar("T")
 
-BUILD_TIMEOUT = 15 * 60.0
-TEST_TIMEOUT = 15 * 60.0
-MIGRATE_TIMEOUT = 10 * 60.0
+# Every step has a deadline (seconds); `activate` gets the health deadline plus "start".
+STEP_DEADLINES: dict[str, float] = {
+    "preflight": 120.0,
+    "snapshot": 60.0,
+    "build": 15 * 60.0,
+    "test": 15 * 60.0,
+    "release": 5 * 60.0,
+    "migrate": 10 * 60.0,
+    "start": 30.0,
+    "switch": 60.0,
+    "verify": 60.0,
+    "finish": 120.0,
+}
 LOCK_TTL = 15.0
 
 
@@ -77,6 +88,8 @@ class DeployOptions:
 
     rollback: bool = True
     allow_dirty: bool = False
+    allow_destructive: bool = False
+    allow_irreversible: bool = False
     dirty: bool = False
     wait_lock: float = 0.0
     created_by: str = ""
@@ -246,10 +259,13 @@ class Deployment:
             await self._run_steps()
         except (Exception, asyncio.CancelledError) as exc:
             reason = _reason(exc)
-            if isinstance(exc, PreflightError) and not self.snapshot:
-                self.set_status("failed", reason)  # nothing was changed: nothing to undo
+            if not self.snapshot:
+                # Refused or failed before anything changed: nothing to undo.
+                self.set_status("failed", reason)
                 self.ctx.store.update_deployment(self.id, finished_at=_now())
-                raise
+                if isinstance(exc, ShipyardError):
+                    raise
+                raise DeploymentFailed(f"deployment {self.id} failed: {reason}") from None
             self.set_status("failed", reason)
             if not self.options.rollback:
                 raise DeploymentFailed(
@@ -300,30 +316,38 @@ class Deployment:
                 if not fut.done():
                     fut.cancel()
 
+    def step_deadline(self, step: Step) -> float:
+        """How long a step may take before it fails (and the deployment rolls back)."""
+        if step.kind == "activate" and step.component:
+            return self.ctx.components[step.component].health.deadline + STEP_DEADLINES["start"]
+        return STEP_DEADLINES[step.kind]
+
     async def _run_step(self, step: Step) -> None:
         handler = getattr(self, f"_step_{step.kind}")
         parallel = step.kind in ("build", "test", "release", "migrate", "activate")
         started = self.ctx.monotonic()
+        deadline = self.step_deadline(step)
         self.journal("step", step=step.id, component=step.component, status="running")
         try:
-            if parallel:
-                async with self._slots:
-                    await handler(step)
-            else:
-                await handler(step)
+            try:
+                if parallel:
+                    async with self._slots:
+                        await asyncio.wait_for(handler(step), deadline)
+                else:
+                    await asyncio.wait_for(handler(step), deadline)
+            except TimeoutError:
+                raise DeploymentFailed(
+                    f"{step.id} did not finish within its deadline of {deadline:g}s",
+                    hint="find what hangs in `shipyard logs`; raise the health deadline if the "
+                    "component is just slow to start",
+                ) from None
+            except OSError as exc:  # a file or folder problem on this machine, said plainly
+                raise DeploymentFailed(
+                    f"{exc.strerror or exc}: {exc.filename or ''}".strip(": ")
+                ) from None
         except asyncio.CancelledError:
             self.journal("step", step=step.id, component=step.component, status="cancelled")
             raise
-        except OSError as exc:  # a file or folder problem on this machine, said plainly
-            error = DeploymentFailed(f"{exc.strerror or exc}: {exc.filename or ''}".strip(": "))
-            self.journal(
-                "step",
-                step=step.id,
-                component=step.component,
-                status="failed",
-                message=error.message,
-            )
-            raise StepFailed(step, error) from None
         except ShipyardError as exc:
             self.journal(
                 "step",
@@ -372,6 +396,46 @@ class Deployment:
                         f"release {release} of {name} is no longer on {ctx.target.host}",
                         hint="it was pruned; deploy that commit again instead",
                     )
+        else:
+            await _settled(self._check_pending_migrations)
+
+    def _check_pending_migrations(self) -> None:
+        """Refuse destructive or irreversible pending migrations unless allowed (exit 3)."""
+        ctx = self.ctx
+        if not self.plan.migrate:
+            return
+        for name in self.plan.components:
+            comp = ctx.components[name]
+            spec = comp.migrations
+            if spec is None or spec.tool != "sql":
+                continue
+            relative = "/".join(p for p in (ctx.project_prefix, comp.path, spec.dir) if p)
+            with tempfile.TemporaryDirectory(prefix="shipyard-migrations-") as tmp:
+                if self.options.dirty:
+                    folder = ctx.repo.toplevel() / relative
+                else:
+                    ctx.repo.export(self.plan.commit, Path(tmp), prefix=relative)
+                    folder = Path(tmp) / relative
+                migrations = sql_migrations.discover(folder)
+                current = ctx.target.current(name) or ""
+                revision = ctx.target.migration_revision(
+                    name, current, spec, self.release_env(comp, current)
+                )
+                pending = [m for m in migrations if revision is None or m.number > int(revision)]
+                destructive = sql_migrations.destructive_changes(pending)
+            if destructive and not self.options.allow_destructive:
+                found = "; ".join(f"{rev}: {', '.join(what)}" for rev, what in destructive.items())
+                raise PreflightError(
+                    f"{name}: pending migrations destroy data ({found})",
+                    hint="make sure that is intended, then deploy with --allow-destructive",
+                )
+            irreversible = [m.label for m in pending if not m.reversible]
+            if irreversible and not self.options.allow_irreversible:
+                raise PreflightError(
+                    f"{name}: pending migrations cannot be undone on rollback: "
+                    f"{', '.join(irreversible)} (no .down.sql)",
+                    hint="add the .down.sql files, or deploy with --allow-irreversible",
+                )
 
     async def _step_snapshot(self, step: Step) -> None:
         ctx = self.ctx
@@ -451,7 +515,7 @@ class Deployment:
                 comp.build,
                 cwd=build_dir,
                 env=self._build_env(),
-                timeout=BUILD_TIMEOUT,
+                timeout=STEP_DEADLINES["build"],
                 where=f"build of {name}",
                 redact=ctx.redact,
             )
@@ -549,7 +613,7 @@ class Deployment:
             comp.tests[stage],
             cwd=cwd,
             env=env,
-            timeout=TEST_TIMEOUT,
+            timeout=STEP_DEADLINES["test"],
             where=f"{stage} tests of {name}",
             redact=self.ctx.redact,
         )
@@ -567,16 +631,13 @@ class Deployment:
             target_revision = _revision_after(self.ctx.store, self.plan.rollback_to or "", name)
         else:
             release, target_revision = self.release, None
-        before, after = await asyncio.wait_for(
-            _settled(
-                self.ctx.target.migrate,
-                name,
-                release,
-                comp.migrations,
-                self.release_env(comp, release),
-                target_revision,
-            ),
-            MIGRATE_TIMEOUT,
+        before, after = await _settled(
+            self.ctx.target.migrate,
+            name,
+            release,
+            comp.migrations,
+            self.release_env(comp, release),
+            target_revision,
         )
         self.journal(
             "migrated",
