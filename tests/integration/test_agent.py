@@ -93,14 +93,16 @@ def test_crash_restarts_with_backoff(agent: AgentHarness) -> None:
 
 def test_crash_loop_is_reported(agent: AgentHarness) -> None:
     client = agent.client
-    start_app(client, "web", "broken", "--crash-at-start", "7", wait_healthy=False)
+    # A shell that fails at once: a crash loop without a Python start-up per attempt.
+    client.start_release("web", "broken", FIXTURES, command="echo 'cannot start'; exit 7")
     rel = wait_for(
         lambda: (r := agent.release("web", "broken"))["state"] == "crash-loop" and r, 10.0
     )
     assert rel["last_exit_code"] == 7
     assert rel["last_exit"] == "exit code 7"
     assert rel["consecutive_crashes"] >= 5
-    assert any("crash loop" in line for line in client.logs("web", "broken", lines=100))
+    lines = client.logs("web", "broken", lines=100)
+    assert any("crash loop" in line for line in lines) and "cannot start" in lines
     stopped = client.stop_release("web", "broken")
     assert stopped["state"] == "stopped"
 

@@ -6,8 +6,10 @@ import http.client
 import itertools
 import json
 import socket
+import sys
 import threading
 import time
+from pathlib import Path
 
 from tests.agent_fixtures.agent_harness import (
     AgentHarness,
@@ -247,3 +249,27 @@ def test_upgrade_switches_the_connection_to_a_pipe(agent: AgentHarness) -> None:
         assert _route_info(agent, "web")["draining"] == ["r1"]
     wait_for(lambda: _route_info(agent, "web")["draining"] == [])
     assert http_get(public) == (200, "r2")
+
+
+def test_http10_upstream_like_python_http_server(agent: AgentHarness, tmp_path: Path) -> None:
+    # `python -m http.server` answers HTTP/1.0 and closes: still proxied, client kept alive.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("static marketing site")
+    client = agent.client
+    info = client.start_release(
+        "marketing",
+        "m1",
+        site,
+        command=f"exec {sys.executable} -m http.server $PORT --bind 127.0.0.1",
+    )
+    wait_for(lambda: client.probe(kind="http", port=info["port"])["ok"], 10)
+    public = free_port()
+    client.route("marketing", public, "m1")
+    conn = http.client.HTTPConnection("127.0.0.1", public, timeout=5)
+    for _ in range(3):
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert response.status == 200 and response.version == 11
+        assert response.read() == b"static marketing site"
+    conn.close()

@@ -206,6 +206,14 @@ class _Client:
             self.conn.receive_data(await self.reader.read(_READ))
 
 
+def _no_delay(writer: asyncio.StreamWriter) -> None:
+    """TCP_NODELAY on an accepted connection, whatever asyncio decided (see bind_listener)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def _connection_tokens(headers: List[Tuple[bytes, bytes]]) -> Set[bytes]:
     tokens: Set[bytes] = set()
     for name, value in headers:
@@ -249,6 +257,10 @@ def _request_headers(
     if request.http_version < b"1.1" and not any(name == b"host" for name, _ in out):
         out.append((b"host", b"localhost"))  # h11 requires Host on the HTTP/1.1 side
     return out
+
+
+def _has_hop_by_hop(response: Union[h11.Response, h11.InformationalResponse]) -> bool:
+    return any(name in _HOP_BY_HOP for name, _ in response.headers)
 
 
 def _response_headers(
@@ -435,6 +447,7 @@ class Route:
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.clients.add(writer)
         self.stats["connections"] += 1
+        _no_delay(writer)
         client = _Client(reader, writer)
         loop = asyncio.get_running_loop()
         try:
@@ -627,13 +640,16 @@ class Route:
                 raise _UpstreamFailed(why, started) from exc
             if type(event) is h11.Response:
                 started = True
-                headers = _response_headers(event)
-                if self.closing:
-                    headers.append((b"connection", b"close"))
-                response = h11.Response(
-                    status_code=event.status_code, headers=headers, reason=event.reason
-                )
-                client.send(response)
+                if self.closing or event.http_version != b"1.1" or _has_hop_by_hop(event):
+                    headers = _response_headers(event)
+                    if self.closing:
+                        headers.append((b"connection", b"close"))
+                    event = h11.Response(
+                        status_code=event.status_code, headers=headers, reason=event.reason
+                    )
+                # Else forward the parsed response as it is (h11 re-frames it for this client
+                # without validating its headers a second time); h11 only writes HTTP/1.1.
+                client.send(event)
             elif type(event) is h11.Data:
                 client.send(event)
                 if len(client.out) > 16:
@@ -748,6 +764,7 @@ class Route:
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.clients.add(writer)
         self.stats["connections"] += 1
+        _no_delay(writer)
         upstream = self.current  # chosen per connection
         try:
             if upstream is None:
@@ -800,7 +817,9 @@ def os_dup_inheritable(fd: int) -> int:
 def bind_listener(host: str, port: int) -> socket.socket:
     """A listening, non-blocking socket on host:port (SO_REUSEADDR, so TIME_WAIT is no obstacle)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+    # says TCP, and without it a response written in two pieces waits 40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
