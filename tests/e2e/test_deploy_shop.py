@@ -167,3 +167,32 @@ def test_destructive_and_irreversible_migrations_need_a_flag(shop: Path, run_cli
     commit_all(shop, "with a down step")
     result = run_cli("-C", str(shop), "deploy", "--allow-destructive")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_health_lock_and_down(shop: Path, run_cli: RunCli) -> None:
+    result = run_cli("-C", str(shop), "--json", "health")
+    assert result.returncode == 3  # nothing deployed yet: every component is unhealthy
+    assert json.loads(result.stdout)["ok"] is False
+    assert deploy(run_cli, shop)[0] == 0
+    result = run_cli("-C", str(shop), "--json", "health")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert {c["name"] for c in report["components"] if c["healthy"]} == {
+        "backend",
+        "admin",
+        "marketing",
+    }
+    lock = json.loads(run_cli("-C", str(shop), "--json", "lock", "status").stdout)
+    assert lock == {"locked": False, "lock": None}
+    refused = run_cli("-C", str(shop), "lock", "release")
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    down = run_cli("-C", str(shop), "--json", "down")
+    assert down.returncode == 0
+    assert len(json.loads(down.stdout)["stopped"]) == 3
+    for port in ports(shop).values():
+        try:
+            get(port)
+        except OSError:
+            continue
+        raise AssertionError(f"port {port} still answers after down")

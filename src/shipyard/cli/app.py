@@ -452,19 +452,17 @@ def health(ctx: typer.Context, env: EnvOption = None) -> None:
     """Run every component's health check now; exit 3 if one fails."""
     cli = state(ctx)
     try:
-        results = _service(ctx).health(env)
-        ok = True
+        results, problem = _service(ctx).health(env), None
     except UnhealthyReport as report:
-        results, ok = report.results, False
-        if not cli.json:
-            _health_table(cli, results)
-        raise
-    finally:
-        pass
+        results, problem = report.results, report
     if cli.json:
-        cli.emit_json({"ok": ok, "components": [r.to_dict() for r in results]})
-    else:
-        _health_table(cli, results)
+        cli.emit_json({"ok": problem is None, "components": [r.to_dict() for r in results]})
+        if problem is not None:
+            raise typer.Exit(problem.exit_code)
+        return
+    _health_table(cli, results)
+    if problem is not None:
+        raise problem
 
 
 def _health_table(cli: CliState, results: list[ComponentHealth]) -> None:
