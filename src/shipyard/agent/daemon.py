@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -74,7 +75,7 @@ class Agent:
             log_policy=log_policy,
             ports=ports,
             base_env=self.base_env,
-            on_change=self.save,
+            on_change=self.changed,
             logger=self.log,
         )
         self.router = Router(self.log)
@@ -88,6 +89,15 @@ class Agent:
         self._busy = 0  # control requests being handled
         self._stopping = False
         self._lock_fd: Optional[int] = None
+        self._dirty = False
+        self._save_pending = False
+        self._save_task: Optional[asyncio.Future[None]] = None
+        # Created in run(): on Python 3.9 asyncio primitives bind to the loop current at creation.
+        self._save_lock: Optional[asyncio.Lock] = None
+        # One writer thread: state files are written in order, never two at once.
+        self._save_executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="state-writer"
+        )
         self._ops: Dict[str, Handler] = {
             "ping": self.op_ping,
             "start": self.op_start,
@@ -121,18 +131,48 @@ class Agent:
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
 
-    def save(self) -> None:
-        """Persist releases and routes (atomically; called after every change)."""
-        data = {
+    def _snapshot(self) -> Dict[str, Any]:
+        return {
             "version": STATE_VERSION,
             "agent": {"pid": os.getpid(), "started_at": self.started},
             "releases": self.supervisor.to_state(),
             "routes": self.router.to_state(),
         }
+
+    def _write(self, data: Dict[str, Any]) -> None:
         try:
             atomic_write_json(self.paths.state, data)
         except OSError as exc:
             self.log.error("cannot save %s: %s", self.paths.state, exc)
+
+    async def persist(self) -> None:
+        """Save releases and routes, and return once state.json is on disk.
+
+        The write (with its fsyncs, milliseconds on a busy disk) runs in a worker thread so the
+        router keeps proxying meanwhile. Concurrent callers share writes: whoever finds a change
+        not yet written writes the state as it is then, which includes every earlier change.
+        """
+        self._dirty = True
+        if self._save_lock is None:
+            self._save_lock = asyncio.Lock()
+        async with self._save_lock:
+            if not self._dirty:
+                return  # a write that started after our change already covered it
+            self._dirty = False
+            data = self._snapshot()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._save_executor, self._write, data)
+
+    def changed(self) -> None:
+        """Something changed outside an op (a crash, a restart): save soon, in the background."""
+        self._dirty = True
+        if self._stop is not None and not self._save_pending:
+            self._save_pending = True
+            self._save_task = asyncio.ensure_future(self._background_persist())
+
+    async def _background_persist(self) -> None:
+        self._save_pending = False
+        await self.persist()
 
     async def run(self) -> ExitPlan:
         """Serve until told to stop; returns what to do next (exit, or re-execute)."""
@@ -145,7 +185,7 @@ class Agent:
             self.log.error("state.json was not valid JSON; moved aside to state.json.corrupt")
         self.supervisor.adopt(state.get("releases", []))
         await self._restore_routes(state.get("routes", []))
-        self.save()
+        await self.persist()
 
         if self.paths.sock.exists() or self.paths.sock.is_symlink():
             self.paths.sock.unlink()  # stale: we hold the lock, so nobody else serves it
@@ -174,6 +214,7 @@ class Agent:
             await self._wind_down()
             with contextlib.suppress(FileNotFoundError):
                 self.paths.sock.unlink()
+            self._save_executor.shutdown(wait=True)
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
         return self._exit
@@ -188,7 +229,7 @@ class Agent:
     async def _wind_down(self) -> None:
         # Save with the routes still in place: the next agent (re-executed or restarted later)
         # binds them again. Releases keep running.
-        self.save()
+        await self.persist()
         if self._exit.reexec:
             # Keep the public sockets for the next image: dup them (inheritable) before asyncio
             # closes its own, so connections arriving meanwhile wait in the listen backlog.
@@ -196,7 +237,7 @@ class Agent:
                 fd = route.detach_for_reexec()
                 if fd is not None:
                     self._exit.listen_fds[f"{route.host}:{route.public_port}"] = fd
-            await self.router.wait_in_flight(_REEXEC_DRAIN)
+            await self.router.quiesce(_REEXEC_DRAIN)
         for route in list(self.router.routes.values()):
             await route.close(0.0)
 
@@ -254,12 +295,12 @@ class Agent:
         while True:
             try:
                 if self.supervisor.tick():
-                    self.save()
+                    self.changed()
                 now = time.monotonic()
                 if now - last_listen_retry >= 1.0:
                     last_listen_retry = now
                     if await self.router.retry_listen():
-                        self.save()
+                        self.changed()
             except Exception:  # the watch loop must survive anything one release throws at it
                 self.log.exception("watch loop error")
             await asyncio.sleep(_TICK)
@@ -364,6 +405,7 @@ class Agent:
             env=env,
             stop_timeout=stop_timeout,
         )
+        await self.persist()
         return rel.info()
 
     async def op_stop(self, args: Args) -> Dict[str, Any]:
@@ -386,6 +428,7 @@ class Agent:
         if not force and self.router.is_draining(component, release):
             await self.router.wait_drained(component, release)
         await self.supervisor.stop(rel, timeout)
+        await self.persist()
         return rel.info()
 
     async def op_list(self, args: Args) -> Dict[str, Any]:
@@ -420,7 +463,7 @@ class Agent:
             release=release,
             upstream_port=rel.port,
         )
-        self.save()
+        await self.persist()
         return {
             "component": component,
             "public_port": public_port,
@@ -436,7 +479,7 @@ class Agent:
         route = self.router.get(component)
         release = route.current.release if route.current else None
         await self.router.unroute(component, drain_timeout)
-        self.save()
+        await self.persist()
         return {"component": component, "public_port": route.public_port, "release": release}
 
     async def op_logs(self, args: Args) -> Dict[str, Any]:
@@ -494,9 +537,9 @@ class Agent:
             ]
             stopped = [f"{r.component}/{r.release}" for r in running]
             await self.supervisor.stop_all()
-            self.save()
+            await self.persist()
         else:
-            self.save()
+            await self.persist()
         self._after_response = lambda: self._request_stop(False)
         return {"stopped": stopped}
 

@@ -21,7 +21,7 @@ import errno
 import logging
 import os
 import socket
-from typing import Any, Awaitable, Dict, List, Optional, Set, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Type, Union
 
 import h11
 
@@ -326,6 +326,8 @@ class Route:
         self.sock: Optional[socket.socket] = None
         self.server: Optional[asyncio.AbstractServer] = None
         self.clients: Set[asyncio.StreamWriter] = set()
+        # HTTP connections accepted whose first request has not arrived yet.
+        self.fresh: Set[asyncio.StreamWriter] = set()
         self.error: Optional[str] = None
         self.closing = False  # set when handing over to a re-executed agent
         self.stats = {"connections": 0, "requests": 0, "retries": 0, "upstream_errors": 0}
@@ -446,6 +448,7 @@ class Route:
 
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.clients.add(writer)
+        self.fresh.add(writer)
         self.stats["connections"] += 1
         _no_delay(writer)
         client = _Client(reader, writer)
@@ -458,12 +461,17 @@ class Route:
                     event = await client.next_event()
                 finally:
                     timer.cancel()
+                self.fresh.discard(writer)
                 if type(event) is not h11.Request:
                     break  # ConnectionClosed (or garbage h11 already refused)
                 self.stats["requests"] += 1
                 if not await self._proxy_request(client, event):
                     break
-                if client.conn.our_state is not h11.DONE or client.conn.their_state is not h11.DONE:
+                if (
+                    client.conn.our_state is not h11.DONE
+                    or client.conn.their_state is not h11.DONE
+                    or self.closing  # handing over to a new agent: that was the last request
+                ):
                     break
                 client.conn.start_next_cycle()
         except h11.RemoteProtocolError as exc:
@@ -472,6 +480,7 @@ class Route:
             pass
         finally:
             self.clients.discard(writer)
+            self.fresh.discard(writer)
             with contextlib.suppress(ConnectionError, OSError):
                 client.flush()
             writer.close()
@@ -919,9 +928,11 @@ class Router:
             return previous
         self._check_port_free(component, host, public_port)
         route = Route(component, host, public_port, mode, drain_timeout, self.log)
+        # Upstream first: the listener may accept (a backlog kept across a re-exec, say) and
+        # serve a request before this coroutine resumes.
+        route.switch(release, upstream_port)
         await self._listen(route, sock)
         self.routes[component] = route
-        route.switch(release, upstream_port)
         self.log.info("%s: listening on %s:%d -> %s", component, host, public_port, release)
         return None
 
@@ -991,14 +1002,23 @@ class Router:
             for r in self.routes.values()
         ]
 
-    async def wait_in_flight(self, timeout: float) -> None:
-        """Wait (bounded) until no request or tunnel is in flight on any route."""
-        waits: List[Awaitable[Any]] = []
-        for route in self.routes.values():
-            for upstream in ([route.current] if route.current else []) + route.draining:
-                waits.append(upstream.idle_event.wait())
-        if waits:
-            futures = [asyncio.ensure_future(w) for w in waits]
-            _, pending = await asyncio.wait(futures, timeout=timeout)
-            for fut in pending:
-                fut.cancel()
+    async def quiesce(self, timeout: float, fresh_grace: float = 1.0) -> None:
+        """Wait (bounded) until nothing is in flight: no request or tunnel holding an upstream,
+        and no just-accepted connection still to send its first request (up to `fresh_grace`).
+        """
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        # Connections accepted just before the listener was paused get their handler task a few
+        # loop turns later; let them register (in `fresh`) before looking.
+        await asyncio.sleep(0.05)
+        while True:
+            elapsed = loop.time() - start
+            busy = any(
+                upstream.leases
+                for route in self.routes.values()
+                for upstream in ([route.current] if route.current else []) + route.draining
+            )
+            fresh = elapsed < fresh_grace and any(r.fresh for r in self.routes.values())
+            if (not busy and not fresh) or elapsed >= timeout:
+                return
+            await asyncio.sleep(0.01)
