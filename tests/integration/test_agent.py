@@ -349,3 +349,18 @@ def test_reexec_keeps_pid_children_and_public_port(agent: AgentHarness) -> None:
     os.kill(info["pid"], signal.SIGKILL)
     rel = wait_for(lambda: (r := agent.release("web", "r1"))["last_exit_code"] == -9 and r)
     assert rel["last_exit"] == "signal 9 (SIGKILL)"
+
+
+def test_start_failures_are_explained(tmp_path: Path) -> None:
+    # Root under a file: refused before anything forks.
+    (tmp_path / "file").write_text("")
+    with agent_root(tmp_path / "file" / "root") as agent:
+        proc = agent.cli("start")
+        assert proc.returncode == 1
+        assert "cannot create the agent folder" in proc.stderr and "hint:" in proc.stderr
+    # The daemon itself fails while starting: the error and the log to read are reported.
+    with agent_root(tmp_path / "r") as agent:
+        (agent.root / "agent" / "agent.sock" / "in-the-way").mkdir(parents=True)
+        proc = agent.cli("start")
+        assert proc.returncode == 1
+        assert "did not start" in proc.stderr and "agent.log" in proc.stderr

@@ -37,7 +37,7 @@ class AgentClient:
         root = self.paths.root
         try:
             st = os.stat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise AgentRequestError(
                 "agent_not_running",
                 f"no agent is running for {root} (no socket at {path})",

@@ -425,7 +425,8 @@ class Agent:
             )
         if rel.desired == "stopped" and rel.pid is None:
             return rel.info()
-        if not force and self.router.is_draining(component, release):
+        if self.router.is_draining(component, release):
+            # Let requests it is still answering finish first (bounded by the drain timeout).
             await self.router.wait_drained(component, release)
         await self.supervisor.stop(rel, timeout)
         await self.persist()

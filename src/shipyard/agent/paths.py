@@ -46,9 +46,16 @@ class AgentPaths:
 
     def ensure(self) -> None:
         """Create the agent folder, private to this user (the state holds release secrets)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
-        self.logs.mkdir(exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.dir, 0o700)
+            self.logs.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise AgentRequestError(
+                "root_unusable",
+                f"cannot create the agent folder {self.dir}: {exc.strerror or exc}",
+                "pass a --root you can write to",
+            ) from exc
 
 
 @contextlib.contextmanager

@@ -51,7 +51,7 @@ start {component, release, cwd, command?: str, argv?: [str], env?: {str: str} = 
     agent root. The process runs in its own session/process group with stdin /dev/null and
     stdout+stderr appended to log_path. Its environment: PATH, HOME, USER, LOGNAME, SHELL, LANG,
     LANGUAGE, TZ, TMPDIR and LC_* from the agent, then `env`, then PORT (always the agent's
-    choice). A stopped release may be started again (it gets a new port).
+    choice). A stopped or crashed release may be started again (it gets a new port).
     -> release info
     errors: cwd_missing, command_not_found (argv[0] missing or not executable, or the shell
             exited 126/127 within 0.25 s), already_running, bad_args
@@ -59,8 +59,8 @@ start {component, release, cwd, command?: str, argv?: [str], env?: {str: str} = 
 stop {component, release, timeout?: float (default: the release's stop_timeout), force?: bool}
     SIGTERM to the process group, SIGKILL after `timeout`. Refused while the release is the
     target of its component's route unless force. If the release is still draining requests
-    from a route switch, the stop waits for that drain first (not with force). Stopping a stopped
-    release is a no-op that returns its info.
+    from a route switch, the stop waits for that drain first (bounded by the switch's
+    drain_timeout). Stopping a stopped release is a no-op that returns its info.
     -> release info (state "stopped")
     errors: unknown_release, release_routed
 

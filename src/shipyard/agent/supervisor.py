@@ -368,7 +368,10 @@ class Supervisor:
     ) -> Release:
         """Spawn a new release (or start a stopped one again) and return it."""
         existing = self.releases.get((component, release))
-        if existing is not None and (existing.desired == "running" or existing.busy):
+        # A `crashed` release (it could not be restarted) may be started again, like a stopped one.
+        if existing is not None and (
+            existing.busy or (existing.desired == "running" and existing.state != "crashed")
+        ):
             raise AgentRequestError(
                 "already_running",
                 f"release {release!r} of {component!r} is already running (pid {existing.pid},"
