@@ -77,8 +77,13 @@ async def recover_deployment(ctx: EngineContext, deployment_id: str) -> Deployme
     if record.status not in ("pending", "running", "rolling_back", "rollback_failed"):
         return record
     journal = _journal_for(ctx, deployment_id)
-    reason = "the orchestrator died (recovered)"
+    interrupted = _open_steps(ctx, deployment_id)
+    during = f" during {', '.join(interrupted)}" if interrupted else ""
+    reason = f"the orchestrator died{during} (recovered)"
     status = record.status
+    # The journal is append-only: the steps the dead orchestrator was running end here.
+    for step, component in interrupted.items():
+        journal("step", step=step, component=component, status="cancelled", message=reason)
 
     def move(new: str, **fields: object) -> None:
         nonlocal status
@@ -106,6 +111,19 @@ async def recover_deployment(ctx: EngineContext, deployment_id: str) -> Deployme
         raise
     move("rolled_back", error=record.error or reason, finished_at=_now())
     return _get(ctx, deployment_id)
+
+
+def _open_steps(ctx: EngineContext, deployment_id: str) -> dict[str, str | None]:
+    """Steps the journal shows started but not finished (step id → component)."""
+    running: dict[str, str | None] = {}
+    for event in ctx.store.events(deployment_id):
+        if event.kind != "step" or event.step is None:
+            continue
+        if event.status == "running":
+            running[event.step] = event.component
+        else:
+            running.pop(event.step, None)
+    return running
 
 
 def _get(ctx: EngineContext, deployment_id: str) -> DeploymentRecord:

@@ -324,7 +324,10 @@ class Deployment:
 
     async def _run_step(self, step: Step) -> None:
         handler = getattr(self, f"_step_{step.kind}")
-        parallel = step.kind in ("build", "test", "release", "migrate", "activate")
+        # `activate` takes a slot only for starting its process (in `_step_activate`): waiting
+        # for a release to become healthy is not work, and holding a slot for the whole health
+        # window (`stable_for`, default 1 s) kept the next level's builds waiting.
+        parallel = step.kind in ("build", "test", "release", "migrate")
         started = self.ctx.monotonic()
         deadline = self.step_deadline(step)
         self.journal("step", step=step.id, component=step.component, status="running")
@@ -657,9 +660,10 @@ class Deployment:
         if self.plan.kind == "rollback":
             env["SHIPYARD_COMMIT"] = _commit_of_release(self.ctx.store, self.plan, name)
         self.component_record(name, status="starting", release=release)
-        running = await _settled(
-            self.ctx.target.start, name, release, comp.start, env, comp.stop_timeout
-        )
+        async with self._slots:
+            running = await _settled(
+                self.ctx.target.start, name, release, comp.start, env, comp.stop_timeout
+            )
         if running.port is not None:
             self.ports[name] = running.port
         self.component_record(name, port=running.port)
@@ -668,7 +672,8 @@ class Deployment:
 
     async def _step_switch(self, step: Step) -> None:
         ctx = self.ctx
-        for name in self.plan.components:
+
+        async def route(name: str) -> None:
             comp = ctx.components[name]
             release = self.plan.releases.get(name, self.release)
             if comp.port is not None:
@@ -687,6 +692,15 @@ class Deployment:
                     status="succeeded",
                     message=f":{comp.port} → {release}",
                 )
+
+        # Every public port at once: the window in which some ports serve the new version
+        # and others the old one is one route call, not one per component.
+        results = await asyncio.gather(
+            *(route(name) for name in self.plan.components), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         for name in self.plan.components:
             await _settled(ctx.target.set_current, name, self.plan.releases.get(name, self.release))
             self.component_record(name, status="active")
@@ -712,11 +726,19 @@ class Deployment:
     async def _step_finish(self, step: Step) -> None:
         ctx = self.ctx
         keep = ctx.config.project.keep_releases
-        for name in self.plan.components:
+
+        async def retire(name: str) -> None:
+            # Each stop waits for its process to exit: stop every previous release at once
+            # (bounded like the other parallel steps) instead of one after the other.
             previous = self.snapshot.get(name)
             new = self.plan.releases.get(name, self.release)
             if previous and previous.release and previous.release != new:
-                await _settled(ctx.target.stop, name, previous.release)
+                async with self._slots:
+                    await _settled(ctx.target.stop, name, previous.release)
+
+        await asyncio.gather(*(retire(name) for name in self.plan.components))
+        for name in self.plan.components:
+            new = self.plan.releases.get(name, self.release)
             await _settled(ctx.target.prune, name, keep, {new})
             self.component_record(name, finished_at=_now())
 
@@ -861,11 +883,13 @@ async def restore(
     problems: list[str] = []
     running = await _settled(ctx.target.running)
     routes = await _settled(ctx.target.routes)
-    # 1. Route back to previous releases that still run; stop what this deployment started.
+    # 1. Route back to previous releases that still run, every component first (a route
+    #    change is quick, a stop waits for the process to exit); then stop what this
+    #    deployment started.
+    routed_back: set[str] = set()
     for name in reversed(touched):
         comp = components[name]
         previous = snapshot[name].release
-        new = plan_releases.get(name, dep_id)
         try:
             prev_up = previous is not None and _is_up(running.get((name, previous)))
             if previous and prev_up and comp.port and routes.get(name) != previous:
@@ -886,10 +910,20 @@ async def restore(
                 )
             if previous is None and routes.get(name):
                 await _settled(ctx.target.unroute, name)
-            if new != previous and (name, new) in running:
-                await _settled(ctx.target.stop, name, new)
+            routed_back.add(name)
         except ShipyardError as exc:
             problems.append(f"{name}: {exc.message}")
+
+    async def stop_new(name: str) -> None:
+        new = plan_releases.get(name, dep_id)
+        if new != snapshot[name].release and (name, new) in running:
+            try:
+                await _settled(ctx.target.stop, name, new)
+            except ShipyardError as exc:
+                problems.append(f"{name}: {exc.message}")
+
+    # A component whose traffic could not be moved back keeps its new release running.
+    await asyncio.gather(*(stop_new(n) for n in reversed(touched) if n in routed_back))
     # 2. Schema back to the snapshot revision, newest dependents first.
     for name in reversed(touched):
         comp = components[name]
@@ -975,9 +1009,13 @@ async def restore(
             problems.append(
                 f"{name}: previous release {previous} is unhealthy: {observation.detail}"
             )
+    # Recovery has no Deployment object: close the records its dead orchestrator left.
+    records = {} if deployment else {c.component: c for c in ctx.store.components(dep_id)}
     for name in touched:
         if deployment is not None:
             deployment.component_record(name, status="rolled_back", finished_at=_now())
+        elif name in records:
+            ctx.store.set_component(records[name].replace(status="rolled_back", finished_at=_now()))
     if problems:
         raise RollbackFailed(
             "left to do: " + "; ".join(problems),
