@@ -16,6 +16,9 @@ is a commit and a failure is injected by committing a behaviour:
                which probes the public port, fails
     deadline   the app sleeps DEADLINE_SLEEP s (longer than the health deadline) before listening
 
+The failure "killed" is not the app's: the orchestrator (`shipyard deploy` in a subprocess)
+is killed with SIGKILL while it activates the failing component, and `recover` cleans up.
+
 An optional "build_sleep" (seconds) in behaviour.json makes `build.py` take that long.
 """
 
@@ -37,7 +40,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import commit_all, free_ports, git
 
-FAILURES = ("none", "build", "crash", "unhealthy", "flap", "verify", "deadline")
+FAILURES = ("none", "build", "crash", "unhealthy", "flap", "verify", "deadline", "killed")
+APP_MODES = ("ok", "build", "crash", "unhealthy", "flap", "verify", "deadline")
 ENV = "local"
 APP_FILE = "syprop_app.py"  # a distinctive name, so a leftover process is easy to spot
 
@@ -213,6 +217,7 @@ def scenarios(draw: st.DrawFn, failure: str) -> Scenario:
 
 
 def behaviour(component: str, version: str, mode: str = "ok") -> dict[str, Any]:
+    assert mode in APP_MODES, mode
     return {
         "component": component,
         "version": version,

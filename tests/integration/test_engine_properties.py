@@ -5,9 +5,11 @@ see engine_fixtures.py), in a real git repository in a short temp folder. It dep
 (all healthy) through the `Shipyard` façade — real host agent, real processes on free
 loopback ports, real SQLite state store — then commits a v2 that changes a random set of
 components and injects one failure (build fails, start crashes, health never passes,
-health flaps, final verify fails, health deadline passes, or none) into one of them, and
-deploys again. After each deployment it checks, from what the public ports actually serve,
-what the agent runs and the store's journal:
+health flaps, final verify fails, health deadline passes, the orchestrator is killed and
+`recover` cleans up, or none) into one of them, and deploys again; then it goes back: a
+good v2 is rolled back to v1 (`Shipyard.rollback`), a failed one is fixed forward as v3.
+After each deployment it checks, from what the public ports actually serve, what the
+agent runs and the store's journal:
 
 1. atomicity — every deployed component serves the new release, or every one its previous;
 2. ordering — `activate:X` starts only after `activate:D` succeeded for each dependency D,
@@ -30,11 +32,14 @@ failure was left running after the rollback; fixed in c06224c).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,8 +57,10 @@ from shipyard.service import Shipyard
 from shipyard.store import DeploymentRecord, EventRecord, Store
 from shipyard.targets.base import Target
 from shipyard.targets.local import LocalTarget
+from tests.conftest import shipyard_executable
 from tests.integration.engine_fixtures import (
     APP_FILE,
+    APP_MODES,
     ENV,
     FAILURES,
     Project,
@@ -78,6 +85,7 @@ FAILING_STEP = {
     "flap": "activate:{name}",
     "deadline": "activate:{name}",
     "verify": "verify",
+    "killed": "activate:{name}",  # where it was killed; the error cannot name it
 }
 
 
@@ -97,20 +105,27 @@ def open_shipyard(project: Project, target_factory: TargetFactory | None = None)
 class Run:
     """One deployment as the store recorded it."""
 
-    plan: Plan
     record: DeploymentRecord
     events: list[EventRecord]
     raised: ShipyardError | None
+    plan: Plan | None = None  # None for a rollback (the service plans it)
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """What the deployment deployed, in order (as the store recorded it)."""
+        return tuple(self.record.options["components"])
 
 
-def deploy(project: Project, target_factory: TargetFactory | None = None) -> Run:
-    """Plan (changed since the last good deployment) and deploy, in-process."""
+def execute(
+    project: Project, rollback: bool = False, target_factory: TargetFactory | None = None
+) -> Run:
+    """Deploy (planned as changed since the last good deployment) or roll back, in-process."""
     sy = open_shipyard(project, target_factory)
     try:
-        plan = sy.plan(ENV)
+        plan = None if rollback else sy.plan(ENV)
         raised = None
         try:
-            record = sy.deploy(plan).record
+            record = sy.rollback(ENV).record if plan is None else sy.deploy(plan).record
         except ShipyardError as exc:
             raised = exc
             newest = sy.store.list_deployments(ENV, limit=1)
@@ -118,8 +133,54 @@ def deploy(project: Project, target_factory: TargetFactory | None = None) -> Run
                 raise  # it failed before creating a deployment
             record = newest[0]
         SEEN_IDS.append(record.id)
-        return Run(plan, record, sy.store.events(record.id), raised)
+        run = Run(record, sy.store.events(record.id), raised, plan)
+        if plan is not None:
+            assert run.components == plan.components and record.kind == plan.kind
+        return run
     finally:
+        sy.close()
+
+
+def deploy(project: Project, target_factory: TargetFactory | None = None) -> Run:
+    return execute(project, target_factory=target_factory)
+
+
+def deploy_killed_then_recover(project: Project, kill_at: str) -> Run:
+    """`shipyard deploy` in a subprocess, SIGKILLed once step `kill_at` runs (an activation
+    lasts at least `stable_for`, so the kill lands inside it); then `Shipyard.recover`."""
+    known = set(SEEN_IDS)
+    command = [shipyard_executable(), "-C", str(project.folder), "--json", "deploy"]
+    process = subprocess.Popen(
+        command, env=_environ(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    sy = open_shipyard(project)
+    try:
+        deadline = time.monotonic() + 60
+        deployment_id = None
+        while process.poll() is None and time.monotonic() < deadline:
+            newest = sy.store.list_deployments(ENV, limit=1)
+            if newest and newest[0].id not in known:
+                deployment_id = newest[0].id
+                events = sy.store.events(deployment_id)
+                if any(e.step == kill_at and e.status == "running" for e in events):
+                    break
+            time.sleep(0.005)
+        process.kill()
+        _, stderr = process.communicate(timeout=30)  # reaped: its pid is really gone
+        assert process.returncode == -signal.SIGKILL, (
+            f"the deploy ended before step {kill_at} ran ({process.returncode}): {stderr[-800:]!r}"
+        )
+        assert deployment_id is not None
+        recovered = [view.record.id for view in sy.recover(ENV)]
+        assert recovered == [deployment_id], recovered
+        record = sy.store.get_deployment(deployment_id)
+        assert record is not None
+        SEEN_IDS.append(record.id)
+        return Run(record, sy.store.events(record.id), None)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
         sy.close()
 
 
@@ -131,6 +192,7 @@ class Observed:
     routes: dict[str, str]
     current: dict[str, str | None]
     live: set[tuple[str, str]]  # releases the agent runs (any state but stopped)
+    states: dict[tuple[str, str], tuple[str, int | None]]  # every release: (state, pid)
 
 
 def observe(project: Project) -> Observed:
@@ -149,6 +211,7 @@ def observe(project: Project) -> Observed:
             routes=target.routes(),
             current={name: target.current(name) for name in project.ports},
             live={key for key, r in running.items() if r.state != "stopped"},
+            states={key: (r.state, r.pid) for key, r in running.items()},
         )
     finally:
         sy.close()
@@ -167,8 +230,14 @@ def down(project: Project) -> None:
 # --- invariants ------------------------------------------------------------------------------
 
 
-def check_atomicity(observed: Observed, expected: dict[str, tuple[str, str]]) -> None:
-    """§10.1, read over HTTP; the agent's routes, `current` links and live processes agree."""
+def check_atomicity(
+    observed: Observed, expected: dict[str, tuple[str, str]], recovered: str | None = None
+) -> None:
+    """§10.1, read over HTTP; the agent's routes, `current` links and live processes agree.
+
+    `recovered`: the id of a deployment `recover` rolled back after its orchestrator was
+    killed; see test_a_release_stopped_while_it_starts_is_stopped for the one thing excused.
+    """
     assert observed.served == expected
     releases = {name: release for name, (_, release) in expected.items()}
     assert observed.routes == releases
@@ -176,8 +245,29 @@ def check_atomicity(observed: Observed, expected: dict[str, tuple[str, str]]) ->
     # Exactly the active releases run: the new ones stopped after a rollback, the previous
     # ones after a success.
     extra = observed.live - set(releases.items())
+    if recovered is not None:
+        # Known agent bug (/tmp/patches/agent-stop-during-start.diff; strict xfail below):
+        # recovery stopped the killed deployment's release while the agent still watched its
+        # start, and the agent took that for a crash. No process runs (pid None), but it says
+        # 'backing-off'. Excused in exactly that shape, so the rest of the property is kept.
+        misreported = {
+            key
+            for key in extra
+            if key[1] == recovered and observed.states[key] == ("backing-off", None)
+        }
+        if misreported:
+            warnings.warn(
+                f"known agent bug seen: stopped during its start, reported as "
+                f"backing-off: {sorted(misreported)}",
+                stacklevel=2,
+            )
+            extra -= misreported
     assert not extra, f"releases running that are not active: {sorted(extra)}"
     assert observed.live >= set(releases.items())
+
+
+class LeftOpen(AssertionError):
+    """A finished deployment whose journal or component records were left open."""
 
 
 def step_spans(events: list[EventRecord]) -> dict[str, tuple[EventRecord, EventRecord | None]]:
@@ -198,8 +288,12 @@ def step_spans(events: list[EventRecord]) -> dict[str, tuple[EventRecord, EventR
     return spans
 
 
-def check_durations(store: Store, run: Run) -> None:
-    """§10.3: start ≤ finish for every step and the deployment; the deployment spans them."""
+def check_durations(store: Store, run: Run) -> list[str]:
+    """§10.3: start ≤ finish for every step and the deployment; the deployment spans them.
+
+    Returns what a finished deployment left open (a step never finished, a component of a
+    rolled-back deployment not marked so): the caller raises LeftOpen for it at the end."""
+    left_open = []
     record = store.get_deployment(run.record.id)
     assert record is not None
     assert record.started_at is not None and record.finished_at is not None, record
@@ -212,7 +306,9 @@ def check_durations(store: Store, run: Run) -> None:
         )
 
     for step, (start, end) in step_spans(run.events).items():
-        assert end is not None, f"step {step} never finished"
+        if end is None:
+            left_open.append(f"step {step} started (#{start.seq}) but never finished")
+            continue
         assert start.at <= end.at and start.seq < end.seq, (step, start, end)
         inside(start.at, f"start of {step}")
         inside(end.at, f"end of {step} ({end.status})")
@@ -222,16 +318,22 @@ def check_durations(store: Store, run: Run) -> None:
         if e.kind != "deployment":  # builds, health probes, routes, rollback actions
             inside(e.at, f"{e.kind} event {e.seq} ({e.step}/{e.component})")
     for c in store.components(record.id):
+        if record.status == "rolled_back" and (c.status != "rolled_back" or c.finished_at is None):
+            left_open.append(
+                f"component {c.component} of a rolled-back deployment is still "
+                f"{c.status!r} (finished_at {c.finished_at})"
+            )
         if c.started_at is not None:
             inside(c.started_at, f"start of component {c.component}")
         if c.finished_at is not None:
             inside(c.finished_at, f"finish of component {c.component}")
+    return left_open
 
 
 def check_ordering(scenario: Scenario, run: Run) -> None:
     """§10.2: dependencies healthy before a dependent starts; rollback in reverse order."""
     spans = step_spans(run.events)
-    deployed = set(run.plan.components)
+    deployed = set(run.components)
     for name in deployed:
         span = spans.get(f"activate:{name}")
         if span is None:
@@ -265,18 +367,18 @@ def check_ordering(scenario: Scenario, run: Run) -> None:
 def check_health(store: Store, run: Run) -> None:
     """§10.5 for a succeeded deployment."""
     records = {c.component: c for c in store.components(run.record.id)}
-    for name in run.plan.components:
+    for name in run.components:
         health = records[name].health
         assert health is not None and health["ok"] is True, (name, records[name])
     verify = [e for e in run.events if e.kind == "health" and e.step == "verify"]
-    assert sorted(e.component or "" for e in verify) == sorted(run.plan.components)
+    assert sorted(e.component or "" for e in verify) == sorted(run.components)
     assert all(e.status == "ok" for e in verify), verify
 
 
 def check_rollback_health(run: Run) -> None:
     """A rollback verifies what it restored: one passing probe per restored component."""
     probes = [e for e in run.events if e.kind == "health" and e.step == "rollback"]
-    assert sorted(e.component or "" for e in probes) == sorted(run.plan.components), probes
+    assert sorted(e.component or "" for e in probes) == sorted(run.components), probes
     assert all(e.status == "ok" for e in probes), probes
 
 
@@ -292,17 +394,19 @@ def check_ids(store: Store, runs: list[Run]) -> None:
     assert len(set(SEEN_IDS)) == len(SEEN_IDS), "a deployment id was reused across examples"
 
 
-def check_common(project: Project, scenario: Scenario, run: Run) -> None:
+def check_common(project: Project, scenario: Scenario, run: Run) -> list[str]:
+    """§10.2–6 for one finished deployment; returns what it left open (see check_durations)."""
     sy = open_shipyard(project)
     try:
         store = sy.store
         assert store.get_lock(ENV) is None, "§10.6: the lock is still held after the run"
-        check_durations(store, run)
+        left_open = check_durations(store, run)
         check_ordering(scenario, run)
         if run.record.status == "succeeded":
             check_health(store, run)
         else:
             check_rollback_health(run)
+        return [f"deployment {run.record.id}: {problem}" for problem in left_open]
     finally:
         sy.close()
 
@@ -320,26 +424,34 @@ def run_scenario(scenario: Scenario) -> None:
     project = make_project(scenario.deps)
     SCRATCH.append(str(project.scratch))
     left: list[str] = []
+    left_open: list[str] = []  # raised last, so every other check runs first
     try:
         v1 = deploy(project)
         assert v1.record.status == "succeeded", v1.record.error
         assert v1.raised is None
-        assert v1.plan.kind == "full" and set(v1.plan.components) == set(scenario.deps)
-        check_common(project, scenario, v1)
+        assert v1.record.kind == "full" and set(v1.components) == set(scenario.deps)
+        left_open += check_common(project, scenario, v1)
         check_atomicity(observe(project), {name: ("v1", v1.record.id) for name in scenario.deps})
 
         for name in scenario.changed:
             mode = scenario.failure if name == scenario.failing else "ok"
-            project.write_behaviour(name, behaviour(name, "v2", "ok" if mode == "none" else mode))
+            project.write_behaviour(
+                name, behaviour(name, "v2", mode if mode in APP_MODES else "ok")
+            )
         project.commit(f"v2: {scenario.failure} in {scenario.failing}")
-        v2 = deploy(project)
+        if scenario.failure == "killed":
+            v2 = deploy_killed_then_recover(project, f"activate:{scenario.failing}")
+        else:
+            v2 = deploy(project)
         affected = scenario.affected()
-        assert set(v2.plan.components) == affected, "changed deploy != naive reference (§10.8)"
+        assert set(v2.components) == affected, "changed deploy != naive reference (§10.8)"
 
         status, step = expected_outcome(scenario, v2)
         assert v2.record.status == status, (v2.record.status, v2.record.error)
         if step is None:
             assert v2.raised is None and v2.record.error is None
+        elif scenario.failure == "killed":
+            assert v2.record.error is not None and "orchestrator died" in v2.record.error
         else:
             assert v2.record.error is not None and v2.record.error.startswith(step + " failed"), (
                 step,
@@ -347,7 +459,7 @@ def run_scenario(scenario: Scenario) -> None:
             )
             assert scenario.failing in v2.record.error
             assert type(v2.raised).__name__ == "DeploymentFailed", v2.raised
-        check_common(project, scenario, v2)
+        left_open += check_common(project, scenario, v2)
 
         if status == "succeeded":
             expected = {
@@ -359,10 +471,35 @@ def run_scenario(scenario: Scenario) -> None:
             }
         else:
             expected = {name: ("v1", v1.record.id) for name in scenario.deps}
-        check_atomicity(observe(project), expected)
+        killed = v2.record.id if scenario.failure == "killed" else None
+        check_atomicity(observe(project), expected, recovered=killed)
+
+        # Then the way back: roll a good v2 back to v1, or fix a failed one forward as v3.
+        if status == "succeeded":
+            v3 = execute(project, rollback=True)
+            assert v3.record.kind == "rollback" and v3.record.rollback_of == v1.record.id
+            assert set(v3.components) == set(scenario.deps)
+            expected = {name: ("v1", v1.record.id) for name in scenario.deps}
+        else:
+            for name in scenario.changed:
+                project.write_behaviour(name, behaviour(name, "v3"))
+            project.commit("v3: fixed")
+            v3 = deploy(project)
+            assert set(v3.components) == affected  # still changed since v1, the last good one
+            expected = {
+                name: (
+                    "v3" if name in scenario.changed else "v1",
+                    v3.record.id if name in affected else v1.record.id,
+                )
+                for name in scenario.deps
+            }
+        assert v3.record.status == "succeeded", v3.record.error
+        assert v3.raised is None
+        left_open += check_common(project, scenario, v3)
+        check_atomicity(observe(project), expected, recovered=killed)
         sy = open_shipyard(project)
         try:
-            check_ids(sy.store, [v1, v2])
+            check_ids(sy.store, [v1, v2, v3])
         finally:
             sy.close()
     finally:
@@ -375,9 +512,28 @@ def run_scenario(scenario: Scenario) -> None:
                     os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
             project.remove()
     assert not left, f"processes left after `down`: {left}"
+    if left_open:
+        raise LeftOpen("; ".join(left_open))
 
 
-@pytest.mark.parametrize("failure", FAILURES)
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(
+            failure,
+            marks=pytest.mark.xfail(
+                raises=LeftOpen,
+                strict=True,
+                reason="bug: recovery rolls back but leaves the interrupted step `running` "
+                "in the journal and the components in their last state (no finish): "
+                "/tmp/patches/recovery-closes-journal.diff",
+            ),
+        )
+        if failure == "killed"
+        else failure
+        for failure in FAILURES
+    ],
+)
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -426,6 +582,52 @@ def test_a_start_cancelled_by_another_failure_leaves_no_process() -> None:
             f"v2 release left running after the rollback: {sorted(observed.live)}"
         )
     finally:
+        try:
+            down(project)
+        finally:
+            wait_no_processes_under(project.scratch)
+            project.remove()
+
+
+@pytest.mark.xfail(
+    raises=AssertionError,
+    strict=True,
+    reason="bug (agent): a release stopped while the agent still watches its start (the "
+    "first 0.25 s) is then taken for crashed: it shows 'backing-off' forever and the engine "
+    "counts it as up (see /tmp/patches/agent-stop-during-start.diff)",
+)
+def test_a_release_stopped_while_it_starts_is_stopped() -> None:
+    """What recovery does after `deploy` was killed while the agent started a release: it
+    stops that release at once. The agent must then report it stopped, not crashed.
+
+    (The engine meets this only then: a live deployment waits for its start to return.)"""
+    project = make_project({"c0": ()})
+    SCRATCH.append(str(project.scratch))
+    sy = open_shipyard(project)
+    try:
+        v1 = deploy(project)
+        assert v1.record.status == "succeeded", v1.record.error
+        target = sy.target(sy.environment(ENV))
+        release = v1.record.id  # start it again under a second name: a copy of v1's folder
+        shutil.copytree(target.release_dir("c0", release), target.release_dir("c0", "again"))
+        comp = sy.config.components["c0"]
+        env = {"SHIPYARD_RELEASE": "again", "PATH": os.environ["PATH"]}
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            starting = pool.submit(target.start, "c0", "again", comp.start, env, 2.0)
+            deadline = time.monotonic() + 10
+            while ("c0", "again") not in target.running() and not starting.done():
+                if time.monotonic() > deadline:
+                    pytest.fail("the agent did not register the start")
+                time.sleep(0.005)
+            if starting.done():
+                pytest.fail("the start was answered before it could be stopped")
+            target.stop("c0", "again")  # while the agent still watches the start
+            starting.result(timeout=30)
+        time.sleep(0.5)  # past any restart backoff
+        state = target.running()[("c0", "again")]
+        assert state.state == "stopped" and state.pid is None, state
+    finally:
+        sy.close()
         try:
             down(project)
         finally:
