@@ -25,9 +25,10 @@ changed-deploy selection against a naive reference (changed + transitive depende
 Every failure kind is its own parametrized case, so each one runs on every test run;
 Hypothesis draws the DAG, the failing component and the changed set. Shrinking is off
 (each example costs seconds of real processes); the failing draw is printed as it is.
-More examples per kind: SHIPYARD_ENGINE_EXAMPLES=5. A deterministic regression test pins
-a race these properties can only hit by chance (a start cancelled by another step's
-failure was left running after the rollback; fixed in c06224c).
+More examples per kind: SHIPYARD_ENGINE_EXAMPLES=5. Two deterministic tests pin races
+these properties hit only by chance: a start cancelled by another step's failure was
+left running after the rollback (fixed in c06224c); a release stopped while the agent
+still watches its start is reported as crashed (open: strict xfail).
 """
 
 from __future__ import annotations
@@ -267,7 +268,8 @@ def check_atomicity(
 
 
 class LeftOpen(AssertionError):
-    """A finished deployment whose journal or component records were left open."""
+    """A finished deployment whose journal or component records were left open (recovery
+    did so until 74676d3: the interrupted step stayed `running`, the components too)."""
 
 
 def step_spans(events: list[EventRecord]) -> dict[str, tuple[EventRecord, EventRecord | None]]:
@@ -516,24 +518,7 @@ def run_scenario(scenario: Scenario) -> None:
         raise LeftOpen("; ".join(left_open))
 
 
-@pytest.mark.parametrize(
-    "failure",
-    [
-        pytest.param(
-            failure,
-            marks=pytest.mark.xfail(
-                raises=LeftOpen,
-                strict=True,
-                reason="bug: recovery rolls back but leaves the interrupted step `running` "
-                "in the journal and the components in their last state (no finish): "
-                "/tmp/patches/recovery-closes-journal.diff",
-            ),
-        )
-        if failure == "killed"
-        else failure
-        for failure in FAILURES
-    ],
-)
+@pytest.mark.parametrize("failure", FAILURES)
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -589,6 +574,9 @@ def test_a_start_cancelled_by_another_failure_leaves_no_process() -> None:
             project.remove()
 
 
+ATTEMPTS = 10
+
+
 @pytest.mark.xfail(
     raises=AssertionError,
     strict=True,
@@ -608,24 +596,30 @@ def test_a_release_stopped_while_it_starts_is_stopped() -> None:
         v1 = deploy(project)
         assert v1.record.status == "succeeded", v1.record.error
         target = sy.target(sy.environment(ENV))
-        release = v1.record.id  # start it again under a second name: a copy of v1's folder
-        shutil.copytree(target.release_dir("c0", release), target.release_dir("c0", "again"))
         comp = sy.config.components["c0"]
-        env = {"SHIPYARD_RELEASE": "again", "PATH": os.environ["PATH"]}
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            starting = pool.submit(target.start, "c0", "again", comp.start, env, 2.0)
-            deadline = time.monotonic() + 10
-            while ("c0", "again") not in target.running() and not starting.done():
-                if time.monotonic() > deadline:
-                    pytest.fail("the agent did not register the start")
-                time.sleep(0.005)
-            if starting.done():
-                pytest.fail("the start was answered before it could be stopped")
-            target.stop("c0", "again")  # while the agent still watches the start
-            starting.result(timeout=30)
+        # Who notices the exit first (the start's watch or the stop) is a race inside the
+        # agent, lost about half the time: ATTEMPTS tries make the outcome all but certain.
+        for attempt in range(ATTEMPTS):
+            name = f"again{attempt}"  # v1's release again, under another name
+            shutil.copytree(target.release_dir("c0", v1.record.id), target.release_dir("c0", name))
+            env = {"SHIPYARD_RELEASE": name, "PATH": os.environ["PATH"]}
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                starting = pool.submit(target.start, "c0", name, comp.start, env, 2.0)
+                deadline = time.monotonic() + 10
+                while ("c0", name) not in target.running() and not starting.done():
+                    if time.monotonic() > deadline:
+                        pytest.fail("the agent did not register the start")
+                    time.sleep(0.005)
+                if starting.done():
+                    pytest.fail("the start was answered before it could be stopped")
+                target.stop("c0", name)  # while the agent still watches the start
+                starting.result(timeout=30)
         time.sleep(0.5)  # past any restart backoff
-        state = target.running()[("c0", "again")]
-        assert state.state == "stopped" and state.pid is None, state
+        running = target.running()
+        states = {name: running[("c0", name)] for name in (f"again{i}" for i in range(ATTEMPTS))}
+        seen = {name: (r.state, r.pid) for name, r in states.items()}
+        wrong = {name: state for name, state in seen.items() if state != ("stopped", None)}
+        assert not wrong, f"stopped releases reported as: {wrong}"
     finally:
         sy.close()
         try:
