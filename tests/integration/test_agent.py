@@ -325,7 +325,8 @@ def test_reexec_keeps_pid_children_and_public_port(agent: AgentHarness) -> None:
     public = free_port()
     client.route("web", public, "r1")
     pid = agent.pid
-    failures: list[OSError] = []
+    failures: list[tuple[float, OSError]] = []  # (seconds after the reexec call, error)
+    started = time.monotonic()
     client.reexec()
     deadline = time.monotonic() + 1.5
     # New connections during the re-exec wait in the kept listen backlog: none is refused.
@@ -333,7 +334,7 @@ def test_reexec_keeps_pid_children_and_public_port(agent: AgentHarness) -> None:
         try:
             assert http_get(public) == (200, "r1")
         except OSError as exc:
-            failures.append(exc)
+            failures.append((round(time.monotonic() - started, 3), exc))
     assert failures == []
 
     def agent_pid() -> int | None:

@@ -388,23 +388,38 @@ class Route:
         upstream.drain_task = None
         upstream.retired.set()
 
+    def _pause_accepting(self) -> None:
+        # Not Server.close(): that drops connections accepted in the same loop turn but not yet
+        # attached (asyncio leaks them and they end in a reset). close() comes once they're served.
+        if self.sock is not None and self.server is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+
     async def close(self, drain_timeout: float) -> None:
-        """Stop accepting, let in-flight requests finish (bounded), then cut every connection."""
-        if self.server is not None:
-            self.server.close()
-        self.sock = None
+        """Stop accepting, let in-flight requests finish (bounded), then cut every connection.
+
+        Until the end, requests still arriving on open connections are served, each with
+        `Connection: close`.
+        """
+        self.closing = True
+        self._pause_accepting()
+        await _settle()
         upstreams = ([self.current] if self.current else []) + list(self.draining)
-        self.current = None
         for upstream in upstreams:
-            upstream.stop_pooling()
             if upstream.drain_task is not None:
                 upstream.drain_task.cancel()
+                upstream.drain_task = None
         waits = [asyncio.ensure_future(u.idle_event.wait()) for u in upstreams]
         if waits:
             _, pending = await asyncio.wait(waits, timeout=drain_timeout)
             for wait in pending:
                 wait.cancel()
+        self.current = None
+        if self.server is not None:
+            self.server.close()
+        self.sock = None
         for upstream in upstreams:
+            upstream.stop_pooling()
             upstream.abort_all("cut: the route was closed")
             upstream.retired.set()
         self.draining.clear()
@@ -424,9 +439,7 @@ class Route:
             return None
         fd = os_dup_inheritable(self.sock.fileno())
         self.closing = True
-        if self.server is not None:
-            self.server.close()
-            self.server = None
+        self._pause_accepting()
         return fd
 
     def info(self) -> Dict[str, Any]:
@@ -808,6 +821,16 @@ class Route:
             writer.close()
 
 
+async def _settle() -> None:
+    """Let connections accepted just before the listener was paused reach their handler.
+
+    That takes a few loop iterations (accept, transport, protocol, task). Yield iterations, not
+    wall-clock time: after the process was descheduled, a timer can fire before that chain ran.
+    """
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
 def _why(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
@@ -1008,9 +1031,7 @@ class Router:
         """
         loop = asyncio.get_running_loop()
         start = loop.time()
-        # Connections accepted just before the listener was paused get their handler task a few
-        # loop turns later; let them register (in `fresh`) before looking.
-        await asyncio.sleep(0.05)
+        await _settle()
         while True:
             elapsed = loop.time() - start
             busy = any(
