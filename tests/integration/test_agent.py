@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -365,3 +366,30 @@ def test_start_failures_are_explained(tmp_path: Path) -> None:
         proc = agent.cli("start")
         assert proc.returncode == 1
         assert "did not start" in proc.stderr and "agent.log" in proc.stderr
+
+
+def test_stop_while_start_is_still_watching_the_command(agent: AgentHarness) -> None:
+    # `start` watches a shell command for 0.25 s (exit 127 = not found); a stop arriving then
+    # (a rollback undoing that very start) must leave the release stopped, not "crashed".
+    client = agent.client
+    for attempt in range(5):
+        name = f"r{attempt}"
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            starting = pool.submit(
+                client.start_release,
+                "web",
+                name,
+                FIXTURES,
+                command=f"exec {sys.executable} app.py",
+                stop_timeout=2.0,
+            )
+            wait_for(
+                lambda n=name: any(r["release"] == n for r in client.list_releases()["releases"]),
+                5.0,
+                0.002,
+            )
+            client.stop_release("web", name)
+            starting.result(10)
+        time.sleep(0.4)  # past the watch window and any restart backoff
+        rel = agent.release("web", name)
+        assert (rel["state"], rel["pid"]) == ("stopped", None), rel

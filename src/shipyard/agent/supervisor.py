@@ -465,6 +465,10 @@ class Supervisor:
         """`sh -c` reports a missing command by exiting 127 right away: wait briefly for that."""
         deadline = time.monotonic() + self.COMMAND_CHECK_S
         while time.monotonic() < deadline:
+            if rel.desired != "running":
+                # Stopped meanwhile (a rollback undoing this very start): that exit is the
+                # stop's doing, not a crash, and the stop sets the state.
+                return
             exited, code = self._poll_exit(rel)
             if exited:
                 if code in (126, 127):
