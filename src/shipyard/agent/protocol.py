@@ -83,8 +83,9 @@ route {component, public_port: int, release, mode?: "http"|"tcp" = "http",
             another port/host/mode: unroute first), bad_args
 
 unroute {component, drain_timeout?: float (default: the route's)}
-    Stops accepting on the public port, lets in-flight requests finish (up to drain_timeout),
-    then closes every client connection and the listener.
+    Stops accepting on the public port, lets in-flight requests finish (up to drain_timeout;
+    a request arriving meanwhile on an open connection is still served, with
+    `Connection: close`), then closes every client connection and the listener.
     -> {component, public_port, release}
     errors: unknown_route
 
@@ -103,7 +104,8 @@ probe {kind: "http"|"tcp"|"command", port?: int, component?: str, release?: str,
         the start of the body/output)}
     errors: bad_args, unknown_release
 
-shutdown {stop_processes?: bool = true, drain_timeout?: float = 5}
+shutdown {stop_processes?: bool = true, drain_timeout?: float = 5}  (also SIGTERM, without
+         stop_processes)
     With stop_processes: unroutes everything (draining up to drain_timeout) and stops every
     release before answering. Without: answers at once; releases keep running and routes stay
     recorded, so the next agent adopts and re-binds them (public ports are closed meanwhile).
@@ -111,11 +113,14 @@ shutdown {stop_processes?: bool = true, drain_timeout?: float = 5}
     -> {stopped: [ "component/release", ...]}
 
 reexec {}
-    Re-executes the agent in place (same pid): public listening sockets are handed over (their
-    file descriptors inherited, listed in $SHIPYARD_AGENT_LISTEN_FDS) so connections arriving
-    meanwhile wait in the listen backlog instead of being refused; in-flight requests are given
-    up to 5 s to finish first; idle keep-alive client connections are closed. Children stay
-    children. Also triggered by SIGHUP.
+    Re-executes the agent in place (same pid), e.g. to load a new agent version: public
+    listening sockets are handed over (their file descriptors inherited, listed in
+    $SHIPYARD_AGENT_LISTEN_FDS), so connections arriving meanwhile wait in the listen backlog
+    instead of being refused. In-flight requests get up to 5 s to finish, responses from then on
+    carry `Connection: close`, and idle keep-alive connections are closed (a client that sends
+    on one at that very moment sees it closed). Children stay children. Also done on SIGHUP.
+    SIGTERM/SIGINT make the agent exit, leaving releases running (see shutdown without
+    stop_processes).
     -> {pid}
 
 Errors any op may return: bad_request (not a JSON object / line too long), unknown_op,
