@@ -86,7 +86,7 @@ FAILING_STEP = {
     "flap": "activate:{name}",
     "deadline": "activate:{name}",
     "verify": "verify",
-    "killed": "activate:{name}",  # where it was killed; the error cannot name it
+    "killed": "activate:{name}",  # where it was killed
 }
 
 
@@ -452,8 +452,9 @@ def run_scenario(scenario: Scenario) -> None:
         assert v2.record.status == status, (v2.record.status, v2.record.error)
         if step is None:
             assert v2.raised is None and v2.record.error is None
-        elif scenario.failure == "killed":
+        elif scenario.failure == "killed":  # "the orchestrator died during <steps> (recovered)"
             assert v2.record.error is not None and "orchestrator died" in v2.record.error
+            assert step.removeprefix("step ") in v2.record.error, v2.record.error
         else:
             assert v2.record.error is not None and v2.record.error.startswith(step + " failed"), (
                 step,
