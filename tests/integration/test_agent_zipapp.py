@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from shipyard.agent import build_zipapp
+from shipyard.agent import build_zipapp, start_background, stop_agent
 from tests.agent_fixtures.agent_harness import agent_root, free_port, http_get, start_app
 
 
@@ -64,6 +64,18 @@ def test_zipapp_smoke_under_bare_python(tmp_path: Path) -> None:
         assert status.returncode == 0 and '"running": true' in status.stdout
         stop = agent.cli("stop")
         assert stop.returncode == 0 and "stopped" in stop.stdout
+
+
+def test_start_background_with_another_interpreter_uses_the_zipapp(tmp_path: Path) -> None:
+    python = _oldest_python()
+    with agent_root(tmp_path / "root") as agent:
+        client = start_background(agent.root, python=python)
+        ping = client.ping()
+        agent.agent_pids.append((ping["pid"], None))
+        assert start_background(agent.root).ping()["pid"] == ping["pid"]  # already running
+        if python != sys.executable:
+            assert ping["code"].startswith(str(agent.root / "agent" / "shipyard-agent.pyz"))
+        assert stop_agent(agent.root)["was_running"]
 
 
 def _version(python: str) -> tuple[int, int]:

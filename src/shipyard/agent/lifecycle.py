@@ -241,9 +241,11 @@ def start_background(
 ) -> AgentClient:
     """Make sure an agent serves `root` (starting one with `python` if needed); its client.
 
-    The agent is started by running `python -m shipyard.agent start` (or the .pyz this code
-    came from) in a child process, which daemonizes; this keeps fork() out of the caller, which
-    may have threads.
+    The agent is started by running `python -m shipyard.agent start` in a child process, which
+    daemonizes; this keeps fork() out of the caller, which may have threads. With another
+    interpreter than this one (or when this code runs from a .pyz), the agent runs from a
+    zipapp under `python -I` instead, exactly as on a remote host: nothing of this
+    interpreter's packages leaks into it.
     """
     paths = AgentPaths(root)
     client = AgentClient(paths.root)
@@ -253,19 +255,19 @@ def start_background(
     except AgentRequestError as exc:
         if exc.code != "agent_not_running":
             raise
-    cmd = [
-        *launch_command(python),
-        "start",
-        "--root",
-        str(paths.root),
-        "--timeout",
-        str(timeout),
-    ]
     env = dict(os.environ)
-    if _zip_archive() is None:
+    if _zip_archive() is None and os.path.realpath(python) == os.path.realpath(sys.executable):
+        launcher = [python, "-m", "shipyard.agent"]
+        # This interpreter imports shipyard and h11 from these folders; make sure the child does.
         env["PYTHONPATH"] = os.pathsep.join(
             [*_import_roots(), *filter(None, [env.get("PYTHONPATH")])]
         )
+    else:
+        from .zipapp import build_zipapp
+
+        paths.ensure()
+        launcher = [python, "-I", str(build_zipapp(paths.dir / "shipyard-agent.pyz"))]
+    cmd = [*launcher, "start", "--root", str(paths.root), "--timeout", str(timeout)]
     try:
         proc = subprocess.run(
             cmd,
