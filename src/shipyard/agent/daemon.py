@@ -231,8 +231,9 @@ class Agent:
         # binds them again. Releases keep running.
         await self.persist()
         if self._exit.reexec:
-            # Keep the public sockets for the next image: dup them (inheritable) before asyncio
-            # closes its own, so connections arriving meanwhile wait in the listen backlog.
+            # Keep the public sockets for the next image (inheritable duplicates) and stop
+            # accepting on them here: connections arriving from now on wait in the listen
+            # backlog for the next image, the ones already accepted are served first.
             for route in self.router.routes.values():
                 fd = route.detach_for_reexec()
                 if fd is not None:
