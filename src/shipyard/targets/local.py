@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.agent.client import AgentClient
-from shipyard.agent.lifecycle import start_background
 from shipyard.agent.errors import AgentRequestError
+from shipyard.agent.lifecycle import start_background
 from shipyard.config import Migrations
 from shipyard.effects import sql_migrations
 from shipyard.errors import AgentError, DeploymentFailed, PreflightError
