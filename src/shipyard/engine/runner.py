@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -155,6 +156,8 @@ class Deployment:
         self._export_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(ctx.config.project.max_parallel)
         self._records: dict[str, ComponentRecord] = {}
+        self._files_cache: dict[str, str] | None = None
+        self._files_lock = threading.Lock()
 
     # --- journal -------------------------------------------------------------------------
 
@@ -551,10 +554,12 @@ class Deployment:
         )
         self.component_record(name, status="built")
 
-    _files_cache: dict[str, str] | None = None
-
     def _input_files(self) -> dict[str, str]:
-        """Project-relative path → blob id (or content hash for a dirty build)."""
+        """Project-relative path → blob id (or content hash for a dirty build), read once."""
+        with self._files_lock:  # parallel builds ask at the same time: list the tree once
+            return self._list_input_files()
+
+    def _list_input_files(self) -> dict[str, str]:
         if self._files_cache is None:
             prefix = self.ctx.project_prefix
             strip = len(prefix) + 1 if prefix else 0
