@@ -28,7 +28,7 @@ Hypothesis draws the DAG, the failing component and the changed set. Shrinking i
 More examples per kind: SHIPYARD_ENGINE_EXAMPLES=5. Two deterministic tests pin races
 these properties hit only by chance: a start cancelled by another step's failure was
 left running after the rollback (fixed in c06224c); a release stopped while the agent
-still watches its start is reported as crashed (open: strict xfail).
+still watches its start was reported as crashed (fixed in 0a4ebfb).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ import shutil
 import signal
 import subprocess
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -231,14 +230,8 @@ def down(project: Project) -> None:
 # --- invariants ------------------------------------------------------------------------------
 
 
-def check_atomicity(
-    observed: Observed, expected: dict[str, tuple[str, str]], recovered: str | None = None
-) -> None:
-    """§10.1, read over HTTP; the agent's routes, `current` links and live processes agree.
-
-    `recovered`: the id of a deployment `recover` rolled back after its orchestrator was
-    killed; see test_a_release_stopped_while_it_starts_is_stopped for the one thing excused.
-    """
+def check_atomicity(observed: Observed, expected: dict[str, tuple[str, str]]) -> None:
+    """§10.1, read over HTTP; the agent's routes, `current` links and live processes agree."""
     assert observed.served == expected
     releases = {name: release for name, (_, release) in expected.items()}
     assert observed.routes == releases
@@ -246,24 +239,8 @@ def check_atomicity(
     # Exactly the active releases run: the new ones stopped after a rollback, the previous
     # ones after a success.
     extra = observed.live - set(releases.items())
-    if recovered is not None:
-        # Known agent bug (/tmp/patches/agent-stop-during-start.diff; strict xfail below):
-        # recovery stopped the killed deployment's release while the agent still watched its
-        # start, and the agent took that for a crash. No process runs (pid None), but it says
-        # 'backing-off'. Excused in exactly that shape, so the rest of the property is kept.
-        misreported = {
-            key
-            for key in extra
-            if key[1] == recovered and observed.states[key] == ("backing-off", None)
-        }
-        if misreported:
-            warnings.warn(
-                f"known agent bug seen: stopped during its start, reported as "
-                f"backing-off: {sorted(misreported)}",
-                stacklevel=2,
-            )
-            extra -= misreported
-    assert not extra, f"releases running that are not active: {sorted(extra)}"
+    shown = {key: observed.states[key] for key in sorted(extra)}
+    assert not extra, f"releases running that are not active (state, pid): {shown}"
     assert observed.live >= set(releases.items())
 
 
@@ -474,8 +451,7 @@ def run_scenario(scenario: Scenario) -> None:
             }
         else:
             expected = {name: ("v1", v1.record.id) for name in scenario.deps}
-        killed = v2.record.id if scenario.failure == "killed" else None
-        check_atomicity(observe(project), expected, recovered=killed)
+        check_atomicity(observe(project), expected)
 
         # Then the way back: roll a good v2 back to v1, or fix a failed one forward as v3.
         if status == "succeeded":
@@ -499,7 +475,7 @@ def run_scenario(scenario: Scenario) -> None:
         assert v3.record.status == "succeeded", v3.record.error
         assert v3.raised is None
         left_open += check_common(project, scenario, v3)
-        check_atomicity(observe(project), expected, recovered=killed)
+        check_atomicity(observe(project), expected)
         sy = open_shipyard(project)
         try:
             check_ids(sy.store, [v1, v2, v3])
@@ -578,18 +554,13 @@ def test_a_start_cancelled_by_another_failure_leaves_no_process() -> None:
 ATTEMPTS = 10
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="bug (agent): a release stopped while the agent still watches its start (the "
-    "first 0.25 s) is then taken for crashed: it shows 'backing-off' forever and the engine "
-    "counts it as up (see /tmp/patches/agent-stop-during-start.diff)",
-)
 def test_a_release_stopped_while_it_starts_is_stopped() -> None:
     """What recovery does after `deploy` was killed while the agent started a release: it
     stops that release at once. The agent must then report it stopped, not crashed.
 
-    (The engine meets this only then: a live deployment waits for its start to return.)"""
+    (The engine meets this only then: a live deployment waits for its start to return.)
+    Before 0a4ebfb the agent's start watch took the stop's SIGTERM for a crash: the
+    release said 'backing-off' forever, and the engine counts that state as up."""
     project = make_project({"c0": ()})
     SCRATCH.append(str(project.scratch))
     sy = open_shipyard(project)
