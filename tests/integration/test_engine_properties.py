@@ -3,13 +3,13 @@
 Each example generates a project whose components form a random DAG (2–5 components,
 see engine_fixtures.py), in a real git repository in a short temp folder. It deploys v1
 (all healthy) through the `Shipyard` façade — real host agent, real processes on free
-loopback ports, real SQLite state store — then commits a v2 that changes a random set of
-components and injects one failure (build fails, start crashes, health never passes,
-health flaps, final verify fails, health deadline passes, the orchestrator is killed and
-`recover` cleans up, or none) into one of them, and deploys again; then it goes back: a
-good v2 is rolled back to v1 (`Shipyard.rollback`), a failed one is fixed forward as v3.
-After each deployment it checks, from what the public ports actually serve, what the
-agent runs and the store's journal:
+loopback ports (above the ephemeral range), real SQLite state store — then commits a v2
+that changes a random set of components and injects one failure into one of them (build
+fails, start crashes, health never passes, health flaps, final verify fails, health
+deadline passes, the orchestrator is killed and `recover` cleans up, or none), and
+deploys again; then it goes back: a good v2 is rolled back to v1 (`Shipyard.rollback`),
+a failed one is fixed forward as v3. After each deployment it checks, from what the
+public ports actually serve, what the agent runs and the store's journal:
 
 1. atomicity — every deployed component serves the new release, or every one its previous;
 2. ordering — `activate:X` starts only after `activate:D` succeeded for each dependency D,
