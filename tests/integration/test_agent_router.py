@@ -273,3 +273,134 @@ def test_http10_upstream_like_python_http_server(agent: AgentHarness, tmp_path: 
         assert response.status == 200 and response.version == 11
         assert response.read() == b"static marketing site"
     conn.close()
+
+
+# A release that frames its responses every way HTTP/1.1 allows (the router parses them itself).
+FRAMING_APP = r"""
+import os, socket, threading
+BIG = bytes(range(256)) * 12288  # 3 MiB
+
+def answer(method, path):
+    if path == "/chunked":
+        body = b"6\r\nhello \r\n8;ext=1\r\nchunked \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n"
+        return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body, False
+    if path == "/big-chunked":
+        parts = [b"%x\r\n%s\r\n" % (65536, BIG[i:i + 65536]) for i in range(0, len(BIG), 65536)]
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        return head + b"".join(parts) + b"0\r\n\r\n", False
+    if path == "/big":
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BIG)
+        return head + (b"" if method == "HEAD" else BIG), False
+    if path == "/close":
+        return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close", True
+    if path == "/close10":
+        return b"HTTP/1.0 200 OK\r\n\r\nhttp/1.0 body", True
+    if path == "/204":
+        return b"HTTP/1.1 204 No Content\r\nX-Kind: none\r\n\r\n", False
+    if path == "/304":
+        return b"HTTP/1.1 304 Not Modified\r\nContent-Length: 100\r\nETag: \"e\"\r\n\r\n", False
+    if path == "/continue":
+        hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        return hints + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False
+    if path == "/bad":
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\nx", True
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: x-private\r\nX-Private: 1\r\n"
+    return head + b"\r\nplain", False
+
+def serve(conn):
+    buf = b""
+    with conn:
+        while True:
+            while b"\r\n\r\n" not in buf:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            method, path = head.split(b" ")[:2]
+            response, close = answer(method.decode(), path.decode())
+            conn.sendall(response)
+            if close:
+                return
+
+listener = socket.create_server(("127.0.0.1", int(os.environ["PORT"])))
+while True:
+    conn, _ = listener.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+
+
+def test_response_framing_from_the_release(agent: AgentHarness, tmp_path: Path) -> None:
+    client = agent.client
+    info = client.start_release("framing", "f1", tmp_path, argv=[sys.executable, "-c", FRAMING_APP])
+    wait_for(lambda: client.probe(kind="tcp", port=info["port"], timeout=1)["ok"], 10)
+    public = free_port()
+    client.route("framing", public, "f1")
+    big = bytes(range(256)) * 12288
+
+    conn = http.client.HTTPConnection("127.0.0.1", public, timeout=10)
+
+    def get(path: str, method: str = "GET") -> tuple[http.client.HTTPResponse, bytes]:
+        conn.request(method, path)
+        response = conn.getresponse()
+        return response, response.read()
+
+    sock_before = None
+    for path, status, body in [
+        ("/", 200, b"plain"),
+        ("/chunked", 200, b"hello chunked world"),
+        ("/big", 200, big),
+        ("/big-chunked", 200, big),
+        ("/204", 204, b""),
+        ("/304", 304, b""),
+        ("/continue", 200, b"ok"),
+        ("/close", 200, b"until close"),  # re-framed as chunked: the client stays connected
+        ("/close10", 200, b"http/1.0 body"),
+        ("/", 200, b"plain"),
+    ]:
+        response, data = get(path)
+        assert (response.status, data) == (status, body), path
+        assert not response.will_close, path  # keep-alive with the client holds every time
+        if sock_before is not None:
+            assert conn.sock is sock_before, path
+        sock_before = conn.sock
+    response, data = get("/", "HEAD")
+    assert response.status == 200 and data == b""
+    response, data = get("/big", "HEAD")
+    assert response.getheader("content-length") == str(len(big)) and data == b""
+    response, data = get("/")
+    assert response.getheader("x-private") is None and response.getheader("connection") is None
+    response, data = get("/chunked")
+    assert response.getheader("transfer-encoding") == "chunked"
+    assert response.getheader("x-trailer") is None and data == b"hello chunked world"
+    response, data = get("/204")
+    assert response.getheader("x-kind") == "none" and response.getheader("content-length") is None
+    # An invalid response is a 502 that says why, and not reused.
+    response, data = get("/bad")
+    assert response.status == 502 and b"invalid response" in data
+    conn.close()
+
+    # An HTTP/1.0 client gets the chunked body de-chunked, then the connection closes.
+    for path, body in [("/chunked", b"hello chunked world"), ("/close", b"until close")]:
+        with socket.create_connection(("127.0.0.1", public), timeout=5) as raw:
+            raw.sendall(b"GET " + path.encode() + b" HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := raw.recv(65536):
+                data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
+        assert rest == body
+
+    # Pipelined requests on one connection are answered in order.
+    with socket.create_connection(("127.0.0.1", public), timeout=5) as raw:
+        raw.sendall(
+            b"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        data = b""
+        while chunk := raw.recv(65536):
+            data += chunk
+    assert data.count(b"HTTP/1.1 200") == 2 and data.endswith(b"plain")
+    assert b"hello " in data and data.index(b"hello ") < data.index(b"plain")
+    stats = _route_info(agent, "framing")["stats"]
+    assert isinstance(stats, dict) and stats["upstream_errors"] == 1  # the /bad one

@@ -20,8 +20,9 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import socket
-from typing import Any, Dict, List, Optional, Set, Tuple, Type, Union
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Type, Union
 
 import h11
 
@@ -50,6 +51,10 @@ _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE
 _MAX_REPLAY = 1024 * 1024
 _READ = 65536
 _MAX_IDLE_PER_UPSTREAM = 64
+# Largest request head (h11) or response head (ours) accepted.
+_MAX_HEAD = 64 * 1024
+# Client writes are not awaited until this much is buffered for a slow client.
+_HIGH_WATER = 256 * 1024
 _CONNECT_TIMEOUT = 5.0
 # A client keep-alive connection with no request for this long is closed.
 _CLIENT_IDLE_TIMEOUT = 120.0
@@ -80,21 +85,21 @@ class _Lease:
 
 
 class _UpstreamConn:
-    """A connection from the router to a release, with its h11 client state."""
+    """A connection from the router to a release.
 
-    __slots__ = ("conn", "out", "reader", "received", "writer")
+    Requests are written by hand from events h11 already parsed and validated on the client
+    side; responses are parsed by `_relay_response` (the release is ours, and its framing is
+    read strictly: Content-Length, chunked, or close-delimited, never guessed).
+    """
+
+    __slots__ = ("keep", "out", "reader", "received", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        self.conn = h11.Connection(h11.CLIENT)
         self.out: List[bytes] = []
         self.received = 0  # bytes received in the current request/response cycle
-
-    def send(self, event: h11.Event) -> None:
-        data = self.conn.send(event)
-        if data:
-            self.out.append(data)
+        self.keep = False  # the last response ended cleanly and allows another request
 
     def flush(self) -> None:
         if self.out:
@@ -102,12 +107,7 @@ class _UpstreamConn:
             self.out.clear()
 
     def reusable(self) -> bool:
-        return (
-            self.conn.our_state is h11.IDLE
-            and self.conn.their_state is h11.IDLE
-            and not self.writer.is_closing()
-            and not self.reader.at_eof()
-        )
+        return self.keep and not self.writer.is_closing() and not self.reader.at_eof()
 
     def close(self) -> None:
         self.writer.transport.abort()
@@ -174,15 +174,32 @@ class Upstream:
 class _Client:
     """The router's side of one client connection: reader, writer, h11 server state."""
 
-    __slots__ = ("conn", "ip", "out", "reader", "writer")
+    __slots__ = ("conn", "ip", "out", "reader", "responded", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
         self.out: List[bytes] = []
+        # Part of a response went out by hand (not through h11, which still thinks it is ours
+        # to send): nothing else may be written for this request.
+        self.responded = False
         peer = writer.get_extra_info("peername")
         self.ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+
+    def renew(self) -> None:
+        """After a response written by hand: a fresh h11 state for the next request.
+
+        h11 saw the whole request (their side is DONE), and keeps the bytes received past it
+        (a pipelined next request), which the new state starts from.
+        """
+        data, closed = self.conn.trailing_data
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+        self.responded = False
+        if data:
+            self.conn.receive_data(data)
+        if closed:
+            self.conn.receive_data(b"")
 
     def send(self, event: h11.Event) -> None:
         data = self.conn.send(event)
@@ -214,7 +231,7 @@ def _no_delay(writer: asyncio.StreamWriter) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _connection_tokens(headers: List[Tuple[bytes, bytes]]) -> Set[bytes]:
+def _connection_tokens(headers: Iterable[Tuple[bytes, bytes]]) -> Set[bytes]:
     tokens: Set[bytes] = set()
     for name, value in headers:
         if name == b"connection":
@@ -222,22 +239,29 @@ def _connection_tokens(headers: List[Tuple[bytes, bytes]]) -> Set[bytes]:
     return tokens
 
 
-def _is_upgrade(request: h11.Request) -> bool:
-    return any(name == b"upgrade" for name, _ in request.headers) and (
-        b"upgrade" in _connection_tokens(list(request.headers))
-    )
-
-
 def _request_headers(
-    request: h11.Request, client_ip: str, *, upgrade: bool = False
+    request: h11.Request,
+    client_ip: str,
+    listed: Optional[Set[bytes]] = None,
+    *,
+    upgrade: bool = False,
 ) -> List[Tuple[bytes, bytes]]:
-    """The request's headers as the release should see them."""
-    raw = list(request.headers)
-    listed = _connection_tokens(raw)
+    """The request's headers as the release should see them.
+
+    `listed` are the request's Connection tokens (found here when not given). h11 validated
+    the headers (names lowercase, one Content-Length value, Transfer-Encoding only `chunked`);
+    when Transfer-Encoding is present it wins and Content-Length is dropped (RFC 9112 §6.3),
+    so the release cannot frame the body differently from h11.
+    """
+    if listed is None:
+        listed = _connection_tokens(request.headers)
     out: List[Tuple[bytes, bytes]] = []
     forwarded_for: Optional[bytes] = None
     has_proto = False
-    for name, value in raw:
+    has_host = False
+    chunked = False
+    content_length = False
+    for name, value in request.headers:
         if name in _HOP_BY_HOP or name in listed:
             if upgrade and name in (b"connection", b"upgrade"):
                 out.append((name, value))
@@ -249,18 +273,112 @@ def _request_headers(
             continue
         if name == b"x-forwarded-proto":
             has_proto = True
+        elif name == b"host":
+            has_host = True
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"content-length":
+            content_length = True
         out.append((name, value))
     ip = client_ip.encode()
     out.append((b"x-forwarded-for", ip if forwarded_for is None else forwarded_for + b", " + ip))
     if not has_proto:
         out.append((b"x-forwarded-proto", b"http"))
-    if request.http_version < b"1.1" and not any(name == b"host" for name, _ in out):
-        out.append((b"host", b"localhost"))  # h11 requires Host on the HTTP/1.1 side
+    if not has_host:
+        out.append((b"host", b"localhost"))  # HTTP/1.1 requires Host (an HTTP/1.0 client may not)
+    if chunked and content_length:
+        out = [(n, v) for n, v in out if n != b"content-length"]
     return out
 
 
-def _has_hop_by_hop(response: Union[h11.Response, h11.InformationalResponse]) -> bool:
-    return any(name in _HOP_BY_HOP for name, _ in response.headers)
+def _request_head(method: bytes, target: bytes, headers: List[Tuple[bytes, bytes]]) -> bytes:
+    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        lines += (name, b": ", value, b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+# Response framing from the release (RFC 9112 §6.3).
+_NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
+_HEAD_END = re.compile(rb"\n\r?\n")
+_STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
+_HEADER_LINE = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*"
+    rb"[\x21-\x7e\x80-\xff])?)?)[ \t]*"
+)
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[\t\x20-\x7e\x80-\xff]*)?\r")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+
+
+class _BadResponse(Exception):
+    pass
+
+
+class _ResponseHead:
+    """A release's response head, parsed strictly; `framing` says how its body ends."""
+
+    __slots__ = ("framing", "headers", "keep_alive", "length", "reason", "status", "te")
+
+    def __init__(self, block: bytes, method: bytes) -> None:
+        lines = block.split(b"\n")
+        match = _STATUS_LINE.fullmatch(lines[0].rstrip(b"\r"))
+        if match is None:
+            raise _BadResponse("bad status line")
+        version_11 = match.group(1) == b"1" and match.group(2) != b"0"
+        self.status = int(match.group(3))
+        self.reason = match.group(4) or b""
+        # (lowercase name, name, value) in order
+        headers: List[Tuple[bytes, bytes, bytes]] = []
+        lengths: Set[bytes] = set()
+        codings: List[bytes] = []
+        tokens: Set[bytes] = set()
+        for raw in lines[1:]:
+            line = raw.rstrip(b"\r")
+            if line[:1] in (b" ", b"\t") and headers:  # obsolete line folding
+                lname, name, value = headers[-1]
+                value = (value + b" " + line.strip(b" \t")).strip(b" ")
+                line = name + b": " + value
+                del headers[-1]
+            header = _HEADER_LINE.fullmatch(line)
+            if header is None:
+                raise _BadResponse(f"bad header line {line[:80]!r}")
+            name, value = header.group(1), header.group(2)
+            lname = name.lower()
+            if lname == b"content-length":
+                lengths.update(v.strip() for v in value.split(b","))
+            elif lname == b"transfer-encoding":
+                codings += (v.strip().lower() for v in value.split(b",") if v.strip())
+            elif lname == b"connection":
+                tokens.update(v.strip().lower() for v in value.split(b","))
+            headers.append((lname, name, value))
+        self.headers = headers
+        self.te = bool(codings)
+        self.length = 0
+        if codings:
+            if codings != [b"chunked"]:
+                raise _BadResponse(f"unsupported transfer-encoding {b', '.join(codings)!r}")
+            self.framing = _CHUNKED
+        elif lengths:
+            value = lengths.pop()
+            if lengths or _DIGITS.fullmatch(value) is None:
+                raise _BadResponse("bad content-length")
+            self.framing = _LENGTH
+            self.length = int(value)
+        else:
+            self.framing = _UNTIL_CLOSE
+        no_body = method == b"HEAD" or self.status in (204, 304) or self.status < 200
+        if no_body or (self.framing == _LENGTH and self.length == 0):
+            self.framing = _NO_BODY
+        self.keep_alive = version_11 and b"close" not in tokens and self.framing != _UNTIL_CLOSE
+        tokens.discard(b"close")
+        tokens.discard(b"keep-alive")
+        if tokens:  # headers the release listed in Connection are hop-by-hop too
+            self.headers = [h for h in headers if h[0] not in tokens]
 
 
 def _response_headers(
@@ -480,13 +598,14 @@ class Route:
                 self.stats["requests"] += 1
                 if not await self._proxy_request(client, event):
                     break
-                if (
-                    client.conn.our_state is not h11.DONE
-                    or client.conn.their_state is not h11.DONE
-                    or self.closing  # handing over to a new agent: that was the last request
-                ):
+                if self.closing:  # handing over to a new agent: that was the last request
                     break
-                client.conn.start_next_cycle()
+                if client.responded:  # the response went out by hand, keep-alive decided
+                    client.renew()
+                elif client.conn.our_state is h11.DONE and client.conn.their_state is h11.DONE:
+                    client.conn.start_next_cycle()
+                else:
+                    break
         except h11.RemoteProtocolError as exc:
             self._send_error(client, exc.error_status_hint, f"bad request: {exc}")
         except (ConnectionError, OSError, h11.LocalProtocolError, asyncio.IncompleteReadError):
@@ -500,7 +619,7 @@ class Route:
 
     def _send_error(self, client: _Client, status: int, text: str) -> None:
         """A short plain-text error from the router itself (502, 400, ...)."""
-        if client.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if client.responded or client.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         body = (text.rstrip("\n") + "\n").encode("utf-8", "replace")
         try:
@@ -538,28 +657,36 @@ class Route:
         if upstream is None:
             self._bad_gateway(client, None, "")
             return False
-        if _is_upgrade(request):
-            return await self._proxy_upgrade(client, request, upstream)
+        listed = _connection_tokens(request.headers)
+        if b"upgrade" in listed and any(name == b"upgrade" for name, _ in request.headers):
+            return await self._proxy_upgrade(client, request, upstream, listed)
         if client.conn.they_are_waiting_for_100_continue:
             # We read the whole body before asking the release, so say "go on" ourselves.
             client.send(h11.InformationalResponse(status_code=100, headers=[]))
         lease = upstream.lease()
         try:
-            return await self._exchange(client, request, upstream, lease)
+            return await self._exchange(client, request, upstream, lease, listed)
         finally:
             lease.release()
 
     async def _exchange(
-        self, client: _Client, request: h11.Request, upstream: Upstream, lease: _Lease
+        self,
+        client: _Client,
+        request: h11.Request,
+        upstream: Upstream,
+        lease: _Lease,
+        listed: Set[bytes],
     ) -> bool:
-        head = h11.Request(
-            method=request.method,
-            target=request.target,
-            headers=_request_headers(request, client.ip),
-        )
-        replay: Optional[List[bytes]] = [] if request.method in _IDEMPOTENT else None
+        headers = _request_headers(request, client.ip, listed)
+        chunked = any(name == b"transfer-encoding" for name, _ in headers)
+        method = request.method
+        head = _request_head(method, request.target, headers)
+        # h11 keeps an HTTP/1.1 client's connection open unless it said `Connection: close`,
+        # and never an HTTP/1.0 client's: the response written by hand does the same.
+        client_11 = request.http_version == b"1.1"
+        client_keep = client_11 and b"close" not in listed
+        replay: Optional[List[bytes]] = [] if method in _IDEMPOTENT else None
         replay_size = 0
-        trailers: List[Tuple[bytes, bytes]] = []
 
         reused = True
         uconn = upstream.take_idle()
@@ -571,20 +698,22 @@ class Route:
                 self._bad_gateway(client, upstream, _why(exc))
                 return False
         lease.attach(uconn.writer)
+        uconn.received = 0
         send_ok = True
         try:
-            uconn.send(head)
+            uconn.out.append(head)
             # Request body, streamed as it arrives (and kept for a retry while it is small).
             while True:
                 event = await client.next_event(flush_first=uconn)
                 if type(event) is h11.Data:
+                    wire = _chunk(event.data) if chunked else event.data
                     if replay is not None:
-                        replay.append(event.data)
-                        replay_size += len(event.data)
+                        replay.append(wire)
+                        replay_size += len(wire)
                         if replay_size > _MAX_REPLAY:
                             replay = None
                     if send_ok:
-                        uconn.send(event)
+                        uconn.out.append(wire)
                         if len(uconn.out) > 16:
                             uconn.flush()
                             try:
@@ -592,9 +721,14 @@ class Route:
                             except (ConnectionError, OSError):
                                 send_ok = False  # the release may still answer (e.g. 413)
                 elif type(event) is h11.EndOfMessage:
-                    trailers = list(event.headers)
+                    if chunked:
+                        trailers = [n + b": " + v + b"\r\n" for n, v in event.headers]
+                        wire = b"0\r\n" + b"".join(trailers) + b"\r\n"
+                        if replay is not None:
+                            replay.append(wire)
+                        if send_ok:
+                            uconn.out.append(wire)
                     if send_ok:
-                        uconn.send(event)
                         uconn.flush()
                     break
                 else:  # the client went away mid-request
@@ -607,7 +741,7 @@ class Route:
         retried = False
         while True:
             try:
-                return await self._relay_response(client, uconn, upstream)
+                keep = await self._relay_response(client, uconn, method, client_11, client_keep)
             except _UpstreamFailed as failure:
                 uconn.close()
                 if (
@@ -628,72 +762,192 @@ class Route:
                         self._bad_gateway(client, upstream, _why(exc))
                         return False
                     lease.attach(uconn.writer)
-                    uconn.send(head)
-                    for chunk in replay:
-                        uconn.send(h11.Data(data=chunk))
-                    uconn.send(h11.EndOfMessage(headers=trailers))
-                    uconn.flush()
+                    uconn.writer.write(b"".join([head, *replay]))
                     continue
                 if failure.started:
                     return False  # part of the response is already out: only closing is honest
                 self._bad_gateway(client, upstream, lease.cut_reason or failure.why)
                 return False
+            except BaseException:
+                uconn.close()  # the client went away (or we are cancelled) mid-response
+                raise
+            if uconn.keep and send_ok:
+                upstream.give_back(uconn)
+            else:
+                uconn.close()
+            return keep
 
     async def _relay_response(
-        self, client: _Client, uconn: _UpstreamConn, upstream: Upstream
+        self,
+        client: _Client,
+        uconn: _UpstreamConn,
+        method: bytes,
+        client_11: bool,
+        client_keep: bool,
     ) -> bool:
-        """Copy the release's response to the client. _UpstreamFailed(why, started) on failure."""
+        """Copy the release's response to the client; True if the client connection goes on.
+
+        Raises _UpstreamFailed(why, started) when the release fails before the response ended.
+        Sets `uconn.keep` when the release's connection can take another request.
+        """
+        reader = uconn.reader
+        uconn.keep = False
         started = False
-        while True:
+        buf = b""
+        pos = 0
+
+        async def more() -> bytes:
+            if client.writer.transport.get_write_buffer_size() > _HIGH_WATER:
+                await client.writer.drain()
             try:
-                event = uconn.conn.next_event()
-                if event is h11.NEED_DATA:
-                    client.flush()
-                    data = await uconn.reader.read(_READ)
-                    uconn.received += len(data)
-                    uconn.conn.receive_data(data)
-                    continue
+                data = await reader.read(_READ)
             except (ConnectionError, OSError) as exc:
                 raise _UpstreamFailed(_why(exc), started) from exc
-            except h11.RemoteProtocolError as exc:
-                why = "connection closed before a complete response"
-                if uconn.received and not started:
-                    why = f"invalid response: {exc}"
-                raise _UpstreamFailed(why, started) from exc
-            if type(event) is h11.Response:
-                started = True
-                if self.closing or event.http_version != b"1.1" or _has_hop_by_hop(event):
-                    headers = _response_headers(event)
-                    if self.closing:
-                        headers.append((b"connection", b"close"))
-                    event = h11.Response(
-                        status_code=event.status_code, headers=headers, reason=event.reason
-                    )
-                # Else forward the parsed response as it is (h11 re-frames it for this client
-                # without validating its headers a second time); h11 only writes HTTP/1.1.
-                client.send(event)
-            elif type(event) is h11.Data:
-                client.send(event)
-                if len(client.out) > 16:
-                    client.flush()
-                    await client.writer.drain()
-            elif type(event) is h11.EndOfMessage:
-                client.send(h11.EndOfMessage())
-                client.flush()
+            if not data:
+                raise _UpstreamFailed("connection closed before a complete response", started)
+            uconn.received += len(data)
+            return data
+
+        # The head, after any 1xx interim responses (the client did not ask for them).
+        while True:
+            end = _HEAD_END.search(buf, pos)
+            while end is None:
+                if len(buf) - pos > _MAX_HEAD:
+                    raise _UpstreamFailed("invalid response: head too large", False)
+                buf = buf[pos:] + await more()
+                pos = 0
+                end = _HEAD_END.search(buf)
+            try:
+                head = _ResponseHead(buf[pos : end.start()], method)
+            except _BadResponse as exc:
+                raise _UpstreamFailed(f"invalid response: {exc}", False) from exc
+            pos = end.end()
+            if head.status >= 200:
                 break
-            elif type(event) is h11.InformationalResponse:
-                continue  # 1xx from the release: the client did not ask for them
-            else:  # ConnectionClosed before the response ended
-                raise _UpstreamFailed("connection closed by the release", started)
-        if uconn.conn.our_state is h11.DONE and uconn.conn.their_state is h11.DONE:
-            uconn.conn.start_next_cycle()
-            upstream.give_back(uconn)
-        else:
-            uconn.close()
-        return True
+            if head.status == 101:
+                raise _UpstreamFailed("invalid response: 101 to a request without Upgrade", False)
+
+        framing = head.framing
+        keep = client_keep and not self.closing
+        chunk_out = False  # re-frame the body as chunks for the client
+        lines = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason)]
+        drop: Tuple[bytes, ...] = ()
+        if framing in (_CHUNKED, _UNTIL_CLOSE):
+            drop = (b"content-length", b"transfer-encoding")
+            if client_11:
+                chunk_out = True
+                lines.append(b"transfer-encoding: chunked\r\n")
+            else:
+                keep = False  # an HTTP/1.0 client reads the body until the connection closes
+        for lname, name, value in head.headers:
+            if lname in _HOP_BY_HOP or lname in drop:
+                continue
+            lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n" if keep else b"connection: close\r\n\r\n")
+        out: List[bytes] = client.out
+        out += lines
+        client.responded = started = True
+        write = client.writer.write
+        extra = False  # the release sent bytes past the end of its response
+
+        if framing == _NO_BODY:
+            extra = pos < len(buf)
+        elif framing == _LENGTH:
+            remaining = head.length
+            while True:
+                available = len(buf) - pos
+                if available:
+                    if available >= remaining:
+                        out.append(buf[pos : pos + remaining])
+                        extra = available > remaining
+                        break
+                    out.append(buf[pos:] if pos else buf)
+                    remaining -= available
+                write(b"".join(out))
+                out.clear()
+                buf = await more()
+                pos = 0
+        elif framing == _CHUNKED:
+            while True:
+                # chunk-size [; extensions] CRLF
+                eol = buf.find(b"\n", pos)
+                while eol < 0:
+                    if len(buf) - pos > 4096:
+                        raise _UpstreamFailed("invalid chunked body", True)
+                    if out:
+                        write(b"".join(out))
+                        out.clear()
+                    buf = buf[pos:] + await more()
+                    pos = 0
+                    eol = buf.find(b"\n")
+                size_line = _CHUNK_SIZE.fullmatch(buf, pos, eol)
+                if size_line is None:
+                    raise _UpstreamFailed("invalid chunked body", True)
+                size = int(size_line.group(1), 16)
+                pos = eol + 1
+                if size == 0:
+                    break
+                while size:
+                    if pos >= len(buf):
+                        if out:
+                            write(b"".join(out))
+                            out.clear()
+                        buf = await more()
+                        pos = 0
+                    piece = buf[pos : pos + size]
+                    pos += len(piece)
+                    size -= len(piece)
+                    out.append(_chunk(piece) if chunk_out else piece)
+                while len(buf) - pos < 2:
+                    if out:
+                        write(b"".join(out))
+                        out.clear()
+                    buf = buf[pos:] + await more()
+                    pos = 0
+                if buf[pos : pos + 2] != b"\r\n":
+                    raise _UpstreamFailed("invalid chunked body", True)
+                pos += 2
+            # Trailer fields (not forwarded), up to the empty line.
+            while True:
+                eol = buf.find(b"\n", pos)
+                while eol < 0:
+                    if len(buf) - pos > _MAX_HEAD:
+                        raise _UpstreamFailed("invalid chunked body", True)
+                    buf = buf[pos:] + await more()
+                    pos = 0
+                    eol = buf.find(b"\n")
+                line = buf[pos:eol]
+                pos = eol + 1
+                if line in (b"", b"\r"):
+                    break
+            if chunk_out:
+                out.append(b"0\r\n\r\n")
+            extra = pos < len(buf)
+        else:  # _UNTIL_CLOSE: the body ends when the release closes the connection
+            if pos < len(buf):
+                piece = buf[pos:]
+                out.append(_chunk(piece) if chunk_out else piece)
+            while True:
+                write(b"".join(out))
+                out.clear()
+                if client.writer.transport.get_write_buffer_size() > _HIGH_WATER:
+                    await client.writer.drain()
+                try:
+                    data = await reader.read(_READ)
+                except (ConnectionError, OSError) as exc:
+                    raise _UpstreamFailed(_why(exc), True) from exc
+                if not data:
+                    break
+                out.append(_chunk(data) if chunk_out else data)
+            if chunk_out:
+                out.append(b"0\r\n\r\n")
+        write(b"".join(out))
+        out.clear()
+        uconn.keep = head.keep_alive and not extra
+        return keep
 
     async def _proxy_upgrade(
-        self, client: _Client, request: h11.Request, upstream: Upstream
+        self, client: _Client, request: h11.Request, upstream: Upstream, listed: Set[bytes]
     ) -> bool:
         """Forward an `Upgrade:` request; on 101 the connection becomes a byte pipe."""
         lease = upstream.lease()
@@ -705,30 +959,38 @@ class Route:
                 return False
             lease.attach(uconn.writer)
             lease.attach(client.writer)
-            uconn.send(
+            # The rare path: h11 on the release's side too.
+            hconn = h11.Connection(h11.CLIENT)
+
+            def send(event: h11.Event) -> None:
+                data = hconn.send(event)
+                if data:
+                    uconn.out.append(data)
+
+            send(
                 h11.Request(
                     method=request.method,
                     target=request.target,
-                    headers=_request_headers(request, client.ip, upgrade=True),
+                    headers=_request_headers(request, client.ip, listed, upgrade=True),
                 )
             )
             while True:
                 event = await client.next_event(flush_first=uconn)
                 if type(event) is h11.Data:
-                    uconn.send(event)
+                    send(event)
                 elif type(event) is h11.EndOfMessage:
-                    uconn.send(event)
+                    send(event)
                     uconn.flush()
                     break
                 else:
                     uconn.close()
                     return False
             while True:
-                event = uconn.conn.next_event()
+                event = hconn.next_event()
                 if event is h11.NEED_DATA:
                     client.flush()
                     data = await uconn.reader.read(_READ)
-                    uconn.conn.receive_data(data)
+                    hconn.receive_data(data)
                     continue
                 if type(event) is h11.InformationalResponse and event.status_code == 101:
                     client.send(
@@ -739,7 +1001,7 @@ class Route:
                     client.flush()
                     # Bytes either side sent right after the handshake, already buffered by h11.
                     client_rest = client.conn.trailing_data[0]
-                    upstream_rest = uconn.conn.trailing_data[0]
+                    upstream_rest = hconn.trailing_data[0]
                     if upstream_rest:
                         client.writer.write(upstream_rest)
                     if client_rest:
@@ -759,10 +1021,10 @@ class Route:
                         )
                     )
                     while True:
-                        event = uconn.conn.next_event()
+                        event = hconn.next_event()
                         if event is h11.NEED_DATA:
                             client.flush()
-                            uconn.conn.receive_data(await uconn.reader.read(_READ))
+                            hconn.receive_data(await uconn.reader.read(_READ))
                         elif type(event) is h11.Data:
                             client.send(event)
                         elif type(event) is h11.EndOfMessage:
