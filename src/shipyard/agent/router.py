@@ -174,7 +174,7 @@ class Upstream:
 class _Client:
     """The router's side of one client connection: reader, writer, h11 server state."""
 
-    __slots__ = ("conn", "ip", "out", "reader", "responded", "writer")
+    __slots__ = ("conn", "empty", "idle_since", "ip", "out", "reader", "responded", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -184,6 +184,8 @@ class _Client:
         # Part of a response went out by hand (not through h11, which still thinks it is ours
         # to send): nothing else may be written for this request.
         self.responded = False
+        self.empty = False  # h11 holds no received byte: no need to ask it before reading
+        self.idle_since: Optional[float] = None  # waiting for a request since (loop time)
         peer = writer.get_extra_info("peername")
         self.ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
 
@@ -196,6 +198,7 @@ class _Client:
         data, closed = self.conn.trailing_data
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
         self.responded = False
+        self.empty = not data and not closed
         if data:
             self.conn.receive_data(data)
         if closed:
@@ -212,6 +215,10 @@ class _Client:
             self.out.clear()
 
     async def next_event(self, flush_first: Optional[_UpstreamConn] = None) -> H11Event:
+        if self.empty:
+            self.empty = False
+            self.flush()
+            self.conn.receive_data(await self.reader.read(_READ))
         while True:
             event = self.conn.next_event()
             if event is not h11.NEED_DATA:
@@ -245,6 +252,7 @@ def _request_headers(
     listed: Optional[Set[bytes]] = None,
     *,
     upgrade: bool = False,
+    raw: Optional[List[Tuple[bytes, bytes]]] = None,
 ) -> List[Tuple[bytes, bytes]]:
     """The request's headers as the release should see them.
 
@@ -253,15 +261,17 @@ def _request_headers(
     when Transfer-Encoding is present it wins and Content-Length is dropped (RFC 9112 §6.3),
     so the release cannot frame the body differently from h11.
     """
+    if raw is None:
+        raw = list(request.headers)
     if listed is None:
-        listed = _connection_tokens(request.headers)
+        listed = _connection_tokens(raw)
     out: List[Tuple[bytes, bytes]] = []
     forwarded_for: Optional[bytes] = None
     has_proto = False
     has_host = False
     chunked = False
     content_length = False
-    for name, value in request.headers:
+    for name, value in raw:
         if name in _HOP_BY_HOP or name in listed:
             if upgrade and name in (b"connection", b"upgrade"):
                 out.append((name, value))
@@ -305,7 +315,7 @@ def _chunk(data: bytes) -> bytes:
 
 # Response framing from the release (RFC 9112 §6.3).
 _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
-_HEAD_END = re.compile(rb"\n\r?\n")
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
 _STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
 _HEADER_LINE = re.compile(
     rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*"
@@ -313,6 +323,7 @@ _HEADER_LINE = re.compile(
 )
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[\t\x20-\x7e\x80-\xff]*)?\r")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 
 
 class _BadResponse(Exception):
@@ -320,44 +331,52 @@ class _BadResponse(Exception):
 
 
 class _ResponseHead:
-    """A release's response head, parsed strictly; `framing` says how its body ends."""
+    """A release's response head, parsed strictly; `framing` says how its body ends.
 
-    __slots__ = ("framing", "headers", "keep_alive", "length", "reason", "status", "te")
+    `lines` are the header lines to forward, `(lowercase name, line)`: hop-by-hop headers and
+    those the release listed in Connection are left out.
+    """
+
+    __slots__ = ("framing", "keep_alive", "length", "lines", "reason", "status")
 
     def __init__(self, block: bytes, method: bytes) -> None:
+        if b"\r" in block:
+            block = block.replace(b"\r\n", b"\n")  # a lone CR is left to fail the patterns
         lines = block.split(b"\n")
-        match = _STATUS_LINE.fullmatch(lines[0].rstrip(b"\r"))
+        match = _STATUS_LINE.fullmatch(lines[0])
         if match is None:
             raise _BadResponse("bad status line")
-        version_11 = match.group(1) == b"1" and match.group(2) != b"0"
-        self.status = int(match.group(3))
-        self.reason = match.group(4) or b""
-        # (lowercase name, name, value) in order
-        headers: List[Tuple[bytes, bytes, bytes]] = []
+        major, minor, status, reason = match.groups()
+        self.status = int(status)
+        self.reason = reason or b""
+        headers: List[Tuple[bytes, bytes]] = []
         lengths: Set[bytes] = set()
         codings: List[bytes] = []
         tokens: Set[bytes] = set()
-        for raw in lines[1:]:
-            line = raw.rstrip(b"\r")
-            if line[:1] in (b" ", b"\t") and headers:  # obsolete line folding
-                lname, name, value = headers[-1]
-                value = (value + b" " + line.strip(b" \t")).strip(b" ")
-                line = name + b": " + value
-                del headers[-1]
+        for line in lines[1:]:
             header = _HEADER_LINE.fullmatch(line)
             if header is None:
-                raise _BadResponse(f"bad header line {line[:80]!r}")
-            name, value = header.group(1), header.group(2)
+                if line[:1] not in (b" ", b"\t") or not headers:
+                    raise _BadResponse(f"bad header line {line[:80]!r}")
+                # Obsolete line folding: the value goes on, after one space.
+                previous = headers.pop()[1]
+                line = previous.rstrip(b" \t") + b" " + line.strip(b" \t")
+                header = _HEADER_LINE.fullmatch(line)
+                if header is None:
+                    raise _BadResponse(f"bad header line {line[:80]!r}")
+            name, value = header.groups()
             lname = name.lower()
-            if lname == b"content-length":
-                lengths.update(v.strip() for v in value.split(b","))
-            elif lname == b"transfer-encoding":
-                codings += (v.strip().lower() for v in value.split(b",") if v.strip())
-            elif lname == b"connection":
-                tokens.update(v.strip().lower() for v in value.split(b","))
-            headers.append((lname, name, value))
-        self.headers = headers
-        self.te = bool(codings)
+            if lname in _FRAMING_HEADERS:
+                if lname == b"content-length":
+                    lengths.update(v.strip() for v in value.split(b","))
+                elif lname == b"transfer-encoding":
+                    codings += (v.strip().lower() for v in value.split(b",") if v.strip())
+                else:
+                    tokens.update(v.strip().lower() for v in value.split(b","))
+                    continue
+            elif lname in _HOP_BY_HOP:
+                continue
+            headers.append((lname, line))
         self.length = 0
         if codings:
             if codings != [b"chunked"]:
@@ -374,11 +393,15 @@ class _ResponseHead:
         no_body = method == b"HEAD" or self.status in (204, 304) or self.status < 200
         if no_body or (self.framing == _LENGTH and self.length == 0):
             self.framing = _NO_BODY
-        self.keep_alive = version_11 and b"close" not in tokens and self.framing != _UNTIL_CLOSE
-        tokens.discard(b"close")
-        tokens.discard(b"keep-alive")
+        self.keep_alive = (
+            major == b"1"
+            and minor != b"0"
+            and b"close" not in tokens
+            and self.framing != _UNTIL_CLOSE
+        )
         if tokens:  # headers the release listed in Connection are hop-by-hop too
-            self.headers = [h for h in headers if h[0] not in tokens]
+            headers = [h for h in headers if h[0] not in tokens]
+        self.lines = headers
 
 
 def _response_headers(
@@ -584,15 +607,29 @@ class Route:
         _no_delay(writer)
         client = _Client(reader, writer)
         loop = asyncio.get_running_loop()
+
+        # Between requests only: an idle keep-alive connection is closed after a while. One
+        # timer per connection, pushed back when it finds the connection busy or recently so.
+        def check_idle() -> None:
+            since = client.idle_since
+            left = _CLIENT_IDLE_TIMEOUT
+            if since is not None:
+                left = since + _CLIENT_IDLE_TIMEOUT - loop.time()
+            if left <= 0:
+                writer.transport.abort()
+            else:
+                timer[0] = loop.call_later(left, check_idle)
+
+        timer = [loop.call_later(_CLIENT_IDLE_TIMEOUT, check_idle)]
         try:
+            first = True
             while True:
-                # Between requests only: an idle keep-alive connection is closed after a while.
-                timer = loop.call_later(_CLIENT_IDLE_TIMEOUT, writer.transport.abort)
-                try:
-                    event = await client.next_event()
-                finally:
-                    timer.cancel()
-                self.fresh.discard(writer)
+                client.idle_since = loop.time()
+                event = await client.next_event()
+                client.idle_since = None
+                if first:
+                    self.fresh.discard(writer)
+                    first = False
                 if type(event) is not h11.Request:
                     break  # ConnectionClosed (or garbage h11 already refused)
                 self.stats["requests"] += 1
@@ -611,6 +648,7 @@ class Route:
         except (ConnectionError, OSError, h11.LocalProtocolError, asyncio.IncompleteReadError):
             pass
         finally:
+            timer[0].cancel()
             self.clients.discard(writer)
             self.fresh.discard(writer)
             with contextlib.suppress(ConnectionError, OSError):
@@ -657,15 +695,16 @@ class Route:
         if upstream is None:
             self._bad_gateway(client, None, "")
             return False
-        listed = _connection_tokens(request.headers)
-        if b"upgrade" in listed and any(name == b"upgrade" for name, _ in request.headers):
+        raw = list(request.headers)  # h11's Headers is a Sequence: iterating it is slow
+        listed = _connection_tokens(raw)
+        if b"upgrade" in listed and any(name == b"upgrade" for name, _ in raw):
             return await self._proxy_upgrade(client, request, upstream, listed)
         if client.conn.they_are_waiting_for_100_continue:
             # We read the whole body before asking the release, so say "go on" ourselves.
             client.send(h11.InformationalResponse(status_code=100, headers=[]))
         lease = upstream.lease()
         try:
-            return await self._exchange(client, request, upstream, lease, listed)
+            return await self._exchange(client, request, upstream, lease, listed, raw)
         finally:
             lease.release()
 
@@ -676,8 +715,9 @@ class Route:
         upstream: Upstream,
         lease: _Lease,
         listed: Set[bytes],
+        raw: List[Tuple[bytes, bytes]],
     ) -> bool:
-        headers = _request_headers(request, client.ip, listed)
+        headers = _request_headers(request, client.ip, listed, raw=raw)
         chunked = any(name == b"transfer-encoding" for name, _ in headers)
         method = request.method
         head = _request_head(method, request.target, headers)
@@ -839,10 +879,9 @@ class Route:
                 lines.append(b"transfer-encoding: chunked\r\n")
             else:
                 keep = False  # an HTTP/1.0 client reads the body until the connection closes
-        for lname, name, value in head.headers:
-            if lname in _HOP_BY_HOP or lname in drop:
-                continue
-            lines += (name, b": ", value, b"\r\n")
+        for lname, line in head.lines:
+            if lname not in drop:
+                lines += (line, b"\r\n")
         lines.append(b"\r\n" if keep else b"connection: close\r\n\r\n")
         out: List[bytes] = client.out
         out += lines
