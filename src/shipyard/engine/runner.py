@@ -504,15 +504,7 @@ class Deployment:
         self.digests[name] = digest
         self.component_record(name, status="building", artifact=digest, started_at=_now())
         if ctx.artifacts.has(name, digest):
-            self.journal(
-                "build",
-                step=step.id,
-                component=name,
-                status="reused",
-                message=f"artifact {digest[:12]} already built",
-                data={"digest": digest},
-            )
-            self.component_record(name, status="built")
+            self._built(step, name, digest, "reused", "already built")
             return
         export = await self._export()
         build_dir = export / self.ctx.project_prefix / comp.path
@@ -544,12 +536,15 @@ class Deployment:
                 dirty=self.options.dirty,
             )
         )
+        self._built(step, name, digest, "built", f"({size} bytes)")
+
+    def _built(self, step: Step, name: str, digest: str, how: str, note: str) -> None:
         self.journal(
             "build",
             step=step.id,
             component=name,
-            status="built",
-            message=f"artifact {digest[:12]} ({size} bytes)",
+            status=how,
+            message=f"artifact {digest[:12]} {note}",
             data={"digest": digest},
         )
         self.component_record(name, status="built")
