@@ -280,7 +280,12 @@ FRAMING_APP = r"""
 import os, socket, threading
 BIG = bytes(range(256)) * 12288  # 3 MiB
 
-def answer(method, path):
+def answer(method, path, head, body):
+    if path == "/request":  # what the release received, head and body
+        request = head + b"\r\n\r\n" + body
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(request) + request, False
+    if path == "/lf":  # bare LF line ends and an obsolete folded header line
+        return b"HTTP/1.1 200 OK\nContent-Length: 2\nX-Folded: a\n  b\n\nok", False
     if path == "/chunked":
         body = b"6\r\nhello \r\n8;ext=1\r\nchunked \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n"
         return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body, False
@@ -318,7 +323,13 @@ def serve(conn):
                 buf += data
             head, buf = buf.split(b"\r\n\r\n", 1)
             method, path = head.split(b" ")[:2]
-            response, close = answer(method.decode(), path.decode())
+            body = b""
+            if b"transfer-encoding: chunked" in head.lower():  # enough for the tests' bodies
+                while b"0\r\n\r\n" not in buf:
+                    buf += conn.recv(65536)
+                body, buf = buf.split(b"0\r\n\r\n", 1)
+                body += b"0\r\n\r\n"
+            response, close = answer(method.decode(), path.decode(), head, body)
             conn.sendall(response)
             if close:
                 return
@@ -354,6 +365,7 @@ def test_response_framing_from_the_release(agent: AgentHarness, tmp_path: Path) 
         ("/204", 204, b""),
         ("/304", 304, b""),
         ("/continue", 200, b"ok"),
+        ("/lf", 200, b"ok"),
         ("/close", 200, b"until close"),  # re-framed as chunked: the client stays connected
         ("/close10", 200, b"http/1.0 body"),
         ("/", 200, b"plain"),
@@ -375,6 +387,8 @@ def test_response_framing_from_the_release(agent: AgentHarness, tmp_path: Path) 
     assert response.getheader("x-trailer") is None and data == b"hello chunked world"
     response, data = get("/204")
     assert response.getheader("x-kind") == "none" and response.getheader("content-length") is None
+    response, data = get("/lf")
+    assert response.getheader("x-folded") == "a b" and data == b"ok"
     # An invalid response is a 502 that says why, and not reused.
     response, data = get("/bad")
     assert response.status == 502 and b"invalid response" in data
@@ -390,6 +404,20 @@ def test_response_framing_from_the_release(agent: AgentHarness, tmp_path: Path) 
         head, _, rest = data.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
         assert rest == body
+
+    # Content-Length next to Transfer-Encoding: chunked wins nothing (RFC 9112 §6.3): the
+    # release sees the chunked body and no Content-Length, so it cannot frame it differently.
+    with socket.create_connection(("127.0.0.1", public), timeout=5) as raw:
+        raw.sendall(
+            b"POST /request HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
+        data = b""
+        while chunk := raw.recv(65536):
+            data += chunk
+    seen = data.partition(b"\r\n\r\n")[2].lower()
+    assert b"transfer-encoding: chunked" in seen and b"content-length" not in seen
+    assert seen.endswith(b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
 
     # Pipelined requests on one connection are answered in order.
     with socket.create_connection(("127.0.0.1", public), timeout=5) as raw:
