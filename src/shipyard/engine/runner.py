@@ -154,7 +154,11 @@ class Deployment:
         self.snapshot: dict[str, SnapshotEntry] = {}
         self.export_dir: Path | None = None
         self._export_lock = asyncio.Lock()
+        # Commands (build, test, migrate) and host operations (unpack a release, start or stop a
+        # process) have separate limits, so one level's releases and starts never queue behind
+        # the next level's builds.
         self._slots = asyncio.Semaphore(ctx.config.project.max_parallel)
+        self._host_slots = asyncio.Semaphore(ctx.config.project.max_parallel)
         self._records: dict[str, ComponentRecord] = {}
         self._files_cache: dict[str, str] | None = None
         self._files_lock = threading.Lock()
@@ -330,14 +334,19 @@ class Deployment:
         # `activate` takes a slot only for starting its process (in `_step_activate`): waiting
         # for a release to become healthy is not work, and holding a slot for the whole health
         # window (`stable_for`, default 1 s) kept the next level's builds waiting.
-        parallel = step.kind in ("build", "test", "release", "migrate")
+        slots = {
+            "build": self._slots,
+            "test": self._slots,
+            "migrate": self._slots,
+            "release": self._host_slots,
+        }.get(step.kind)
         started = self.ctx.monotonic()
         deadline = self.step_deadline(step)
         self.journal("step", step=step.id, component=step.component, status="running")
         try:
             try:
-                if parallel:
-                    async with self._slots:
+                if slots is not None:
+                    async with slots:
                         await asyncio.wait_for(handler(step), deadline)
                 else:
                     await asyncio.wait_for(handler(step), deadline)
@@ -660,7 +669,7 @@ class Deployment:
         if self.plan.kind == "rollback":
             env["SHIPYARD_COMMIT"] = _commit_of_release(self.ctx.store, self.plan, name)
         self.component_record(name, status="starting", release=release)
-        async with self._slots:
+        async with self._host_slots:
             running = await _settled(
                 self.ctx.target.start, name, release, comp.start, env, comp.stop_timeout
             )
@@ -733,7 +742,7 @@ class Deployment:
             previous = self.snapshot.get(name)
             new = self.plan.releases.get(name, self.release)
             if previous and previous.release and previous.release != new:
-                async with self._slots:
+                async with self._host_slots:
                     await _settled(ctx.target.stop, name, previous.release)
 
         await asyncio.gather(*(retire(name) for name in self.plan.components))
