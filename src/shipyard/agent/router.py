@@ -1,8 +1,15 @@
 """The router: one listener per public port, forwarding to the routed release's private port.
 
-HTTP mode is an HTTP/1.1 reverse proxy on h11 (both directions are parsed by h11, never by hand,
-so framing is decided by one strict parser: no request smuggling through the proxy). The
-upstream is chosen per request, so a switch applies to the next request, even on a client's
+HTTP mode is an HTTP/1.1 reverse proxy. Clients' requests are parsed by h11 only (one strict
+parser decides their framing: no request smuggling through the proxy); the request is written
+to the release from h11's events, with Content-Length dropped when Transfer-Encoding is there.
+The release's response (our own process, not a client) is read by a small strict parser here
+instead of h11, which was most of the router's CPU per request: status line and header fields
+are checked against the RFC 9110 grammar, and the body is framed by no-body status/HEAD,
+Transfer-Encoding: chunked, Content-Length, or the end of the connection, in that order (RFC
+9112 §6.3). It is re-framed for the client as h11 would: as is, or chunked for an HTTP/1.1
+client when it had no length, or close-delimited for an HTTP/1.0 one.
+The upstream is chosen per request, so a switch applies to the next request, even on a client's
 existing keep-alive connection. Requests in flight on the previous release hold a lease on its
 upstream; the previous release drains until its leases are gone (or drain_timeout cuts them).
 
