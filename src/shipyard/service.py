@@ -258,7 +258,6 @@ class Shipyard:
         head = self.repo.resolve("HEAD")
         options = DeployOptions(
             rollback=rollback,
-            allow_dirty=allow_dirty,
             allow_destructive=allow_destructive,
             allow_irreversible=allow_irreversible,
             dirty=bool(dirty) and plan.commit == head,

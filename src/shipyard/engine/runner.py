@@ -88,7 +88,6 @@ class DeployOptions:
     """Flags of one deployment."""
 
     rollback: bool = True
-    allow_dirty: bool = False
     allow_destructive: bool = False
     allow_irreversible: bool = False
     dirty: bool = False
