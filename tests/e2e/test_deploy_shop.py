@@ -53,6 +53,7 @@ def test_deploy_fail_rollback_cycle(shop: Path, run_cli: RunCli) -> None:
     assert status == 200 and json.loads(products)
     admin_page = get(ports(shop)["admin"])[1]
     assert v1_release in admin_page
+    assert get(ports(shop)["marketing"], "/.env")[0] == 404  # the release's env file stays private
 
     # A v2 whose admin never becomes healthy: everything stays on v1.
     app = shop / "admin" / "app.py"

@@ -50,7 +50,12 @@ def test_secret_values_are_redacted_everywhere(shop: Path, run_cli: RunCli) -> N
     artifacts = b"".join(
         f.read_bytes() for f in (shop / ".shipyard" / "artifacts").rglob("*") if f.is_file()
     )
+    agent_state = b"".join(
+        f.read_bytes() for f in (shop / ".shipyard").rglob("state.json") if f.is_file()
+    )
+    assert agent_state  # the agent kept its state: and only env file paths, not values
     for value in values:
+        assert value.encode() not in agent_state
         for text_out in outputs:
             assert value not in text_out
         assert value.encode() not in stored

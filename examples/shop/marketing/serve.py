@@ -58,7 +58,9 @@ class Handler(SimpleHTTPRequestHandler):
             }
             self.send(HTTPStatus.OK, json.dumps(payload).encode(), "application/json", head)
             return
-        if path.endswith(".py") or "__pycache__" in path:
+        # Never serve code or dotfiles: the release folder holds shipyard's .env (mode 0600).
+        hidden = any(part.startswith(".") for part in path.split("/") if part)
+        if hidden or path.endswith(".py") or "__pycache__" in path:
             self.send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain", head)
             return
         file = Path(self.translate_path(self.path))

@@ -153,9 +153,14 @@ class AgentClient:
         command: Optional[str] = None,
         argv: Optional[Sequence[str]] = None,
         env: Optional[Dict[str, str]] = None,
+        env_file: Optional[str] = None,
         stop_timeout: float = 10.0,
     ) -> Dict[str, Any]:
-        """Start a release; returns its release info (pid, port, state, log_path, ...)."""
+        """Start a release; returns its release info (pid, port, state, log_path, ...).
+
+        `env_file` (relative to cwd) is read at every spawn; only its path is kept by the agent.
+        """
+        extra: Dict[str, Any] = {} if env_file is None else {"env_file": env_file}
         result: Dict[str, Any] = self.request(
             "start",
             component=component,
@@ -165,6 +170,7 @@ class AgentClient:
             argv=list(argv) if argv is not None else None,
             env=dict(env or {}),
             stop_timeout=stop_timeout,
+            **extra,
         )
         return result
 

@@ -390,6 +390,7 @@ class Agent:
         command = args.opt_text("command")
         argv = args.opt_str_list("argv")
         env = args.str_dict("env")
+        env_file = args.opt_text("env_file")
         stop_timeout = args.seconds("stop_timeout", 10.0)
         args.finish()
         if (command is None) == (argv is None):
@@ -404,6 +405,7 @@ class Agent:
             command=command,
             argv=argv,
             env=env,
+            env_file=env_file,
             stop_timeout=stop_timeout,
         )
         await self.persist()

@@ -45,16 +45,19 @@ ping {}
         agent's code was loaded from)}
 
 start {component, release, cwd, command?: str, argv?: [str], env?: {str: str} = {},
-       stop_timeout?: float = 10}
+       env_file?: str, stop_timeout?: float = 10}
     Exactly one of `command` (run by /bin/sh -c) and `argv` (exec'd directly; argv[0] looked up
     on the release PATH). `cwd` is resolved (symlinks followed); a relative cwd is taken under the
     agent root. The process runs in its own session/process group with stdin /dev/null and
     stdout+stderr appended to log_path. Its environment: PATH, HOME, USER, LOGNAME, SHELL, LANG,
-    LANGUAGE, TZ, TMPDIR and LC_* from the agent, then `env`, then PORT (always the agent's
-    choice). A stopped or crashed release may be started again (it gets a new port).
+    LANGUAGE, TZ, TMPDIR and LC_* from the agent, then the `env_file` (a path relative to cwd,
+    read at every spawn, lines KEY=value where a value starting with '"' is a JSON string), then
+    `env`, then PORT (always the agent's choice). Only the env_file's path is saved in
+    state.json, so secrets kept in that file (mode 0600) are not copied anywhere. A stopped or
+    crashed release may be started again (it gets a new port).
     -> release info
-    errors: cwd_missing, command_not_found (argv[0] missing or not executable, or the shell
-            exited 126/127 within 0.25 s), already_running, bad_args
+    errors: cwd_missing, env_file_unreadable, command_not_found (argv[0] missing or not
+            executable, or the shell exited 126/127 within 0.25 s), already_running, bad_args
 
 stop {component, release, timeout?: float (default: the release's stop_timeout), force?: bool}
     SIGTERM to the process group, SIGKILL after `timeout`. Refused while the release is the

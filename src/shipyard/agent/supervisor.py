@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -37,6 +38,32 @@ __all__ = [
 # release's `env`: the agent may have been started from a shell holding other environments'
 # secrets, and a release must run the same whether the agent came from a shell or from systemd.
 ALLOWED_BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR")
+
+
+def read_env_file(path: str) -> Dict[str, str]:
+    """KEY=value lines of a release's env file; a value starting with '"' is a JSON string."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise AgentRequestError(
+            "env_file_unreadable",
+            f"cannot read the env file {path!r}: {exc.strerror}",
+            "redeploy the release (its .env is written when it starts)",
+        ) from None
+    values: Dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip() or key.lstrip().startswith("#"):
+            continue
+        if value.startswith('"'):
+            try:
+                decoded = json.loads(value)
+            except ValueError:
+                decoded = value
+            value = decoded if isinstance(decoded, str) else value
+        values[key.strip()] = value
+    return values
 
 
 def base_environment(environ: Optional[Dict[str, str]] = None) -> Dict[str, str]:
@@ -166,6 +193,7 @@ class Release:
         stop_timeout: float,
         port: int,
         log_path: Path,
+        env_file: Optional[str] = None,
     ) -> None:
         self.component = component
         self.release = release
@@ -173,6 +201,7 @@ class Release:
         self.command = command
         self.argv = argv
         self.env = env
+        self.env_file = env_file
         self.stop_timeout = stop_timeout
         self.port = port
         self.log_path = log_path
@@ -238,6 +267,7 @@ class Release:
             "command": self.command,
             "argv": self.argv,
             "env": self.env,
+            "env_file": self.env_file,
             "stop_timeout": self.stop_timeout,
             "port": self.port,
             "log_path": str(self.log_path),
@@ -268,6 +298,7 @@ class Release:
             stop_timeout=float(data.get("stop_timeout", 10.0)),
             port=int(data["port"]),
             log_path=Path(data["log_path"]),
+            env_file=data.get("env_file"),
         )
         rel.desired = str(data.get("desired", "stopped"))
         rel.state = str(data.get("state", "stopped"))
@@ -365,6 +396,7 @@ class Supervisor:
         argv: Optional[List[str]],
         env: Dict[str, str],
         stop_timeout: float,
+        env_file: Optional[str] = None,
     ) -> Release:
         """Spawn a new release (or start a stopped one again) and return it."""
         existing = self.releases.get((component, release))
@@ -391,6 +423,7 @@ class Supervisor:
             stop_timeout,
             port,
             self.paths.release_log(component, release),
+            env_file,
         )
         if existing is not None:
             rel.created_at = existing.created_at
@@ -415,6 +448,8 @@ class Supervisor:
 
     def _spawn(self, rel: Release) -> None:
         env = dict(self.base_env)
+        if rel.env_file is not None:
+            env.update(read_env_file(os.path.join(rel.cwd, rel.env_file)))
         env.update(rel.env)
         env["PORT"] = str(rel.port)  # the agent's choice wins over whatever env said
         args = ["/bin/sh", "-c", rel.command] if rel.command is not None else list(rel.argv or [])

@@ -12,6 +12,7 @@ Agent errors are translated into shipyard errors here, at the boundary.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -95,11 +96,7 @@ class LocalTarget:
         link = staging / "shared"
         if not link.exists() and not link.is_symlink():
             link.symlink_to(shared)
-        env_file = staging / ENV_FILE
-        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for key, value in sorted(env.items()):
-                handle.write(f"{key}={_quote(value)}\n")
+        _write_env_file(staging / ENV_FILE, env)
         os.replace(staging, final)
 
     def current(self, component: str) -> str | None:
@@ -151,13 +148,16 @@ class LocalTarget:
         existing = self.running().get((component, release))
         if existing is not None and existing.state not in ("stopped", "crashed"):
             return existing
+        # Every value (secrets too) goes to the release's .env (0600), which the agent reads at
+        # each spawn; the agent itself keeps only the file's path, never the values.
+        _write_env_file(self.release_dir(component, release) / ENV_FILE, env)
         with _agent_errors(f"cannot start {component} release {release}"):
             info = self.agent.start_release(
                 component,
                 release,
                 str(self.release_dir(component, release)),
                 command=command,
-                env=dict(env),
+                env_file=ENV_FILE,
                 stop_timeout=stop_timeout,
             )
         return _running(info)
@@ -312,10 +312,14 @@ def _database_url(component: str, spec: Migrations, env: Mapping[str, str]) -> s
     return url
 
 
-def _quote(value: str) -> str:
-    if value and all(c.isalnum() or c in "_-.:/@+=,%" for c in value):
-        return value
-    return "'" + value.replace("'", "'\"'\"'") + "'"
+def _write_env_file(path: Path, env: Mapping[str, str]) -> None:
+    """KEY=value lines, values as JSON strings (the agent's format), mode 0600 from the start."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        for key, value in sorted(env.items()):
+            handle.write(f"{key}={json.dumps(value)}\n")
+    os.replace(tmp, path)
 
 
 def _running(info: Mapping[str, Any]) -> RunningRelease:
