@@ -272,54 +272,60 @@ class Shipyard:
     ) -> DeploymentView:
         """Back to the previous good deployment (or the one named), as a new deployment."""
         env = self.environment(env_name)
-        history = [
-            d for d in self.store.list_deployments(env.name, limit=200) if d.status == "succeeded"
-        ]
+        good = self._good_deployments(env.name)  # newest first, with what each left active
         if to is not None:
-            target = self.store.get_deployment(to)
-            if target is None or target.environment != env.name:
+            wanted = self.store.get_deployment(to)
+            if wanted is None or wanted.environment != env.name:
                 raise UsageError(
                     f"no deployment {to!r} in environment {env.name!r}",
                     hint=f"`shipyard history --env {env.name}` lists them",
                 )
-            if target.status != "succeeded":
+            if wanted.status != "succeeded":
                 raise UsageError(
-                    f"deployment {target.id} did not succeed ({target.status}); "
+                    f"deployment {wanted.id} did not succeed ({wanted.status}); "
                     "only a good deployment can be rolled back to"
                 )
+            found = next(((d, r) for d, r in good if d.id == wanted.id), None)
+            if found is None:
+                raise UsageError(f"deployment {wanted.id} is older than the history kept here")
+            target, releases = found
         else:
             # The newest good deployment whose releases differ from what is active now.
-            active = self._active_releases_of(history[0]) if history else {}
-            earlier = [d for d in history[1:] if self._active_releases_of(d) != active]
+            active = good[0][1] if good else {}
+            earlier = [(d, r) for d, r in good[1:] if r != active]
             if not earlier:
                 raise UsageError(
                     f"environment {env.name!r} has no earlier good deployment to roll back to",
                     hint="`shipyard history` shows what ran",
                 )
-            target = earlier[0]
-        releases = self._active_releases_of(target)
-        current = history[0] if history else None
+            target, releases = earlier[0]
         plan = plan_rollback(
             self.config,
             env.name,
             commit=target.commit or "",
             releases=releases,
             rollback_to=target.id,
-            current_commit=current.commit if current else None,
+            current_commit=good[0][0].commit if good else None,
         )
         ctx = self._context(env)
         record = asyncio.run(Deployment(ctx, plan, DeployOptions(wait_lock=wait_lock)).run())
         return self.view(record)
 
-    def _active_releases_of(self, deployment: DeploymentRecord) -> dict[str, str]:
-        """Every component's release as it was right after `deployment` succeeded."""
-        releases: dict[str, str] = {}
-        for d in reversed(self.store.list_deployments(deployment.environment, limit=500)):
-            if d.status == "succeeded" and d.id <= deployment.id:
-                for c in self.store.components(d.id):
-                    if c.release:
-                        releases[c.component] = c.release
-        return {k: v for k, v in releases.items() if k in self.config.components}
+    def _good_deployments(
+        self, environment: str, limit: int = 500
+    ) -> list[tuple[DeploymentRecord, dict[str, str]]]:
+        """Succeeded deployments, newest first, each with every component's release right after
+        it (a partial deployment leaves the others where they were). One pass over history."""
+        active: dict[str, str] = {}
+        result = []
+        for d in reversed(self.store.list_deployments(environment, limit=limit)):
+            if d.status != "succeeded":
+                continue
+            for c in self.store.components(d.id):
+                if c.release and c.component in self.config.components:
+                    active[c.component] = c.release
+            result.append((d, dict(active)))
+        return result[::-1]
 
     # --- reading state --------------------------------------------------------------------
 

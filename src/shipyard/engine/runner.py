@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -590,12 +590,8 @@ class Deployment:
         return component_env(self.ctx, comp, release, self.plan.commit)
 
     def _dependency_urls(self, comp: Component) -> dict[str, str]:
-        urls = {}
-        for dep in comp.depends_on:
-            port = self.ports.get(dep) or self.ctx.components[dep].port
-            if port:
-                urls[f"SHIPYARD_URL_{dep.upper().replace('-', '_')}"] = f"http://127.0.0.1:{port}"
-        return urls
+        # Dependencies in this deployment are reached on their new release's private port.
+        return service_urls(self.ctx, comp.depends_on, self.ports)
 
     async def _step_release(self, step: Step) -> None:
         name = step.component
@@ -616,9 +612,12 @@ class Deployment:
         assert name is not None
         comp = self.ctx.components[name]
         stage = self.plan.tests
-        env = {**os.environ, **self.release_env(comp, self.release), **self._dependency_urls(comp)}
-        for other, port in self.ports.items():
-            env[f"SHIPYARD_URL_{other.upper().replace('-', '_')}"] = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            **self.release_env(comp, self.release),
+            **self._dependency_urls(comp),
+            **service_urls(self.ctx, self.ports, self.ports),  # every new release, for e2e tests
+        }
         cwd = self.ctx.target.release_dir(name, self.release)
         await run_command(
             comp.tests[stage],
@@ -685,14 +684,7 @@ class Deployment:
             comp = ctx.components[name]
             release = self.plan.releases.get(name, self.release)
             if comp.port is not None:
-                await _settled(
-                    ctx.target.route,
-                    name,
-                    comp.port,
-                    release,
-                    http=comp.health.kind == "http",
-                    drain_timeout=comp.drain_timeout,
-                )
+                await _route(ctx, comp, release)
                 self.journal(
                     "routed",
                     step=step.id,
@@ -901,14 +893,7 @@ async def restore(
         try:
             prev_up = previous is not None and _is_up(running.get((name, previous)))
             if previous and prev_up and comp.port and routes.get(name) != previous:
-                await _settled(
-                    ctx.target.route,
-                    name,
-                    comp.port,
-                    previous,
-                    http=comp.health.kind == "http",
-                    drain_timeout=comp.drain_timeout,
-                )
+                await _route(ctx, comp, previous)
                 journal(
                     "routed",
                     step="rollback",
@@ -981,21 +966,14 @@ async def restore(
             if not _is_up(running.get((name, previous))):
                 env = {
                     **component_env(ctx, comp, previous, snapshot[name].commit or ""),
-                    **_public_urls(ctx, comp),
+                    **service_urls(ctx, comp.depends_on, {}),
                 }
                 started = await _settled(
                     ctx.target.start, name, previous, comp.start, env, comp.stop_timeout
                 )
                 await wait_healthy(ctx, comp, previous, started.port, journal)
             if comp.port:
-                await _settled(
-                    ctx.target.route,
-                    name,
-                    comp.port,
-                    previous,
-                    http=comp.health.kind == "http",
-                    drain_timeout=comp.drain_timeout,
-                )
+                await _route(ctx, comp, previous)
             await _settled(ctx.target.set_current, name, previous)
         except ShipyardError as exc:
             problems.append(f"{name}: previous release {previous} not restored: {exc.message}")
@@ -1061,12 +1039,28 @@ def search_path() -> str:
     return os.pathsep.join([here, *rest])
 
 
-def _public_urls(ctx: EngineContext, comp: Component) -> dict[str, str]:
+async def _route(ctx: EngineContext, comp: Component, release: str) -> None:
+    """Send the component's public port to `release` (HTTP mode when its health check is HTTP)."""
+    assert comp.port is not None
+    await _settled(
+        ctx.target.route,
+        comp.name,
+        comp.port,
+        release,
+        http=comp.health.kind == "http",
+        drain_timeout=comp.drain_timeout,
+    )
+
+
+def service_urls(
+    ctx: EngineContext, names: Iterable[str], private_ports: Mapping[str, int]
+) -> dict[str, str]:
+    """`SHIPYARD_URL_<NAME>` for each component: its private port if given, else its public one."""
     urls = {}
-    for dep in comp.depends_on:
-        port = ctx.components[dep].port
+    for name in names:
+        port = private_ports.get(name) or ctx.components[name].port
         if port:
-            urls[f"SHIPYARD_URL_{dep.upper().replace('-', '_')}"] = f"http://127.0.0.1:{port}"
+            urls[f"SHIPYARD_URL_{name.upper().replace('-', '_')}"] = f"http://127.0.0.1:{port}"
     return urls
 
 
