@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import typer
 from rich.console import Console
@@ -28,8 +28,8 @@ class CliState:
     project_dir: Path = Path(".")
     json: bool = False
     verbose: bool = False
-    out: Console = field(default_factory=lambda: _console(sys.stdout, stderr=False))
-    err: Console = field(default_factory=lambda: _console(sys.stderr, stderr=True))
+    out: Console = field(default_factory=lambda: make_console(stderr=False))
+    err: Console = field(default_factory=lambda: make_console(stderr=True))
     # Every known secret value of the environment at hand, set by a command as soon as it
     # knows the environment: whatever reaches stdout or stderr passes it.
     redact: Redactor = field(default_factory=Redactor)
@@ -90,12 +90,15 @@ class Shown:
         return text
 
 
-def _console(stream: object, *, stderr: bool) -> Console:
+def make_console(*, stderr: bool, file: IO[str] | None = None) -> Console:
+    """A console for stdout or stderr (or `file`) that prints text exactly as given."""
+    stream = file or (sys.stderr if stderr else sys.stdout)
     # Rich assumes 80 columns when output is piped; logs and CI want whole lines instead.
     is_tty = bool(getattr(stream, "isatty", lambda: False)())
     # No markup, no emoji codes, no highlighting: a plain string is printed as it is, so
     # text from outside (`[/data/in]`, `:warning:`) can never be read as formatting.
     return Console(
+        file=file,
         stderr=stderr,
         markup=False,
         emoji=False,

@@ -85,10 +85,13 @@ class Redactor:
     value (the union of overlapping matches is replaced as one), and in the encoded forms
     text commonly carries it in: JSON and Python string escapes, URL (percent) encoding,
     HTML escapes, and each line of a multi-line value (output is often redacted line by
-    line). Values shorter than MIN_LENGTH are left alone: they would redact ordinary words.
+    line). Text is often cut to a length (a probe body, a log tail): a value cut off at the
+    end or the start of the text is redacted too when at least CUT_LENGTH of it is left.
+    Values shorter than MIN_LENGTH are left alone: they would redact ordinary words.
     """
 
     MIN_LENGTH = 4
+    CUT_LENGTH = 8
 
     def __init__(self, secrets: Mapping[str, str] | None = None) -> None:
         self._forms: dict[str, str] = {}  # a form a value can take -> the value's name
@@ -111,6 +114,7 @@ class Redactor:
             while start != -1:
                 spans.append((start, start + len(form), name))
                 start = text.find(form, start + 1)
+            spans += _cut_off(text, form, name, self.CUT_LENGTH)
         if not spans:
             return text
         spans.sort()
@@ -162,6 +166,26 @@ def _forms_of(value: str) -> set[str]:
     if len(lines) > 1:
         forms.update(line for line in lines if line.strip())
     return forms
+
+
+def _cut_off(text: str, form: str, name: str, least: int) -> list[tuple[int, int, str]]:
+    """Spans of `form` cut off by the end of `text` (a prefix) or its start (a suffix)."""
+    spans = []
+    size = len(text)
+    i = text.find(form[0], max(size - len(form) + 1, 0))
+    while i != -1:  # only where the value's first character is: cheap on every line
+        if size - i >= least and form.startswith(text[i:]):
+            spans.append((i, size, name))
+            break
+        i = text.find(form[0], i + 1)
+    if text:
+        j = form.find(text[0], 1)
+        while j != -1:
+            if len(form) - j >= least and text.startswith(form[j:]):
+                spans.append((0, len(form) - j, name))
+                break
+            j = form.find(text[0], j + 1)
+    return spans
 
 
 _PERCENT = re.compile("%[0-9A-F]{2}")
