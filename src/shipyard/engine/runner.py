@@ -441,7 +441,10 @@ class Deployment:
                 found = "; ".join(f"{rev}: {', '.join(what)}" for rev, what in destructive.items())
                 raise PreflightError(
                     f"{name}: pending migrations destroy data ({found})",
-                    hint="make sure that is intended, then deploy with --allow-destructive",
+                    hint="migrations run while the current release still serves: split it, "
+                    "expand now (add the new column or table, keep the old one) and contract "
+                    "(drop or rename) in a later deploy, once no running release uses it; "
+                    "or, if losing that data is intended, deploy with --allow-destructive",
                 )
             irreversible = [m.label for m in pending if not m.reversible]
             if irreversible and not self.options.allow_irreversible:
