@@ -86,8 +86,8 @@ def test_kill_at_each_boundary_then_recover(shop: Path, run_cli: RunCli) -> None
     assert first.returncode == 0, first.stdout + first.stderr
     good = json.loads(first.stdout)["id"]
     migrations = shop / "backend" / "migrations"
-    (migrations / "0003_audit.up.sql").write_text("CREATE TABLE audit (id INTEGER);\n")
-    (migrations / "0003_audit.down.sql").write_text("DROP TABLE audit;\n")
+    (migrations / "0004_audit.up.sql").write_text("CREATE TABLE audit (id INTEGER);\n")
+    (migrations / "0004_audit.down.sql").write_text("DROP TABLE audit;\n")
     app = shop / "backend" / "app.py"
     last_id = good
     service = Shipyard(shop)  # in-process reads: fewer interpreter start-ups per iteration
