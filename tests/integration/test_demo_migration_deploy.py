@@ -253,3 +253,28 @@ def test_failed_deploy_undoes_the_migration_without_a_failed_request(
     assert status == 200 and "stock" not in json.loads(products)[0]
     status, page = get(p["admin"], "/")
     assert status == 200 and v1_release in page
+
+
+def test_a_rename_is_refused_with_the_hint_to_split_it(shop: Path, run_cli: RunCli) -> None:
+    migrations = shop / "backend" / "migrations"
+    (migrations / "0004_rename_stock.up.sql").write_text(
+        "ALTER TABLE products RENAME COLUMN stock TO quantity;\n"
+    )
+    (migrations / "0004_rename_stock.down.sql").write_text(
+        "ALTER TABLE products RENAME COLUMN quantity TO stock;\n"
+    )
+    commit_all(shop, "rename a column in place")
+    result = run_cli("-C", str(shop), "deploy")
+    assert result.returncode == 3, result.stdout + result.stderr
+    message = " ".join(result.stderr.split())  # the hint may be wrapped
+    assert "0004: ALTER TABLE products RENAME COLUMN stock TO quantity" in message
+    assert "split it, expand now" in message and "contract (drop or rename) in a later" in message
+    assert "--allow-destructive" in message
+    assert get_or_none(ports(shop)["backend"]) is None  # nothing was deployed
+
+
+def get_or_none(port: int) -> int | None:
+    try:
+        return get(port, "/health")[0]
+    except OSError:
+        return None
