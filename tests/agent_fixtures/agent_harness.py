@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 from shipyard.agent import AgentClient, AgentRequestError
 from shipyard.agent.procinfo import has_exited, is_same_process, start_ticks
+from tests.conftest import free_ports
 
 FIXTURES = Path(__file__).resolve().parent
 APP = FIXTURES / "app.py"
@@ -24,10 +24,8 @@ SRC = FIXTURES.parents[1] / "src"
 
 
 def free_port() -> int:
-    """A port nobody listens on right now (from the kernel's ephemeral range)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nobody listens on, reserved for this test process (see `free_ports`)."""
+    return free_ports(1)[0]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05) -> Any:
