@@ -33,6 +33,7 @@ from shipyard.engine.runner import (
 from shipyard.errors import (
     HealthCheckError,
     PreflightError,
+    ShipyardError,
     UsageError,
 )
 from shipyard.store import DeploymentRecord, EventRecord, LockOwner, LockRecord, Store, new_id
@@ -166,6 +167,18 @@ class Shipyard:
                 )
             self._targets[env.name] = self._target_factory(env, self.project_dir / env.root)
         return self._targets[env.name]
+
+    def redactor(self, env_name: str | None = None) -> Redactor:
+        """Every secret value of an environment, for adapters to redact what they show.
+
+        Empty when the secrets cannot be loaded (the command itself then says why).
+        """
+        try:
+            env = self.environment(env_name)
+            values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
+        except ShipyardError:
+            return Redactor()
+        return Redactor(values)
 
     def _context(self, env: Environment) -> EngineContext:
         values, _location = load_secrets(env.secrets, self.project_dir, self.environ)

@@ -13,10 +13,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from shipyard import __version__
 from shipyard.cli.output import CliState, command, state
 from shipyard.cli.render import STATUS_STYLE, LiveProgress, deployment_summary
+from shipyard.cli.safe import styled
 from shipyard.core.durations import parse_duration
 from shipyard.core.plan import Plan, Selection
 from shipyard.errors import AgentError, DeploymentFailed, RollbackFailed, UsageError
@@ -77,13 +79,15 @@ def validate(ctx: typer.Context) -> None:
     if cli.json:
         cli.emit_json(report.to_dict())
         return
-    cli.out.print(f"[green]✓[/] {report.file} is valid", markup=True)
+    cli.out.print(styled(("✓", "green"), f" {cli.text(report.file)} is valid"))
     cli.out.print(
-        f"  project {report.project}: {len(report.components)} components "
-        f"({', '.join(report.components)}), environments: {', '.join(report.environments)}"
+        cli.text(
+            f"  project {report.project}: {len(report.components)} components "
+            f"({', '.join(report.components)}), environments: {', '.join(report.environments)}"
+        )
     )
     levels = " → ".join("[" + ", ".join(level) + "]" for level in report.levels)
-    cli.out.print(f"  deploy order: {levels}", markup=False)
+    cli.out.print(cli.text(f"  deploy order: {levels}"))
 
 
 class GraphFormat(StrEnum):
@@ -108,7 +112,7 @@ def graph(
         cli.emit_json(g.to_dict())
         return
     rendered = {"text": g.to_text, "mermaid": g.to_mermaid, "dot": g.to_dot}[fmt.value]()
-    cli.out.print(rendered, markup=False)
+    cli.out.print(cli.text(rendered))
 
 
 EnvOption = Annotated[
@@ -205,7 +209,7 @@ def plan(
     if cli.json:
         cli.emit_json(result.to_dict())
     else:
-        cli.out.print(result.to_text(), markup=False, highlight=False)
+        cli.out.print(cli.text(result.to_text()))
 
 
 def _confirm(cli: CliState, svc: Shipyard, env_name: str | None, yes: bool, what: str) -> None:
@@ -258,15 +262,16 @@ def deploy(
     cli = state(ctx)
     svc = _service(ctx)
     the_plan = _make_plan(svc, env, full, changed, only, ref, tests, migrate)
+    cli.redact = svc.redactor(the_plan.environment)
     _confirm(cli, svc, the_plan.environment, yes, f"deploy {the_plan.commit[:12]}")
     if not the_plan.components:
         if cli.json:
             cli.emit_json({**the_plan.to_dict(), "deployed": False})
         else:
-            cli.out.print(f"nothing to deploy: {the_plan.why}", markup=False, highlight=False)
+            cli.out.print(cli.text(f"nothing to deploy: {the_plan.why}"))
         return
     if not cli.json:
-        cli.out.print(the_plan.to_text(), markup=False, highlight=False)
+        cli.out.print(cli.text(the_plan.to_text()))
     _run_deployment(
         cli,
         svc,
@@ -292,7 +297,7 @@ def _duration(text: str, flag: str) -> float:
 def _run_deployment(
     cli: CliState, svc: Shipyard, components: list[str], run: Callable[[], DeploymentView]
 ) -> None:
-    progress = LiveProgress(cli.err if cli.json else cli.out, components)
+    progress = LiveProgress(cli.err if cli.json else cli.out, components, cli.shown)
     svc.sink = progress
     try:
         with progress:
@@ -304,14 +309,14 @@ def _run_deployment(
         # too, so a script reads one document whatever happened.
         data = svc.deployment(progress.deployment).to_dict()
         if not cli.json:
-            deployment_summary(cli.out, data)
+            deployment_summary(cli.out, data, cli.shown)
             raise
         cli.emit_json({**data, "failure": exc.to_dict()})
         raise typer.Exit(exc.exit_code) from None
     if cli.json:
         cli.emit_json(view.to_dict())
     else:
-        deployment_summary(cli.out, view.to_dict())
+        deployment_summary(cli.out, view.to_dict(), cli.shown)
         _print_urls(cli, svc, view)
 
 
@@ -319,7 +324,7 @@ def _print_urls(cli: CliState, svc: Shipyard, view: DeploymentView) -> None:
     env = svc.environment(view.record.environment)
     for name, comp in svc.config.components_for(env).items():
         if comp.port:
-            cli.out.print(f"  {name}: http://127.0.0.1:{comp.port}/", highlight=False)
+            cli.out.print(cli.text(f"  {name}: http://127.0.0.1:{comp.port}/"))
 
 
 @app.command()
@@ -333,6 +338,7 @@ def rollback(
     """Go back to the previous good deployment (or --to ID): a new deployment of kind rollback."""
     cli = state(ctx)
     svc = _service(ctx)
+    cli.redact = svc.redactor(env)
     _confirm(cli, svc, env, yes, "roll back")
     _run_deployment(cli, svc, sorted(svc.config.components), lambda: svc.rollback(env, to=to))
 
@@ -350,34 +356,37 @@ def status(
     cli = state(ctx)
     svc = _service(ctx)
     if deployment_id:
-        data = svc.deployment(deployment_id).to_dict()
+        view = svc.deployment(deployment_id)
+        cli.redact = svc.redactor(view.record.environment)
         if cli.json:
-            cli.emit_json(data)
+            cli.emit_json(view.to_dict())
         else:
-            deployment_summary(cli.out, data)
+            deployment_summary(cli.out, view.to_dict(), cli.shown)
         return
+    cli.redact = svc.redactor(env)
     report = svc.environment_status(env)
     if cli.json:
         cli.emit_json(report)
         return
     cli.out.print(
-        f"environment [bold]{report['environment']}[/], last good deployment "
-        f"{report['last_good_deployment'] or '-'}",
-        markup=True,
-        highlight=False,
+        styled(
+            "environment ",
+            (cli.text(report["environment"]), "bold"),
+            f", last good deployment {cli.text(report['last_good_deployment'] or '-')}",
+        )
     )
     table = Table(box=None, header_style="bold")
     for column in ("component", "release", "commit", "state", "healthy", "port", "pid"):
         table.add_column(column)
     for c in report["components"]:
         table.add_row(
-            c["name"],
-            (c["release"] or "-")[:13],
-            (c["commit"] or "-")[:12],
-            c["state"],
+            cli.text(c["name"]),
+            cli.text(c["release"] or "-")[:13],
+            cli.text(c["commit"] or "-")[:12],
+            cli.text(c["state"]),
             "yes" if c["healthy"] else "no",
-            str(c["port"] or "-"),
-            str(c["pid"] or "-"),
+            cli.text(c["port"] or "-"),
+            cli.text(c["pid"] or "-"),
         )
     cli.out.print(table)
 
@@ -391,7 +400,9 @@ def history(
 ) -> None:
     """Past deployments of an environment, newest first."""
     cli = state(ctx)
-    views = _service(ctx).history(env, limit)
+    svc = _service(ctx)
+    cli.redact = svc.redactor(env)
+    views = svc.history(env, limit)
     if cli.json:
         cli.emit_json([v.to_dict() for v in views])
         return
@@ -401,16 +412,17 @@ def history(
     table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=60)
     for v in views:
         d = v.to_dict()
-        style = STATUS_STYLE.get(d["status"], "")
+        status_text = cli.text(d["status"])
         duration = d["duration_s"]
+        error = cli.text(d["error"] or "").splitlines()
         table.add_row(
-            d["id"][:13],
-            d["kind"],
-            f"[{style}]{d['status']}[/]",
-            (d["commit"] or "-")[:12],
-            (d["started_at"] or "-")[:19].replace("T", " "),
+            cli.text(d["id"])[:13],
+            cli.text(d["kind"]),
+            Text(status_text, style=STATUS_STYLE.get(status_text, "")),
+            cli.text(d["commit"] or "-")[:12],
+            cli.text(d["started_at"] or "-")[:19].replace("T", " "),
             f"{duration:.1f}s" if duration is not None else "-",
-            (d["error"] or "").splitlines()[0] if d["error"] else "",
+            error[0] if error else "",
         )
     cli.out.print(table)
 
@@ -427,19 +439,20 @@ def logs(
     """The deployment's event journal: every step start, finish and failure."""
     cli = state(ctx)
     svc = _service(ctx)
+    cli.redact = svc.redactor(svc.deployment(deployment_id).record.environment)
     seq = 0
     while True:
         for event in svc.events(deployment_id, seq):
             seq = event.seq
             if cli.json:
-                sys.stdout.write(json.dumps(event.to_dict(), default=str) + "\n")
+                cli.emit_json_line(event.to_dict())
             else:
                 where = " ".join(x for x in (event.step, event.component) if x)
                 cli.out.print(
-                    f"{event.at.isoformat(timespec='milliseconds')} {event.kind:<10} "
-                    f"{where:<24} {event.status or '':<10} {event.message or ''}",
-                    markup=False,
-                    highlight=False,
+                    cli.text(
+                        f"{event.at.isoformat(timespec='milliseconds')} {event.kind:<10} "
+                        f"{where:<24} {event.status or '':<10} {event.message or ''}"
+                    )
                 )
         if not follow or svc.deployment(deployment_id).record.finished:
             return
@@ -451,8 +464,10 @@ def logs(
 def health(ctx: typer.Context, env: EnvOption = None) -> None:
     """Run every component's health check now; exit 3 if one fails."""
     cli = state(ctx)
+    svc = _service(ctx)
+    cli.redact = svc.redactor(env)
     try:
-        results, problem = _service(ctx).health(env), None
+        results, problem = svc.health(env), None
     except UnhealthyReport as report:
         results, problem = report.results, report
     if cli.json:
@@ -472,12 +487,12 @@ def _health_table(cli: CliState, results: list[ComponentHealth]) -> None:
     for r in results:
         d = r.to_dict()
         table.add_row(
-            d["name"],
-            (d["release"] or "-")[:13],
+            cli.text(d["name"]),
+            cli.text(d["release"] or "-")[:13],
             "yes" if d["healthy"] else "no",
-            str(d.get("status") or "-"),
+            cli.text(d.get("status") or "-"),
             f"{d['latency_ms']:.0f}ms" if "latency_ms" in d else "-",
-            str(d.get("detail", ""))[:60],
+            cli.text(d.get("detail", ""))[:60],
         )
     cli.out.print(table)
 
@@ -499,9 +514,10 @@ def lock_status(ctx: typer.Context, env: EnvOption = None) -> None:
     else:
         data = lock.to_dict()
         cli.out.print(
-            f"locked by deployment {data['deployment_id']} ({data['owner']}) since "
-            f"{data['acquired_at']}, expires {data['expires_at']}",
-            highlight=False,
+            cli.text(
+                f"locked by deployment {data['deployment_id']} ({data['owner']}) since "
+                f"{data['acquired_at']}, expires {data['expires_at']}"
+            )
         )
 
 
@@ -521,7 +537,7 @@ def lock_release(
         cli.emit_json({"released": released.to_dict() if released else None})
     else:
         cli.out.print(
-            f"released the lock of {released.deployment_id}" if released else "not locked"
+            cli.text(f"released the lock of {released.deployment_id}" if released else "not locked")
         )
 
 
@@ -530,14 +546,16 @@ def lock_release(
 def recover(ctx: typer.Context, env: EnvOption = None) -> None:
     """Finish the rollback of a deployment whose orchestrator died."""
     cli = state(ctx)
-    views = _service(ctx).recover(env)
+    svc = _service(ctx)
+    cli.redact = svc.redactor(env)
+    views = svc.recover(env)
     if cli.json:
         cli.emit_json([v.to_dict() for v in views])
         return
     if not views:
         cli.out.print("nothing to recover")
     for v in views:
-        deployment_summary(cli.out, v.to_dict())
+        deployment_summary(cli.out, v.to_dict(), cli.shown)
 
 
 @app.command()
@@ -555,7 +573,9 @@ def down(
     if cli.json:
         cli.emit_json({"stopped": stopped})
     else:
-        cli.out.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        cli.out.print(
+            cli.text("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        )
 
 
 agent_app = typer.Typer(
@@ -627,7 +647,7 @@ def _emit(cli: CliState, data: Any, text: str) -> None:
     if cli.json:
         cli.emit_json(data)
     else:
-        cli.out.print(text, markup=False, highlight=False)
+        cli.out.print(cli.text(text))
 
 
 def main() -> None:

@@ -9,10 +9,12 @@ import os
 import random
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
@@ -206,6 +208,14 @@ class Store:
                     f"state store {masked}: cannot create the folder {path.parent}: "
                     f"{exc.strerror or exc}",
                     hint="check the path in `state` of shipyard.toml and the folder's permissions",
+                ) from None
+            try:
+                _owner_only(path)
+            except OSError as exc:
+                raise StoreError(
+                    f"state store {masked}: cannot create or protect the file {path}: "
+                    f"{exc.strerror or exc}",
+                    hint="check the path in `state` of shipyard.toml and the file's permissions",
                 ) from None
         engine = _create_engine(parsed)
         store = cls(engine, parsed, clock or _utcnow, display=url.strip())
@@ -898,6 +908,20 @@ class Store:
 
 
 # -------------------------------------------------------------------- engine
+
+
+def _owner_only(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (0600), and tighten an existing one.
+
+    The journal holds error messages and command output; SQLite gives its -wal and -shm
+    files the database file's mode, so they follow.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
 
 
 def _create_engine(url: URL) -> Engine:
