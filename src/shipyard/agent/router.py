@@ -836,24 +836,30 @@ class Route:
             uconn.close()
             raise
 
-        retried = False
+        retries = 0
+        crash_deadline: Optional[float] = None
         while True:
             try:
                 keep = await self._relay_response(client, uconn, method, client_11, client_keep)
             except _UpstreamFailed as failure:
                 uconn.close()
                 if (
-                    not retried
-                    and replay is not None
+                    replay is not None
                     and not failure.started
                     and failure.broken
                     and lease.cut_reason is None  # cut on purpose (drain timeout): not again
+                    and self._may_retry(upstream, retries, crash_deadline)
                 ):
                     # The connection died before the client saw any byte of the response (a
                     # pooled connection the release had closed, or the release itself died):
                     # send it once more on a fresh connection, safe for an idempotent method.
-                    # If the release crashed, `connect` waits for its restart.
-                    retried = True
+                    # If the release crashed, `connect` waits for its restart; a connection
+                    # the dying process still accepted is retried while it restarts.
+                    if retries:
+                        await asyncio.sleep(_CRASH_POLL)
+                    else:
+                        crash_deadline = asyncio.get_running_loop().time() + self.crash_wait
+                    retries += 1
                     self.stats["retries"] += 1
                     try:
                         uconn = await self.connect(upstream)
@@ -875,6 +881,16 @@ class Route:
             else:
                 uconn.close()
             return keep
+
+    def _may_retry(self, upstream: Upstream, retries: int, deadline: Optional[float]) -> bool:
+        """Once always; again only while the release is restarting after a crash (bounded)."""
+        if retries == 0:
+            return True
+        return (
+            deadline is not None
+            and asyncio.get_running_loop().time() < deadline
+            and self.recovering(upstream.release)
+        )
 
     async def _relay_response(
         self,
@@ -945,10 +961,22 @@ class Route:
                 lines += (line, b"\r\n")
         lines.append(b"\r\n" if keep else b"connection: close\r\n\r\n")
         out: List[bytes] = client.out
+        mark = len(out)
         out += lines
         client.responded = started = True
         write = client.writer.write
         extra = False  # the release sent bytes past the end of its response
+
+        if framing == _LENGTH and pos == len(buf):
+            # Only the head so far: hold it until the body starts, so that a release dying
+            # between its head and its body (a crash) costs a retry, not the response.
+            try:
+                buf = await more()
+            except _UpstreamFailed as failure:
+                del out[mark:]
+                client.responded = False
+                raise _UpstreamFailed(failure.why, False) from None
+            pos = 0
 
         if framing == _NO_BODY:
             extra = pos < len(buf)
