@@ -46,19 +46,66 @@ def run_cli() -> RunCli:
     return run
 
 
+_PORT_LOCKS = Path("/tmp/shipyard-test-ports.lock")
+_reserved: set[int] = set()
+_lock_fd: int | None = None
+
+
+def _port_range() -> range:
+    """Ports nobody picks at random: above the kernel's ephemeral range.
+
+    Outgoing connections and `bind(port=0)` draw from the ephemeral range, and the agent picks
+    its private ports in 20000–32767; a port chosen there was once taken by someone else
+    between the test choosing it and the agent binding it.
+    """
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if 65535 - high >= 1000:
+        return range(high + 1, 65536)
+    return range(1024, min(low, 20000))  # the ephemeral range reaches the top: use below it
+
+
 def free_ports(count: int) -> list[int]:
-    """Ports nobody listens on right now (bound, then released)."""
+    """Loopback ports nobody listens on, reserved for this test process until it exits.
+
+    Each port is reserved by a POSIX byte-range lock at offset `port` in one shared file,
+    so parallel pytest-xdist workers (and other test runs on the machine) never hand out the
+    same port, even though the test binds it only later, through the agent.
+    """
+    import fcntl
+    import random
     import socket
 
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    global _lock_fd
+    if _lock_fd is None:
+        # One descriptor for the whole process: closing any descriptor of the file would
+        # drop every lock this process holds on it.
+        _lock_fd = os.open(_PORT_LOCKS, os.O_RDWR | os.O_CREAT, 0o666)
+    candidates = _port_range()
+    rng = random.SystemRandom()
+    chosen: list[int] = []
+    for _ in range(len(candidates)):
+        if len(chosen) == count:
+            return chosen
+        port = rng.choice(candidates)
+        if port in _reserved:
+            continue
+        try:
+            fcntl.lockf(_lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port, os.SEEK_SET)
+        except OSError:
+            continue  # another process holds it
+        _reserved.add(port)  # ours now, whether or not it is usable: never try it again
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # something else listens there (or it is in TIME-WAIT)
+        chosen.append(port)
+    if len(chosen) == count:
+        return chosen
+    raise RuntimeError(f"no {count} free loopback ports left in {candidates}")
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -23,6 +23,7 @@ and a hint (what to do next); neither ever contains a secret value.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "AgentError",
@@ -87,6 +88,28 @@ class ConfigError(ShipyardError):
         self.file = file
         self.line = line
         self.key = key
+        self.errors: list[ConfigError] = [self]
+
+    @classmethod
+    def several(cls, errors: Sequence[ConfigError], hint: str) -> ConfigError:
+        """One error reporting all of `errors` (in the order given); it points at the first."""
+        lines = []
+        for error in errors:
+            lines.append(f"  {error.message}")
+            if error.hint:
+                lines.append(f"    hint: {error.hint}")
+        combined = cls(f"{len(errors)} errors:\n" + "\n".join(lines), hint=hint)
+        combined.file, combined.line, combined.key = errors[0].file, errors[0].line, errors[0].key
+        combined.errors = list(errors)
+        return combined
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error, and under `errors` each error it reports, with its file, line and key."""
+        located = [
+            {**ShipyardError.to_dict(e), "file": e.file, "line": e.line, "key": e.key}
+            for e in self.errors
+        ]
+        return {**super().to_dict(), "errors": located}
 
 
 class GitError(ShipyardError):

@@ -8,6 +8,7 @@ context with a target, and turns results into plain records.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,11 +16,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from shipyard.config import Config, Environment, load_config
+from shipyard.config import CONFIG_FILE, Component, Config, Environment, load_config
 from shipyard.core.graph import Graph
 from shipyard.core.plan import Plan, Selection, TestStage, plan_deploy, plan_rollback
 from shipyard.core.secrets import Redactor
 from shipyard.effects.artifacts import ArtifactStore
+from shipyard.effects.config_at_commit import load_config_at, same_config_text
 from shipyard.effects.git import Repo
 from shipyard.effects.secrets import load_secrets
 from shipyard.engine.recovery import hold_lock, recover_deployment
@@ -29,6 +31,7 @@ from shipyard.engine.runner import (
     EngineContext,
     ProgressSink,
     probe_spec,
+    saved_release_spec,
 )
 from shipyard.errors import (
     HealthCheckError,
@@ -107,6 +110,7 @@ class Shipyard:
         self.environ = dict(os.environ) if environ is None else environ
         self._target_factory = target_factory or (lambda env, root: LocalTarget(root))
         self._targets: dict[str, Target] = {}
+        self._commit_configs: dict[str, Config] = {}
 
     # --- configuration and resources ----------------------------------------------------
 
@@ -180,10 +184,21 @@ class Shipyard:
             return Redactor()
         return Redactor(values)
 
-    def _context(self, env: Environment) -> EngineContext:
+    def config_at(self, commit: str, *, work_tree: bool = False) -> Config:
+        """shipyard.toml as it is at `commit` (the work tree's with `work_tree`, for
+        --allow-dirty): a deploy of a commit runs with that commit's settings."""
+        if work_tree:
+            return self.config
+        if commit not in self._commit_configs:
+            self._commit_configs[commit] = load_config_at(
+                self.repo, commit, self.project_dir, self.project_prefix
+            )
+        return self._commit_configs[commit]
+
+    def _context(self, env: Environment, config: Config | None = None) -> EngineContext:
         values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
         return EngineContext(
-            config=self.config,
+            config=config or self.config,
             env=env,
             store=self.store,
             target=self.target(env),
@@ -207,16 +222,32 @@ class Shipyard:
         since: str | None = None,
         tests: TestStage = "none",
         migrate: bool = True,
+        allow_dirty: bool = False,
     ) -> Plan:
-        """What a deploy would do, without doing it."""
-        env = self.environment(env_name)
+        """What a deploy would do, without doing it.
+
+        Planned from shipyard.toml as it is at the deployed commit; with `allow_dirty` and
+        the commit checked out, from the work tree's (the build uses the work tree too).
+        """
         commit = self.repo.resolve(ref)
+        work_tree = allow_dirty and commit == self.repo.resolve("HEAD")
+        config = self.config_at(commit, work_tree=work_tree)
+        env = config.environment(env_name or self.config.project.default_environment)
         base, note = self._base_commit(env, since)
         changed = None
         if base is not None:
             changed = self._project_files(self.repo.changed_files(base, commit))
-        return plan_deploy(
-            self.config,
+        config_note = None
+        if not work_tree and not same_config_text(
+            self.repo, commit, self.project_dir, self.project_prefix
+        ):
+            config_note = (
+                f"{CONFIG_FILE} at {commit[:12]} differs from the work tree's; this deploy "
+                f"uses the one at {commit[:12]}"
+                + (" (--allow-dirty uses the work tree's)" if ref == "HEAD" else "")
+            )
+        plan = plan_deploy(
+            config,
             env.name,
             commit=commit,
             base_commit=base,
@@ -226,6 +257,9 @@ class Shipyard:
             tests=tests,
             migrate=migrate,
             base_note=note,
+        )
+        return dataclasses.replace(
+            plan, config_from="work tree" if work_tree else "commit", config_note=config_note
         )
 
     def _base_commit(self, env: Environment, since: str | None) -> tuple[str | None, str | None]:
@@ -258,7 +292,8 @@ class Shipyard:
         wait_lock: float = 0.0,
     ) -> DeploymentView:
         """Run a plan. Raises DeploymentFailed (exit 1) after rolling back, LockedError (4)…"""
-        env = self.environment(plan.environment)
+        config = self.config_at(plan.commit, work_tree=plan.config_from == "work tree")
+        env = config.environment(plan.environment)
         dirty = [
             f for f in self.repo.dirty_files(self.project_prefix) if "/.shipyard/" not in f"/{f}"
         ]
@@ -276,7 +311,7 @@ class Shipyard:
             dirty=bool(dirty) and plan.commit == head,
             wait_lock=wait_lock,
         )
-        ctx = self._context(env)
+        ctx = self._context(env, config)
         record = asyncio.run(Deployment(ctx, plan, options).run())
         return self.view(record)
 
@@ -312,15 +347,18 @@ class Shipyard:
                     hint="`shipyard history` shows what ran",
                 )
             target, releases = earlier[0]
+        ctx = self._context(env)
+        # Each release comes back with its own spec, never today's shipyard.toml.
+        specs = {name: ctx.release_spec(name, release)[0] for name, release in releases.items()}
+        ctx.components = {**ctx.components, **specs}
         plan = plan_rollback(
-            self.config,
+            dataclasses.replace(self.config, components={**self.config.components, **specs}),
             env.name,
             commit=target.commit or "",
             releases=releases,
             rollback_to=target.id,
             current_commit=good[0][0].commit if good else None,
         )
-        ctx = self._context(env)
         record = asyncio.run(Deployment(ctx, plan, DeployOptions(wait_lock=wait_lock)).run())
         return self.view(record)
 
@@ -375,8 +413,9 @@ class Shipyard:
                     if c.release:
                         made_by[c.release + "/" + c.component] = (d.id, d.commit)
         components = []
-        for name, comp in self.config.components_for(env).items():
+        for name, today in self.config.components_for(env).items():
             release = routes.get(name) or target.current(name)
+            comp, commit = self._release_spec(env, target, today, release)
             proc = running.get((name, release)) if release else None
             healthy = None
             if proc is not None and proc.state in ("running", "starting"):
@@ -387,7 +426,7 @@ class Shipyard:
                 {
                     "name": name,
                     "release": release,
-                    "commit": origin[1],
+                    "commit": commit or origin[1],
                     "healthy": bool(healthy),
                     "deployment_id": origin[0],
                     "state": proc.state if proc else ("stopped" if release else "not deployed"),
@@ -401,6 +440,16 @@ class Shipyard:
             "components": components,
         }
 
+    def _release_spec(
+        self, env: Environment, target: Target, today: Component, release: str | None
+    ) -> tuple[Component, str | None]:
+        """A release's own spec and commit (today's config for one made before specs)."""
+        if release:
+            found = saved_release_spec(self.store, target, env.name, today.name, release)
+            if found is not None:
+                return found
+        return today, None
+
     def health(self, env_name: str | None = None) -> list[ComponentHealth]:
         """Run every component's health check now (through its public port)."""
         env = self.environment(env_name)
@@ -408,8 +457,9 @@ class Shipyard:
         running = target.running()
         routes = target.routes()
         results = []
-        for name, comp in self.config.components_for(env).items():
+        for name, today in self.config.components_for(env).items():
             release = routes.get(name) or target.current(name)
+            comp, _commit = self._release_spec(env, target, today, release)
             proc = running.get((name, release)) if release else None
             obs = None
             if proc is not None and proc.state != "stopped":

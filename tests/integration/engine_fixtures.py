@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
-import socket
 import tempfile
 import time
 import urllib.error
@@ -303,32 +301,8 @@ def make_project(deps: Mapping[str, tuple[str, ...]]) -> Project:
 
 
 def quiet_ports(count: int) -> list[int]:
-    """Free loopback ports above the kernel's ephemeral range.
-
-    `free_ports` hands out ephemeral ports, which every outgoing connection and every other
-    test's `free_ports` draw from too (and the agent keeps 20000–32767 for private ports):
-    with other test runs on the machine, a port chosen for v1 was once taken by another
-    agent before ours bound it. Above the ephemeral range nobody else picks ports at random.
-    """
-    try:
-        _low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        return free_ports(count)
-    if 65535 - high < 50 * count:
-        return free_ports(count)
-    chosen: list[int] = []
-    rng = random.SystemRandom()
-    while len(chosen) < count:
-        port = rng.randint(high + 1, 65535)
-        if port in chosen:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        chosen.append(port)
-    return chosen
+    """Free loopback ports above the kernel's ephemeral range, reserved for this process."""
+    return free_ports(count)
 
 
 def get_json(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, Any]:

@@ -86,8 +86,8 @@ def test_kill_at_each_boundary_then_recover(shop: Path, run_cli: RunCli) -> None
     assert first.returncode == 0, first.stdout + first.stderr
     good = json.loads(first.stdout)["id"]
     migrations = shop / "backend" / "migrations"
-    (migrations / "0003_audit.up.sql").write_text("CREATE TABLE audit (id INTEGER);\n")
-    (migrations / "0003_audit.down.sql").write_text("DROP TABLE audit;\n")
+    (migrations / "0004_audit.up.sql").write_text("CREATE TABLE audit (id INTEGER);\n")
+    (migrations / "0004_audit.down.sql").write_text("DROP TABLE audit;\n")
     app = shop / "backend" / "app.py"
     last_id = good
     service = Shipyard(shop)  # in-process reads: fewer interpreter start-ups per iteration
@@ -144,55 +144,120 @@ def test_next_deploy_recovers_a_killed_one_first(shop: Path, run_cli: RunCli) ->
     assert served_releases(shop)["admin"] == new
 
 
-def test_two_concurrent_deploys_one_runs_the_other_exits_4(shop: Path) -> None:
-    command = [shipyard_executable(), "-C", str(shop), "deploy", "--full"]
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    db = shop / ".shipyard" / "state.db"
+def gate_backend(project: Path, key: str) -> Path:
+    """Make the backend's `key` command (build or start) wait until the returned file exists.
+
+    Commits that config. A deploy then stays in that step (holding the environment's lock)
+    for as long as the test wants: concurrency tests open the gate once the other side is
+    where they need it, instead of racing it.
+    """
+    gate = project.parent / "gate"
+    wait = f"i=0; while [ ! -e {gate} ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done; "
+    config = project / "shipyard.toml"
+    text = config.read_text()
+    section = text.index("[components.backend]")
+    line = text.index(f'{key} = "', section)
+    opening = line + len(f'{key} = "')
+    config.write_text(text[:opening] + wait + text[opening:])
+    commit_all(project, f"the backend's {key} waits for the test's gate")
+    return gate
+
+
+def step_running(db: Path, step: str, after_id: str) -> bool:
+    """True once the newest deployment after `after_id` runs `step` while holding the lock."""
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            locked = conn.execute("SELECT COUNT(*) FROM locks").fetchone()[0]
+            running = conn.execute(
+                "SELECT COUNT(*) FROM events WHERE step = ? AND status = 'running' "
+                "AND deployment_id = "
+                "(SELECT id FROM deployments WHERE id > ? ORDER BY id DESC LIMIT 1)",
+                (step, after_id),
+            ).fetchone()[0]
+    except sqlite3.OperationalError:
+        return False
+    return bool(locked and running)
+
+
+def start_gated_deploy(
+    project: Path, key: str, step: str, *, after_id: str = "", args: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[str], Path]:
+    """Start a deploy whose backend `key` waits at a gate; return once it runs `step`."""
+    gate = gate_backend(project, key)
+    process = subprocess.Popen(
+        [shipyard_executable(), "-C", str(project), "deploy", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = project / ".shipyard" / "state.db"
     deadline = time.monotonic() + 60
-    while journal_length(db, "") < 1 and time.monotonic() < deadline:
-        time.sleep(0.005)  # wait until the first one holds the lock
-    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    out, err = first.communicate(timeout=120)
+    while not step_running(db, step, after_id):
+        if process.poll() is not None or time.monotonic() > deadline:
+            gate.touch()
+            out, err = process.communicate(timeout=120)
+            raise AssertionError(f"the deploy never reached {step}: {out}{err}")
+        time.sleep(0.01)
+    return process, gate
+
+
+def test_two_concurrent_deploys_one_runs_the_other_exits_4(shop: Path) -> None:
+    first, gate = start_gated_deploy(shop, "build", "build:backend", args=("--full",))
+    try:
+        second = subprocess.run(
+            [shipyard_executable(), "-C", str(shop), "deploy", "--full"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        gate.touch()
+        out, err = first.communicate(timeout=120)
     assert first.returncode == 0, out + err
     assert second.returncode == 4, second.stdout + second.stderr
     assert "locked" in second.stderr
     assert "--wait-lock" in second.stderr
 
 
-def test_wait_lock_waits_for_the_other_deploy(shop: Path) -> None:
-    command = [shipyard_executable(), "-C", str(shop), "deploy", "--full"]
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    db = shop / ".shipyard" / "state.db"
-    deadline = time.monotonic() + 60
-    while journal_length(db, "") < 1 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    second = subprocess.run(
-        [*command, "--wait-lock", "60s"], capture_output=True, text=True, timeout=120
-    )
-    first.communicate(timeout=120)
-    assert first.returncode == 0
-    assert second.returncode == 0, second.stdout + second.stderr
+def test_wait_lock_waits_for_the_other_deploy(shop: Path, run_cli: RunCli) -> None:
+    first, gate = start_gated_deploy(shop, "build", "build:backend", args=("--full",))
+    try:
+        second = subprocess.Popen(
+            [shipyard_executable(), "-C", str(shop), "deploy", "--full", "--wait-lock", "60s"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert second.stdout is not None
+        seen = ""
+        while not seen.startswith("plan "):  # planned while the first holds the lock
+            seen = second.stdout.readline()
+            assert seen or second.poll() is None, "the second deploy ended before planning"
+    finally:
+        gate.touch()
+        first_out, first_err = first.communicate(timeout=120)
+    second_out, _ = second.communicate(timeout=120)
+    assert first.returncode == 0, first_out + first_err
+    assert second.returncode == 0, second_out
+    history = json.loads(run_cli("-C", str(shop), "--json", "history").stdout)
+    assert [d["status"] for d in history] == ["succeeded", "succeeded"]
+    # The second waited: it started only once the first had finished.
+    assert history[0]["started_at"] >= history[1]["finished_at"]
 
 
 def test_ctrl_c_rolls_back_and_exits_1(shop: Path, run_cli: RunCli) -> None:
     first = run_cli("-C", str(shop), "--json", "deploy", timeout=120)
     assert first.returncode == 0
     good = json.loads(first.stdout)["id"]
-    app = shop / "backend" / "app.py"
-    app.write_text(app.read_text() + "\n# v2\n")
-    commit_all(shop, "v2")
-    process = subprocess.Popen(
-        [shipyard_executable(), "-C", str(shop), "deploy"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    db = shop / ".shipyard" / "state.db"
-    deadline = time.monotonic() + 60
-    while journal_length(db, good) < 15 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    # v2's backend is started, migrated, and stays in activation until the gate opens.
+    process, gate = start_gated_deploy(shop, "start", "activate:backend", after_id=good)
+    try:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        gate.touch()
     assert process.returncode == 1, out + err
     assert "interrupted" in err
     history = json.loads(run_cli("-C", str(shop), "--json", "history").stdout)

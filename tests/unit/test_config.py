@@ -267,3 +267,116 @@ def test_missing_file_says_how_to_point_at_the_project(tmp_path: Path) -> None:
         load_config(tmp_path)
     assert "no shipyard.toml" in info.value.message
     assert info.value.hint is not None and "-C" in info.value.hint
+
+
+def line_of(text: str, at: str) -> int:
+    return text[: text.index(at) + len(at)].count("\n") + 1
+
+
+def edit(text: str, *changes: tuple[str, str]) -> str:
+    for old, new in changes:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return text
+
+
+# (case id, edits to VALID, [(key path, text ending on the line the error names)] in file order)
+SEVERAL_ERRORS = [
+    (
+        "three independent errors, found out of order, reported in file order",
+        [
+            ('artifact = "site"', 'artifcat = "site"'),  # last in the file
+            ("port = 4001", 'port = "40o1"'),
+            ('default_environment = "local"', 'default_environment = "dev"'),  # first
+        ],
+        [
+            ("project.default_environment", '"dev"'),
+            ("components.admin.port", '"40o1"'),
+            ("components.marketing.artifcat", "artifcat"),
+        ],
+    ),
+    (
+        "two bad values in one component, and one in its health table",
+        [
+            ('interval = "200ms"', 'interval = "fast"'),
+            ("port = 4000", "port = 0"),
+            ('start = "python app.py --port $PORT"\nport = 4001', 'start = ""\nport = 4001'),
+        ],
+        [
+            ("components.backend.port", "port = 0"),
+            ("components.backend.health.interval", '"fast"'),
+            ("components.admin.start", 'start = ""'),
+        ],
+    ),
+    (
+        "errors in an environment, a rule and the graph",
+        [
+            ('target = "ssh"', 'target = "kubernetes"'),
+            ("JWT_SECRET = { min_length = 32", 'JWT_SECRET = { pattern = "([", min_length = 32'),
+            ('depends_on = ["backend"]\nbuild', 'depends_on = ["backnd"]\nbuild'),
+        ],
+        [
+            ("environments.production.target", "kubernetes"),
+            ("components.marketing.depends_on", '["backnd"]'),
+            ("secrets.rules.JWT_SECRET.pattern", '"(["'),
+        ],
+    ),
+    (
+        "a component that cannot be read is one error, not one per reference to it",
+        [('start = "python -m http.server $PORT"\n', "")],  # marketing: no start
+        [("components.marketing.start", "[components.marketing]")],
+    ),
+    (
+        "three components on one port: each clash, in each environment",
+        [("port = 4001", "port = 4000"), ("port = 4003", "port = 4000")],
+        [
+            (
+                "components.admin.port",
+                '["backend"]\nstart = "python app.py --port $PORT"\nport = 4000',
+            ),
+            ("components.marketing.port", 'http.server $PORT"\nport = 4000'),  # local
+            ("components.marketing.port", 'http.server $PORT"\nport = 4000'),  # production
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [case[1:] for case in SEVERAL_ERRORS],
+    ids=[case[0] for case in SEVERAL_ERRORS],
+)
+def test_every_error_is_reported_in_file_order(
+    project: Path, changes: list[tuple[str, str]], expected: list[tuple[str, str]]
+) -> None:
+    text = edit(VALID, *changes)
+    error = error_for(project, text)
+    found = [(e.key, e.line) for e in error.errors]
+    assert found == [(key, line_of(text, at)) for key, at in expected], error.message
+    assert error.line == found[0][1]  # the combined error points at the first one
+    for key, line in found:  # each one is in the message with file:line and key path
+        assert f"shipyard.toml:{line}: {key}:" in error.message
+    if len(expected) > 1:
+        assert error.message.startswith(f"{len(expected)} errors:")
+        located = error.to_dict()["errors"]
+        assert [(e["key"], e["line"]) for e in located] == found
+    assert error.exit_code == 2
+
+
+def test_each_reported_error_keeps_its_hint(project: Path) -> None:
+    text = edit(VALID, ('artifact = "site"', 'artifcat = "site"'), ("port = 4001", "port = -1"))
+    error = error_for(project, text)
+    assert "    hint: did you mean `artifact`?" in error.message
+    assert error.hint is not None and "shipyard validate" in error.hint
+
+
+def test_non_utf8_file_names_the_line_and_says_what_to_do(project: Path) -> None:
+    text = VALID.replace('name = "shop"', 'name = "caf\N{LATIN SMALL LETTER E WITH ACUTE}"')
+    (project / "shipyard.toml").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_config(project)
+    error = info.value
+    assert error.line == 2
+    assert error.message.startswith(f"{project / 'shipyard.toml'}:2: not valid UTF-8")
+    assert "byte 0xe9 at column 12" in error.message
+    assert error.hint is not None and "UTF-8" in error.hint

@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .errors import AgentRequestError
-from .lifecycle import agent_status, run_foreground, start_daemon, stop_agent
+from .lifecycle import (
+    agent_status,
+    run_foreground,
+    run_reexecuted_worker,
+    start_daemon,
+    stop_agent,
+)
 
 __all__ = ["main"]
 
@@ -41,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     status = command("status", "show the agent, its releases and routes")
     status.add_argument("--json", action="store_true", help="print JSON")
     command("reexec", "re-execute the running agent in place, keeping its public ports bound")
+    # Internal: what a worker re-executes into (it inherits its sockets and its keeper).
+    sub.add_parser("worker").add_argument("--root", required=True, type=Path)
     return parser
 
 
@@ -78,6 +86,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "run":
             run_foreground(root)
+        elif args.command == "worker":
+            run_reexecuted_worker(root)
         elif args.command == "start":
             info = start_daemon(root, timeout=args.timeout)
             print(f"agent running for {root} (pid {info['pid']}, version {info['version']})")

@@ -21,6 +21,7 @@ from .paths import AgentPaths
 
 if TYPE_CHECKING:
     from .daemon import ExitPlan
+    from .keeper import KeeperChannel
 
 __all__ = [
     "agent_status",
@@ -107,36 +108,82 @@ def run_foreground(
 ) -> None:
     """Run the agent in this process until it is shut down (for systemd and debugging).
 
-    `agent_options` go to `Agent` (restart policy, port allocator, ...). Returns when the agent
-    stops; a `reexec` replaces this process and does not return.
+    This process becomes the keeper (it holds the listening sockets) and forks the worker that
+    routes and supervises, again whenever it dies. `agent_options` go to `Agent` (restart
+    policy, port allocator, ...). Raises `AgentRequestError` when the agent cannot start.
     """
-    import asyncio
-
-    from .daemon import LISTEN_FDS_ENV, Agent, parse_listen_fds
+    from .keeper import Keeper
 
     paths = AgentPaths(root)
     paths.ensure()
     logger = configure_logging(paths, to_stderr=not _stderr_is_log(paths))
-    inherited = parse_listen_fds(os.environ.pop(LISTEN_FDS_ENV, None))
-    agent = Agent(
-        paths,
-        inherited_fds=inherited,
-        on_ready=on_ready or (lambda: None),
-        logger=logger,
-        **agent_options,
-    )
-    plan = asyncio.run(agent.run())
-    if plan.reexec:
-        _reexec(paths, plan)
+
+    def worker(inherited: Dict[str, int], channel: KeeperChannel) -> int:
+        try:
+            run_worker(paths, inherited, channel, **agent_options)
+        except AgentRequestError:
+            return 1  # told the keeper already (`failed`)
+        return 0
+
+    from .daemon import LISTEN_FDS_ENV, parse_listen_fds
+
+    held = parse_listen_fds(os.environ.pop(LISTEN_FDS_ENV, None))
+    Keeper(paths, worker, on_ready=on_ready or (lambda: None), logger=logger, held=held).run()
     logger.info("agent stopped")
 
 
-def _reexec(paths: AgentPaths, plan: ExitPlan) -> None:
+def run_worker(
+    paths: AgentPaths,
+    inherited: Dict[str, int],
+    keeper: Optional[KeeperChannel],
+    **agent_options: Any,
+) -> None:
+    """The worker: serve the control socket, route and supervise until told to stop.
+
+    A `reexec` replaces this process (same pid) and does not return.
+    """
+    import asyncio
+
+    from .daemon import Agent
+
+    logger = configure_logging(paths, to_stderr=not _stderr_is_log(paths))
+    agent = Agent(
+        paths,
+        inherited_fds=inherited,
+        on_ready=keeper.ready if keeper is not None else (lambda: None),
+        logger=logger,
+        keeper=keeper,
+        **agent_options,
+    )
+    try:
+        plan = asyncio.run(agent.run())
+    except AgentRequestError as exc:
+        if keeper is not None:
+            keeper.failed(exc.message, exc.hint)
+        raise
+    if plan.reexec:
+        _reexec(paths, plan, keeper)
+
+
+def run_reexecuted_worker(root: Path) -> None:
+    """The `worker` command: a worker that re-executed itself, keeping sockets and keeper."""
+    from .daemon import LISTEN_FDS_ENV, parse_listen_fds
+    from .keeper import KeeperChannel
+
+    paths = AgentPaths(root)
+    inherited = parse_listen_fds(os.environ.pop(LISTEN_FDS_ENV, None))
+    keeper = KeeperChannel.from_env(os.environ)
+    run_worker(paths, inherited, keeper)
+
+
+def _reexec(paths: AgentPaths, plan: ExitPlan, keeper: Optional[KeeperChannel]) -> None:
     from .daemon import LISTEN_FDS_ENV
 
     env = dict(os.environ)
     env[LISTEN_FDS_ENV] = json.dumps(plan.listen_fds)
-    argv = [*launch_command(), "run", "--root", str(paths.root)]
+    if keeper is not None:
+        keeper.for_exec(env)
+    argv = [*launch_command(), "worker", "--root", str(paths.root)]
     logging.getLogger(_LOGGER).info("re-executing: %s (fds %s)", argv, plan.listen_fds)
     logging.shutdown()
     os.execve(argv[0], argv, env)
@@ -297,27 +344,36 @@ def start_background(
 def stop_agent(root: Path, stop_processes: bool = True, timeout: float = 30.0) -> Dict[str, Any]:
     """Shut the agent down (stopping its releases unless told not to) and wait until it exited.
 
-    Returns `{"was_running": bool, "pid": int|None, "stopped": ["component/release", ...]}`.
+    Returns `{"was_running": bool, "pid": int|None, "keeper_pid": int|None,
+    "stopped": ["component/release", ...]}`; waits for the worker and the keeper to exit.
     """
     client = AgentClient(root)
     try:
-        pid = int(client.ping()["pid"])
+        ping = client.ping()
     except AgentRequestError as exc:
         if exc.code == "agent_not_running":
-            return {"was_running": False, "pid": None, "stopped": []}
+            return {"was_running": False, "pid": None, "keeper_pid": None, "stopped": []}
         raise
-    ticks = procinfo.start_ticks(pid)
+    pid = int(ping["pid"])
+    keeper = ping.get("keeper_pid")
+    pids = [(p, procinfo.start_ticks(p)) for p in (pid, keeper) if isinstance(p, int)]
     result = client.shutdown(stop_processes=stop_processes)
     deadline = time.monotonic() + timeout
-    while not procinfo.has_exited(pid, ticks):
-        if time.monotonic() >= deadline:
-            raise AgentRequestError(
-                "agent_timeout",
-                f"the agent (pid {pid}) answered the shutdown but is still running",
-                f"see {client.paths.log}; kill it with: kill {pid}",
-            )
-        time.sleep(0.02)
-    return {"was_running": True, "pid": pid, "stopped": list(result.get("stopped", []))}
+    for each, ticks in pids:
+        while not procinfo.has_exited(each, ticks):
+            if time.monotonic() >= deadline:
+                raise AgentRequestError(
+                    "agent_timeout",
+                    f"the agent (pid {each}) answered the shutdown but is still running",
+                    f"see {client.paths.log}; kill it with: kill {each}",
+                )
+            time.sleep(0.02)
+    return {
+        "was_running": True,
+        "pid": pid,
+        "keeper_pid": keeper,
+        "stopped": list(result.get("stopped", [])),
+    }
 
 
 def agent_status(root: Path) -> Dict[str, Any]:

@@ -608,6 +608,23 @@ class Supervisor:
         looping = rel.consecutive_crashes >= self.policy.crash_loop_after
         rel.state = "crash-loop" if looping else "starting"
 
+    def restarting(self, component: str, release: str) -> bool:
+        """True while the release is down but coming back: its process crashed (noticed now or
+        earlier) and a restart is scheduled, or it was (re)spawned so recently that it may not
+        listen yet. The router holds requests for it meanwhile instead of failing them.
+        """
+        rel = self.releases.get((component, release))
+        if rel is None or rel.busy or rel.desired != "running" or rel.state == "crashed":
+            return False
+        if rel.pid is None:
+            return rel.next_restart_at is not None
+        exited, code = self._poll_exit(rel)
+        if exited:
+            self._on_exit(rel, code)  # noticed before the watch loop: restart it sooner
+            self.on_change()
+            return True
+        return rel.state in ("starting", "crash-loop")
+
     def tick(self) -> bool:
         """One watch pass over every release; True if anything changed (state to save)."""
         changed = False

@@ -162,6 +162,7 @@ def _make_plan(
     ref: str,
     tests: TestsChoice,
     migrate: bool,
+    allow_dirty: bool = False,
 ) -> Plan:
     selection, names = _selection(full, changed, only)
     return svc.plan(
@@ -171,6 +172,7 @@ def _make_plan(
         ref=ref,
         tests=tests.value,
         migrate=migrate,
+        allow_dirty=allow_dirty,
     )
 
 
@@ -267,7 +269,7 @@ def deploy(
     """
     cli = state(ctx)
     svc = _service(ctx)
-    the_plan = _make_plan(svc, env, full, changed, only, ref, tests, migrate)
+    the_plan = _make_plan(svc, env, full, changed, only, ref, tests, migrate, allow_dirty)
     cli.redact = svc.redactor(the_plan.environment)
     _confirm(cli, svc, the_plan.environment, yes, f"deploy {the_plan.commit[:12]}")
     if not the_plan.components:

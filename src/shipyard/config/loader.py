@@ -3,6 +3,11 @@
 tomllib gives values but no positions, so `_LineIndex` scans the text once and
 remembers on which line each table header and key is written; every error then
 points at the line of the closest key it knows about.
+
+Validation reports every error it can find, in file order: a bad value is recorded and
+reading goes on with the default; an error that leaves a part (a component, an
+environment, a rule) unusable skips that part, and later checks ignore what was skipped
+instead of reporting follow-on errors about it.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -80,12 +86,49 @@ class _LineIndex:
         return None
 
 
+class _Skip(Exception):
+    """Abandons the part being read; its error is already recorded."""
+
+
 class _Reader:
-    """Reads typed values out of the parsed TOML, raising located ConfigErrors."""
+    """Reads typed values out of the parsed TOML, recording located ConfigErrors."""
 
     def __init__(self, file: Path, text: str) -> None:
         self.file = file
         self.index = _LineIndex(text)
+        self.errors: list[ConfigError] = []
+        # Parts skipped because of an error: references to them are not errors again.
+        self.skipped_components: set[str] = set()
+        self.skipped_environments: set[str] = set()
+
+    def report(self, key: str, message: str, hint: str | None = None) -> None:
+        self.errors.append(self.error(key, message, hint))
+
+    @contextmanager
+    def part(self) -> Iterator[None]:
+        """Read one part; an error inside it is recorded and the rest of it skipped."""
+        try:
+            yield
+        except ConfigError as exc:
+            self.errors.append(exc)
+        except _Skip:
+            pass
+
+    def attempt(self, read: Callable[[], T], fallback: T) -> T:
+        """`read()`, or `fallback` when it failed (its error is recorded)."""
+        with self.part():
+            return read()
+        return fallback
+
+    def raise_errors(self) -> None:
+        """Raise what was found, in file order: one error as is, several as one."""
+        found = list({e.message: e for e in self.errors}.values())
+        if not found:
+            return
+        found.sort(key=lambda e: (e.line is None, e.line or 0))
+        if len(found) == 1:
+            raise found[0]
+        raise ConfigError.several(found, hint="fix each of them, then run `shipyard validate`")
 
     def error(self, key: str, message: str, hint: str | None = None) -> ConfigError:
         return ConfigError(
@@ -102,6 +145,10 @@ class _Reader:
             raise self.error(_join(path, key), f"expected a table, got {_show(value)}")
         return value
 
+    def optional_table(self, data: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
+        """Like `table`, but a value that is not a table is recorded and read as empty."""
+        return self.attempt(lambda: self.table(data, key, path), {})
+
     def check_keys(
         self, data: Mapping[str, Any], allowed: set[str] | frozenset[str], path: str
     ) -> None:
@@ -111,7 +158,7 @@ class _Reader:
                 close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
                 hint = f"did you mean `{close[0]}`?" if close else None
                 valid = ", ".join(sorted(allowed))
-                raise self.error(
+                self.report(
                     _join(path, key),
                     f"unknown key `{key}`",
                     hint=hint or f"valid keys here: {valid}",
@@ -130,14 +177,21 @@ class _Reader:
         try:
             return convert(data[key])
         except ValueError as exc:
-            raise self.error(_join(path, key), str(exc)) from None
+            self.report(_join(path, key), str(exc))
+            return default
 
     def required(
         self, data: Mapping[str, Any], key: str, path: str, convert: Callable[[Any], T]
     ) -> T:
+        """The value, or skip the part being read: nothing sensible stands in for it."""
         if key not in data:
-            raise self.error(_join(path, key), "is required", hint=f"add `{key} = ...`")
-        return self.get(data, key, path, convert, cast(T, None))
+            self.report(_join(path, key), "is required", hint=f"add `{key} = ...`")
+            raise _Skip
+        try:
+            return convert(data[key])
+        except ValueError as exc:
+            self.report(_join(path, key), str(exc))
+            raise _Skip from None
 
 
 # Converters: each raises ValueError with a message that says what was expected.
@@ -282,16 +336,32 @@ def load_config(project_dir: Path) -> Config:
     """Read `<project_dir>/shipyard.toml` and return the validated config."""
     file = project_dir / CONFIG_FILE
     try:
-        text = file.read_text(encoding="utf-8")
+        raw = file.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             f"no {CONFIG_FILE} in {project_dir}",
             file=str(file),
             hint="run shipyard from the project folder or pass -C DIR",
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read it: {exc}", file=str(file)) from None
-    return parse_config(text, file=file, root=project_dir)
+    except OSError as exc:
+        raise ConfigError(f"cannot read it: {exc.strerror or exc}", file=str(file)) from None
+    return parse_config(decode_config(raw, file), file=file, root=project_dir)
+
+
+def decode_config(raw: bytes, file: Path) -> str:
+    """The text of a shipyard.toml, or an error naming the line of its first non-UTF-8 byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(
+            f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {column}",
+            file=str(file),
+            line=line,
+            hint="TOML files are UTF-8: save it as UTF-8 in your editor, or convert it with "
+            "`iconv -f latin1 -t utf-8` (if it was Latin-1)",
+        ) from None
 
 
 def parse_config(text: str, *, file: Path, root: Path) -> Config:
@@ -310,13 +380,28 @@ def parse_config(text: str, *, file: Path, root: Path) -> Config:
 
     r = _Reader(file, text)
     r.check_keys(data, {"project", "environments", "components", "secrets"}, "")
-    components = _components(r, r.table(data, "components", ""), root)
-    environments = _environments(r, r.table(data, "environments", ""), components)
-    project = _project(r, r.table(data, "project", ""), environments)
-    rules = _secret_rules(r, r.table(data, "secrets", ""))
-    _check_graph(r, components)
+    no_components: dict[str, Component] = {}
+    components = r.attempt(
+        lambda: _components(r, r.table(data, "components", ""), root), no_components
+    )
+    unreadable: dict[str, Environment] | None = None
+    read_environments = r.attempt(
+        lambda: _environments(r, r.table(data, "environments", ""), components), unreadable
+    )
+    environments = read_environments or {}
+    no_project: Project | None = None
+    project = r.attempt(
+        lambda: _project(r, r.table(data, "project", ""), read_environments), no_project
+    )
+    no_rules: dict[str, SecretRule] = {}
+    rules = r.attempt(lambda: _secret_rules(r, r.table(data, "secrets", "")), no_rules)
+    with r.part():
+        _check_graph(r, components)
     for env in environments.values():
-        _check_ports(r, env, components)
+        with r.part():
+            _check_ports(r, env, components)
+    r.raise_errors()
+    assert project is not None, "a project that failed to read recorded an error"
     return Config(
         root=root,
         file=file,
@@ -327,20 +412,22 @@ def parse_config(text: str, *, file: Path, root: Path) -> Config:
     )
 
 
-def _project(r: _Reader, data: dict[str, Any], envs: dict[str, Environment]) -> Project:
+def _project(r: _Reader, data: dict[str, Any], envs: dict[str, Environment] | None) -> Project:
+    """The [project] table; `envs` is None when [environments] itself could not be read."""
     r.check_keys(data, _PROJECT_KEYS, "project")
-    if not envs:
+    names = sorted({*(envs or {}), *r.skipped_environments})
+    if envs is not None and not names:
         raise r.error(
             "environments",
             "at least one environment is required",
             hint='add [environments.local] with target = "local"',
         )
-    default_env = r.get(data, "default_environment", "project", _str, sorted(envs)[0])
-    if default_env not in envs:
-        raise r.error(
+    default_env = r.get(data, "default_environment", "project", _str, (names or [""])[0])
+    if envs is not None and default_env not in names:
+        r.report(
             "project.default_environment",
             f"unknown environment {default_env!r}",
-            hint=f"defined environments: {', '.join(sorted(envs))}",
+            hint=f"defined environments: {', '.join(names)}",
         )
     return Project(
         name=r.required(data, "name", "project", _str),
@@ -362,42 +449,49 @@ def _components(r: _Reader, data: dict[str, Any], root: Path) -> dict[str, Compo
     result: dict[str, Component] = {}
     for name, table in data.items():
         path = f"components.{name}"
-        if not _NAME.match(name):
-            raise r.error(
-                path,
-                f"invalid component name {name!r}",
-                hint="use lowercase letters, digits, - and _, starting with a letter",
-            )
-        if not isinstance(table, dict):
-            raise r.error(path, f"expected a table, got {_show(table)}")
-        result[name] = _component(r, name, table, root)
+        with r.part():
+            if not _NAME.match(name):
+                r.report(
+                    path,
+                    f"invalid component name {name!r}",
+                    hint="use lowercase letters, digits, - and _, starting with a letter",
+                )
+            if not isinstance(table, dict):
+                raise r.error(path, f"expected a table, got {_show(table)}")
+            result[name] = _component(r, name, table, root)
+        if name not in result:
+            r.skipped_components.add(name)
     return result
 
 
 def _component(r: _Reader, name: str, t: dict[str, Any], root: Path) -> Component:
     path = f"components.{name}"
     r.check_keys(t, _COMPONENT_KEYS, path)
-    folder = r.required(t, "path", path, _str)
-    if not (root / folder).is_dir():
-        raise r.error(
+    folder = r.attempt(lambda: r.required(t, "path", path, _str), None)
+    if folder is not None and not (root / folder).is_dir():
+        r.report(
             f"{path}.path",
             f"folder {folder!r} does not exist in {root}",
             hint="create it or fix the path (it is relative to the project folder)",
         )
+    start = r.attempt(lambda: r.required(t, "start", path, _str), None)
     migrations = None
     if "migrations" in t:
-        migrations = _migrations(r, r.table(t, "migrations", path), f"{path}.migrations")
-    return Component(
+        migrations = r.attempt(
+            lambda: _migrations(r, r.table(t, "migrations", path), f"{path}.migrations"), None
+        )
+    health = r.attempt(lambda: _health(r, t, path), HealthCheck(tcp="port" in t))
+    component = Component(
         name=name,
-        path=folder,
-        start=r.required(t, "start", path, _str),
-        inputs=r.get(t, "inputs", path, _str_list, (f"{folder.rstrip('/')}/**",)),
+        path=folder or "",
+        start=start or "",
+        inputs=r.get(t, "inputs", path, _str_list, (f"{(folder or '').rstrip('/')}/**",)),
         depends_on=r.get(t, "depends_on", path, _str_list, ()),
         build=r.get(t, "build", path, _str, cast(str | None, None)),
         artifact=r.get(t, "artifact", path, _str, "."),
         port=r.get(t, "port", path, _port, cast(int | None, None)),
         secrets=r.get(t, "secrets", path, _str_list, ()),
-        health=_health(r, t, path),
+        health=health,
         migrations=migrations,
         tests=r.get(t, "tests", path, _str_map, {}),
         contract=r.get(t, "contract", path, _str_list, ()),
@@ -406,6 +500,9 @@ def _component(r: _Reader, name: str, t: dict[str, Any], root: Path) -> Componen
         warm_for=r.get(t, "warm_for", path, _duration, 30.0),
         drain_timeout=r.get(t, "drain_timeout", path, _duration, 30.0),
     )
+    if folder is None or start is None:
+        raise _Skip  # read to the end for its other errors, but unusable
+    return component
 
 
 def _health(r: _Reader, t: dict[str, Any], path: str) -> HealthCheck:
@@ -417,10 +514,10 @@ def _health(r: _Reader, t: dict[str, Any], path: str) -> HealthCheck:
     r.check_keys(h, _HEALTH_KEYS, hp)
     kinds = [k for k in ("http", "tcp", "command") if k in h]
     if len(kinds) > 1:
-        raise r.error(hp, f"choose one probe, not {' and '.join(kinds)}")
+        r.report(hp, f"choose one probe, not {' and '.join(kinds)}")
     http = r.get(h, "http", hp, _str, cast(str | None, None))
     if http is not None and not http.startswith("/"):
-        raise r.error(f"{hp}.http", f'expected a path starting with "/", got "{http}"')
+        r.report(f"{hp}.http", f'expected a path starting with "/", got "{http}"')
     check = HealthCheck(
         http=http,
         tcp=r.get(h, "tcp", hp, _bool, False),
@@ -432,7 +529,7 @@ def _health(r: _Reader, t: dict[str, Any], path: str) -> HealthCheck:
         stable_for=r.get(h, "stable_for", hp, _duration, 1.0),
     )
     if check.kind in ("http", "tcp") and "port" not in t:
-        raise r.error(hp, f"a {check.kind} health check needs the component's `port`")
+        r.report(hp, f"a {check.kind} health check needs the component's `port`")
     return check
 
 
@@ -450,7 +547,7 @@ def _migrations(r: _Reader, m: dict[str, Any], path: str) -> Migrations:
     needed = {"sql": ("dir",), "alembic": ("config",), "command": ("up", "current")}[tool]
     for key in needed:
         if getattr(result, key) is None:
-            raise r.error(f"{path}.{key}", f"is required when tool = {tool!r}")
+            r.report(f"{path}.{key}", f"is required when tool = {tool!r}")
     return result
 
 
@@ -460,15 +557,18 @@ def _environments(
     result: dict[str, Environment] = {}
     for name, table in data.items():
         path = f"environments.{name}"
-        if not _NAME.match(name):
-            raise r.error(
-                path,
-                f"invalid environment name {name!r}",
-                hint="use lowercase letters, digits, - and _, starting with a letter",
-            )
-        if not isinstance(table, dict):
-            raise r.error(path, f"expected a table, got {_show(table)}")
-        result[name] = _environment(r, name, table, components)
+        with r.part():
+            if not _NAME.match(name):
+                r.report(
+                    path,
+                    f"invalid environment name {name!r}",
+                    hint="use lowercase letters, digits, - and _, starting with a letter",
+                )
+            if not isinstance(table, dict):
+                raise r.error(path, f"expected a table, got {_show(table)}")
+            result[name] = _environment(r, name, table, components)
+        if name not in result:
+            r.skipped_environments.add(name)
     return result
 
 
@@ -488,7 +588,7 @@ def _environment(
     target = r.required(t, "target", path, _str)
     if target not in TARGETS:
         close = difflib.get_close_matches(target, TARGETS, n=1)
-        raise r.error(
+        r.report(
             f"{path}.target",
             f"unknown target {target!r}",
             hint=(f"did you mean {close[0]!r}? " if close else "")
@@ -496,7 +596,7 @@ def _environment(
         )
     hosts: tuple[str, ...] = r.get(t, "hosts", path, _str_list, ())
     if target == "ssh" and not hosts:
-        raise r.error(f"{path}.hosts", 'the ssh target needs hosts = ["user@host:22", ...]')
+        r.report(f"{path}.hosts", 'the ssh target needs hosts = ["user@host:22", ...]')
     return Environment(
         name=name,
         target=cast(Any, target),
@@ -506,9 +606,9 @@ def _environment(
         ),
         hosts=hosts,
         protected=r.get(t, "protected", path, _bool, False),
-        secrets=_secrets_source(r, t, path),
-        rolling=_rolling(r, t, path),
-        overrides=_overrides(r, r.table(t, "components", path), components, path),
+        secrets=r.attempt(lambda: _secrets_source(r, t, path), None),
+        rolling=r.attempt(lambda: _rolling(r, t, path), Rolling()),
+        overrides=_overrides(r, r.optional_table(t, "components", path), components, path),
     )
 
 
@@ -553,32 +653,43 @@ def _overrides(
 ) -> dict[str, Component]:
     result: dict[str, Component] = {}
     for name, table in data.items():
-        path = f"{env_path}.components.{name}"
-        if name not in components:
-            close = difflib.get_close_matches(name, sorted(components), n=1)
-            raise r.error(
-                path,
-                f"unknown component {name!r}",
-                hint=f"did you mean {close[0]!r}?" if close else None,
-            )
-        if not isinstance(table, dict):
-            raise r.error(path, f"expected a table, got {_show(table)}")
-        r.check_keys(table, OVERRIDABLE, path)
-        base = components[name]
-        changes: dict[str, object] = {}
-        if "port" in table:
-            changes["port"] = r.get(table, "port", path, _port, 0)
-        if "start" in table:
-            changes["start"] = r.get(table, "start", path, _str, "")
-        if "env" in table:
-            changes["env"] = {**base.env, **r.get(table, "env", path, _str_map, {})}
-        for key in ("stop_timeout", "warm_for", "drain_timeout"):
-            if key in table:
-                changes[key] = r.get(table, key, path, _duration, 0.0)
-        if "health" in table:
-            changes["health"] = _health(r, {**table, "port": base.port}, path)
-        result[name] = with_overrides(base, **changes)
+        with r.part():
+            result[name] = _override(r, name, table, components, env_path)
     return result
+
+
+def _override(
+    r: _Reader, name: str, table: Any, components: dict[str, Component], env_path: str
+) -> Component:
+    path = f"{env_path}.components.{name}"
+    if name not in components:
+        if name in r.skipped_components:
+            raise _Skip
+        close = difflib.get_close_matches(name, sorted(components), n=1)
+        raise r.error(
+            path,
+            f"unknown component {name!r}",
+            hint=f"did you mean {close[0]!r}?" if close else None,
+        )
+    if not isinstance(table, dict):
+        raise r.error(path, f"expected a table, got {_show(table)}")
+    r.check_keys(table, OVERRIDABLE, path)
+    base = components[name]
+    changes: dict[str, object] = {}
+    if "port" in table:
+        changes["port"] = r.get(table, "port", path, _port, base.port)
+    if "start" in table:
+        changes["start"] = r.get(table, "start", path, _str, base.start)
+    if "env" in table:
+        changes["env"] = {**base.env, **r.get(table, "env", path, _str_map, {})}
+    for key in ("stop_timeout", "warm_for", "drain_timeout"):
+        if key in table:
+            changes[key] = r.get(table, key, path, _duration, getattr(base, key))
+    if "health" in table:
+        changes["health"] = r.attempt(
+            lambda: _health(r, {**table, "port": base.port}, path), base.health
+        )
+    return with_overrides(base, **changes)
 
 
 def _secret_rules(r: _Reader, data: dict[str, Any]) -> dict[str, SecretRule]:
@@ -586,45 +697,52 @@ def _secret_rules(r: _Reader, data: dict[str, Any]) -> dict[str, SecretRule]:
     rules = r.table(data, "rules", "secrets")
     result: dict[str, SecretRule] = {}
     for name, table in rules.items():
-        path = f"secrets.rules.{name}"
-        if not isinstance(table, dict):
-            raise r.error(path, f"expected a table, got {_show(table)}")
-        r.check_keys(table, _RULE_KEYS, path)
-        for key in ("pattern", "production", "other"):
-            if key in table:
-                try:
-                    re.compile(r.get(table, key, path, _str, ""))
-                except re.error as exc:
-                    raise r.error(f"{path}.{key}", f"invalid regular expression: {exc}") from None
-        result[name] = SecretRule(
-            name=name,
-            format=r.get(table, "format", path, _one_of(*_SECRET_FORMATS), cast(str | None, None)),
-            schemes=r.get(table, "schemes", path, _str_list, ()),
-            production_forbid_hosts=r.get(table, "production_forbid_hosts", path, _str_list, ()),
-            min_length=r.get(table, "min_length", path, _positive_int, cast(int | None, None)),
-            min_entropy=r.get(table, "min_entropy", path, _number, cast(float | None, None)),
-            pattern=r.get(table, "pattern", path, _str, cast(str | None, None)),
-            production=r.get(table, "production", path, _str, cast(str | None, None)),
-            other=r.get(table, "other", path, _str, cast(str | None, None)),
-        )
+        with r.part():
+            result[name] = _secret_rule(r, name, table)
     return result
 
 
+def _secret_rule(r: _Reader, name: str, table: Any) -> SecretRule:
+    path = f"secrets.rules.{name}"
+    if not isinstance(table, dict):
+        raise r.error(path, f"expected a table, got {_show(table)}")
+    r.check_keys(table, _RULE_KEYS, path)
+    for key in ("pattern", "production", "other"):
+        if key in table:
+            try:
+                re.compile(r.get(table, key, path, _str, ""))
+            except re.error as exc:
+                r.report(f"{path}.{key}", f"invalid regular expression: {exc}")
+    return SecretRule(
+        name=name,
+        format=r.get(table, "format", path, _one_of(*_SECRET_FORMATS), cast(str | None, None)),
+        schemes=r.get(table, "schemes", path, _str_list, ()),
+        production_forbid_hosts=r.get(table, "production_forbid_hosts", path, _str_list, ()),
+        min_length=r.get(table, "min_length", path, _positive_int, cast(int | None, None)),
+        min_entropy=r.get(table, "min_entropy", path, _number, cast(float | None, None)),
+        pattern=r.get(table, "pattern", path, _str, cast(str | None, None)),
+        production=r.get(table, "production", path, _str, cast(str | None, None)),
+        other=r.get(table, "other", path, _str, cast(str | None, None)),
+    )
+
+
 def _check_graph(r: _Reader, components: dict[str, Component]) -> None:
+    edges: dict[str, tuple[str, ...]] = {}
     for comp in components.values():
         for dep in comp.depends_on:
-            if dep not in components:
+            if dep not in components and dep not in r.skipped_components:
                 close = difflib.get_close_matches(dep, sorted(components), n=1)
-                raise r.error(
+                r.report(
                     f"components.{comp.name}.depends_on",
                     f"component {comp.name!r} depends on unknown component {dep!r}",
                     hint=f"did you mean {close[0]!r}?"
                     if close
                     else f"components: {', '.join(sorted(components))}",
                 )
-    cycle = Graph({c.name: c.depends_on for c in components.values()}).find_cycle()
+        edges[comp.name] = tuple(dep for dep in comp.depends_on if dep in components)
+    cycle = Graph(edges).find_cycle()
     if cycle:
-        raise r.error(
+        r.report(
             f"components.{cycle[0]}.depends_on",
             f"dependency cycle: {' → '.join(cycle)}",
             hint="remove one of these depends_on entries",
@@ -633,7 +751,7 @@ def _check_graph(r: _Reader, components: dict[str, Component]) -> None:
 
 def _check_ports(r: _Reader, env: Environment, components: dict[str, Component]) -> None:
     seen: dict[int, str] = {}
-    for name in sorted(components):
+    for name in components:  # file order: the later of two clashing components is reported
         port = env.overrides.get(name, components[name]).port
         if port is None:
             continue
@@ -646,11 +764,13 @@ def _check_ports(r: _Reader, env: Environment, components: dict[str, Component])
                 if culprit in env.overrides
                 else f"components.{culprit}.port"
             )
-            raise r.error(
+            r.report(
                 where,
-                f"components {first!r} and {name!r} both use port {port} "
+                f"components {' and '.join(repr(n) for n in sorted((first, name)))} "
+                f"both use port {port} "
                 f"in environment {env.name!r}",
                 hint=f"give one of them another port (override it under "
                 f"[environments.{env.name}.components.{culprit}])",
             )
+            continue
         seen[port] = name

@@ -11,7 +11,13 @@ import os
 import socket
 from datetime import UTC, datetime
 
-from shipyard.engine.runner import EngineContext, _journal_for, restore
+from shipyard.engine.runner import (
+    EngineContext,
+    _journal_for,
+    finish_deployment,
+    prune_releases,
+    restore,
+)
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
 from shipyard.errors import LockedError, RollbackFailed, StoreError
 from shipyard.store.records import DeploymentRecord, LockOwner
@@ -95,6 +101,24 @@ async def recover_deployment(ctx: EngineContext, deployment_id: str) -> Deployme
     if status == "pending":
         move("failed", error=reason, started_at=record.started_at or _now(), finished_at=_now())
         return _get(ctx, deployment_id)
+    if status == "running" and _committed(ctx, deployment_id):
+        # Past the commit point the new releases serve and were verified: finish forward.
+        snapshot = {e.component: e for e in ctx.store.snapshot(deployment_id)}
+        new = {
+            c.component: c.release or deployment_id
+            for c in ctx.store.components(deployment_id)
+            if c.component in snapshot
+        }
+        problems = await finish_deployment(ctx, deployment_id, new, snapshot, journal)
+        if problems:
+            journal("finish", step="finish", status="incomplete", message="; ".join(problems))
+        for c in ctx.store.components(deployment_id):
+            if c.finished_at is None:
+                ctx.store.set_component(c.replace(finished_at=_now()))
+        reason = "the orchestrator died after the commit point (finished forward by recovery)"
+        move("succeeded", finished_at=_now())
+        await prune_releases(ctx, list(new))
+        return _get(ctx, deployment_id)
     if status == "running":
         move("failed", error=record.error or reason)
     if status != "rolling_back":
@@ -111,6 +135,11 @@ async def recover_deployment(ctx: EngineContext, deployment_id: str) -> Deployme
         raise
     move("rolled_back", error=record.error or reason, finished_at=_now())
     return _get(ctx, deployment_id)
+
+
+def _committed(ctx: EngineContext, deployment_id: str) -> bool:
+    """True when the journal shows the deployment passed its commit point."""
+    return any(e.kind == "committed" for e in ctx.store.events(deployment_id))
 
 
 def _open_steps(ctx: EngineContext, deployment_id: str) -> dict[str, str | None]:

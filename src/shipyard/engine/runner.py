@@ -27,6 +27,7 @@ from shipyard.core.graph import Graph
 from shipyard.core.health import HealthJudge
 from shipyard.core.plan import Plan, Step
 from shipyard.core.secrets import Redactor
+from shipyard.core.spec import release_document, spec_from_dict
 from shipyard.effects import sql_migrations
 from shipyard.effects.artifacts import ArtifactStore, input_digest
 from shipyard.effects.git import Repo
@@ -45,6 +46,7 @@ from shipyard.store.records import (
     ComponentRecord,
     DeploymentRecord,
     LockOwner,
+    ReleaseSpecRecord,
     SnapshotEntry,
 )
 from shipyard.targets.base import Observation, ProbeSpec, Target
@@ -113,14 +115,82 @@ class EngineContext:
     lock_ttl: float = LOCK_TTL
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    # The specs this deployment activates, component → resolved settings (default: the
+    # config's, for its environment). A rollback passes the specs of the releases it restores.
+    components: dict[str, Component] = field(default_factory=dict)
+    _specs: dict[tuple[str, str], tuple[Component, str | None]] = field(
+        default_factory=dict, repr=False
+    )
 
-    @property
-    def components(self) -> dict[str, Component]:
-        return self.config.components_for(self.env)
+    def __post_init__(self) -> None:
+        if not self.components:
+            self.components = self.config.components_for(self.env)
 
     @property
     def graph(self) -> Graph:
-        return Graph({c.name: c.depends_on for c in self.config.components.values()})
+        return graph_of(self.components)
+
+    def release_spec(self, name: str, release: str) -> tuple[Component, str | None]:
+        """(spec, commit) of one release: what it was deployed with, never today's config.
+
+        From the store; else from `release.json` beside the release (a store that was
+        replaced); else, for a release made before specs were kept, the config's.
+        """
+        key = (name, release)
+        if key not in self._specs:
+            found = saved_release_spec(self.store, self.target, self.env.name, name, release)
+            if found is None:
+                fallback = self.components.get(name) or self.config.components_for(self.env).get(
+                    name
+                )
+                if fallback is None:
+                    raise DeploymentFailed(
+                        f"{name} release {release} has no saved spec and {name} is not in "
+                        "the config any more",
+                        hint=f"add [components.{name}] back, or stop it with "
+                        f"`shipyard down --component {name}`",
+                    )
+                return fallback, None
+            self._specs[key] = found
+        return self._specs[key]
+
+    def save_release_spec(self, comp: Component, release: str, commit: str) -> None:
+        """Keep a new release's spec in the store and beside it as `release.json`."""
+        document = release_document(comp, environment=self.env.name, release=release, commit=commit)
+        self.store.save_release_spec(
+            ReleaseSpecRecord(
+                environment=self.env.name,
+                component=comp.name,
+                release=release,
+                commit=commit,
+                spec=document["spec"],
+            )
+        )
+        self.target.write_release_document(comp.name, release, document)
+        self._specs[(comp.name, release)] = (comp, commit)
+
+
+def saved_release_spec(
+    store: Store, target: Target, environment: str, name: str, release: str
+) -> tuple[Component, str | None] | None:
+    """(spec, commit) saved for a release: in the store, else in its `release.json`."""
+    record = store.release_spec(environment, name, release)
+    if record is not None:
+        return spec_from_dict(record.spec), record.commit
+    document = target.read_release_document(name, release)
+    if document is not None and isinstance(document.get("spec"), dict):
+        try:
+            return spec_from_dict(document["spec"]), document.get("commit")
+        except (TypeError, ValueError):
+            return None  # a damaged file: treated as a release without a saved spec
+    return None
+
+
+def graph_of(components: Mapping[str, Component]) -> Graph:
+    """The dependency graph of these components (dependencies outside the set are ignored)."""
+    return Graph(
+        {n: tuple(d for d in c.depends_on if d in components) for n, c in components.items()}
+    )
 
 
 class StepFailed(DeploymentFailed):
@@ -161,6 +231,7 @@ class Deployment:
         self._records: dict[str, ComponentRecord] = {}
         self._files_cache: dict[str, str] | None = None
         self._files_lock = threading.Lock()
+        self.committed = False
 
     # --- journal -------------------------------------------------------------------------
 
@@ -264,6 +335,9 @@ class Deployment:
         try:
             await self._run_steps()
         except (Exception, asyncio.CancelledError) as exc:
+            if self.committed:
+                await self._finish_forward(exc)
+                return
             reason = _reason(exc)
             if not self.snapshot:
                 # Refused or failed before anything changed: nothing to undo.
@@ -282,11 +356,11 @@ class Deployment:
             self.set_status("rolling_back", reason)
             try:
                 await restore(self.ctx, self, list(self.plan.components))
-            except ShipyardError as rollback_error:
-                self.set_status("rollback_failed", f"{reason}; rollback: {rollback_error.message}")
+            except Exception as rollback_error:  # an unexpected one is a failed rollback too
+                said = _reason(rollback_error)
+                self.set_status("rollback_failed", f"{reason}; rollback: {said}")
                 raise RollbackFailed(
-                    f"deployment {self.id} failed ({reason}) and its rollback failed: "
-                    f"{rollback_error.message}",
+                    f"deployment {self.id} failed ({reason}) and its rollback failed: {said}",
                     hint=f"run `shipyard recover --env {self.ctx.env.name}` to try again; "
                     "check `shipyard status` for what is running",
                 ) from None
@@ -297,6 +371,22 @@ class Deployment:
                 hint=getattr(exc, "hint", None) or f"see `shipyard logs {self.id[:13]}`",
             ) from None
         self.set_status("succeeded")
+        await prune_releases(self.ctx, self.plan.components)
+
+    async def _finish_forward(self, exc: BaseException) -> None:
+        """A failure after the commit point: finish the deployment, never roll it back."""
+        self.journal(
+            "finish",
+            step="finish",
+            status="incomplete",
+            message=f"after the commit point: {_reason(exc)}; finishing forward",
+        )
+        new = {n: self.plan.releases.get(n, self.release) for n in self.plan.components}
+        problems = await finish_deployment(self.ctx, self.id, new, self.snapshot, self.journal)
+        if problems:
+            self.journal("finish", step="finish", status="incomplete", message="; ".join(problems))
+        self.set_status("succeeded")
+        await prune_releases(self.ctx, self.plan.components)
 
     async def _run_steps(self) -> None:
         done: dict[str, asyncio.Future[None]] = {
@@ -355,9 +445,16 @@ class Deployment:
                     hint="find what hangs in `shipyard logs`; raise the health deadline if the "
                     "component is just slow to start",
                 ) from None
+            except ShipyardError:
+                raise
             except OSError as exc:  # a file or folder problem on this machine, said plainly
                 raise DeploymentFailed(
                     f"{exc.strerror or exc}: {exc.filename or ''}".strip(": ")
+                ) from None
+            except Exception as exc:  # a bug must still end as this step's failure
+                raise DeploymentFailed(
+                    f"unexpected error in {step.id}: {type(exc).__name__}: {exc}",
+                    hint="this is a bug in shipyard; the deployment was handled as failed",
                 ) from None
         except asyncio.CancelledError:
             self.journal("step", step=step.id, component=step.component, status="cancelled")
@@ -441,7 +538,10 @@ class Deployment:
                 found = "; ".join(f"{rev}: {', '.join(what)}" for rev, what in destructive.items())
                 raise PreflightError(
                     f"{name}: pending migrations destroy data ({found})",
-                    hint="make sure that is intended, then deploy with --allow-destructive",
+                    hint="migrations run while the current release still serves: split it, "
+                    "expand now (add the new column or table, keep the old one) and contract "
+                    "(drop or rename) in a later deploy, once no running release uses it; "
+                    "or, if losing that data is intended, deploy with --allow-destructive",
                 )
             irreversible = [m.label for m in pending if not m.reversible]
             if irreversible and not self.options.allow_irreversible:
@@ -472,13 +572,18 @@ class Deployment:
                     self.release_env(comp, release or ""),
                 )
             good = good_components.get(name)
+            commit = None
+            if release:
+                commit = (await _settled(ctx.release_spec, name, release))[1]
+            if commit is None and last_good and good and good.release == release:
+                commit = last_good.commit
             entry = SnapshotEntry(
                 component=name,
                 host=ctx.target.host,
                 release=release,
                 artifact=good.artifact if good and good.release == release else None,
                 migration_revision=revision,
-                commit=last_good.commit if last_good and good and good.release == release else None,
+                commit=commit,
                 deployment_id=last_good.id if last_good and good else None,
             )
             entries.append(entry)
@@ -605,6 +710,7 @@ class Deployment:
             artifact,
             self.release_env(comp, self.release),
         )
+        await _settled(self.ctx.save_release_spec, comp, self.release, self.plan.commit)
         self.component_record(name, release=self.release)
 
     async def _step_test(self, step: Step) -> None:
@@ -665,7 +771,8 @@ class Deployment:
         release = self.plan.releases.get(name, self.release)
         env = {**self.release_env(comp, release), **self._dependency_urls(comp)}
         if self.plan.kind == "rollback":
-            env["SHIPYARD_COMMIT"] = _commit_of_release(self.ctx.store, self.plan, name)
+            commit = (await _settled(self.ctx.release_spec, name, release))[1]
+            env["SHIPYARD_COMMIT"] = commit or _commit_of_release(self.ctx.store, self.plan, name)
         self.component_record(name, status="starting", release=release)
         async with self._host_slots:
             running = await _settled(
@@ -722,25 +829,110 @@ class Deployment:
                 failures.append(f"{name}: {observation.detail}")
         if failures:
             raise DeploymentFailed("final health check failed: " + "; ".join(failures))
+        # The commit point: every port is switched and verified. From here on a failure or a
+        # crash finishes the deployment forward; it is never rolled back.
+        self.committed = True
+        self.journal("committed", step=step.id, status="succeeded")
 
     async def _step_finish(self, step: Step) -> None:
-        ctx = self.ctx
-        keep = ctx.config.project.keep_releases
-
-        async def retire(name: str) -> None:
-            # Each stop waits for its process to exit: stop every previous release at once
-            # (bounded like the other parallel steps) instead of one after the other.
-            previous = self.snapshot.get(name)
-            new = self.plan.releases.get(name, self.release)
-            if previous and previous.release and previous.release != new:
-                async with self._host_slots:
-                    await _settled(ctx.target.stop, name, previous.release)
-
-        await asyncio.gather(*(retire(name) for name in self.plan.components))
+        new = {n: self.plan.releases.get(n, self.release) for n in self.plan.components}
+        problems = await finish_deployment(self.ctx, self.id, new, self.snapshot, self.journal)
         for name in self.plan.components:
-            new = self.plan.releases.get(name, self.release)
-            await _settled(ctx.target.prune, name, keep, {new})
             self.component_record(name, finished_at=_now())
+        if problems:
+            # Past the commit point a problem here never fails the deployment: the new
+            # releases serve and were verified. Say what is left, in the journal.
+            self.journal("finish", step=step.id, status="incomplete", message="; ".join(problems))
+
+
+async def finish_deployment(
+    ctx: EngineContext,
+    deployment_id: str,
+    new: Mapping[str, str],
+    snapshot: Mapping[str, SnapshotEntry],
+    journal: Callable[..., None],
+) -> list[str]:
+    """Retire the previous releases of a committed deployment (idempotent; recovery too).
+
+    Dependents first, each stop waiting for its drain, so a request still in flight on an
+    old dependent never reaches an already stopped old dependency. Returns what is left.
+    """
+    problems: list[str] = []
+    running = await _settled(ctx.target.running)
+    routes = await _settled(ctx.target.routes)
+    old: dict[str, str] = {}
+    for name, release in new.items():
+        entry = snapshot.get(name)
+        previous = entry.release if entry else None
+        if previous and previous != release and _is_up(running.get((name, previous))):
+            if routes.get(name) == previous:
+                continue  # routed again by a newer change: not ours to stop
+            old[name] = previous
+    specs: dict[str, Component] = {}
+    for name, release in old.items():
+        try:
+            specs[name] = (await _settled(ctx.release_spec, name, release))[0]
+        except ShipyardError:
+            specs[name] = ctx.components.get(name) or Component(name=name, path=".", start="")
+    for level in reversed(graph_of(specs).levels()):
+
+        async def stop(name: str) -> None:
+            try:
+                await _settled(ctx.target.stop, name, old[name])
+                journal(
+                    "retired", step="finish", component=name, status="succeeded", message=old[name]
+                )
+            except ShipyardError as exc:
+                problems.append(f"{name}: old release {old[name]} not stopped: {exc.message}")
+
+        await asyncio.gather(*(stop(n) for n in level))
+    for name, release in new.items():
+        try:
+            if ctx.target.current(name) != release:
+                await _settled(ctx.target.set_current, name, release)
+        except OSError as exc:
+            problems.append(f"{name}: `current` not pointed at {release}: {_reason(exc)}")
+    return problems
+
+
+def reachable_releases(store: Store, environment: str, keep: int) -> set[tuple[str, str]]:
+    """(component, release) pairs that must stay on disk whatever `keep_releases` says.
+
+    The snapshot releases of every unfinished (or rollback_failed) deployment, and every
+    release active after one of the last `keep` good deployments (what `rollback` reaches).
+    """
+    history = store.list_deployments(environment, limit=500)
+    protected: set[tuple[str, str]] = set()
+    active: dict[str, str] = {}
+    states: list[dict[str, str]] = []
+    for record in reversed(history):
+        if record.status in ("pending", "running", "rolling_back", "failed", "rollback_failed"):
+            for entry in store.snapshot(record.id):
+                if entry.release:
+                    protected.add((entry.component, entry.release))
+            for c in store.components(record.id):
+                if c.release:
+                    protected.add((c.component, c.release))
+        if record.status == "succeeded":
+            for c in store.components(record.id):
+                if c.release:
+                    active[c.component] = c.release
+            states.append(dict(active))
+    for state in states[-max(keep, 1) :]:
+        protected |= set(state.items())
+    return protected
+
+
+async def prune_releases(ctx: EngineContext, components: Iterable[str]) -> None:
+    """Remove old release folders of closed deployments; never a release a rollback needs."""
+    keep = ctx.config.project.keep_releases
+    protected = await _settled(reachable_releases, ctx.store, ctx.env.name, keep)
+    for name in components:
+        mine = {release for comp, release in protected if comp == name}
+        try:
+            await _settled(ctx.target.prune, name, keep, mine)
+        except (ShipyardError, OSError):
+            continue  # pruning is housekeeping: the next deployment tries again
 
 
 async def wait_healthy(
@@ -749,17 +941,20 @@ async def wait_healthy(
     release: str,
     port: int | None,
     journal: Callable[..., None],
+    *,
+    step: str | None = None,
 ) -> Observation:
     """Probe until healthy for `stable_for`, or fail at the deadline with the log tail."""
     judge = HealthJudge(comp.health, start=ctx.monotonic())
     spec = probe_spec(comp, port)
+    step = step or f"activate:{comp.name}"
     while True:
         observation = await _settled(ctx.target.probe, spec)
         verdict = judge.observe(observation.ok, ctx.monotonic())
         if verdict == "healthy":
             journal(
                 "health",
-                step=f"activate:{comp.name}",
+                step=step,
                 component=comp.name,
                 status="ok",
                 data=observation.to_dict(),
@@ -769,7 +964,7 @@ async def wait_healthy(
             tail = await _settled(ctx.target.logs, comp.name, release, 15)
             journal(
                 "health",
-                step=f"activate:{comp.name}",
+                step=step,
                 component=comp.name,
                 status="failing",
                 data=observation.to_dict(),
@@ -866,6 +1061,8 @@ async def restore(
 
     Works from the snapshot and the host's actual state, not from memory, so it
     finishes the job whatever point a deployment reached before it failed or died.
+    Make before break: a previous release is running and healthy (by its own spec)
+    before its port is routed back, and only then is the new release stopped.
     """
     dep_id = deployment.id if deployment else deployment_id
     assert dep_id is not None
@@ -874,56 +1071,115 @@ async def restore(
     plan_releases: dict[str, str] = {}
     if deployment is not None:
         plan_releases = deployment.plan.releases
-    elif record and record.kind == "rollback" and record.rollback_of:
+    elif record and record.kind in ("rollback", "reconcile"):
         plan_releases = {c.component: c.release for c in ctx.store.components(dep_id) if c.release}
     journal = deployment.journal if deployment else _journal_for(ctx, dep_id)
-    components = ctx.components
-    graph = ctx.graph
-    touched = [n for n in graph.order() if n in set(order) and n in snapshot]
+    wanted = [n for n in order if n in snapshot]
     problems: list[str] = []
-    running = await _settled(ctx.target.running)
-    routes = await _settled(ctx.target.routes)
-    # 1. Route back to previous releases that still run, every component first (a route
-    #    change is quick, a stop waits for the process to exit); then stop what this
-    #    deployment started.
-    routed_back: set[str] = set()
-    for name in reversed(touched):
-        comp = components[name]
-        previous = snapshot[name].release
+    new_of = {n: plan_releases.get(n, dep_id) for n in wanted}
+    new_specs: dict[str, Component] = {}
+    prev_specs: dict[str, Component] = {}
+    for name in wanted:
         try:
-            prev_up = previous is not None and _is_up(running.get((name, previous)))
-            if previous and prev_up and comp.port and routes.get(name) != previous:
-                await _route(ctx, comp, previous)
-                journal(
-                    "routed",
-                    step="rollback",
-                    component=name,
-                    status="succeeded",
-                    message=f":{comp.port} → {previous}",
-                )
-            if previous is None and routes.get(name):
-                await _settled(ctx.target.unroute, name)
-            routed_back.add(name)
+            new_specs[name] = (await _settled(ctx.release_spec, name, new_of[name]))[0]
+            previous = snapshot[name].release
+            prev_specs[name] = (
+                (await _settled(ctx.release_spec, name, previous))[0]
+                if previous
+                else new_specs[name]
+            )
         except ShipyardError as exc:
             problems.append(f"{name}: {exc.message}")
+    touched = graph_of({n: prev_specs[n] for n in wanted if n in prev_specs}).order()
+    running = await _settled(ctx.target.running)
+    routes = await _settled(ctx.target.routes)
 
-    async def stop_new(name: str) -> None:
-        new = plan_releases.get(name, dep_id)
+    async def make(name: str) -> None:
+        """Start the previous release if it is not running, and wait until it is healthy."""
+        comp = prev_specs[name]
+        previous = snapshot[name].release
+        assert previous is not None
+        proc = running.get((name, previous))
+        if _is_up(proc) and proc is not None:
+            quick = await _settled(ctx.target.probe, probe_spec(comp, proc.port))
+            if quick.ok:
+                return
+            port = proc.port
+        else:
+            env = {
+                **component_env(ctx, comp, previous, snapshot[name].commit or ""),
+                **service_urls(ctx, comp.depends_on, {}),
+            }
+            started = await _settled(
+                ctx.target.start, name, previous, comp.start, env, comp.stop_timeout
+            )
+            port = started.port
+        await wait_healthy(ctx, comp, previous, port, journal, step="rollback")
+
+    async def route_back(name: str) -> None:
+        comp = prev_specs[name]
+        previous = snapshot[name].release
+        if previous is None:
+            if routes.get(name):
+                await _settled(ctx.target.unroute, name)
+            return
+        if comp.port and routes.get(name) != previous:
+            await _route(ctx, comp, previous)
+            journal(
+                "routed",
+                step="rollback",
+                component=name,
+                status="succeeded",
+                message=f":{comp.port} → {previous}",
+            )
+
+    async def break_new(name: str) -> None:
+        new = new_of[name]
         if new != snapshot[name].release and (name, new) in running:
-            try:
-                await _settled(ctx.target.stop, name, new)
-            except ShipyardError as exc:
-                problems.append(f"{name}: {exc.message}")
+            await _settled(ctx.target.stop, name, new)
 
-    # A component whose traffic could not be moved back keeps its new release running.
-    await asyncio.gather(*(stop_new(n) for n in reversed(touched) if n in routed_back))
-    # 2. Schema back to the snapshot revision, newest dependents first.
+    async def make_route_break(names: list[str], later: dict[str, str]) -> None:
+        """Make (level by level), then route back, then stop the new releases."""
+        made: list[str] = []
+        for level in graph_of({n: prev_specs[n] for n in names}).levels():
+            results = await asyncio.gather(
+                *(make(n) for n in level if snapshot[n].release), return_exceptions=True
+            )
+            todo = [n for n in level if snapshot[n].release]
+            for name, result in zip(todo, results, strict=True):
+                if isinstance(result, BaseException):
+                    later[name] = _reason(result)
+                else:
+                    made.append(name)
+            made += [n for n in level if not snapshot[n].release]
+        routed: list[str] = []
+        for name, result in zip(
+            made,
+            await asyncio.gather(*(route_back(n) for n in made), return_exceptions=True),
+            strict=True,
+        ):
+            if isinstance(result, BaseException):
+                later[name] = _reason(result)
+            else:
+                routed.append(name)
+        # Dependents first: an old dependent still draining may call its new dependency.
+        for name in reversed(routed):
+            try:
+                await break_new(name)
+            except ShipyardError as exc:
+                problems.append(f"{name}: new release {new_of[name]} not stopped: {exc.message}")
+
+    # 1. Make, route back, break: everything whose previous release can run as it is.
+    failed_first: dict[str, str] = {}
+    await make_route_break(touched, failed_first)
+    # 2. Schema back to the snapshot revision, newest dependents first, with the newer
+    #    release's files and spec (only it knows the newer revisions' down steps).
     for name in reversed(touched):
-        comp = components[name]
+        comp = new_specs[name]
         entry = snapshot[name]
         if comp.migrations is None:
             continue
-        new = plan_releases.get(name, dep_id)
+        new = new_of[name]
         files_from = new if ctx.target.has_release(name, new) else entry.release
         if not files_from:
             continue
@@ -954,32 +1210,25 @@ async def restore(
                 f"{name}: schema not restored to "
                 f"{entry.migration_revision or '(none)'}: {exc.message}"
             )
-    # 3. Previous releases that are not running (agent restarted, host rebooted): start them.
-    running = await _settled(ctx.target.running)
+    # 3. What could not run on the newer schema gets a second chance on the restored one.
+    failed_again: dict[str, str] = {}
+    if failed_first:
+        running = await _settled(ctx.target.running)
+        routes = await _settled(ctx.target.routes)
+        await make_route_break([n for n in touched if n in failed_first], failed_again)
+        for name, why in failed_again.items():
+            problems.append(
+                f"{name}: previous release {snapshot[name].release} not restored: {why}"
+            )
     for name in touched:
-        comp = components[name]
-        previous = snapshot[name].release
-        if previous is None:
-            await _settled(ctx.target.set_current, name, None)
-            continue
-        try:
-            if not _is_up(running.get((name, previous))):
-                env = {
-                    **component_env(ctx, comp, previous, snapshot[name].commit or ""),
-                    **service_urls(ctx, comp.depends_on, {}),
-                }
-                started = await _settled(
-                    ctx.target.start, name, previous, comp.start, env, comp.stop_timeout
-                )
-                await wait_healthy(ctx, comp, previous, started.port, journal)
-            if comp.port:
-                await _route(ctx, comp, previous)
-            await _settled(ctx.target.set_current, name, previous)
-        except ShipyardError as exc:
-            problems.append(f"{name}: previous release {previous} not restored: {exc.message}")
-    # 4. Verify what is active now.
+        if name not in failed_again:
+            try:
+                await _settled(ctx.target.set_current, name, snapshot[name].release)
+            except (ShipyardError, OSError) as exc:
+                problems.append(f"{name}: `current` not restored: {_reason(exc)}")
+    # 4. Verify what is active now, through the public ports.
     for name in touched:
-        comp = components[name]
+        comp = prev_specs[name]
         previous = snapshot[name].release
         if previous is None or not comp.port:
             continue

@@ -46,6 +46,7 @@ from shipyard.store.models import (
     Event,
     Lock,
     LockEvent,
+    ReleaseSpec,
     Snapshot,
 )
 from shipyard.store.records import (
@@ -57,6 +58,7 @@ from shipyard.store.records import (
     LockEventRecord,
     LockOwner,
     LockRecord,
+    ReleaseSpecRecord,
     SnapshotEntry,
     iso,
 )
@@ -75,6 +77,7 @@ _components = cast(Table, DeploymentComponent.__table__)
 _events = cast(Table, Event.__table__)
 _snapshots = cast(Table, Snapshot.__table__)
 _artifacts = cast(Table, Artifact.__table__)
+_release_specs = cast(Table, ReleaseSpec.__table__)
 _locks = cast(Table, Lock.__table__)
 _lock_events = cast(Table, LockEvent.__table__)
 
@@ -540,6 +543,50 @@ class Store:
                 )
                 for r in conn.execute(query)
             ]
+
+    # ---------------------------------------------------------------- release specs
+
+    def save_release_spec(self, rec: ReleaseSpecRecord) -> None:
+        """Keep a release's spec; a release is immutable, so saving it again is a no-op."""
+        values = {
+            "environment": rec.environment,
+            "component": rec.component,
+            "release": rec.release,
+            "commit": rec.commit,
+            "spec": dict(rec.spec),
+            "created_at": rec.created_at or self.now(),
+        }
+        with self._write(f"save the spec of {rec.component} release {rec.release}") as conn:
+            conn.execute(
+                self._upsert(
+                    _release_specs,
+                    values,
+                    ("environment", "component", "release"),
+                    replace=False,
+                )
+            )
+
+    def release_spec(
+        self, environment: str, component: str, release: str
+    ) -> ReleaseSpecRecord | None:
+        """The spec saved for one release (None for a release made before specs were kept)."""
+        query = select(_release_specs).where(
+            _release_specs.c.environment == environment,
+            _release_specs.c.component == component,
+            _release_specs.c.release == release,
+        )
+        with self._read(f"read the spec of {component} release {release}") as conn:
+            row = conn.execute(query).one_or_none()
+        if row is None:
+            return None
+        return ReleaseSpecRecord(
+            environment=row.environment,
+            component=row.component,
+            release=row.release,
+            commit=row.commit,
+            spec=dict(row.spec),
+            created_at=row.created_at,
+        )
 
     # ---------------------------------------------------------------- artifacts
 

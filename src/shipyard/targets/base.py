@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from shipyard.config import Migrations
 
@@ -73,6 +73,14 @@ class Target(Protocol):
 
     def install(self, component: str, release: str, artifact: Path, env: Mapping[str, str]) -> None:
         """Unpack an artifact as `releases/<release>` with its `.env` (mode 0600)."""
+
+    def write_release_document(
+        self, component: str, release: str, document: Mapping[str, object]
+    ) -> None:
+        """Write `releases/<release>/release.json` (the release's spec; no secret values)."""
+
+    def read_release_document(self, component: str, release: str) -> dict[str, Any] | None:
+        """The release's `release.json`, or None when it has none (or it is unreadable)."""
 
     def start(
         self,

@@ -30,6 +30,7 @@ from shipyard.errors import AgentError, DeploymentFailed, PreflightError
 from shipyard.targets.base import Observation, ProbeSpec, RunningRelease
 
 ENV_FILE = ".env"
+RELEASE_DOCUMENT = "release.json"
 
 
 @contextmanager
@@ -99,6 +100,22 @@ class LocalTarget:
         _write_env_file(staging / ENV_FILE, env)
         os.replace(staging, final)
 
+    def write_release_document(
+        self, component: str, release: str, document: Mapping[str, object]
+    ) -> None:
+        folder = self.release_dir(component, release)
+        tmp = folder / f".{RELEASE_DOCUMENT}.tmp"
+        tmp.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, folder / RELEASE_DOCUMENT)
+
+    def read_release_document(self, component: str, release: str) -> dict[str, Any] | None:
+        path = self.release_dir(component, release) / RELEASE_DOCUMENT
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return document if isinstance(document, dict) else None
+
     def current(self, component: str) -> str | None:
         link = self._component_dir(component) / "current"
         try:
@@ -148,6 +165,12 @@ class LocalTarget:
         existing = self.running().get((component, release))
         if existing is not None and existing.state not in ("stopped", "crashed"):
             return existing
+        if not self.has_release(component, release):
+            raise DeploymentFailed(
+                f"{component} release {release} is no longer on this host "
+                f"({self.release_dir(component, release)} is missing)",
+                hint="it was removed by hand or pruned; deploy its commit again",
+            )
         # Every value (secrets too) goes to the release's .env (0600), which the agent reads at
         # each spawn; the agent itself keeps only the file's path, never the values.
         _write_env_file(self.release_dir(component, release) / ENV_FILE, env)
