@@ -95,6 +95,7 @@ class Redactor:
 
     def __init__(self, secrets: Mapping[str, str] | None = None) -> None:
         self._forms: dict[str, str] = {}  # a form a value can take -> the value's name
+        self._keys: frozenset[str] = frozenset()  # in every match (whole or cut): a quick test
         if secrets:
             self.add(secrets)
 
@@ -103,11 +104,19 @@ class Redactor:
             for form in _forms_of(value):
                 if len(form) >= self.MIN_LENGTH:
                     self._forms.setdefault(form, name)
+        cut = self.CUT_LENGTH
+        self._keys = frozenset(
+            key
+            for form in self._forms
+            for key in ((form[:cut], form[-cut:]) if len(form) >= cut else (form,))
+        )
 
     def __bool__(self) -> bool:
         return bool(self._forms)
 
     def __call__(self, text: str) -> str:
+        if not any(key in text for key in self._keys):  # most lines hold no secret at all
+            return text
         spans: list[tuple[int, int, str]] = []
         for form, name in self._forms.items():
             start = text.find(form)
