@@ -223,3 +223,35 @@ def strings(value: Any) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in strings(v)]
     return []
+
+
+def test_a_long_reason_is_printed_once_and_pointed_at_afterwards() -> None:
+    cli, out, err = cli_for({})
+    reason = "app did not become healthy within 2s: status 500\n  | last log line"
+    progress = LiveProgress(cli.out, ["app"], cli.shown)
+    for kind, status, text in (
+        ("step", "failed", reason),
+        ("deployment", "failed", f"step activate:app failed: {reason}"),
+        ("deployment", "rolling_back", f"step activate:app failed: {reason}"),
+        ("deployment", "rolled_back", f"step activate:app failed: {reason}"),
+    ):
+        progress(ProgressEvent("d1", kind, "activate:app", "app", status, text, 0.0))
+    summary = {"id": "d1", "kind": "full", "environment": "local", "status": "rolled_back"}
+    deployment_summary(
+        cli.out, {**summary, "error": f"step activate:app failed: {reason}"}, cli.shown
+    )
+    cli.error(f"deployment d1 failed and was rolled back: step activate:app failed: {reason}", None)
+    shown = out.getvalue() + err.getvalue()
+    assert shown.count("did not become healthy") == 1
+    assert shown.count("last log line") == 1
+    assert "error: deployment d1 failed and was rolled back (see above)" in err.getvalue()
+    assert "deployment failed: step activate:app failed (see above)" in shown
+    assert "deployment rolled_back\n" in shown
+
+
+def test_a_short_reason_is_simply_repeated() -> None:
+    cli, _, err = cli_for({})
+    progress = LiveProgress(cli.out, ["app"], cli.shown)
+    progress(ProgressEvent("d1", "step", "build:app", "app", "failed", "no space", 0.0))
+    cli.error("deployment d1 failed: step build:app failed: no space", None)
+    assert "error: deployment d1 failed: step build:app failed: no space" in err.getvalue()

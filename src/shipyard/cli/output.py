@@ -76,8 +76,10 @@ class Shown:
         self.clean = clean
         self._texts: list[str] = []
 
+    SHORTEST = 20  # a shorter reason is repeated rather than pointed at
+
     def add(self, text: str) -> None:
-        if text and text not in self._texts:
+        if len(text) >= self.SHORTEST and text not in self._texts:
             self._texts.append(text)
             self._texts.sort(key=len, reverse=True)
 
