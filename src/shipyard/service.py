@@ -37,10 +37,12 @@ from shipyard.errors import (
     HealthCheckError,
     PreflightError,
     ShipyardError,
+    StoreError,
     UsageError,
 )
 from shipyard.store import DeploymentRecord, EventRecord, LockOwner, LockRecord, Store, new_id
-from shipyard.targets.base import Observation, Target
+from shipyard.store.urls import normalize_url, sqlite_path
+from shipyard.targets.base import Observation, RunningRelease, Target
 from shipyard.targets.local import LocalTarget
 
 STATE_URL_VARIABLE = "SHIPYARD_STATE_URL"
@@ -143,7 +145,33 @@ class Shipyard:
 
     @cached_property
     def store(self) -> Store:
+        self._refuse_lost_state_file()
         return Store.open(self.state_url)
+
+    def _refuse_lost_state_file(self) -> None:
+        """A missing SQLite state file is created empty, unless releases say it was lost.
+
+        An empty history would make a deployed project look never deployed (a full deploy
+        with no previous release to roll back to), so that needs the user's say-so.
+        """
+        path = sqlite_path(normalize_url(self.state_url))
+        if path is None or path.exists():
+            return
+        deployed = [
+            f"{name} in {env.name}"
+            for env in self.config.environments.values()
+            if env.target == "local"
+            for name in self.config.components
+            if self.target(env).current(name)
+        ]
+        if deployed:
+            raise StoreError(
+                f"the state database {path} is missing, but this project was deployed "
+                f"({', '.join(deployed)} have releases): it was deleted or moved, and "
+                "shipyard will not treat the project as never deployed",
+                hint=f"put the file back (from a backup); to start a new, empty history "
+                f"on purpose, create it empty: `touch {path}`",
+            )
 
     def close(self) -> None:
         if "store" in self.__dict__:
@@ -404,8 +432,14 @@ class Shipyard:
         env = self.environment(env_name)
         target = self.target(env)
         last = self.store.last_good_deployment(env.name)
-        routes = target.routes()
-        running = target.running()
+        routes: dict[str, str] = {}
+        running: dict[tuple[str, str], RunningRelease] = {}
+        names = self.config.components_for(env)
+        # Ask the agent only when something may run: asking starts one, which would keep
+        # running after `status` on a never-deployed environment.
+        if self.store.list_deployments(env.name, limit=1) or any(map(target.current, names)):
+            routes = target.routes()
+            running = target.running()
         made_by: dict[str, tuple[str, str | None]] = {}
         for d in reversed(self.store.list_deployments(env.name, limit=500)):
             if d.status == "succeeded":
@@ -479,9 +513,13 @@ class Shipyard:
         self, env_name: str | None = None, *, force: bool = False
     ) -> LockRecord | None:
         env = self.environment(env_name)
+        held = self.store.get_lock(env.name)
+        if held is None:
+            return None  # nothing to release
         if not force:
             raise UsageError(
-                "releasing another deployment's lock needs --force",
+                f"the lock of {env.name} is held by deployment {held.deployment_id} "
+                f"({held.owner}); releasing another deployment's lock needs --force",
                 hint="make sure that deployment is really dead first",
             )
         return self.store.force_release_lock(env.name, by=str(LockOwner.current()))
