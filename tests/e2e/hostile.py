@@ -8,11 +8,13 @@ variables, with the status the test asks for (an app echoing its env in an error
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.conftest import RunCli, commit_all, free_ports, git
+from tests.conftest import RunCli, commit_all, free_ports, git, shipyard_executable
 
 SERVER = """\
 import json, os, sys
@@ -115,7 +117,18 @@ def new_project(secrets: dict[str, str]) -> HostileProject:
     return HostileProject(Path(tempfile.mkdtemp(prefix="sy-", dir="/tmp")) / "p", secrets)
 
 
-def remove_project(project: HostileProject, run_cli: RunCli) -> None:
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`shipyard ARGS…` as a real subprocess (for fixtures wider than one test)."""
+    return subprocess.run(
+        [shipyard_executable(), *args],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def remove_project(project: HostileProject, run_cli: RunCli = cli) -> None:
     if (project.root / ".shipyard" / "local" / "agent").exists():
         run_cli("-C", str(project.root), "down")
     shutil.rmtree(project.root.parent, ignore_errors=True)

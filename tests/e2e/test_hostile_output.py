@@ -9,13 +9,16 @@ secret values a failing health body echoed; a failed deploy printed its reason f
 from __future__ import annotations
 
 import json
+import os
+import select
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunCli
+from tests.conftest import RunCli, shipyard_executable
 from tests.e2e.hostile import HostileProject, new_project, remove_project
 
 SECRETS = {
@@ -158,3 +161,42 @@ def test_config_key_that_looks_like_markup_gives_a_clean_error(
     as_json = run_cli("-C", str(tmp_path), "--json", "validate")
     assert as_json.returncode == 2
     assert f"unknown key `{key}`" in json.loads(as_json.stdout)["error"]["message"]
+
+
+def run_in_terminal(*args: str, timeout: float = 120) -> tuple[int, str]:
+    """Run the console script on a pseudo-terminal (live progress, colours) and read it all."""
+    master, slave = os.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "200", "LINES": "50"}
+    env.pop("NO_COLOR", None)
+    process = subprocess.Popen(
+        [shipyard_executable(), *args], stdin=slave, stdout=slave, stderr=slave, env=env
+    )
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], timeout)
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+        code = process.wait(timeout=timeout)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_on_a_terminal_hostile_output_is_shown_escaped_and_the_deploy_fails_cleanly(
+    project: HostileProject,
+) -> None:
+    project.write(build_output=b"copy [/data/in] \x1b[2J\x1b]0;pwned\x07 done\n", build_exit=1)
+    code, shown = run_in_terminal("-C", str(project.root), "deploy")
+    assert code == 1, shown
+    no_traceback(shown)
+    assert "copy [/data/in] \\x1b[2J\\x1b]0;pwned\\x07 done" in shown
+    assert "\x1b[2J" not in shown and "\x1b]0;pwned" not in shown  # never sent to the terminal

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.table import Table
@@ -21,7 +21,13 @@ from shipyard.cli.render import STATUS_STYLE, LiveProgress, deployment_summary
 from shipyard.cli.safe import styled
 from shipyard.core.durations import parse_duration
 from shipyard.core.plan import Plan, Selection
-from shipyard.errors import AgentError, DeploymentFailed, RollbackFailed, UsageError
+from shipyard.errors import (
+    AgentError,
+    DeploymentFailed,
+    RollbackFailed,
+    ShipyardError,
+    UsageError,
+)
 from shipyard.service import ComponentHealth, DeploymentView, Shipyard, UnhealthyReport
 
 app = typer.Typer(
@@ -652,6 +658,56 @@ def _emit(cli: CliState, data: Any, text: str) -> None:
         cli.out.print(cli.text(text))
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+# Typer exports only BadParameter; its bases are click's UsageError and ClickException
+# (click is vendored inside newer Typer releases, so they are reached this way).
+_ClickUsageError = cast(type[Exception], typer.BadParameter.__bases__[0])
+_ClickException = cast(type[Exception], _ClickUsageError.__bases__[0])
+
+
+_GLOBAL_OPTIONS = ("-C", "--project", "--json", "--verbose", "-v")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point: every outcome, usage errors included, exits as cli.md says.
+
+    Typer's own handling of usage errors (a box on stderr) ignores --json, so the command
+    runs in non-standalone mode and those errors are reported here like any other.
+    """
+    args = sys.argv[1:] if args is None else args
+    # Parsing may fail before the root callback has seen --json, so it is looked up here.
+    cli = CliState(json="--json" in (args[: args.index("--")] if "--" in args else args))
+    command = typer.main.get_command(app)
+    if cli.json:
+        _no_help_pages(command)
+    try:
+        code = command.main(args, prog_name="shipyard", standalone_mode=False)
+    except _ClickUsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help page was printed instead
+            sys.exit(2)
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "shipyard"
+        message = getattr(exc, "format_message", exc.__str__)()
+        hint = f"`{where} --help` shows the usage"
+        if where != "shipyard" and any(f"option: {o}" in message for o in _GLOBAL_OPTIONS):
+            hint = "global options come before the command, e.g. `shipyard --json status`"
+        code = _report(cli, UsageError(message, hint=hint))
+    except _ClickException as exc:
+        code = _report(cli, UsageError(getattr(exc, "format_message", exc.__str__)()))
+    except typer.Abort:
+        code = _report(cli, UsageError("aborted; nothing was changed"))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _no_help_pages(command: Any) -> None:
+    """Under --json a group called without its command is a usage error, not a help page."""
+    command.no_args_is_help = False
+    for sub in getattr(command, "commands", {}).values():
+        _no_help_pages(sub)
+
+
+def _report(cli: CliState, error: ShipyardError) -> int:
+    if cli.json:
+        cli.emit_json({"error": error.to_dict()})
+    else:
+        cli.error(error.message, error.hint)
+    return error.exit_code

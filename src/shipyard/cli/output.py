@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import typer
 from rich.console import Console
@@ -28,8 +28,8 @@ class CliState:
     project_dir: Path = Path(".")
     json: bool = False
     verbose: bool = False
-    out: Console = field(default_factory=lambda: _console(sys.stdout, stderr=False))
-    err: Console = field(default_factory=lambda: _console(sys.stderr, stderr=True))
+    out: Console = field(default_factory=lambda: make_console(stderr=False))
+    err: Console = field(default_factory=lambda: make_console(stderr=True))
     # Every known secret value of the environment at hand, set by a command as soon as it
     # knows the environment: whatever reaches stdout or stderr passes it.
     redact: Redactor = field(default_factory=Redactor)
@@ -57,7 +57,11 @@ class CliState:
 
     def error(self, message: str, hint: str | None) -> None:
         """The `error:` (and `hint:`) lines on stderr; the text is never read as markup."""
-        text = self.shown.elide(self.text(message))
+        text = self.text(message)
+        elided = self.shown.elide(text)
+        # A reason already printed in full is pointed at, but the line keeps saying what
+        # failed: when nothing but the pointer would be left, its first line stays.
+        text = elided if elided != Shown.SEE_ABOVE else text.splitlines()[0] + " (see above)"
         self.err.print(styled(("error:", "bold red"), " ", text), soft_wrap=True)
         if hint:
             self.err.print(styled(("hint:", "yellow"), " ", self.text(hint)), soft_wrap=True)
@@ -72,8 +76,10 @@ class Shown:
         self.clean = clean
         self._texts: list[str] = []
 
+    SHORTEST = 20  # a shorter reason is repeated rather than pointed at
+
     def add(self, text: str) -> None:
-        if text and text not in self._texts:
+        if len(text) >= self.SHORTEST and text not in self._texts:
             self._texts.append(text)
             self._texts.sort(key=len, reverse=True)
 
@@ -86,12 +92,15 @@ class Shown:
         return text
 
 
-def _console(stream: object, *, stderr: bool) -> Console:
+def make_console(*, stderr: bool, file: IO[str] | None = None) -> Console:
+    """A console for stdout or stderr (or `file`) that prints text exactly as given."""
+    stream = file or (sys.stderr if stderr else sys.stdout)
     # Rich assumes 80 columns when output is piped; logs and CI want whole lines instead.
     is_tty = bool(getattr(stream, "isatty", lambda: False)())
     # No markup, no emoji codes, no highlighting: a plain string is printed as it is, so
     # text from outside (`[/data/in]`, `:warning:`) can never be read as formatting.
     return Console(
+        file=file,
         stderr=stderr,
         markup=False,
         emoji=False,

@@ -118,13 +118,17 @@ class Redactor:
     value (the union of overlapping matches is replaced as one), and in the encoded forms
     text commonly carries it in: JSON and Python string escapes, URL (percent) encoding,
     HTML escapes, and each line of a multi-line value (output is often redacted line by
-    line). Values shorter than MIN_LENGTH are left alone: they would redact ordinary words.
+    line). Text is often cut to a length (a probe body, a log tail): a value cut off at the
+    end or the start of the text is redacted too when at least CUT_LENGTH of it is left.
+    Values shorter than MIN_LENGTH are left alone: they would redact ordinary words.
     """
 
     MIN_LENGTH = 4
+    CUT_LENGTH = 8
 
     def __init__(self, secrets: Mapping[str, str] | None = None) -> None:
         self._forms: dict[str, str] = {}  # a form a value can take -> the value's name
+        self._keys: frozenset[str] = frozenset()  # in every match (whole or cut): a quick test
         if secrets:
             self.add(secrets)
 
@@ -133,17 +137,26 @@ class Redactor:
             for form in _forms_of(value):
                 if len(form) >= self.MIN_LENGTH:
                     self._forms.setdefault(form, name)
+        cut = self.CUT_LENGTH
+        self._keys = frozenset(
+            key
+            for form in self._forms
+            for key in ((form[:cut], form[-cut:]) if len(form) >= cut else (form,))
+        )
 
     def __bool__(self) -> bool:
         return bool(self._forms)
 
     def __call__(self, text: str) -> str:
+        if not any(key in text for key in self._keys):  # most lines hold no secret at all
+            return text
         spans: list[tuple[int, int, str]] = []
         for form, name in self._forms.items():
             start = text.find(form)
             while start != -1:
                 spans.append((start, start + len(form), name))
                 start = text.find(form, start + 1)
+            spans += _cut_off(text, form, name, self.CUT_LENGTH)
         if not spans:
             return text
         spans.sort()
@@ -195,6 +208,26 @@ def _forms_of(value: str) -> set[str]:
     if len(lines) > 1:
         forms.update(line for line in lines if line.strip())
     return forms
+
+
+def _cut_off(text: str, form: str, name: str, least: int) -> list[tuple[int, int, str]]:
+    """Spans of `form` cut off by the end of `text` (a prefix) or its start (a suffix)."""
+    spans = []
+    size = len(text)
+    i = text.find(form[0], max(size - len(form) + 1, 0))
+    while i != -1:  # only where the value's first character is: cheap on every line
+        if size - i >= least and form.startswith(text[i:]):
+            spans.append((i, size, name))
+            break
+        i = text.find(form[0], i + 1)
+    if text:
+        j = form.find(text[0], 1)
+        while j != -1:
+            if len(form) - j >= least and text.startswith(form[j:]):
+                spans.append((0, len(form) - j, name))
+                break
+            j = form.find(text[0], j + 1)
+    return spans
 
 
 _PERCENT = re.compile("%[0-9A-F]{2}")

@@ -94,6 +94,8 @@ async def recover_deployment(ctx: EngineContext, deployment_id: str) -> Deployme
     def move(new: str, **fields: object) -> None:
         nonlocal status
         check_transition(DEPLOYMENT_TRANSITIONS, status, new)
+        if isinstance(fields.get("error"), str):
+            fields["error"] = ctx.redact(str(fields["error"]))
         ctx.store.update_deployment(deployment_id, status=new, **fields)
         status = new
         journal("deployment", status=new, message=reason)

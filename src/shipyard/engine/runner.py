@@ -253,7 +253,7 @@ class Deployment:
             component=component,
             status=status,
             message=safe,
-            data=data,
+            data=self.ctx.redact.data(data) if data is not None else None,
         )
         self.ctx.sink(
             ProgressEvent(self.id, kind, step, component, status, safe, self.ctx.monotonic())
@@ -280,6 +280,8 @@ class Deployment:
         current = self._records.get(name) or ComponentRecord(
             deployment_id=self.id, component=name, host=self.ctx.target.host
         )
+        if isinstance(changes.get("error"), str):
+            changes["error"] = self.ctx.redact(changes["error"])
         updated = current.replace(**changes)
         self._records[name] = updated
         self.ctx.store.set_component(updated)
@@ -1315,15 +1317,16 @@ def service_urls(
 
 def _journal_for(ctx: EngineContext, deployment_id: str) -> Callable[..., None]:
     def journal(kind: str, **fields: Any) -> None:
-        message = fields.get("message")
+        message = ctx.redact(fields["message"]) if fields.get("message") else None
+        data = fields.get("data")
         ctx.store.append_event(
             deployment_id,
             kind,
             step=fields.get("step"),
             component=fields.get("component"),
             status=fields.get("status"),
-            message=ctx.redact(message) if message else None,
-            data=fields.get("data"),
+            message=message,
+            data=ctx.redact.data(data) if data is not None else None,
         )
         ctx.sink(
             ProgressEvent(
