@@ -33,16 +33,16 @@ def test_lease_not_renewed_routes_back_and_stops_the_new_release(agent: AgentHar
     public = free_port()
     client.route("web", public, "old")
     start_app(client, "web", "new")
-    ttl = 1.0
-    lease = client.lease(
-        "deploy-1", ttl, revert=[("web", "old"), ("gone", None)], discard=[("web", "new")]
-    )
-    assert lease["holder"] == "deploy-1" and 0 < lease["expires_in_s"] <= ttl
-    client.route("web", public, "new")  # the switch, then the orchestrator dies: no renewal
+    revert = [("web", "old"), ("gone", None)]
+    lease = client.lease("deploy-1", 60.0, revert=revert, discard=[("web", "new")])
+    assert lease["holder"] == "deploy-1" and 0 < lease["expires_in_s"] <= 60.0
+    client.route("web", public, "new")  # the switch
     assert http_get(public) == (200, "new")
     assert client.ping()["lease"]["holder"] == "deploy-1"
     # Another deployment cannot take the host meanwhile.
     assert _code(client.lease, "deploy-2", 5.0).code == "lease_held"
+    ttl = 1.0  # the last renewal, then the orchestrator dies
+    client.lease("deploy-1", ttl, revert=revert, discard=[("web", "new")])
 
     wait_for(lambda: try_get(public) == (200, "old"), ttl + 1.0, 0.02)
     wait_for(lambda: _state(agent, "web", "new") == "stopped", 10.0)
