@@ -35,6 +35,7 @@ __all__ = ["LISTEN_FDS_ENV", "Agent", "ExitPlan", "agent_version"]
 LISTEN_FDS_ENV = "SHIPYARD_AGENT_LISTEN_FDS"
 _TICK = 0.1
 _REEXEC_DRAIN = 5.0
+_LOCK_WAIT = 5.0
 
 
 def agent_version() -> str:
@@ -143,6 +144,16 @@ class Agent:
 
     def _acquire_lock(self) -> None:
         fd = os.open(str(self.paths.lock), os.O_RDWR | os.O_CREAT, 0o600)
+        # A worker whose keeper just died may still be winding down: give it a moment.
+        deadline = time.monotonic() + (_LOCK_WAIT if self.keeper is not None else 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -701,6 +712,8 @@ class Agent:
         self._stopping = True  # refuse new work while winding down
         if stop_processes:
             await self.router.close_all(drain_timeout)
+            for link in list(self.links.links.values()):
+                await self.links.close(link.component, link.consumer, drain_timeout)
             running = [
                 r for r in self.supervisor.releases.values() if r.desired == "running" or r.pid
             ]

@@ -109,10 +109,10 @@ class Links:
         self.links[(component, consumer)] = link
         return link
 
-    async def close(self, component: str, consumer: str) -> Link:
+    async def close(self, component: str, consumer: str, drain: float = _LINK_DRAIN) -> Link:
         link = self.get(component, consumer)
         del self.links[(component, consumer)]
-        await link.route.close(_LINK_DRAIN)
+        await link.route.close(drain)
         self.router.on_close(link.route.key)
         self.log.info("link %s -> %s: closed port %d", consumer, component, link.port)
         return link
