@@ -168,6 +168,11 @@ def test_links_follow_the_active_release_or_stay_pinned(agent: AgentHarness) -> 
     client.stop_release("admin", "a1")
     assert [link["consumer"] for link in client.list_releases()["links"]] == ["admin/a2"]
     assert try_get(following["port"]) is None
+    # Started again (a rollback to it): its environment still names the old port, and a new
+    # link for it gets that port back.
+    assert client.link("backend", "admin/a1")["port"] == following["port"]
+    assert http_get(following["port"]) == (200, "b1")
+    client.unlink("backend", "admin/a1")
     client.unlink("backend", "admin/a2")
     assert client.list_releases()["links"] == []
     assert try_get(pinned["port"]) is None

@@ -177,6 +177,7 @@ class Agent:
             "releases": self.supervisor.to_state(),
             "routes": self.router.to_state(),
             "links": self.links.to_state(),
+            "closed_link_ports": self.links.closed_to_state(),
             "active": dict(self.active),
             "retire": self.retire.to_state(),
             "lease": self.lease.to_state() if self.lease else None,
@@ -317,6 +318,7 @@ class Agent:
         try:
             self.active = {str(k): str(v) for k, v in dict(state.get("active") or {}).items()}
             self.retire.restore(list(state.get("retire") or []))
+            self.links.restore_closed(list(state.get("closed_link_ports") or []))
             if state.get("lease"):
                 self.lease = Lease.from_state(state["lease"])
             if state.get("lapse"):
@@ -756,7 +758,9 @@ class Agent:
         if link is None:
             taken = {r.port for r in self.supervisor.releases.values()}
             taken |= self.router.public_ports() | self.links.ports()
-            port = self.ports.allocate(taken)
+            port = self.links.closed_ports.get((component, consumer))
+            if port is None or port in taken or not self.ports.is_free(port):
+                port = self.ports.allocate(taken)
             link = await self.links.open(component, consumer, release, mode, port)
         link.pinned = release
         self._repoint_links()
