@@ -441,7 +441,15 @@ def agent_status(root: Path) -> Dict[str, Any]:
     except AgentRequestError as exc:
         if exc.code != "agent_not_running":
             raise
-        base.update({"running": False, "error": exc.message, "hint": exc.hint})
+        base.update(
+            {
+                "running": False,
+                "pid": None,
+                "keeper_pid": None,
+                "error": exc.message,
+                "hint": exc.hint,
+            }
+        )
         try:
             saved = json.loads(paths.state.read_text())
         except (OSError, ValueError):
