@@ -234,8 +234,12 @@ class Agent:
         self._restore_orchestration(state)
         await self._restore_routes(state.get("routes", []), inherited)
         await self._restore_links(state.get("links", []), inherited)
-        for fd in inherited.values():
+        for key, fd in inherited.items():
+            # A socket no route or link wants any more (its worker died between closing it
+            # and telling the keeper): the keeper must let it go too, or the port stays bound.
             os.close(fd)
+            if self.keeper is not None:
+                self.keeper.drop(key)
         self._repoint_links()
         await self.persist()
 
@@ -381,6 +385,7 @@ class Agent:
                 )
                 if sock is not None:
                     sock.close()
+                self.router.on_close(f"{host}:{public_port}")  # the keeper lets it go too
                 continue
             try:
                 await self.router.route(
