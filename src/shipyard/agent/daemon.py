@@ -561,6 +561,15 @@ class Agent:
             if self.router.is_draining(rel.component, rel.release):
                 # Let requests it is still answering finish first (bounded by the drain timeout).
                 await self.router.wait_drained(rel.component, rel.release)
+            link_drains = [
+                upstream.retired.wait()
+                for link in self.links.links.values()
+                if link.component == rel.component
+                for upstream in link.route.draining
+                if upstream.release == rel.release
+            ]
+            if link_drains:  # and those it answers through links re-pointed away from it
+                await asyncio.gather(*link_drains)
             await self.supervisor.stop(rel, timeout)
         for link in self.links.of_consumer(f"{rel.component}/{rel.release}"):
             await self.links.close(link.component, link.consumer)
