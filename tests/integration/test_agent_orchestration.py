@@ -197,3 +197,19 @@ def test_activate_moves_following_links_of_a_component_without_a_port(
     assert client.list_releases()["active"] == {"worker": "w2"}
     client.stop_release("worker", "w1")
     assert _code(client.activate, "worker", "w1").code == "release_not_running"
+
+
+def test_lease_lapse_reactivates_a_component_without_a_public_port(agent: AgentHarness) -> None:
+    client = agent.client
+    start_app(client, "worker", "w1")
+    client.activate("worker", "w1")
+    link = client.link("worker", "web/r1")  # a consumer following the active worker
+    client.lease("d", 60.0, revert=[("worker", "w1")], discard=[("worker", "w2")])
+    start_app(client, "worker", "w2")
+    client.activate("worker", "w2")
+    assert http_get(link["port"]) == (200, "w2")
+    client.lease("d", 0.5, revert=[("worker", "w1")], discard=[("worker", "w2")])
+    wait_for(lambda: try_get(link["port"]) == (200, "w1"), 10.0, 0.02)
+    wait_for(lambda: _state(agent, "worker", "w2") == "stopped", 10.0)
+    assert client.list_releases()["active"] == {"worker": "w1"}
+    assert "worker: back on w1 (was w2)" in client.ping()["lease"]["lapsed"]["actions"]
