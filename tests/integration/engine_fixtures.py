@@ -72,6 +72,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "behaviour.json"), encoding="utf-8") as handle:
     BEHAVIOUR = json.load(handle)
 MODE = BEHAVIOUR["mode"]
+HEALTH_PATH = BEHAVIOUR.get("health_path", "/health")
 
 
 def _stop(signum, frame):
@@ -118,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
-        if self.path == "/health":
+        if self.path == HEALTH_PATH:
             ok = healthy(self.headers)
             self._send(200 if ok else 500, {"ok": ok})
         elif self.path == "/":
@@ -128,6 +129,7 @@ class Handler(BaseHTTPRequestHandler):
                     "component": BEHAVIOUR["component"],
                     "version": BEHAVIOUR["version"],
                     "release": os.environ.get("SHIPYARD_RELEASE"),
+                    "greeting": os.environ.get("GREETING"),
                 },
             )
         else:

@@ -34,6 +34,7 @@ from shipyard.effects.git import Repo
 from shipyard.effects.process import run_command
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
 from shipyard.errors import (
+    AgentError,
     DeploymentFailed,
     PreflightError,
     RollbackFailed,
@@ -1288,14 +1289,29 @@ def search_path() -> str:
 async def _route(ctx: EngineContext, comp: Component, release: str) -> None:
     """Send the component's public port to `release` (HTTP mode when its health check is HTTP)."""
     assert comp.port is not None
-    await _settled(
-        ctx.target.route,
-        comp.name,
-        comp.port,
-        release,
-        http=comp.health.kind == "http",
-        drain_timeout=comp.drain_timeout,
-    )
+    try:
+        await _settled(
+            ctx.target.route,
+            comp.name,
+            comp.port,
+            release,
+            http=comp.health.kind == "http",
+            drain_timeout=comp.drain_timeout,
+        )
+    except AgentError as exc:
+        if exc.code != "route_conflict":
+            raise
+        # The release listens on another public port (or mode) than the one routed now:
+        # the old port closes (after its drain) and the release's own port opens.
+        await _settled(ctx.target.unroute, comp.name)
+        await _settled(
+            ctx.target.route,
+            comp.name,
+            comp.port,
+            release,
+            http=comp.health.kind == "http",
+            drain_timeout=comp.drain_timeout,
+        )
 
 
 def service_urls(
