@@ -259,10 +259,7 @@ def test_kill_at_every_journal_boundary_under_load_then_recover() -> None:
     loop runs; earlier killed deploys fill `keep_releases`. After `recover`: one version
     serves on every port (the new one once the deployment passed its commit point), and
     `recover` itself failed no request."""
-    project = make_project({"a": (), "b": ("a",)})
-    config = project.folder / "shipyard.toml"
-    config.write_text(config.read_text().replace("[project]\n", "[project]\nkeep_releases = 1\n"))
-    project.commit("keep one release")
+    project = make_project({"a": (), "b": ("a",)}, keep_releases=1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
     service = Shipyard(project.folder, environ=env)
     db = project.folder / ".shipyard" / "state.db"

@@ -66,6 +66,7 @@ from tests.integration.engine_fixtures import (
     Project,
     Scenario,
     behaviour,
+    change_config,
     get_json,
     make_project,
     scenarios,
@@ -400,7 +401,8 @@ def expected_outcome(scenario: Scenario, v2: Run) -> tuple[str, str | None]:
 
 
 def run_scenario(scenario: Scenario) -> None:
-    project = make_project(scenario.deps)
+    # keep_releases = 1: earlier failed deploys fill it, and rollback targets must survive.
+    project = make_project(scenario.deps, keep_releases=1)
     SCRATCH.append(str(project.scratch))
     left: list[str] = []
     left_open: list[str] = []  # raised last, so every other check runs first
@@ -412,17 +414,31 @@ def run_scenario(scenario: Scenario) -> None:
         left_open += check_common(project, scenario, v1)
         check_atomicity(observe(project), {name: ("v1", v1.record.id) for name in scenario.deps})
 
+        earlier: list[Run] = []
+        for attempt in range(scenario.failed_before):
+            project.write_behaviour(
+                scenario.failing, behaviour(scenario.failing, f"f{attempt}", "build")
+            )
+            project.commit(f"failed attempt {attempt}")
+            failed = deploy(project)
+            assert failed.record.status == "rolled_back", failed.record.error
+            earlier.append(failed)
+
+        # v2's config changes the failing component's settings: v1 must still be judged,
+        # restarted and restored by v1's own.
+        extra = change_config(project, scenario.failing, scenario.config_change)
         for name in scenario.changed:
             mode = scenario.failure if name == scenario.failing else "ok"
-            project.write_behaviour(
-                name, behaviour(name, "v2", mode if mode in APP_MODES else "ok")
-            )
+            body = behaviour(name, "v2", mode if mode in APP_MODES else "ok")
+            project.write_behaviour(name, {**body, **(extra if name == scenario.failing else {})})
         project.commit(f"v2: {scenario.failure} in {scenario.failing}")
         if scenario.failure == "killed":
             v2 = deploy_killed_then_recover(project, f"activate:{scenario.failing}")
         else:
             v2 = deploy(project)
         affected = scenario.affected()
+        if scenario.config_change != "none":  # a change to shipyard.toml deploys everything
+            affected = set(scenario.deps)
         assert set(v2.components) == affected, "changed deploy != naive reference (§10.8)"
 
         status, step = expected_outcome(scenario, v2)
@@ -461,7 +477,10 @@ def run_scenario(scenario: Scenario) -> None:
             expected = {name: ("v1", v1.record.id) for name in scenario.deps}
         else:
             for name in scenario.changed:
-                project.write_behaviour(name, behaviour(name, "v3"))
+                body = behaviour(name, "v3")
+                project.write_behaviour(
+                    name, {**body, **(extra if name == scenario.failing else {})}
+                )
             project.commit("v3: fixed")
             v3 = deploy(project)
             assert set(v3.components) == affected  # still changed since v1, the last good one
@@ -478,7 +497,7 @@ def run_scenario(scenario: Scenario) -> None:
         check_atomicity(observe(project), expected)
         sy = open_shipyard(project)
         try:
-            check_ids(sy.store, [v1, v2, v3])
+            check_ids(sy.store, [v1, *earlier, v2, v3])
         finally:
             sy.close()
     finally:

@@ -897,7 +897,8 @@ def reachable_releases(store: Store, environment: str, keep: int) -> set[tuple[s
     """(component, release) pairs that must stay on disk whatever `keep_releases` says.
 
     The snapshot releases of every unfinished (or rollback_failed) deployment, and every
-    release active after one of the last `keep` good deployments (what `rollback` reaches).
+    release active after one of the last `keep` good deployments, or after the one a plain
+    `rollback` goes back to.
     """
     history = store.list_deployments(environment, limit=500)
     protected: set[tuple[str, str]] = set()
@@ -916,8 +917,15 @@ def reachable_releases(store: Store, environment: str, keep: int) -> set[tuple[s
                 if c.release:
                     active[c.component] = c.release
             states.append(dict(active))
-    for state in states[-max(keep, 1) :]:
-        protected |= set(state.items())
+    # The newest `keep` states, and always the newest earlier one that differs from what
+    # is active now: that is where a plain `rollback` goes.
+    newest_first = states[::-1]
+    for index, state in enumerate(newest_first):
+        if index < max(keep, 1):
+            protected |= set(state.items())
+        elif state != newest_first[0]:
+            protected |= set(state.items())
+            break
     return protected
 
 
@@ -1150,16 +1158,15 @@ async def restore(
                 else:
                     made.append(name)
             made += [n for n in level if not snapshot[n].release]
+        # Dependents first (reverse order), each level's ports in one step.
         routed: list[str] = []
-        for name, result in zip(
-            made,
-            await asyncio.gather(*(route_back(n) for n in made), return_exceptions=True),
-            strict=True,
-        ):
-            if isinstance(result, BaseException):
-                later[name] = _reason(result)
-            else:
-                routed.append(name)
+        for level in reversed(graph_of({n: prev_specs[n] for n in made}).levels()):
+            results = await asyncio.gather(*(route_back(n) for n in level), return_exceptions=True)
+            for name, result in zip(level, results, strict=True):
+                if isinstance(result, BaseException):
+                    later[name] = _reason(result)
+                else:
+                    routed.insert(0, name)
         # Dependents first: an old dependent still draining may call its new dependency.
         for name in reversed(routed):
             try:
