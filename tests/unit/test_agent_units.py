@@ -165,3 +165,29 @@ def test_forwarded_request_headers() -> None:
         headers=[("Content-Length", "2"), ("Connection", "close"), ("Server", "app")],
     )
     assert _response_headers(response) == [(b"content-length", b"2"), (b"server", b"app")]
+
+
+def test_records_are_checked_field_by_field() -> None:
+    fields = {"component": "text", "release": "text?", "after": "seconds"}
+    args = Args("retire", {"items": [{"component": "web", "after": 2}]})
+    assert args.records("items", fields) == [{"component": "web", "release": None, "after": 2.0}]
+    for bad in (
+        [{"component": "web", "after": -1}],
+        [{"component": "", "after": 1}],
+        [{"component": "web", "after": 1, "typo": 1}],
+        ["web"],
+        {"component": "web"},
+    ):
+        assert _code(Args("retire", {"items": bad}).records, "items", fields) == "bad_args"
+    assert Args("retire", {}).records("items", fields) == []
+
+
+def test_systemd_unit_quotes_what_systemd_would_split() -> None:
+    from shipyard.agent.systemd import unit_name, unit_text
+
+    root = Path("/srv/my shop")
+    text = unit_text(root, ["/usr/bin/python3", "-I", "/srv/a b/agent.pyz"], True, {"A": "1 2"})
+    assert 'ExecStart=/usr/bin/python3 -I "/srv/a b/agent.pyz" run --root "/srv/my shop"' in text
+    assert 'Environment="A=1 2"' in text
+    assert unit_name(root).startswith("shipyard-agent-my-shop-")
+    assert unit_name(root) != unit_name(Path("/srv/my-shop"))
