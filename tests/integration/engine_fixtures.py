@@ -57,6 +57,7 @@ DEADLINE = "2s"
 STABLE_FOR = "500ms"
 FLAP_HEALTHY_FOR = 0.1
 DEADLINE_SLEEP = 3.5  # > DEADLINE, with a margin for a slow first probe
+WARM_FOR = "1s"  # old releases stay running this long after a deployment (agent-side timer)
 
 APP_SOURCE = '''\
 """A generated component for the shipyard engine property tests (stdlib only)."""
@@ -298,6 +299,7 @@ def config_text(
             f"depends_on = {_toml_list(its_deps)}",
             f"health = {health}",
             'stop_timeout = "2s"',
+            f'warm_for = "{WARM_FOR}"',
         ]
     return "\n".join(lines) + "\n"
 

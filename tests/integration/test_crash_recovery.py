@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from shipyard.engine.runner import LOCK_TTL
 from shipyard.service import Shipyard
 from tests.conftest import RunCli, commit_all, shipyard_executable
 from tests.integration.engine_fixtures import (
@@ -296,6 +297,83 @@ def test_kill_at_every_journal_boundary_under_load_then_recover() -> None:
                 assert served == {good}, (where, served)
                 assert all(get_json(p, "/health")[0] == 200 for p in ports), where
         assert load.requests > 0
+    finally:
+        service.down(ENV)
+        service.close()
+        wait_no_processes_under(project.scratch)
+        project.remove()
+
+
+def _deploy_killed_after(
+    project: Path, env: dict[str, str], db: Path, before: str, when: str
+) -> int:
+    """`shipyard deploy --full`, SIGKILLed right after its journal holds an event of kind
+    `when`; returns the number of events it had written."""
+    process = subprocess.Popen(
+        [shipyard_executable(), "-C", str(project), "deploy", "--full"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"the deploy ended before a {when!r} event"
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                kinds = [
+                    k
+                    for (k,) in conn.execute(
+                        "SELECT kind FROM events WHERE deployment_id = "
+                        "(SELECT id FROM deployments WHERE id > ? ORDER BY id DESC LIMIT 1)",
+                        (before,),
+                    )
+                ]
+            if when in kinds:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+                return len(kinds)
+            time.sleep(0.002)
+        raise AssertionError(f"no {when!r} event in 120 s")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_a_killed_orchestrator_is_undone_by_the_agent_without_any_command() -> None:
+    """kill -9 of `deploy` before the commit point (while it starts releases, and after it
+    switched the ports) and no command afterwards: within the lease's ttl + 1 s every port
+    serves the old version again; killed after the commit point, the new one stays."""
+    project = make_project({"a": (), "b": ("a",)})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    service = Shipyard(project.folder, environ=env)
+    db = project.folder / ".shipyard" / "state.db"
+    ports = list(project.ports.values())
+    try:
+        good = service.deploy(service.plan(ENV, selection="full")).record.id
+        for index, (when, keeps_new) in enumerate(
+            [("health", False), ("routed", False), ("committed", True)]
+        ):
+            for name in project.ports:
+                project.write_behaviour(name, behaviour(name, f"v{index + 2}"))
+            project.commit(f"v{index + 2}")
+            before = service.history(ENV, limit=1)[0].record.id
+            _deploy_killed_after(project.folder, env, db, before, when)
+            killed_at = time.monotonic()
+            new = service.history(ENV, limit=1)[0].record.id
+            expected = new if keeps_new else good
+            deadline = killed_at + LOCK_TTL + 1.0
+            served: set[str] = set()
+            while time.monotonic() < deadline:
+                served = {get_json(p, "/")[1]["release"] for p in ports}
+                if served == {expected} and not keeps_new:
+                    break
+                time.sleep(0.1)
+            assert served == {expected}, (when, served, expected)
+            service.recover(ENV)  # the records, and what the agent left to do
+            assert {get_json(p, "/")[1]["release"] for p in ports} == {expected}
+            good = expected
     finally:
         service.down(ENV)
         service.close()

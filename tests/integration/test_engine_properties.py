@@ -196,6 +196,17 @@ class Observed:
     states: dict[tuple[str, str], tuple[str, int | None]]  # every release: (state, pid)
 
 
+def observe_settled(project: Project, active: set[tuple[str, str]]) -> Observed:
+    """Observe once the agent has retired every old release (it stops them `warm_for` after
+    a deployment, on its own timer), or as things are after 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        observed = observe(project)
+        if observed.live <= active or time.monotonic() > deadline:
+            return observed
+        time.sleep(0.2)
+
+
 def observe(project: Project) -> Observed:
     served = {}
     for name, port in project.ports.items():
@@ -243,6 +254,10 @@ def check_atomicity(observed: Observed, expected: dict[str, tuple[str, str]]) ->
     shown = {key: observed.states[key] for key in sorted(extra)}
     assert not extra, f"releases running that are not active (state, pid): {shown}"
     assert observed.live >= set(releases.items())
+
+
+def _active(expected: dict[str, tuple[str, str]]) -> set[tuple[str, str]]:
+    return {(name, release) for name, (_, release) in expected.items()}
 
 
 class LeftOpen(AssertionError):
@@ -467,7 +482,7 @@ def run_scenario(scenario: Scenario) -> None:
             }
         else:
             expected = {name: ("v1", v1.record.id) for name in scenario.deps}
-        check_atomicity(observe(project), expected)
+        check_atomicity(observe_settled(project, _active(expected)), expected)
 
         # Then the way back: roll a good v2 back to v1, or fix a failed one forward as v3.
         if status == "succeeded":
@@ -494,7 +509,7 @@ def run_scenario(scenario: Scenario) -> None:
         assert v3.record.status == "succeeded", v3.record.error
         assert v3.raised is None
         left_open += check_common(project, scenario, v3)
-        check_atomicity(observe(project), expected)
+        check_atomicity(observe_settled(project, _active(expected)), expected)
         sy = open_shipyard(project)
         try:
             check_ids(sy.store, [v1, *earlier, v2, v3])
