@@ -142,12 +142,10 @@ def short_tmp() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture
-def shop(short_tmp: Path, run_cli: RunCli) -> Iterator[Path]:
-    """A copy of the demo in its own git repository, on free ports; stopped afterwards."""
-    project = short_tmp / "shop"
-    shutil.copytree(SHOP, project, ignore=shutil.ignore_patterns(".shipyard", "__pycache__"))
-    config = project / "shipyard.toml"
+def copy_shop(dest: Path) -> Path:
+    """A copy of the demo at `dest` (no git repository), on free ports."""
+    shutil.copytree(SHOP, dest, ignore=shutil.ignore_patterns(".shipyard", "__pycache__"))
+    config = dest / "shipyard.toml"
     text = config.read_text()
     for old, new in zip(
         ("port = 4000", "port = 4001", "port = 4003", "port = 5000", "port = 5001", "port = 5003"),
@@ -156,6 +154,13 @@ def shop(short_tmp: Path, run_cli: RunCli) -> Iterator[Path]:
     ):
         text = text.replace(old, f"port = {new}")
     config.write_text(text)
+    return dest
+
+
+@pytest.fixture
+def shop(short_tmp: Path, run_cli: RunCli) -> Iterator[Path]:
+    """A copy of the demo in its own git repository, on free ports; stopped afterwards."""
+    project = copy_shop(short_tmp / "shop")
     git(project, "init", "-q")
     commit_all(project, "v1")
     yield project

@@ -24,7 +24,7 @@ from shipyard.effects.artifacts import ArtifactStore
 from shipyard.effects.config_at_commit import load_config_at, same_config_text
 from shipyard.effects.git import Repo
 from shipyard.effects.secrets import load_secrets
-from shipyard.engine.recovery import hold_lock, recover_deployment
+from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
 from shipyard.engine.runner import (
     Deployment,
     DeployOptions,
@@ -32,15 +32,18 @@ from shipyard.engine.runner import (
     ProgressSink,
     probe_spec,
     saved_release_spec,
+    short_redacted,
 )
 from shipyard.errors import (
     HealthCheckError,
     PreflightError,
     ShipyardError,
+    StoreError,
     UsageError,
 )
 from shipyard.store import DeploymentRecord, EventRecord, LockOwner, LockRecord, Store, new_id
-from shipyard.targets.base import Observation, Target
+from shipyard.store.urls import normalize_url, sqlite_path
+from shipyard.targets.base import Observation, ProbeSpec, RunningRelease, Target
 from shipyard.targets.local import LocalTarget
 
 STATE_URL_VARIABLE = "SHIPYARD_STATE_URL"
@@ -111,6 +114,7 @@ class Shipyard:
         self._target_factory = target_factory or (lambda env, root: LocalTarget(root))
         self._targets: dict[str, Target] = {}
         self._commit_configs: dict[str, Config] = {}
+        self._redactors: dict[str, Redactor] = {}
 
     # --- configuration and resources ----------------------------------------------------
 
@@ -143,7 +147,33 @@ class Shipyard:
 
     @cached_property
     def store(self) -> Store:
+        self._refuse_lost_state_file()
         return Store.open(self.state_url)
+
+    def _refuse_lost_state_file(self) -> None:
+        """A missing SQLite state file is created empty, unless releases say it was lost.
+
+        An empty history would make a deployed project look never deployed (a full deploy
+        with no previous release to roll back to), so that needs the user's say-so.
+        """
+        path = sqlite_path(normalize_url(self.state_url))
+        if path is None or path.exists():
+            return
+        deployed = [
+            f"{name} in {env.name}"
+            for env in self.config.environments.values()
+            if env.target == "local"
+            for name in self.config.components
+            if self.target(env).current(name)
+        ]
+        if deployed:
+            raise StoreError(
+                f"the state database {path} is missing, but this project was deployed "
+                f"({', '.join(deployed)} have releases): it was deleted or moved, and "
+                "shipyard will not treat the project as never deployed",
+                hint=f"put the file back (from a backup); to start a new, empty history "
+                f"on purpose, create it empty: `touch {path}`",
+            )
 
     def close(self) -> None:
         if "store" in self.__dict__:
@@ -258,9 +288,92 @@ class Shipyard:
             migrate=migrate,
             base_note=note,
         )
-        return dataclasses.replace(
+        plan = dataclasses.replace(
             plan, config_from="work tree" if work_tree else "commit", config_note=config_note
         )
+        if plan.components:
+            return plan
+        return self._reconcile_plan(env, config, plan)
+
+    def _reconcile_plan(self, env: Environment, config: Config, idle: Plan) -> Plan:
+        """Nothing changed: still, what runs must be what the last good deployment left, and
+        healthy. If it is not, the plan restores it (a `reconcile` deployment) and says why."""
+        target = self.target(env)
+        restarted = self._agent_was_restarted(target)
+        notice = (
+            "; the host agent was not running (the public ports were down): it was restarted"
+            if restarted
+            else ""
+        )
+        good = self._good_deployments(env.name)
+        if not good:
+            return dataclasses.replace(idle, why=idle.why + notice)
+        last, desired = good[0]
+        drift = self._drift(env, target, desired)
+        if not drift:
+            return dataclasses.replace(idle, why=idle.why + notice)
+        releases = {name: desired[name] for name in drift}
+        ctx = self._context(env, config)
+        specs = {name: ctx.release_spec(name, release)[0] for name, release in releases.items()}
+        plan = plan_rollback(
+            dataclasses.replace(config, components={**config.components, **specs}),
+            env.name,
+            commit=last.commit or "",
+            releases=releases,
+            rollback_to=last.id,
+            current_commit=last.commit,
+        )
+        return dataclasses.replace(
+            plan,
+            kind="reconcile",
+            why=(
+                f"reconcile: nothing changed since {last.id}, but what runs differs from it "
+                f"({'; '.join(f'{n}: {w}' for n, w in drift.items())}); restoring it" + notice
+            ),
+            drift=drift,
+        )
+
+    def _observe(self, env: Environment, target: Target, spec: ProbeSpec) -> Observation:
+        """One probe, its detail redacted and cut short as it is observed."""
+        seen = target.probe(spec)
+        return dataclasses.replace(seen, detail=short_redacted(self._redactor(env), seen.detail))
+
+    def _redactor(self, env: Environment) -> Redactor:
+        if env.name not in self._redactors:
+            try:
+                values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
+            except ShipyardError:
+                values = {}  # no secrets could be read: none can leak from here either
+            self._redactors[env.name] = Redactor(values)
+        return self._redactors[env.name]
+
+    @staticmethod
+    def _agent_was_restarted(target: Target) -> bool:
+        return bool(getattr(target, "agent_restarted", False))
+
+    def _drift(self, env: Environment, target: Target, desired: dict[str, str]) -> dict[str, str]:
+        """component → how what runs differs from `desired` (not running, not routed, or
+        unhealthy by its own spec)."""
+        routes = target.routes()
+        running = target.running()
+        today = self.config.components_for(env)
+        drift = {}
+        for name, release in sorted(desired.items()):
+            if name not in today:
+                continue
+            spec, _commit = self._release_spec(env, target, today[name], release)
+            proc = running.get((name, release))
+            if proc is None or proc.state not in ("running", "starting", "backing-off"):
+                drift[name] = f"release {release} is {proc.state if proc else 'not running'}"
+            elif spec.port and routes.get(name) != release:
+                drift[name] = (
+                    f"port {spec.port} serves {routes.get(name) or 'nothing'} instead of {release}"
+                )
+            else:
+                observation = self._observe(env, target, probe_spec(spec, spec.port or proc.port))
+                if not observation.ok:
+                    drift[name] = f"release {release} is unhealthy: {observation.detail}"
+        return drift
 
     def _base_commit(self, env: Environment, since: str | None) -> tuple[str | None, str | None]:
         if since is not None:
@@ -312,6 +425,10 @@ class Shipyard:
             wait_lock=wait_lock,
         )
         ctx = self._context(env, config)
+        if plan.kind in ("rollback", "reconcile"):
+            # Each release comes back with its own spec, never today's shipyard.toml.
+            specs = {n: ctx.release_spec(n, r)[0] for n, r in plan.releases.items()}
+            ctx.components = {**ctx.components, **specs}
         record = asyncio.run(Deployment(ctx, plan, options).run())
         return self.view(record)
 
@@ -404,8 +521,14 @@ class Shipyard:
         env = self.environment(env_name)
         target = self.target(env)
         last = self.store.last_good_deployment(env.name)
-        routes = target.routes()
-        running = target.running()
+        routes: dict[str, str] = {}
+        running: dict[tuple[str, str], RunningRelease] = {}
+        names = self.config.components_for(env)
+        # Ask the agent only when something may run: asking starts one, which would keep
+        # running after `status` on a never-deployed environment.
+        if self.store.list_deployments(env.name, limit=1) or any(map(target.current, names)):
+            routes = target.routes()
+            running = target.running()
         made_by: dict[str, tuple[str, str | None]] = {}
         for d in reversed(self.store.list_deployments(env.name, limit=500)):
             if d.status == "succeeded":
@@ -438,6 +561,10 @@ class Shipyard:
             "environment": env.name,
             "last_good_deployment": last.id if last else None,
             "components": components,
+            # A person's attention: `shipyard recover` finishes these (or marks them superseded).
+            "rollback_failed": [
+                {"id": d.id, "error": d.error} for d in self._rollback_failed(env.name)
+            ],
         }
 
     def _release_spec(
@@ -463,7 +590,7 @@ class Shipyard:
             proc = running.get((name, release)) if release else None
             obs = None
             if proc is not None and proc.state != "stopped":
-                obs = target.probe(probe_spec(comp, comp.port or proc.port))
+                obs = self._observe(env, target, probe_spec(comp, comp.port or proc.port))
             results.append(ComponentHealth(name, release, obs))
         bad = [r.name for r in results if not (r.observation and r.observation.ok)]
         if bad:
@@ -479,9 +606,13 @@ class Shipyard:
         self, env_name: str | None = None, *, force: bool = False
     ) -> LockRecord | None:
         env = self.environment(env_name)
+        held = self.store.get_lock(env.name)
+        if held is None:
+            return None  # nothing to release
         if not force:
             raise UsageError(
-                "releasing another deployment's lock needs --force",
+                f"the lock of {env.name} is held by deployment {held.deployment_id} "
+                f"({held.owner}); releasing another deployment's lock needs --force",
                 hint="make sure that deployment is really dead first",
             )
         return self.store.force_release_lock(env.name, by=str(LockOwner.current()))
@@ -498,15 +629,43 @@ class Shipyard:
         async def run() -> list[str]:
             done = await hold_lock(ctx, holder)
             try:
-                newest = self.store.list_deployments(env.name, limit=1)
-                if newest and newest[0].status == "rollback_failed":
-                    await recover_deployment(ctx, newest[0].id)
-                    done.append(newest[0].id)
+                for record in self._rollback_failed(env.name):
+                    newer = self._superseded_by(env.name, record)
+                    if newer is not None:
+                        reason = (
+                            f"superseded: deployment {newer.id} succeeded later and replaced "
+                            f"every component it left ({', '.join(self._touched(record))}); "
+                            "rolling it back now would undo that newer deployment"
+                        )
+                        await asyncio.to_thread(supersede, ctx, record.id, reason)
+                    else:
+                        await recover_deployment(ctx, record.id)
+                    done.append(record.id)
             finally:
                 self.store.release_lock(env.name, holder)
             return done
 
         return [self.deployment(i) for i in asyncio.run(run())]
+
+    def _rollback_failed(self, environment: str) -> list[DeploymentRecord]:
+        """Deployments whose rollback failed and that nothing finished yet, oldest first."""
+        history = self.store.list_deployments(environment, limit=500)
+        return [d for d in reversed(history) if d.status == "rollback_failed"]
+
+    def _touched(self, record: DeploymentRecord) -> list[str]:
+        return sorted({e.component for e in self.store.snapshot(record.id)})
+
+    def _superseded_by(self, environment: str, record: DeploymentRecord) -> DeploymentRecord | None:
+        """The newest good deployment after `record` if, together with the good ones between,
+        it replaced every component `record` touched (its rollback is then moot)."""
+        left = set(self._touched(record))
+        found = None
+        for d in reversed(self.store.list_deployments(environment, limit=500)):
+            if d.id <= record.id or d.status != "succeeded":
+                continue
+            left -= {c.component for c in self.store.components(d.id) if c.release}
+            found = d
+        return found if found is not None and not left else None
 
     def down(self, env_name: str | None = None, component: str | None = None) -> list[str]:
         env = self.environment(env_name)

@@ -33,16 +33,16 @@ def test_lease_not_renewed_routes_back_and_stops_the_new_release(agent: AgentHar
     public = free_port()
     client.route("web", public, "old")
     start_app(client, "web", "new")
-    ttl = 1.0
-    lease = client.lease(
-        "deploy-1", ttl, revert=[("web", "old"), ("gone", None)], discard=[("web", "new")]
-    )
-    assert lease["holder"] == "deploy-1" and 0 < lease["expires_in_s"] <= ttl
-    client.route("web", public, "new")  # the switch, then the orchestrator dies: no renewal
+    revert = [("web", "old"), ("gone", None)]
+    lease = client.lease("deploy-1", 60.0, revert=revert, discard=[("web", "new")])
+    assert lease["holder"] == "deploy-1" and 0 < lease["expires_in_s"] <= 60.0
+    client.route("web", public, "new")  # the switch
     assert http_get(public) == (200, "new")
     assert client.ping()["lease"]["holder"] == "deploy-1"
     # Another deployment cannot take the host meanwhile.
     assert _code(client.lease, "deploy-2", 5.0).code == "lease_held"
+    ttl = 1.0  # the last renewal, then the orchestrator dies
+    client.lease("deploy-1", ttl, revert=revert, discard=[("web", "new")])
 
     wait_for(lambda: try_get(public) == (200, "old"), ttl + 1.0, 0.02)
     wait_for(lambda: _state(agent, "web", "new") == "stopped", 10.0)
@@ -168,6 +168,11 @@ def test_links_follow_the_active_release_or_stay_pinned(agent: AgentHarness) -> 
     client.stop_release("admin", "a1")
     assert [link["consumer"] for link in client.list_releases()["links"]] == ["admin/a2"]
     assert try_get(following["port"]) is None
+    # Started again (a rollback to it): its environment still names the old port, and a new
+    # link for it gets that port back.
+    assert client.link("backend", "admin/a1")["port"] == following["port"]
+    assert http_get(following["port"]) == (200, "b1")
+    client.unlink("backend", "admin/a1")
     client.unlink("backend", "admin/a2")
     assert client.list_releases()["links"] == []
     assert try_get(pinned["port"]) is None
@@ -192,3 +197,19 @@ def test_activate_moves_following_links_of_a_component_without_a_port(
     assert client.list_releases()["active"] == {"worker": "w2"}
     client.stop_release("worker", "w1")
     assert _code(client.activate, "worker", "w1").code == "release_not_running"
+
+
+def test_lease_lapse_reactivates_a_component_without_a_public_port(agent: AgentHarness) -> None:
+    client = agent.client
+    start_app(client, "worker", "w1")
+    client.activate("worker", "w1")
+    link = client.link("worker", "web/r1")  # a consumer following the active worker
+    client.lease("d", 60.0, revert=[("worker", "w1")], discard=[("worker", "w2")])
+    start_app(client, "worker", "w2")
+    client.activate("worker", "w2")
+    assert http_get(link["port"]) == (200, "w2")
+    client.lease("d", 0.5, revert=[("worker", "w1")], discard=[("worker", "w2")])
+    wait_for(lambda: try_get(link["port"]) == (200, "w1"), 10.0, 0.02)
+    wait_for(lambda: _state(agent, "worker", "w2") == "stopped", 10.0)
+    assert client.list_releases()["active"] == {"worker": "w1"}
+    assert "worker: back on w1 (was w2)" in client.ping()["lease"]["lapsed"]["actions"]

@@ -155,6 +155,7 @@ class Keeper:
         self.worker: Optional[int] = None
         self.chan: Optional[socket.socket] = None
         self.ready_once = False
+        self.worker_ready = False  # the current worker said it serves
         self.exit_requested = False  # the worker said it exits on purpose
         self.term = False  # SIGTERM/SIGINT to the keeper
         self.failure: Optional[AgentRequestError] = None
@@ -259,7 +260,9 @@ class Keeper:
                 if self.term or self.exit_requested or self.failure is not None:
                     return
                 up = time.monotonic() - started_at
-                failures = 0 if up >= _STABLE_AFTER else failures + 1
+                # A worker that got to serve is restarted at once, however often it is killed;
+                # one that dies before serving (a bug at startup) is retried with a backoff.
+                failures = 0 if self.worker_ready or up >= _STABLE_AFTER else failures + 1
                 delay = 0.0 if failures <= 1 else min(_BACKOFF_MAX, 0.1 * 2 ** (failures - 2))
                 next_start = time.monotonic() + delay
                 self.log.warning(
@@ -323,6 +326,7 @@ class Keeper:
         parent_end.setblocking(False)
         self.chan = parent_end
         self.worker = pid
+        self.worker_ready = False
         self.log.info("keeper %d: worker %d started", os.getpid(), pid)
 
     def _receive(self) -> None:
@@ -359,6 +363,7 @@ class Keeper:
                 if old is not None:
                     os.close(old)
             elif op == "ready":
+                self.worker_ready = True
                 if not self.ready_once:
                     self.ready_once = True
                     self.on_ready()

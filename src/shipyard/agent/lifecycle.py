@@ -12,7 +12,7 @@ import sys
 import time
 import zipimport
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from . import procinfo
 from .client import AgentClient
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = [
     "agent_status",
     "configure_logging",
+    "ensure_agent",
+    "install_agent",
     "launch_command",
     "run_foreground",
     "start_background",
@@ -283,10 +285,66 @@ def start_daemon(root: Path, timeout: float = 15.0) -> Dict[str, Any]:
     return client.ping()
 
 
+def _launcher(paths: AgentPaths, python: str) -> Tuple[List[str], Dict[str, str]]:
+    """How to run this agent code with `python`: the command, and the environment it needs.
+
+    With this very interpreter: `-m shipyard.agent`, with PYTHONPATH set to where it imports
+    shipyard and h11 from. With another one (or when this code runs from a .pyz): a zipapp under
+    `python -I`, exactly as on a remote host, so nothing of this interpreter's packages leaks.
+    """
+    if _zip_archive() is None and os.path.realpath(python) == os.path.realpath(sys.executable):
+        existing = os.environ.get("PYTHONPATH")
+        path = os.pathsep.join([*_import_roots(), *filter(None, [existing])])
+        return [python, "-m", "shipyard.agent"], {"PYTHONPATH": path}
+    from .zipapp import build_zipapp
+
+    paths.ensure()
+    archive = _zip_archive()
+    if archive is None:
+        archive = str(build_zipapp(paths.dir / "shipyard-agent.pyz"))
+    return [python, "-I", archive], {}
+
+
+def install_agent(
+    root: Path,
+    *,
+    user: bool,
+    python: str = sys.executable,
+    unit_dir: Optional[Path] = None,
+) -> Dict[str, Any]:
+    """Put the agent of `root` under systemd (see `systemd.install_unit` for the result).
+
+    Where systemd runs, an agent already running outside it is stopped first, leaving its
+    releases running: the agent systemd starts adopts them.
+    """
+    from .systemd import install_unit, systemctl_command
+
+    paths = AgentPaths(root)
+    paths.ensure()
+    command, env = _launcher(paths, python)
+    systemctl = systemctl_command(user)
+    stopped = None
+    if systemctl is not None:
+        stopped = stop_agent(paths.root, stop_processes=False)
+    result = install_unit(
+        paths.root, command, user=user, env=env, unit_dir=unit_dir, systemctl=systemctl
+    )
+    result["stopped_agent_pid"] = stopped["pid"] if stopped else None
+    return result
+
+
 def start_background(
     root: Path, python: str = sys.executable, timeout: float = 15.0
 ) -> AgentClient:
-    """Make sure an agent serves `root` (starting one with `python` if needed); its client.
+    """Make sure an agent serves `root` (starting one with `python` if needed); its client."""
+    return ensure_agent(root, python, timeout)[0]
+
+
+def ensure_agent(
+    root: Path, python: str = sys.executable, timeout: float = 15.0
+) -> Tuple[AgentClient, bool]:
+    """Make sure an agent serves `root`; its client, and True if it had to be started (no
+    agent answered: a command should say so, since the site was down meanwhile).
 
     The agent is started by running `python -m shipyard.agent start` in a child process, which
     daemonizes; this keeps fork() out of the caller, which may have threads. With another
@@ -298,22 +356,13 @@ def start_background(
     client = AgentClient(paths.root)
     try:
         client.ping()
-        return client
+        return client, False
     except AgentRequestError as exc:
         if exc.code != "agent_not_running":
             raise
     env = dict(os.environ)
-    if _zip_archive() is None and os.path.realpath(python) == os.path.realpath(sys.executable):
-        launcher = [python, "-m", "shipyard.agent"]
-        # This interpreter imports shipyard and h11 from these folders; make sure the child does.
-        env["PYTHONPATH"] = os.pathsep.join(
-            [*_import_roots(), *filter(None, [env.get("PYTHONPATH")])]
-        )
-    else:
-        from .zipapp import build_zipapp
-
-        paths.ensure()
-        launcher = [python, "-I", str(build_zipapp(paths.dir / "shipyard-agent.pyz"))]
+    launcher, extra_env = _launcher(paths, python)
+    env.update(extra_env)
     cmd = [*launcher, "start", "--root", str(paths.root), "--timeout", str(timeout)]
     try:
         proc = subprocess.run(
@@ -338,7 +387,7 @@ def start_background(
             f"see {paths.log}",
         )
     client.ping()
-    return client
+    return client, True
 
 
 def stop_agent(root: Path, stop_processes: bool = True, timeout: float = 30.0) -> Dict[str, Any]:
@@ -392,7 +441,15 @@ def agent_status(root: Path) -> Dict[str, Any]:
     except AgentRequestError as exc:
         if exc.code != "agent_not_running":
             raise
-        base.update({"running": False, "error": exc.message, "hint": exc.hint})
+        base.update(
+            {
+                "running": False,
+                "pid": None,
+                "keeper_pid": None,
+                "error": exc.message,
+                "hint": exc.hint,
+            }
+        )
         try:
             saved = json.loads(paths.state.read_text())
         except (OSError, ValueError):

@@ -321,6 +321,9 @@ class Supervisor:
 
     # Stopped releases kept per component (for `list` and `logs`); older ones are forgotten.
     KEEP_STOPPED = 10
+    # A release process refusing connections this soon after its spawn is taken to be still
+    # starting (requests wait for it, bounded by the route's crash_wait).
+    LISTEN_GRACE = 30.0
     # How long `start` watches a shell command for "not found" (exit 127) before answering.
     COMMAND_CHECK_S = 0.25
 
@@ -623,7 +626,11 @@ class Supervisor:
             self._on_exit(rel, code)  # noticed before the watch loop: restart it sooner
             self.on_change()
             return True
-        return rel.state in ("starting", "crash-loop")
+        # Alive but refusing: a process spawned this recently may still be starting up (an
+        # interpreter on a busy host can take seconds before it listens).
+        return (
+            rel.state in ("starting", "crash-loop") or rel.uptime(time.time()) < self.LISTEN_GRACE
+        )
 
     def tick(self) -> bool:
         """One watch pass over every release; True if anything changed (state to save)."""

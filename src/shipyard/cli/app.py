@@ -610,7 +610,11 @@ def agent_start(ctx: typer.Context, root: RootOpt) -> None:
 
     with _agent_boundary():
         info = start_background(root.resolve()).ping()
-    _emit(state(ctx), info, f"agent running, pid {info.get('pid')}")
+    _emit(
+        state(ctx),
+        info,
+        f"agent running, pid {info.get('pid')} (keeper {info.get('keeper_pid')})",
+    )
 
 
 @agent_app.command("stop")
@@ -625,9 +629,20 @@ def agent_stop(
     """Stop the agent (and, unless --keep-processes, every release it runs)."""
     from shipyard.agent.lifecycle import stop_agent
 
+    root = root.resolve()
     with _agent_boundary():
-        stop_agent(root.resolve(), stop_processes=not keep)
-    _emit(state(ctx), {"stopped": True}, "agent stopped")
+        result = stop_agent(root, stop_processes=not keep)
+    if not result["was_running"]:
+        text = f"no agent was running for {root}"
+    else:
+        text = f"agent (pid {result['pid']}) stopped; releases stopped: " + (
+            ", ".join(result["stopped"]) or "none"
+        )
+    _emit(
+        state(ctx),
+        {**result, "stopped": result["was_running"], "releases_stopped": result["stopped"]},
+        text,
+    )
 
 
 @agent_app.command("status")
@@ -639,6 +654,26 @@ def agent_status(ctx: typer.Context, root: RootOpt) -> None:
     with _agent_boundary():
         info = status_of(root.resolve())
     _emit(state(ctx), info, json.dumps(info, indent=2, default=str))
+    if not info["running"]:
+        raise typer.Exit(3)  # no agent answers: a monitoring script must be able to tell
+
+
+@agent_app.command("install")
+@command
+def agent_install(
+    ctx: typer.Context,
+    root: RootOpt,
+    user: Annotated[
+        bool, typer.Option("--user", help="A user unit (~/.config/systemd/user), no root needed.")
+    ] = False,
+) -> None:
+    """Write a systemd unit that keeps the agent running; enable it where systemd runs."""
+    from shipyard.agent.cli import describe_install
+    from shipyard.agent.lifecycle import install_agent
+
+    with _agent_boundary():
+        result = install_agent(root.resolve(), user=user)
+    _emit(state(ctx), result, describe_install(result))
 
 
 @contextmanager

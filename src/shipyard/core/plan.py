@@ -17,7 +17,7 @@ from shipyard.core.graph import Graph
 from shipyard.errors import UsageError
 
 Selection = Literal["full", "changed", "only"]
-DeploymentKind = Literal["full", "partial", "promote", "rollback"]
+DeploymentKind = Literal["full", "partial", "promote", "rollback", "reconcile"]
 TestStage = Literal["none", "smoke", "e2e", "full"]
 StepKind = Literal[
     "preflight",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import io
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -11,25 +12,57 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+from dotenv.parser import parse_stream
+
+from shipyard.errors import SecretsError
+
+_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+# A line inside a multi-line quoted value that looks like the next KEY=value: the quote
+# before it was not closed. `=` followed by `=` is base64 padding (PEM bodies), not that.
+_SWALLOWED = re.compile(r"^\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=[^=\s]", re.MULTILINE)
 
 
-def parse_dotenv(text: str) -> dict[str, str]:
-    """KEY=value lines; `#` comments; single or double quotes; `export` allowed."""
+def parse_dotenv(text: str, location: str = ".env") -> dict[str, str]:
+    """KEY=value lines as python-dotenv reads them, values taken as written (no interpolation).
+
+    Quotes, escapes in double quotes, multi-line quoted values, `export` and comments work.
+    A line that is not KEY=value, or a quote that is never closed, is an error naming
+    `location`:line for each such line; the line's text is never shown (it may hold a secret).
+    """
     values: dict[str, str] = {}
-    for raw in text.splitlines():
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        match = _LINE.match(raw)
-        if not match:
-            continue
-        key, value = match.group(1), match.group(2).strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key] = value
+    problems: list[str] = []
+    for binding in parse_stream(io.StringIO(text)):
+        where = f"{location}:{binding.original.line}"
+        first_line = binding.original.string.split("\n", 1)[0]
+        assigned = _ASSIGNMENT.match(first_line)
+        if binding.error or (binding.key is not None and binding.value is None):
+            problems.append(f"{where}: {_unreadable(first_line, assigned)}")
+        elif binding.key is None:
+            continue  # blank line or comment
+        elif "\n" in (binding.value or "") and _SWALLOWED.search(binding.value or ""):
+            problems.append(
+                f"{where}: the value of {binding.key} opens a quote that is not closed on its "
+                "line (it runs over the KEY=value lines after it)"
+            )
+        else:
+            values[binding.key] = binding.value or ""
+    if problems:
+        raise SecretsError(
+            f"{location}: {len(problems)} line(s) cannot be read:\n  " + "\n  ".join(problems),
+            hint="fix those lines (KEY=value, quotes closed on the same line unless the value "
+            "spans lines on purpose); their text is not shown, as it may hold a secret",
+        )
     return values
+
+
+def _unreadable(first_line: str, assigned: re.Match[str] | None) -> str:
+    """Why a line cannot be read, in words that never quote its value."""
+    if assigned is None:
+        return "not a KEY=value line"
+    value = first_line[assigned.end() :].strip()
+    if value[:1] in ("'", '"') and value.find(value[0], 1) < 0:
+        return f"the value of {assigned.group(1)} opens a quote that is not closed on its line"
+    return f"the value of {assigned.group(1)} has text after its closing quote"
 
 
 def fingerprint(value: str) -> str:

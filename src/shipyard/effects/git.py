@@ -34,6 +34,8 @@ class Repo:
         except FileNotFoundError:
             raise GitError("git is not installed", hint="install git and retry") from None
         if done.returncode != 0:
+            if args[:2] != ("rev-parse", "--git-dir"):
+                self._require_repository()  # the usual cause, said plainly
             stderr = done.stderr.decode("utf-8", "replace").strip()
             raise GitError(
                 f"`git {' '.join(args)}` failed in {self.path}: {stderr}",
@@ -50,9 +52,32 @@ class Repo:
         try:
             return self._git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
         except GitError:
+            self._require_commits()  # a clearer error when the cause is the repository
             raise GitError(
                 f"git ref {ref!r} does not resolve to a commit in {self.path}",
                 hint="check the name with `git log --oneline`; fetch it if it is remote",
+            ) from None
+
+    def _require_repository(self) -> None:
+        """Raise GitError if the folder is in no git repository."""
+        try:
+            self._git("rev-parse", "--git-dir")
+        except GitError:
+            raise GitError(
+                f"{self.path} is not in a git repository: shipyard deploys commits",
+                hint="create one and commit the project: "
+                "`git init && git add -A && git commit -m 'first commit'`",
+            ) from None
+
+    def _require_commits(self) -> None:
+        """Raise GitError if there is no repository, or it has no commit yet."""
+        self._require_repository()
+        try:
+            self._git("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+        except GitError:
+            raise GitError(
+                f"the git repository of {self.path} has no commit yet: shipyard deploys commits",
+                hint="commit the project first: `git add -A && git commit -m 'first commit'`",
             ) from None
 
     def has_commit(self, commit: str) -> bool:

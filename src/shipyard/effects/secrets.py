@@ -22,14 +22,22 @@ def load_secrets(
     if source.kind == "dotenv":
         file = project_dir / source.value
         try:
-            return parse_dotenv(file.read_text(encoding="utf-8")), str(source.value)
+            return parse_dotenv(file.read_text(encoding="utf-8"), source.value), source.value
         except FileNotFoundError:
             raise SecretsError(
                 f"secrets file {source.value} not found in {project_dir}",
                 hint="create it (KEY=value lines) or change the environment's secrets source",
             ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SecretsError(f"cannot read secrets file {source.value}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            line = exc.object.count(b"\n", 0, exc.start) + 1
+            raise SecretsError(
+                f"{source.value}:{line}: not valid UTF-8",
+                hint="save the secrets file as UTF-8",
+            ) from None
+        except OSError as exc:
+            raise SecretsError(
+                f"cannot read secrets file {source.value}: {exc.strerror or exc}"
+            ) from None
     if source.kind == "env_prefix":
         prefix = source.value
         values = {k[len(prefix) :]: v for k, v in environ.items() if k.startswith(prefix)}
@@ -52,4 +60,5 @@ def load_secrets(
             f"secrets command `{source.value}` exited with code {done.returncode}",
             hint="run it by hand to see why (its output is not shown: it may hold secrets)",
         )
-    return parse_dotenv(done.stdout), f"command `{source.value}`"
+    location = f"command `{source.value}`"
+    return parse_dotenv(done.stdout, f"the output of {location}"), location

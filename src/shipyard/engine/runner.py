@@ -10,6 +10,8 @@ from the journal and the host's actual state (see `restore`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import shutil
 import sys
@@ -34,6 +36,7 @@ from shipyard.effects.git import Repo
 from shipyard.effects.process import run_command
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
 from shipyard.errors import (
+    AgentError,
     DeploymentFailed,
     PreflightError,
     RollbackFailed,
@@ -232,6 +235,7 @@ class Deployment:
         self._files_cache: dict[str, str] | None = None
         self._files_lock = threading.Lock()
         self.committed = False
+        self.leased = False
 
     # --- journal -------------------------------------------------------------------------
 
@@ -280,8 +284,9 @@ class Deployment:
         current = self._records.get(name) or ComponentRecord(
             deployment_id=self.id, component=name, host=self.ctx.target.host
         )
-        if isinstance(changes.get("error"), str):
-            changes["error"] = self.ctx.redact(changes["error"])
+        for key in ("error", "health"):  # text that came from the release or a command
+            if changes.get(key) is not None:
+                changes[key] = self.ctx.redact.data(changes[key])
         updated = current.replace(**changes)
         self._records[name] = updated
         self.ctx.store.set_component(updated)
@@ -331,6 +336,31 @@ class Deployment:
         while True:
             await self.ctx.sleep(self.ctx.lock_ttl / 3)
             await _settled(self.ctx.store.heartbeat, self.ctx.env.name, self.id, self.ctx.lock_ttl)
+            if self.leased:
+                try:
+                    await self._lease()
+                except ShipyardError as exc:
+                    # The host undid the switch on its own (this process stalled past the
+                    # lease): the rollback will find that state; keep the journal honest.
+                    self.leased = False
+                    self.journal("lease", status="lapsed", message=exc.message)
+
+    async def _lease(self) -> None:
+        """Set or renew the host's lease: should this process die before the commit point,
+        the agent routes back to the snapshot releases and stops the new ones on its own."""
+        revert = [(name, self.snapshot[name].release) for name in self.snapshot]
+        discard = [
+            (name, self.plan.releases.get(name, self.release))
+            for name in self.plan.components
+            if self.plan.releases.get(name, self.release) != self.snapshot[name].release
+        ]
+        await _settled(self.ctx.target.lease, self.id, self.ctx.lock_ttl, revert, discard)
+        self.leased = True
+
+    async def _end_lease(self) -> None:
+        if self.leased:
+            self.leased = False
+            await _settled(_end_lease_quietly, self.ctx, self.id)
 
     async def _execute(self) -> None:
         self.set_status("running")
@@ -357,7 +387,10 @@ class Deployment:
                 ) from None
             self.set_status("rolling_back", reason)
             try:
-                await restore(self.ctx, self, list(self.plan.components))
+                try:
+                    await restore(self.ctx, self, list(self.plan.components))
+                finally:
+                    await self._end_lease()
             except Exception as rollback_error:  # an unexpected one is a failed rollback too
                 said = _reason(rollback_error)
                 self.set_status("rollback_failed", f"{reason}; rollback: {said}")
@@ -494,6 +527,7 @@ class Deployment:
                 f"secrets missing for environment {ctx.env.name!r}: {', '.join(missing)}",
                 hint="add them to the environment's secrets source",
             )
+        await self._check_public_ports()
         usage = shutil.disk_usage(
             ctx.artifacts.root.parent if ctx.artifacts.root.parent.exists() else ctx.config.root
         )
@@ -502,7 +536,7 @@ class Deployment:
                 f"only {usage.free // (1024 * 1024)} MiB free on the build disk",
                 hint="free some space (old artifacts live in .shipyard/artifacts)",
             )
-        if self.plan.kind == "rollback":
+        if self.plan.kind in ("rollback", "reconcile"):
             for name, release in self.plan.releases.items():
                 if not ctx.target.has_release(name, release):
                     raise PreflightError(
@@ -511,6 +545,23 @@ class Deployment:
                     )
         else:
             await _settled(self._check_pending_migrations)
+
+    async def _check_public_ports(self) -> None:
+        """A public port held by another process is found now, not at `switch`."""
+        ctx = self.ctx
+        routed = await _settled(ctx.target.routed_ports)
+        ours = set(routed.values())
+        for name in self.plan.components:
+            port = ctx.components[name].port
+            if port is None or port in ours:
+                continue
+            if not await _settled(ctx.target.port_available, port):
+                raise PreflightError(
+                    f"port {port} of component {name} is already in use by another process "
+                    f"on {ctx.target.host}",
+                    hint=f"stop what listens there (`ss -ltnp 'sport = :{port}'` shows it), "
+                    f"or change components.{name}.port",
+                )
 
     def _check_pending_migrations(self) -> None:
         """Refuse destructive or irreversible pending migrations unless allowed (exit 3)."""
@@ -592,6 +643,7 @@ class Deployment:
             self.snapshot[name] = entry
             self.component_record(name, previous_release=release, status="pending")
         ctx.store.save_snapshot(self.id, entries)
+        await self._lease()
 
     async def _export(self) -> Path:
         async with self._export_lock:
@@ -742,7 +794,7 @@ class Deployment:
         comp = self.ctx.components[name]
         assert comp.migrations is not None
         self.component_record(name, status="migrating")
-        if self.plan.kind == "rollback":
+        if self.plan.kind in ("rollback", "reconcile"):
             # Down to the revision that deployment ran with, using the files of the
             # release active now (only it knows the newer revisions' down steps).
             release = self.snapshot[name].release or self.plan.releases[name]
@@ -771,11 +823,16 @@ class Deployment:
         assert name is not None
         comp = self.ctx.components[name]
         release = self.plan.releases.get(name, self.release)
-        env = {**self.release_env(comp, release), **self._dependency_urls(comp)}
-        if self.plan.kind == "rollback":
+        pinned = {d: self.plan.releases.get(d, self.release) for d in self.plan.components}
+        env = {
+            **self.release_env(comp, release),
+            **await link_urls(self.ctx, comp, release, pinned),
+        }
+        if self.plan.kind in ("rollback", "reconcile"):
             commit = (await _settled(self.ctx.release_spec, name, release))[1]
             env["SHIPYARD_COMMIT"] = commit or _commit_of_release(self.ctx.store, self.plan, name)
         self.component_record(name, status="starting", release=release)
+        warm = (await _settled(self.ctx.target.running)).get((name, release))
         async with self._host_slots:
             running = await _settled(
                 self.ctx.target.start, name, release, comp.start, env, comp.stop_timeout
@@ -783,7 +840,15 @@ class Deployment:
         if running.port is not None:
             self.ports[name] = running.port
         self.component_record(name, port=running.port)
-        observation = await wait_healthy(self.ctx, comp, release, running.port, self.journal)
+        observation = None
+        if warm is not None and warm.state == "running":
+            # Still warm (a rollback inside `warm_for`): it has been serving, one good probe
+            # says it still does.
+            observation = await observe(self.ctx, probe_spec(comp, running.port))
+            if not observation.ok:
+                observation = None
+        if observation is None:
+            observation = await wait_healthy(self.ctx, comp, release, running.port, self.journal)
         self.component_record(name, status="healthy", health=observation.to_dict())
 
     async def _step_switch(self, step: Step) -> None:
@@ -811,6 +876,15 @@ class Deployment:
             if isinstance(result, BaseException):
                 raise result
         for name in self.plan.components:
+            release = self.plan.releases.get(name, self.release)
+            if ctx.components[name].port is None:
+                await _settled(ctx.target.activate, name, release)
+        # The new releases were linked to their new dependencies; from now on they follow
+        # whatever release of each dependency is active (a later partial deploy, a rollback).
+        for name in self.plan.components:
+            release = self.plan.releases.get(name, self.release)
+            await link_urls(ctx, ctx.components[name], release, {})
+        for name in self.plan.components:
             await _settled(ctx.target.set_current, name, self.plan.releases.get(name, self.release))
             self.component_record(name, status="active")
 
@@ -819,7 +893,7 @@ class Deployment:
         for name in self.plan.components:
             comp = self.ctx.components[name]
             port = comp.port or self.ports.get(name)
-            observation = await _settled(self.ctx.target.probe, probe_spec(comp, port))
+            observation = await observe(self.ctx, probe_spec(comp, port))
             self.journal(
                 "health",
                 step=step.id,
@@ -829,12 +903,55 @@ class Deployment:
             )
             if not observation.ok:
                 failures.append(f"{name}: {observation.detail}")
+        failures += await self._verify_untouched_dependents(step)
         if failures:
             raise DeploymentFailed("final health check failed: " + "; ".join(failures))
         # The commit point: every port is switched and verified. From here on a failure or a
         # crash finishes the deployment forward; it is never rolled back.
+        # The lease ends first: a crash between the two leaves a verified deployment that
+        # recovery rolls back (safe), never a committed one whose routes the host undoes.
+        await self._end_lease()
         self.committed = True
         self.journal("committed", step=step.id, status="succeeded")
+
+    async def _verify_untouched_dependents(self, step: Step) -> list[str]:
+        """Dependents this deployment did not replace now reach its new releases: check them
+        (with their own spec) so a partial deploy cannot break what it did not touch."""
+        ctx = self.ctx
+        graph = graph_of(ctx.config.components_for(ctx.env))
+        deployed = set(self.plan.components)
+        todo, seen = list(deployed), set(deployed)
+        while todo:
+            for dependent in graph.dependents(todo.pop()):
+                if dependent not in seen:
+                    seen.add(dependent)
+                    todo.append(dependent)
+        untouched = [n for n in graph.order() if n in seen - deployed]
+        if not untouched:
+            return []
+        routes = await _settled(ctx.target.routes)
+        running = await _settled(ctx.target.running)
+        failures = []
+        for name in untouched:
+            release = routes.get(name) or await _settled(ctx.target.current, name)
+            proc = running.get((name, release)) if release else None
+            if release is None or not _is_up(proc) or proc is None:
+                continue
+            comp = (await _settled(ctx.release_spec, name, release))[0]
+            observation = await observe(ctx, probe_spec(comp, comp.port or proc.port))
+            self.journal(
+                "health",
+                step=step.id,
+                component=name,
+                status="ok" if observation.ok else "failing",
+                data=observation.to_dict(),
+            )
+            if not observation.ok:
+                failures.append(
+                    f"{name} (not redeployed, depends on what was) is unhealthy: "
+                    f"{observation.detail}"
+                )
+        return failures
 
     async def _step_finish(self, step: Step) -> None:
         new = {n: self.plan.releases.get(n, self.release) for n in self.plan.components}
@@ -876,18 +993,27 @@ async def finish_deployment(
             specs[name] = (await _settled(ctx.release_spec, name, release))[0]
         except ShipyardError:
             specs[name] = ctx.components.get(name) or Component(name=name, path=".", start="")
-    for level in reversed(graph_of(specs).levels()):
-
-        async def stop(name: str) -> None:
-            try:
-                await _settled(ctx.target.stop, name, old[name])
+    # The host agent stops them later, dependents first, each after its drain, once its
+    # `warm_for` has passed: a rollback inside that window is a route switch.
+    items = [
+        (name, old[name], specs[name].warm_for)
+        for level in reversed(graph_of(specs).levels())
+        for name in level
+    ]
+    if items:
+        try:
+            await _settled(ctx.target.retire, items)
+            for name, release, after in items:
                 journal(
-                    "retired", step="finish", component=name, status="succeeded", message=old[name]
+                    "retired",
+                    step="finish",
+                    component=name,
+                    status="scheduled",
+                    message=f"{release} stops in {after:g}s",
+                    data={"release": release, "after_s": after},
                 )
-            except ShipyardError as exc:
-                problems.append(f"{name}: old release {old[name]} not stopped: {exc.message}")
-
-        await asyncio.gather(*(stop(n) for n in level))
+        except ShipyardError as exc:
+            problems.append(f"old releases not scheduled to stop: {exc.message}")
     for name, release in new.items():
         try:
             if ctx.target.current(name) != release:
@@ -897,11 +1023,18 @@ async def finish_deployment(
     return problems
 
 
+def _end_lease_quietly(ctx: EngineContext, holder: str) -> None:
+    """End a deployment's lease on the host; an agent that cannot be reached has none."""
+    with contextlib.suppress(ShipyardError):
+        ctx.target.lease_end(holder)
+
+
 def reachable_releases(store: Store, environment: str, keep: int) -> set[tuple[str, str]]:
     """(component, release) pairs that must stay on disk whatever `keep_releases` says.
 
     The snapshot releases of every unfinished (or rollback_failed) deployment, and every
-    release active after one of the last `keep` good deployments (what `rollback` reaches).
+    release active after one of the last `keep` good deployments, or after the one a plain
+    `rollback` goes back to.
     """
     history = store.list_deployments(environment, limit=500)
     protected: set[tuple[str, str]] = set()
@@ -920,8 +1053,15 @@ def reachable_releases(store: Store, environment: str, keep: int) -> set[tuple[s
                 if c.release:
                     active[c.component] = c.release
             states.append(dict(active))
-    for state in states[-max(keep, 1) :]:
-        protected |= set(state.items())
+    # The newest `keep` states, and always the newest earlier one that differs from what
+    # is active now: that is where a plain `rollback` goes.
+    newest_first = states[::-1]
+    for index, state in enumerate(newest_first):
+        if index < max(keep, 1):
+            protected |= set(state.items())
+        elif state != newest_first[0]:
+            protected |= set(state.items())
+            break
     return protected
 
 
@@ -951,7 +1091,7 @@ async def wait_healthy(
     spec = probe_spec(comp, port)
     step = step or f"activate:{comp.name}"
     while True:
-        observation = await _settled(ctx.target.probe, spec)
+        observation = await observe(ctx, spec)
         verdict = judge.observe(observation.ok, ctx.monotonic())
         if verdict == "healthy":
             journal(
@@ -980,6 +1120,24 @@ async def wait_healthy(
                 "(`shipyard logs` shows the journal)",
             )
         await ctx.sleep(comp.health.interval)
+
+
+OBSERVED_DETAIL_CHARS = 300
+
+
+async def observe(ctx: EngineContext, spec: ProbeSpec) -> Observation:
+    """Run one probe on the host. Its detail (an excerpt of what the release answered, which
+    may echo a secret) is redacted and cut short here, the moment it is observed."""
+    seen = await _settled(ctx.target.probe, spec)
+    return dataclasses.replace(seen, detail=short_redacted(ctx.redact, seen.detail))
+
+
+def short_redacted(redact: Callable[[str], str], text: str) -> str:
+    """Secrets out first (a cut could split one and hide it from the redactor), then short."""
+    safe = redact(text)
+    if len(safe) > OBSERVED_DETAIL_CHARS:
+        safe = safe[: OBSERVED_DETAIL_CHARS - 1] + "…"
+    return safe
 
 
 async def _settled(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -1076,9 +1234,11 @@ async def restore(
     elif record and record.kind in ("rollback", "reconcile"):
         plan_releases = {c.component: c.release for c in ctx.store.components(dep_id) if c.release}
     journal = deployment.journal if deployment else _journal_for(ctx, dep_id)
-    wanted = [n for n in order if n in snapshot]
+    new_of = {n: plan_releases.get(n, dep_id) for n in order}
+    # A component whose snapshot release is the one this deployment activates (a reconcile
+    # restarting what should run) has nothing to go back to.
+    wanted = [n for n in order if n in snapshot and snapshot[n].release != new_of[n]]
     problems: list[str] = []
-    new_of = {n: plan_releases.get(n, dep_id) for n in wanted}
     new_specs: dict[str, Component] = {}
     prev_specs: dict[str, Component] = {}
     for name in wanted:
@@ -1103,14 +1263,14 @@ async def restore(
         assert previous is not None
         proc = running.get((name, previous))
         if _is_up(proc) and proc is not None:
-            quick = await _settled(ctx.target.probe, probe_spec(comp, proc.port))
+            quick = await observe(ctx, probe_spec(comp, proc.port))
             if quick.ok:
                 return
             port = proc.port
         else:
             env = {
                 **component_env(ctx, comp, previous, snapshot[name].commit or ""),
-                **service_urls(ctx, comp.depends_on, {}),
+                **await link_urls(ctx, comp, previous, {}),
             }
             started = await _settled(
                 ctx.target.start, name, previous, comp.start, env, comp.stop_timeout
@@ -1125,6 +1285,8 @@ async def restore(
             if routes.get(name):
                 await _settled(ctx.target.unroute, name)
             return
+        if not comp.port:
+            await _settled(ctx.target.activate, name, previous)
         if comp.port and routes.get(name) != previous:
             await _route(ctx, comp, previous)
             journal(
@@ -1154,16 +1316,15 @@ async def restore(
                 else:
                     made.append(name)
             made += [n for n in level if not snapshot[n].release]
+        # Dependents first (reverse order), each level's ports in one step.
         routed: list[str] = []
-        for name, result in zip(
-            made,
-            await asyncio.gather(*(route_back(n) for n in made), return_exceptions=True),
-            strict=True,
-        ):
-            if isinstance(result, BaseException):
-                later[name] = _reason(result)
-            else:
-                routed.append(name)
+        for level in reversed(graph_of({n: prev_specs[n] for n in made}).levels()):
+            results = await asyncio.gather(*(route_back(n) for n in level), return_exceptions=True)
+            for name, result in zip(level, results, strict=True):
+                if isinstance(result, BaseException):
+                    later[name] = _reason(result)
+                else:
+                    routed.insert(0, name)
         # Dependents first: an old dependent still draining may call its new dependency.
         for name in reversed(routed):
             try:
@@ -1234,7 +1395,7 @@ async def restore(
         previous = snapshot[name].release
         if previous is None or not comp.port:
             continue
-        observation = await _settled(ctx.target.probe, probe_spec(comp, comp.port))
+        observation = await observe(ctx, probe_spec(comp, comp.port))
         journal(
             "health",
             step="rollback",
@@ -1293,14 +1454,42 @@ def search_path() -> str:
 async def _route(ctx: EngineContext, comp: Component, release: str) -> None:
     """Send the component's public port to `release` (HTTP mode when its health check is HTTP)."""
     assert comp.port is not None
-    await _settled(
-        ctx.target.route,
-        comp.name,
-        comp.port,
-        release,
-        http=comp.health.kind == "http",
-        drain_timeout=comp.drain_timeout,
-    )
+    try:
+        await _settled(
+            ctx.target.route,
+            comp.name,
+            comp.port,
+            release,
+            http=comp.health.kind == "http",
+            drain_timeout=comp.drain_timeout,
+        )
+    except AgentError as exc:
+        if exc.code != "route_conflict":
+            raise
+        # The release listens on another public port (or mode) than the one routed now:
+        # the old port closes (after its drain) and the release's own port opens.
+        await _settled(ctx.target.unroute, comp.name)
+        await _settled(
+            ctx.target.route,
+            comp.name,
+            comp.port,
+            release,
+            http=comp.health.kind == "http",
+            drain_timeout=comp.drain_timeout,
+        )
+
+
+async def link_urls(
+    ctx: EngineContext, comp: Component, release: str, pinned: Mapping[str, str]
+) -> dict[str, str]:
+    """`SHIPYARD_URL_<DEP>` for a release: a stable port the host agent keeps per dependency
+    and consumer, pinned to the dependency's release in `pinned` (a new one being activated
+    with it), else following the dependency's active release."""
+    urls = {}
+    for dep in comp.depends_on:
+        port = await _settled(ctx.target.link, dep, f"{comp.name}/{release}", pinned.get(dep))
+        urls[f"SHIPYARD_URL_{dep.upper().replace('-', '_')}"] = f"http://127.0.0.1:{port}"
+    return urls
 
 
 def service_urls(

@@ -41,7 +41,16 @@ __all__ = [
 
 DEPLOYMENT_KINDS = frozenset({"full", "partial", "promote", "rollback", "reconcile"})
 DEPLOYMENT_STATUSES = frozenset(
-    {"pending", "running", "succeeded", "failed", "rolling_back", "rolled_back", "rollback_failed"}
+    {
+        "pending",
+        "running",
+        "succeeded",
+        "failed",
+        "rolling_back",
+        "rolled_back",
+        "rollback_failed",
+        "superseded",
+    }
 )
 UNFINISHED_STATUSES = frozenset({"pending", "running", "rolling_back"})
 FINISHED_STATUSES = DEPLOYMENT_STATUSES - UNFINISHED_STATUSES

@@ -919,6 +919,14 @@ class Store:
                 "the database is not at the schema this shipyard expects; "
                 "was it migrated by another tool or partly deleted?"
             )
+        elif "file is not a database" in low or "disk image is malformed" in low:
+            path = sqlite_path(self._url)
+            hint = (
+                f"the state file {path} is damaged or is not a shipyard state database: "
+                "put back a good copy (from a backup); to start a new, empty history on "
+                f"purpose, move it aside and create it empty: `mv {path} {path}.broken && "
+                f"touch {path}`"
+            )
         elif isinstance(exc, DBAPIError) and exc.connection_invalidated:
             hint = "the connection to the database was lost; retry"
         else:

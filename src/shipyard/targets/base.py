@@ -107,6 +107,12 @@ class Target(Protocol):
 
     def unroute(self, component: str) -> None: ...
 
+    def routed_ports(self) -> dict[str, int]:
+        """component → the public port the host routes for it."""
+
+    def port_available(self, port: int) -> bool:
+        """True when nothing listens on the public port (TIME-WAIT sockets do not count)."""
+
     def routes(self) -> dict[str, str]:
         """component → the release its public port currently serves."""
 
@@ -137,6 +143,30 @@ class Target(Protocol):
 
     def prune(self, component: str, keep: int, protect: set[str]) -> list[str]:
         """Delete old release folders beyond `keep`, never one in `protect`; return them."""
+
+    def lease(
+        self,
+        holder: str,
+        ttl: float,
+        revert: list[tuple[str, str | None]],
+        discard: list[tuple[str, str]],
+    ) -> None:
+        """Set or renew the orchestrator's lease: if it is not renewed within `ttl`, the host
+        routes each `revert` component back to its release and stops the `discard` ones."""
+
+    def lease_end(self, holder: str) -> None:
+        """End the lease (at the commit point, or when a rollback is done)."""
+
+    def retire(self, items: list[tuple[str, str, float]]) -> None:
+        """Stop `(component, release, after_s)` items later, in order, each after its drain;
+        an item is dropped if its release is routed or started again meanwhile."""
+
+    def link(self, component: str, consumer: str, release: str | None) -> int:
+        """A stable local port reaching `component`: pinned to `release`, or following its
+        active release (None). `consumer` is "<component>/<release>" of the user."""
+
+    def activate(self, component: str, release: str | None) -> None:
+        """Make `release` the active release of a component without a public port."""
 
     def down(self, component: str | None = None) -> list[str]:
         """Stop every process (of one component) and close its public ports."""
