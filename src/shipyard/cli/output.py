@@ -58,10 +58,11 @@ class CliState:
     def error(self, message: str, hint: str | None) -> None:
         """The `error:` (and `hint:`) lines on stderr; the text is never read as markup."""
         text = self.text(message)
-        elided = self.shown.elide(text)
-        # A reason already printed in full is pointed at, but the line keeps saying what
-        # failed: when nothing but the pointer would be left, its first line stays.
-        text = elided if elided != Shown.SEE_ABOVE else text.splitlines()[0] + " (see above)"
+        if self.shown.elide(text) != text:
+            # Its reason was printed above with its details (a log tail): stderr still says
+            # what failed and why, in the message's first line, and points at the rest.
+            first, _, rest = text.partition("\n")
+            text = first + (" (details above)" if rest else "")
         self.err.print(styled(("error:", "bold red"), " ", text), soft_wrap=True)
         if hint:
             self.err.print(styled(("hint:", "yellow"), " ", self.text(hint)), soft_wrap=True)

@@ -90,8 +90,9 @@ async def run_command(
         if pending:
             emit(pending)
 
+    both = asyncio.gather(pump(), process.wait())
     try:
-        await asyncio.wait_for(asyncio.gather(pump(), process.wait()), timeout)
+        await asyncio.wait_for(both, timeout)
     except TimeoutError:
         raise CommandFailed(
             command,
@@ -101,6 +102,8 @@ async def run_command(
             hint=f"it ran longer than {timeout:g}s; raise the step's deadline or speed it up",
         ) from None
     finally:
+        if both.done() and not both.cancelled():
+            both.exception()  # seen here, so asyncio does not print it as never retrieved
         if process.returncode is None:  # timed out or cancelled: take the whole group down
             _kill_group(process.pid)
             await asyncio.shield(process.wait())
