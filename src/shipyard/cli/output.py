@@ -72,12 +72,11 @@ class Shown:
     """What a command has already printed, so a long reason is not printed again."""
 
     SEE_ABOVE = "(see above)"
+    SHORTEST = 20  # a shorter reason is repeated rather than pointed at
 
     def __init__(self, clean: Callable[[object], str]) -> None:
         self.clean = clean
         self._texts: list[str] = []
-
-    SHORTEST = 20  # a shorter reason is repeated rather than pointed at
 
     def add(self, text: str) -> None:
         if len(text) >= self.SHORTEST and text not in self._texts:
