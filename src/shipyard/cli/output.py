@@ -84,12 +84,20 @@ class Shown:
             self._texts.sort(key=len, reverse=True)
 
     def elide(self, text: str) -> str:
-        """`text` with every already printed reason in it replaced by a pointer to it."""
+        """`text` with every already printed reason in it replaced by a pointer to it.
+
+        When all of it was printed already, its first line is kept (it still has to say
+        something) and the pointer is to the rest.
+        """
+        elided = text
         for shown in self._texts:
-            if shown in text:
-                text = text.replace(f": {shown}", f" {self.SEE_ABOVE}")
-                text = text.replace(shown, self.SEE_ABOVE)
-        return text
+            if shown in elided:
+                elided = elided.replace(f": {shown}", f" {self.SEE_ABOVE}")
+                elided = elided.replace(shown, self.SEE_ABOVE)
+        if elided.strip() == self.SEE_ABOVE:
+            first, _, rest = text.partition("\n")
+            return first + (" (details above)" if rest else "")
+        return elided
 
 
 def make_console(*, stderr: bool, file: IO[str] | None = None) -> Console:
