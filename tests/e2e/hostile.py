@@ -76,6 +76,7 @@ class HostileProject:
         self.root = root
         self.secrets = secrets
         self.port = free_ports(1)[0]
+        self.generation = 0
 
     def write(
         self,
@@ -93,6 +94,8 @@ class HostileProject:
         (app / "build.py").write_text(BUILD)
         (app / "build_output.bin").write_bytes(build_output)
         (app / "build_exit").write_text(str(build_exit))
+        self.generation += 1  # so every write is a new commit, even one repeating the last
+        (app / "generation").write_text(str(self.generation))
         spec = {"body": health_body, "status": health_status, "start_output": start_output}
         (app / "health.json").write_text(json.dumps(spec))
         (self.root / "shipyard.toml").write_text(CONFIG.format(port=self.port, deadline=deadline))
