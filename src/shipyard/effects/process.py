@@ -90,8 +90,12 @@ async def run_command(
         if pending:
             emit(pending)
 
+    gathered = asyncio.gather(pump(), process.wait())
+    # Ctrl-C makes asyncio.run cancel every task, the reader's too: the gather then holds a
+    # CancelledError nobody awaits, which asyncio would print as a traceback at exit.
+    gathered.add_done_callback(lambda done: done.cancelled() or done.exception())
     try:
-        await asyncio.wait_for(asyncio.gather(pump(), process.wait()), timeout)
+        await asyncio.wait_for(gathered, timeout)
     except TimeoutError:
         raise CommandFailed(
             command,
