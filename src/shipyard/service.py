@@ -8,6 +8,7 @@ context with a target, and turns results into plain records.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,30 +16,34 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from shipyard.config import Config, Environment, load_config
+from shipyard.config import CONFIG_FILE, Component, Config, Environment, load_config
 from shipyard.core.graph import Graph
 from shipyard.core.plan import Plan, Selection, TestStage, plan_deploy, plan_rollback
 from shipyard.core.secrets import Redactor
 from shipyard.effects.artifacts import ArtifactStore
+from shipyard.effects.config_at_commit import load_config_at, same_config_text
 from shipyard.effects.git import Repo
 from shipyard.effects.secrets import load_secrets
-from shipyard.engine.recovery import hold_lock, recover_deployment
+from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
 from shipyard.engine.runner import (
     Deployment,
     DeployOptions,
     EngineContext,
     ProgressSink,
     probe_spec,
+    saved_release_spec,
+    short_redacted,
 )
 from shipyard.errors import (
     HealthCheckError,
     PreflightError,
+    ShipyardError,
     StoreError,
     UsageError,
 )
 from shipyard.store import DeploymentRecord, EventRecord, LockOwner, LockRecord, Store, new_id
 from shipyard.store.urls import normalize_url, sqlite_path
-from shipyard.targets.base import Observation, RunningRelease, Target
+from shipyard.targets.base import Observation, ProbeSpec, RunningRelease, Target
 from shipyard.targets.local import LocalTarget
 
 STATE_URL_VARIABLE = "SHIPYARD_STATE_URL"
@@ -108,6 +113,8 @@ class Shipyard:
         self.environ = dict(os.environ) if environ is None else environ
         self._target_factory = target_factory or (lambda env, root: LocalTarget(root))
         self._targets: dict[str, Target] = {}
+        self._commit_configs: dict[str, Config] = {}
+        self._redactors: dict[str, Redactor] = {}
 
     # --- configuration and resources ----------------------------------------------------
 
@@ -195,10 +202,33 @@ class Shipyard:
             self._targets[env.name] = self._target_factory(env, self.project_dir / env.root)
         return self._targets[env.name]
 
-    def _context(self, env: Environment) -> EngineContext:
+    def redactor(self, env_name: str | None = None) -> Redactor:
+        """Every secret value of an environment, for adapters to redact what they show.
+
+        Empty when the secrets cannot be loaded (the command itself then says why).
+        """
+        try:
+            env = self.environment(env_name)
+            values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
+        except ShipyardError:
+            return Redactor()
+        return Redactor(values)
+
+    def config_at(self, commit: str, *, work_tree: bool = False) -> Config:
+        """shipyard.toml as it is at `commit` (the work tree's with `work_tree`, for
+        --allow-dirty): a deploy of a commit runs with that commit's settings."""
+        if work_tree:
+            return self.config
+        if commit not in self._commit_configs:
+            self._commit_configs[commit] = load_config_at(
+                self.repo, commit, self.project_dir, self.project_prefix
+            )
+        return self._commit_configs[commit]
+
+    def _context(self, env: Environment, config: Config | None = None) -> EngineContext:
         values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
         return EngineContext(
-            config=self.config,
+            config=config or self.config,
             env=env,
             store=self.store,
             target=self.target(env),
@@ -222,16 +252,32 @@ class Shipyard:
         since: str | None = None,
         tests: TestStage = "none",
         migrate: bool = True,
+        allow_dirty: bool = False,
     ) -> Plan:
-        """What a deploy would do, without doing it."""
-        env = self.environment(env_name)
+        """What a deploy would do, without doing it.
+
+        Planned from shipyard.toml as it is at the deployed commit; with `allow_dirty` and
+        the commit checked out, from the work tree's (the build uses the work tree too).
+        """
         commit = self.repo.resolve(ref)
+        work_tree = allow_dirty and commit == self.repo.resolve("HEAD")
+        config = self.config_at(commit, work_tree=work_tree)
+        env = config.environment(env_name or self.config.project.default_environment)
         base, note = self._base_commit(env, since)
         changed = None
         if base is not None:
             changed = self._project_files(self.repo.changed_files(base, commit))
-        return plan_deploy(
-            self.config,
+        config_note = None
+        if not work_tree and not same_config_text(
+            self.repo, commit, self.project_dir, self.project_prefix
+        ):
+            config_note = (
+                f"{CONFIG_FILE} at {commit[:12]} differs from the work tree's; this deploy "
+                f"uses the one at {commit[:12]}"
+                + (" (--allow-dirty uses the work tree's)" if ref == "HEAD" else "")
+            )
+        plan = plan_deploy(
+            config,
             env.name,
             commit=commit,
             base_commit=base,
@@ -242,6 +288,92 @@ class Shipyard:
             migrate=migrate,
             base_note=note,
         )
+        plan = dataclasses.replace(
+            plan, config_from="work tree" if work_tree else "commit", config_note=config_note
+        )
+        if plan.components:
+            return plan
+        return self._reconcile_plan(env, config, plan)
+
+    def _reconcile_plan(self, env: Environment, config: Config, idle: Plan) -> Plan:
+        """Nothing changed: still, what runs must be what the last good deployment left, and
+        healthy. If it is not, the plan restores it (a `reconcile` deployment) and says why."""
+        target = self.target(env)
+        restarted = self._agent_was_restarted(target)
+        notice = (
+            "; the host agent was not running (the public ports were down): it was restarted"
+            if restarted
+            else ""
+        )
+        good = self._good_deployments(env.name)
+        if not good:
+            return dataclasses.replace(idle, why=idle.why + notice)
+        last, desired = good[0]
+        drift = self._drift(env, target, desired)
+        if not drift:
+            return dataclasses.replace(idle, why=idle.why + notice)
+        releases = {name: desired[name] for name in drift}
+        ctx = self._context(env, config)
+        specs = {name: ctx.release_spec(name, release)[0] for name, release in releases.items()}
+        plan = plan_rollback(
+            dataclasses.replace(config, components={**config.components, **specs}),
+            env.name,
+            commit=last.commit or "",
+            releases=releases,
+            rollback_to=last.id,
+            current_commit=last.commit,
+        )
+        return dataclasses.replace(
+            plan,
+            kind="reconcile",
+            why=(
+                f"reconcile: nothing changed since {last.id}, but what runs differs from it "
+                f"({'; '.join(f'{n}: {w}' for n, w in drift.items())}); restoring it" + notice
+            ),
+            drift=drift,
+        )
+
+    def _observe(self, env: Environment, target: Target, spec: ProbeSpec) -> Observation:
+        """One probe, its detail redacted and cut short as it is observed."""
+        seen = target.probe(spec)
+        return dataclasses.replace(seen, detail=short_redacted(self._redactor(env), seen.detail))
+
+    def _redactor(self, env: Environment) -> Redactor:
+        if env.name not in self._redactors:
+            try:
+                values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
+            except ShipyardError:
+                values = {}  # no secrets could be read: none can leak from here either
+            self._redactors[env.name] = Redactor(values)
+        return self._redactors[env.name]
+
+    @staticmethod
+    def _agent_was_restarted(target: Target) -> bool:
+        return bool(getattr(target, "agent_restarted", False))
+
+    def _drift(self, env: Environment, target: Target, desired: dict[str, str]) -> dict[str, str]:
+        """component → how what runs differs from `desired` (not running, not routed, or
+        unhealthy by its own spec)."""
+        routes = target.routes()
+        running = target.running()
+        today = self.config.components_for(env)
+        drift = {}
+        for name, release in sorted(desired.items()):
+            if name not in today:
+                continue
+            spec, _commit = self._release_spec(env, target, today[name], release)
+            proc = running.get((name, release))
+            if proc is None or proc.state not in ("running", "starting", "backing-off"):
+                drift[name] = f"release {release} is {proc.state if proc else 'not running'}"
+            elif spec.port and routes.get(name) != release:
+                drift[name] = (
+                    f"port {spec.port} serves {routes.get(name) or 'nothing'} instead of {release}"
+                )
+            else:
+                observation = self._observe(env, target, probe_spec(spec, spec.port or proc.port))
+                if not observation.ok:
+                    drift[name] = f"release {release} is unhealthy: {observation.detail}"
+        return drift
 
     def _base_commit(self, env: Environment, since: str | None) -> tuple[str | None, str | None]:
         if since is not None:
@@ -273,7 +405,8 @@ class Shipyard:
         wait_lock: float = 0.0,
     ) -> DeploymentView:
         """Run a plan. Raises DeploymentFailed (exit 1) after rolling back, LockedError (4)…"""
-        env = self.environment(plan.environment)
+        config = self.config_at(plan.commit, work_tree=plan.config_from == "work tree")
+        env = config.environment(plan.environment)
         dirty = [
             f for f in self.repo.dirty_files(self.project_prefix) if "/.shipyard/" not in f"/{f}"
         ]
@@ -291,7 +424,11 @@ class Shipyard:
             dirty=bool(dirty) and plan.commit == head,
             wait_lock=wait_lock,
         )
-        ctx = self._context(env)
+        ctx = self._context(env, config)
+        if plan.kind in ("rollback", "reconcile"):
+            # Each release comes back with its own spec, never today's shipyard.toml.
+            specs = {n: ctx.release_spec(n, r)[0] for n, r in plan.releases.items()}
+            ctx.components = {**ctx.components, **specs}
         record = asyncio.run(Deployment(ctx, plan, options).run())
         return self.view(record)
 
@@ -327,15 +464,18 @@ class Shipyard:
                     hint="`shipyard history` shows what ran",
                 )
             target, releases = earlier[0]
+        ctx = self._context(env)
+        # Each release comes back with its own spec, never today's shipyard.toml.
+        specs = {name: ctx.release_spec(name, release)[0] for name, release in releases.items()}
+        ctx.components = {**ctx.components, **specs}
         plan = plan_rollback(
-            self.config,
+            dataclasses.replace(self.config, components={**self.config.components, **specs}),
             env.name,
             commit=target.commit or "",
             releases=releases,
             rollback_to=target.id,
             current_commit=good[0][0].commit if good else None,
         )
-        ctx = self._context(env)
         record = asyncio.run(Deployment(ctx, plan, DeployOptions(wait_lock=wait_lock)).run())
         return self.view(record)
 
@@ -396,8 +536,9 @@ class Shipyard:
                     if c.release:
                         made_by[c.release + "/" + c.component] = (d.id, d.commit)
         components = []
-        for name, comp in self.config.components_for(env).items():
+        for name, today in self.config.components_for(env).items():
             release = routes.get(name) or target.current(name)
+            comp, commit = self._release_spec(env, target, today, release)
             proc = running.get((name, release)) if release else None
             healthy = None
             if proc is not None and proc.state in ("running", "starting"):
@@ -408,7 +549,7 @@ class Shipyard:
                 {
                     "name": name,
                     "release": release,
-                    "commit": origin[1],
+                    "commit": commit or origin[1],
                     "healthy": bool(healthy),
                     "deployment_id": origin[0],
                     "state": proc.state if proc else ("stopped" if release else "not deployed"),
@@ -420,7 +561,21 @@ class Shipyard:
             "environment": env.name,
             "last_good_deployment": last.id if last else None,
             "components": components,
+            # A person's attention: `shipyard recover` finishes these (or marks them superseded).
+            "rollback_failed": [
+                {"id": d.id, "error": d.error} for d in self._rollback_failed(env.name)
+            ],
         }
+
+    def _release_spec(
+        self, env: Environment, target: Target, today: Component, release: str | None
+    ) -> tuple[Component, str | None]:
+        """A release's own spec and commit (today's config for one made before specs)."""
+        if release:
+            found = saved_release_spec(self.store, target, env.name, today.name, release)
+            if found is not None:
+                return found
+        return today, None
 
     def health(self, env_name: str | None = None) -> list[ComponentHealth]:
         """Run every component's health check now (through its public port)."""
@@ -429,12 +584,13 @@ class Shipyard:
         running = target.running()
         routes = target.routes()
         results = []
-        for name, comp in self.config.components_for(env).items():
+        for name, today in self.config.components_for(env).items():
             release = routes.get(name) or target.current(name)
+            comp, _commit = self._release_spec(env, target, today, release)
             proc = running.get((name, release)) if release else None
             obs = None
             if proc is not None and proc.state != "stopped":
-                obs = target.probe(probe_spec(comp, comp.port or proc.port))
+                obs = self._observe(env, target, probe_spec(comp, comp.port or proc.port))
             results.append(ComponentHealth(name, release, obs))
         bad = [r.name for r in results if not (r.observation and r.observation.ok)]
         if bad:
@@ -473,15 +629,43 @@ class Shipyard:
         async def run() -> list[str]:
             done = await hold_lock(ctx, holder)
             try:
-                newest = self.store.list_deployments(env.name, limit=1)
-                if newest and newest[0].status == "rollback_failed":
-                    await recover_deployment(ctx, newest[0].id)
-                    done.append(newest[0].id)
+                for record in self._rollback_failed(env.name):
+                    newer = self._superseded_by(env.name, record)
+                    if newer is not None:
+                        reason = (
+                            f"superseded: deployment {newer.id} succeeded later and replaced "
+                            f"every component it left ({', '.join(self._touched(record))}); "
+                            "rolling it back now would undo that newer deployment"
+                        )
+                        await asyncio.to_thread(supersede, ctx, record.id, reason)
+                    else:
+                        await recover_deployment(ctx, record.id)
+                    done.append(record.id)
             finally:
                 self.store.release_lock(env.name, holder)
             return done
 
         return [self.deployment(i) for i in asyncio.run(run())]
+
+    def _rollback_failed(self, environment: str) -> list[DeploymentRecord]:
+        """Deployments whose rollback failed and that nothing finished yet, oldest first."""
+        history = self.store.list_deployments(environment, limit=500)
+        return [d for d in reversed(history) if d.status == "rollback_failed"]
+
+    def _touched(self, record: DeploymentRecord) -> list[str]:
+        return sorted({e.component for e in self.store.snapshot(record.id)})
+
+    def _superseded_by(self, environment: str, record: DeploymentRecord) -> DeploymentRecord | None:
+        """The newest good deployment after `record` if, together with the good ones between,
+        it replaced every component `record` touched (its rollback is then moot)."""
+        left = set(self._touched(record))
+        found = None
+        for d in reversed(self.store.list_deployments(environment, limit=500)):
+            if d.id <= record.id or d.status != "succeeded":
+                continue
+            left -= {c.component for c in self.store.components(d.id) if c.release}
+            found = d
+        return found if found is not None and not left else None
 
     def down(self, env_name: str | None = None, component: str | None = None) -> list[str]:
         env = self.environment(env_name)

@@ -87,15 +87,36 @@ class AgentHarness:
     def start(self) -> AgentClient:
         proc = self.cli("start")
         assert proc.returncode == 0, proc.stderr + proc.stdout
-        pid = int(self.client.ping()["pid"])
-        self.agent_pids.append((pid, start_ticks(pid)))
+        self.remember()
         return self.client
+
+    def remember(self) -> None:
+        """Note the agent's processes (worker and keeper), to kill them at cleanup if needed."""
+        ping = self.client.ping()
+        for pid in (ping["pid"], ping.get("keeper_pid")):
+            if pid:
+                self.agent_pids.append((int(pid), start_ticks(int(pid))))
 
     @property
     def pid(self) -> int:
+        """The worker's pid (the process that routes and supervises)."""
         return int(self.client.ping()["pid"])
 
+    @property
+    def keeper_pid(self) -> int:
+        return int(self.client.ping()["keeper_pid"])
+
     def kill9(self) -> int:
+        """kill -9 of the whole agent, keeper first (nothing restarts it); the worker's pid."""
+        ping = self.client.ping()
+        pid, keeper = int(ping["pid"]), int(ping["keeper_pid"])
+        os.kill(keeper, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: has_exited(pid, None) and has_exited(keeper, None), 5.0)
+        return pid
+
+    def kill9_worker(self) -> int:
+        """kill -9 of the worker only (its keeper starts a new one); the killed pid."""
         pid = self.pid
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: has_exited(pid, None), 5.0)

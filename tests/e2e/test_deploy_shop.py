@@ -154,15 +154,15 @@ def test_dirty_tree_is_refused_without_allow_dirty(shop: Path, run_cli: RunCli) 
 def test_destructive_and_irreversible_migrations_need_a_flag(shop: Path, run_cli: RunCli) -> None:
     assert deploy(run_cli, shop)[0] == 0
     migrations = shop / "backend" / "migrations"
-    (migrations / "0003_drop_orders.up.sql").write_text("DROP TABLE orders;\n")
+    (migrations / "0004_drop_orders.up.sql").write_text("DROP TABLE orders;\n")
     commit_all(shop, "drop orders, without a down step")
     result = run_cli("-C", str(shop), "deploy")
     assert result.returncode == 3, result.stdout + result.stderr
-    assert "0003: DROP TABLE orders" in result.stderr and "--allow-destructive" in result.stderr
+    assert "0004: DROP TABLE orders" in result.stderr and "--allow-destructive" in result.stderr
     result = run_cli("-C", str(shop), "deploy", "--allow-destructive")
     assert result.returncode == 3
-    assert "0003_drop_orders" in result.stderr and "--allow-irreversible" in result.stderr
-    (migrations / "0003_drop_orders.down.sql").write_text(
+    assert "0004_drop_orders" in result.stderr and "--allow-irreversible" in result.stderr
+    (migrations / "0004_drop_orders.down.sql").write_text(
         "CREATE TABLE orders (id INTEGER PRIMARY KEY);\n"
     )
     commit_all(shop, "with a down step")

@@ -41,6 +41,7 @@ from hypothesis import strategies as st
 from tests.conftest import commit_all, free_ports, git
 
 FAILURES = ("none", "build", "crash", "unhealthy", "flap", "verify", "deadline", "killed")
+CONFIG_CHANGES = ("none", "health_path", "env", "start", "stop_timeout")
 APP_MODES = ("ok", "build", "crash", "unhealthy", "flap", "verify", "deadline")
 ENV = "local"
 APP_FILE = "syprop_app.py"  # a distinctive name, so a leftover process is easy to spot
@@ -54,6 +55,7 @@ DEADLINE = "2s"
 STABLE_FOR = "500ms"
 FLAP_HEALTHY_FOR = 0.1
 DEADLINE_SLEEP = 3.5  # > DEADLINE, with a margin for a slow first probe
+WARM_FOR = "1s"  # old releases stay running this long after a deployment (agent-side timer)
 
 APP_SOURCE = '''\
 """A generated component for the shipyard engine property tests (stdlib only)."""
@@ -70,6 +72,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "behaviour.json"), encoding="utf-8") as handle:
     BEHAVIOUR = json.load(handle)
 MODE = BEHAVIOUR["mode"]
+HEALTH_PATH = BEHAVIOUR.get("health_path", "/health")
 
 
 def _stop(signum, frame):
@@ -116,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
-        if self.path == "/health":
+        if self.path == HEALTH_PATH:
             ok = healthy(self.headers)
             self._send(200 if ok else 500, {"ok": ok})
         elif self.path == "/":
@@ -126,6 +129,7 @@ class Handler(BaseHTTPRequestHandler):
                     "component": BEHAVIOUR["component"],
                     "version": BEHAVIOUR["version"],
                     "release": os.environ.get("SHIPYARD_RELEASE"),
+                    "greeting": os.environ.get("GREETING"),
                 },
             )
         else:
@@ -163,6 +167,8 @@ class Scenario:
     failure: str  # one of FAILURES
     failing: str  # the component that gets the failure
     changed: frozenset[str]  # components whose files v2 changes (always includes `failing`)
+    config_change: str = "none"  # one of CONFIG_CHANGES, made to `failing` in v2's config
+    failed_before: int = 0  # failed deploys before v2 (they fill keep_releases = 1)
 
     @property
     def names(self) -> list[str]:
@@ -212,8 +218,38 @@ def scenarios(draw: st.DrawFn, failure: str) -> Scenario:
     failing = draw(st.sampled_from(names))
     others = draw(st.sets(st.sampled_from(names), max_size=count))
     return Scenario(
-        deps=deps, failure=failure, failing=failing, changed=frozenset(others | {failing})
+        deps=deps,
+        failure=failure,
+        failing=failing,
+        changed=frozenset(others | {failing}),
+        config_change=draw(st.sampled_from(CONFIG_CHANGES)),
+        failed_before=draw(st.integers(min_value=0, max_value=2)),
     )
+
+
+def change_config(project: Project, name: str, change: str) -> dict[str, Any]:
+    """Change `name`'s settings in shipyard.toml (v2); returns what its behaviour must add."""
+    path = project.folder / "shipyard.toml"
+    text = path.read_text()
+    head = f"[components.{name}]\n"
+    start = text.index(head) + len(head)
+    extra: dict[str, Any] = {}
+    if change == "health_path":
+        old = 'http = "/health"'
+        at = text.index(old, start)
+        text = text[:at] + 'http = "/healthz"' + text[at + len(old) :]
+        extra["health_path"] = "/healthz"
+    elif change == "env":
+        text = text[:start] + 'env = { GREETING = "v2" }\n' + text[start:]
+    elif change == "start":
+        (project.folder / name / "app_v2.py").write_text(APP_SOURCE)
+        old = f"python {APP_FILE}"
+        at = text.index(old, start)
+        text = text[:at] + "python app_v2.py" + text[at + len(old) :]
+    elif change == "stop_timeout":
+        text = text[:start] + text[start:].replace('stop_timeout = "2s"', 'stop_timeout = "3s"', 1)
+    path.write_text(text)
+    return extra
 
 
 def behaviour(component: str, version: str, mode: str = "ok") -> dict[str, Any]:
@@ -231,11 +267,14 @@ def _toml_list(items: Iterable[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
 
-def config_text(deps: Mapping[str, tuple[str, ...]], ports: Mapping[str, int], marker: str) -> str:
+def config_text(
+    deps: Mapping[str, tuple[str, ...]], ports: Mapping[str, int], marker: str, keep: int = 5
+) -> str:
     """The project's shipyard.toml; `marker` goes on each app's command line (for `ps`)."""
     lines = [
         "[project]",
         'name = "prop"',
+        f"keep_releases = {keep}",
         f'default_environment = "{ENV}"',
         'state = "sqlite:///.shipyard/state.db"',
         "",
@@ -258,6 +297,7 @@ def config_text(deps: Mapping[str, tuple[str, ...]], ports: Mapping[str, int], m
             f"depends_on = {_toml_list(its_deps)}",
             f"health = {health}",
             'stop_timeout = "2s"',
+            f'warm_for = "{WARM_FOR}"',
         ]
     return "\n".join(lines) + "\n"
 
@@ -281,13 +321,15 @@ class Project:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def make_project(deps: Mapping[str, tuple[str, ...]]) -> Project:
+def make_project(deps: Mapping[str, tuple[str, ...]], keep_releases: int = 5) -> Project:
     """Write and commit v1 (every component healthy) of a project with these components."""
     scratch = Path(tempfile.mkdtemp(prefix="sy-", dir="/tmp"))
     folder = scratch / "p"
     folder.mkdir()
     ports = dict(zip(deps, quiet_ports(len(deps)), strict=True))
-    (folder / "shipyard.toml").write_text(config_text(deps, ports, str(scratch)))
+    (folder / "shipyard.toml").write_text(
+        config_text(deps, ports, str(scratch), keep=keep_releases)
+    )
     (folder / ".gitignore").write_text(".shipyard/\n__pycache__/\n")
     project = Project(scratch, folder, ports)
     for name in deps:

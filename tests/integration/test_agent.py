@@ -26,6 +26,7 @@ from tests.agent_fixtures.agent_harness import (
     try_get,
     wait_for,
 )
+from tests.conftest import RunCli
 
 pytest_plugins = ["tests.agent_fixtures.agent_plugin"]
 
@@ -325,7 +326,7 @@ def test_reexec_keeps_pid_children_and_public_port(agent: AgentHarness) -> None:
     info = start_app(client, "web", "r1")
     public = free_port()
     client.route("web", public, "r1")
-    pid = agent.pid
+    pid, keeper = agent.pid, agent.keeper_pid
     failures: list[tuple[float, OSError]] = []  # (seconds after the reexec call, error)
     started = time.monotonic()
     client.reexec()
@@ -345,8 +346,14 @@ def test_reexec_keeps_pid_children_and_public_port(agent: AgentHarness) -> None:
             return None  # between the old image and the new one
 
     assert wait_for(agent_pid) == pid
+    assert agent.keeper_pid == keeper  # the keeper stays; the worker re-executed in place
     rel = agent.release("web", "r1")
     assert rel["pid"] == info["pid"] and rel["restarts"] == 0
+    # SIGHUP to the keeper does the same (it passes it on to its worker).
+    os.kill(keeper, signal.SIGHUP)
+    log = agent.root / "agent" / "agent.log"
+    wait_for(lambda: log.read_text().count("re-executing") == 2, 10.0)
+    assert wait_for(agent_pid) == pid and http_get(public) == (200, "r1")
     # Still its child after exec: a crash now reports a real exit code.
     os.kill(info["pid"], signal.SIGKILL)
     rel = wait_for(lambda: (r := agent.release("web", "r1"))["last_exit_code"] == -9 and r)
@@ -393,3 +400,63 @@ def test_stop_while_start_is_still_watching_the_command(agent: AgentHarness) -> 
         time.sleep(0.4)  # past the watch window and any restart backoff
         rel = agent.release("web", name)
         assert (rel["state"], rel["pid"]) == ("stopped", None), rel
+
+
+def test_shipyard_agent_status_and_stop_without_an_agent(tmp_path: Path, run_cli: RunCli) -> None:
+    root = tmp_path / "nothing-here"
+    status = run_cli("agent", "status", "--root", str(root))
+    assert status.returncode == 3, status.stdout + status.stderr
+    assert '"running": false' in status.stdout
+    stop = run_cli("agent", "stop", "--root", "/nonexistent/shipyard-root")
+    assert stop.returncode == 0, stop.stderr
+    assert "no agent was running for /nonexistent/shipyard-root" in stop.stdout
+    assert "agent stopped" not in stop.stdout and "stopped;" not in stop.stdout
+
+
+def test_shipyard_agent_status_json_has_worker_and_keeper(
+    agent: AgentHarness, run_cli: RunCli
+) -> None:
+    status = run_cli("--json", "agent", "status", "--root", str(agent.root))
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["pid"] == agent.pid and data["keeper_pid"] == agent.keeper_pid
+    assert data["pid"] != data["keeper_pid"]
+    stop = run_cli("agent", "stop", "--root", str(agent.root))
+    assert stop.returncode == 0 and f"agent (pid {data['pid']}) stopped" in stop.stdout
+    assert not _alive(data["pid"]) and not _alive(data["keeper_pid"])
+
+
+def test_agent_install_writes_a_user_unit(tmp_path: Path, run_cli: RunCli) -> None:
+    # No systemd in this environment (and none is touched: PATH has no systemctl): the unit is
+    # written, and the output says how to enable it where systemd runs.
+    root = tmp_path / "root"
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "PATH": str(tmp_path / "no-bin")}
+    result = run_cli("--json", "agent", "install", "--user", "--root", str(root), env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["enabled"] is False and data["systemd"] is False
+    unit = Path(data["path"])
+    assert unit.parent == tmp_path / "config" / "systemd" / "user"
+    text = unit.read_text()
+    assert f"agent run --root {root}" in text and "KillMode=process" in text
+    assert "Restart=always" in text and "WantedBy=default.target" in text
+    assert f"systemctl --user enable --now {unit.name}" in data["how_to_enable"]
+    plain = run_cli("agent", "install", "--user", "--root", str(root), env=env)
+    words = " ".join(plain.stdout.split())  # the console wraps long lines
+    assert "systemd does not run here" in words and f"enable --now {unit.name}" in words
+
+
+def test_public_port_with_only_time_wait_connections_binds_again(agent: AgentHarness) -> None:
+    client = agent.client
+    start_app(client, "web", "r1")
+    public = free_port()
+    client.route("web", public, "r1")
+    for _ in range(5):  # the router closes first (Connection: close): TIME-WAIT on its side
+        conn = socket.create_connection(("127.0.0.1", public))
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while conn.recv(65536):
+            pass
+        conn.close()
+    client.unroute("web")
+    client.route("web", public, "r1")  # only TIME-WAIT connections on the port: no listener
+    assert http_get(public) == (200, "r1")

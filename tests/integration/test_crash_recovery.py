@@ -12,14 +12,24 @@ import os
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from shipyard.engine.runner import LOCK_TTL
 from shipyard.service import Shipyard
 from tests.conftest import RunCli, commit_all, shipyard_executable
+from tests.integration.engine_fixtures import (
+    ENV,
+    behaviour,
+    get_json,
+    make_project,
+    wait_no_processes_under,
+)
 
 BOUNDARIES = [1, 4, 9, 15, 22, 30, 40]
 
@@ -52,7 +62,9 @@ def served_releases(project: Path) -> dict[str, str]:
     return result
 
 
-def deploy_killed_at(project: Path, boundary: int, after_id: str) -> bool:
+def deploy_killed_at(
+    project: Path, boundary: int, after_id: str, env: dict[str, str] | None = None
+) -> bool:
     """Start a deploy and SIGKILL it once its journal has `boundary` events.
 
     Returns False if the deploy finished before reaching the boundary.
@@ -61,6 +73,7 @@ def deploy_killed_at(project: Path, boundary: int, after_id: str) -> bool:
         [shipyard_executable(), "-C", str(project), "deploy", "--full"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     db = project / ".shipyard" / "state.db"
     deadline = time.monotonic() + 120
@@ -86,8 +99,8 @@ def test_kill_at_each_boundary_then_recover(shop: Path, run_cli: RunCli) -> None
     assert first.returncode == 0, first.stdout + first.stderr
     good = json.loads(first.stdout)["id"]
     migrations = shop / "backend" / "migrations"
-    (migrations / "0003_audit.up.sql").write_text("CREATE TABLE audit (id INTEGER);\n")
-    (migrations / "0003_audit.down.sql").write_text("DROP TABLE audit;\n")
+    (migrations / "0004_audit.up.sql").write_text("CREATE TABLE audit (id INTEGER);\n")
+    (migrations / "0004_audit.down.sql").write_text("DROP TABLE audit;\n")
     app = shop / "backend" / "app.py"
     last_id = good
     service = Shipyard(shop)  # in-process reads: fewer interpreter start-ups per iteration
@@ -271,3 +284,171 @@ def test_ctrl_c_rolls_back_and_exits_1(shop: Path, run_cli: RunCli) -> None:
     history = json.loads(run_cli("-C", str(shop), "--json", "history").stdout)
     assert history[0]["status"] == "rolled_back"
     assert set(served_releases(shop).values()) == {good}
+
+
+class LoadLoop:
+    """GET / on every public port in turn from a thread, counting failures per window."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self.failures: list[tuple[float, int, str]] = []
+        self.requests = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LoadLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for port in self.ports:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+                        r.read()
+                except (OSError, urllib.error.HTTPError) as exc:
+                    self.failures.append((time.monotonic(), port, repr(exc)))
+                self.requests += 1
+
+    def failed_between(self, start: float, end: float) -> list[tuple[float, int, str]]:
+        return [f for f in self.failures if start <= f[0] <= end]
+
+
+def _events_of(db: Path, deployment_id: str) -> list[tuple[str, str | None, str | None]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT kind, step, status FROM events WHERE deployment_id = ? ORDER BY seq",
+            (deployment_id,),
+        ).fetchall()
+    return [(str(k), s, st) for k, s, st in rows]
+
+
+@pytest.mark.slow
+def test_kill_at_every_journal_boundary_under_load_then_recover() -> None:
+    """SIGKILL the deploy after each of its journal events, finish included, while a load
+    loop runs; earlier killed deploys fill `keep_releases`. After `recover`: one version
+    serves on every port (the new one once the deployment passed its commit point), and
+    `recover` itself failed no request."""
+    project = make_project({"a": (), "b": ("a",)}, keep_releases=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    service = Shipyard(project.folder, environ=env)
+    db = project.folder / ".shipyard" / "state.db"
+    ports = list(project.ports.values())
+    try:
+        first = service.deploy(service.plan(ENV, selection="full")).record
+        assert first.status == "succeeded"
+        total = len(_events_of(db, first.id))
+        good = first.id
+        version = 1
+        with LoadLoop(ports) as load:
+            for boundary in range(1, total):
+                version += 1
+                for name in project.ports:
+                    project.write_behaviour(name, behaviour(name, f"v{version}"))
+                project.commit(f"v{version}")
+                before = service.history(ENV, limit=1)[0].record.id
+                killed = deploy_killed_at(project.folder, boundary, before, env=env)
+                newest = service.history(ENV, limit=1)[0].record
+                assert newest.id != before, boundary
+                where = (boundary, _events_of(db, newest.id)[-1:])
+                started = time.monotonic()
+                views = service.recover(ENV)
+                ended = time.monotonic()
+                assert load.failed_between(started, ended) == [], where
+                after = service.deployment(newest.id).record
+                assert after.status in ("succeeded", "rolled_back", "failed"), (where, after)
+                if killed and any(k == "committed" for k, _, _ in _events_of(db, newest.id)):
+                    assert after.status == "succeeded", where  # finished forward
+                if after.status == "succeeded":
+                    good = after.id
+                assert not killed or [v.record.id for v in views] in ([newest.id], []), where
+                served = {get_json(p, "/")[1]["release"] for p in ports}
+                assert served == {good}, (where, served)
+                assert all(get_json(p, "/health")[0] == 200 for p in ports), where
+        assert load.requests > 0
+    finally:
+        service.down(ENV)
+        service.close()
+        wait_no_processes_under(project.scratch)
+        project.remove()
+
+
+def _deploy_killed_after(
+    project: Path, env: dict[str, str], db: Path, before: str, when: str
+) -> int:
+    """`shipyard deploy --full`, SIGKILLed right after its journal holds an event of kind
+    `when`; returns the number of events it had written."""
+    process = subprocess.Popen(
+        [shipyard_executable(), "-C", str(project), "deploy", "--full"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"the deploy ended before a {when!r} event"
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                kinds = [
+                    k
+                    for (k,) in conn.execute(
+                        "SELECT kind FROM events WHERE deployment_id = "
+                        "(SELECT id FROM deployments WHERE id > ? ORDER BY id DESC LIMIT 1)",
+                        (before,),
+                    )
+                ]
+            if when in kinds:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+                return len(kinds)
+            time.sleep(0.002)
+        raise AssertionError(f"no {when!r} event in 120 s")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_a_killed_orchestrator_is_undone_by_the_agent_without_any_command() -> None:
+    """kill -9 of `deploy` before the commit point (while it starts releases, and after it
+    switched the ports) and no command afterwards: within the lease's ttl + 1 s every port
+    serves the old version again; killed after the commit point, the new one stays."""
+    project = make_project({"a": (), "b": ("a",)})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    service = Shipyard(project.folder, environ=env)
+    db = project.folder / ".shipyard" / "state.db"
+    ports = list(project.ports.values())
+    try:
+        good = service.deploy(service.plan(ENV, selection="full")).record.id
+        for index, (when, keeps_new) in enumerate(
+            [("health", False), ("routed", False), ("committed", True)]
+        ):
+            for name in project.ports:
+                project.write_behaviour(name, behaviour(name, f"v{index + 2}"))
+            project.commit(f"v{index + 2}")
+            before = service.history(ENV, limit=1)[0].record.id
+            _deploy_killed_after(project.folder, env, db, before, when)
+            killed_at = time.monotonic()
+            new = service.history(ENV, limit=1)[0].record.id
+            expected = new if keeps_new else good
+            deadline = killed_at + LOCK_TTL + 1.0
+            served: set[str] = set()
+            while time.monotonic() < deadline:
+                served = {get_json(p, "/")[1]["release"] for p in ports}
+                if served == {expected} and not keeps_new:
+                    break
+                time.sleep(0.1)
+            assert served == {expected}, (when, served, expected)
+            service.recover(ENV)  # the records, and what the agent left to do
+            assert {get_json(p, "/")[1]["release"] for p in ports} == {expected}
+            good = expected
+    finally:
+        service.down(ENV)
+        service.close()
+        wait_no_processes_under(project.scratch)
+        project.remove()

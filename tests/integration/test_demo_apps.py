@@ -164,7 +164,7 @@ def test_local_env_file_is_harmless_and_well_formed() -> None:
 def test_backend_and_admin(apps: Apps, tmp_path: Path) -> None:
     backend = release_copy("backend", tmp_path)
     applied = sm.upgrade(backend / "migrations", SECRETS["DATABASE_URL"], cwd=backend)
-    assert applied == ["0001", "0002"]
+    assert applied == ["0001", "0002", "0003"]
     assert (backend / "shared" / "shop.db").is_file()
 
     started = time.monotonic()
@@ -173,11 +173,18 @@ def test_backend_and_admin(apps: Apps, tmp_path: Path) -> None:
 
     assert get_json(backend_url + "/health") == (
         200,
-        {"ok": True, "revision": "0002", "release": "r-backend-1", "commit": "c0ffee1"},
+        {
+            "ok": True,
+            "revision": "0003",
+            "needs": "0003",
+            "release": "r-backend-1",
+            "commit": "c0ffee1",
+        },
     )
     status, products = get_json(backend_url + "/api/products")
     assert status == 200 and isinstance(products, list)
     assert [p["name"] for p in products] == ["Canvas tote", "Enamel mug", "Deck of cards"]
+    assert [p["stock"] for p in products] == [40, 12, None]  # 0003's column
     assert get_json(backend_url + "/api/version") == (
         200,
         {"component": "backend", "release": "r-backend-1", "commit": "c0ffee1", "env": "local"},
@@ -220,10 +227,49 @@ def test_backend_without_schema_is_unhealthy(apps: Apps, tmp_path: Path) -> None
     sm.upgrade(backend / "migrations", SECRETS["DATABASE_URL"], "0001", cwd=backend)
     status, health = get_json(url + "/health")
     assert status == 503 and isinstance(health, dict)
-    assert "revision 0001" in health["reason"] and "0002" in health["reason"]
+    assert "revision 0001" in health["reason"] and "needs 0003" in health["reason"]
 
     sm.upgrade(backend / "migrations", SECRETS["DATABASE_URL"], cwd=backend)
     assert get(url + "/health")[0] == 200
+
+
+def test_backend_keeps_serving_while_an_additive_migration_runs_and_is_undone(
+    apps: Apps, tmp_path: Path
+) -> None:
+    """The release before 0003 (its folder has no 0003) serves on 0003, then on 0002 again."""
+    old = release_copy("backend", tmp_path)
+    for file in old.glob("migrations/0003_*"):
+        file.unlink()
+    url_db = SECRETS["DATABASE_URL"]
+    assert sm.upgrade(old / "migrations", url_db, cwd=old) == ["0001", "0002"]
+    url = apps.start("backend", "app.py", old, backend_env())
+    assert get_json(url + "/health")[1] == {
+        "ok": True,
+        "revision": "0002",
+        "needs": "0002",
+        "release": "r-backend-1",
+        "commit": "c0ffee1",
+    }
+
+    # The next release's migrations run while this one serves: 0003 says code for 0002 works.
+    assert sm.upgrade(SHOP / "backend" / "migrations", url_db, cwd=old) == ["0003"]
+    status, health = get_json(url + "/health")
+    assert status == 200 and isinstance(health, dict)
+    assert (health["revision"], health["needs"]) == ("0003", "0002")
+    status, products = get_json(url + "/api/products")
+    assert status == 200 and isinstance(products, list) and products[0]["stock"] == 40
+
+    # A rollback undoes it, the old release still serving.
+    assert sm.downgrade(SHOP / "backend" / "migrations", url_db, "0002", cwd=old) == ["0003"]
+    status, products = get_json(url + "/api/products")
+    assert status == 200 and isinstance(products, list) and "stock" not in products[0]
+    assert get_json(url + "/health")[1] == {
+        "ok": True,
+        "revision": "0002",
+        "needs": "0002",
+        "release": "r-backend-1",
+        "commit": "c0ffee1",
+    }
 
 
 def test_apps_refuse_to_start_without_their_settings(apps: Apps, tmp_path: Path) -> None:
@@ -244,7 +290,7 @@ def test_marketing_build_then_serve(apps: Apps, tmp_path: Path) -> None:
     build = subprocess.run(
         [sys.executable, "build.py"],
         cwd=marketing,
-        env=child_env(SHIPYARD_COMMIT="abc1234"),
+        env=child_env(SHIPYARD_COMMIT="abc1234"),  # the commit the artifact was built for
         capture_output=True,
         text=True,
         timeout=30,
@@ -253,24 +299,26 @@ def test_marketing_build_then_serve(apps: Apps, tmp_path: Path) -> None:
     assert build.returncode == 0, build.stderr
     site = marketing / "site"
     assert (site / "index.html").is_file() and (site / "serve.py").is_file()
+    assert "abc1234" not in (site / "index.html").read_text()  # nothing baked in
 
-    env = child_env(SHIPYARD_RELEASE="r-marketing-3", SHIPYARD_ENV="local")
+    # The artifact reused for a later commit: the page names the commit it runs from.
+    env = child_env(
+        SHIPYARD_RELEASE="r-marketing-3", SHIPYARD_COMMIT="fedcba9", SHIPYARD_ENV="local"
+    )
     url = apps.start("marketing", "serve.py", site, env)
     status, page = get(url + "/")
     assert status == 200
-    assert "r-marketing-3" in page and "abc1234" in page and "{{" not in page
+    assert re.search(r'<code id="commit">fedcba9</code>', page), page
+    assert "r-marketing-3" in page and "abc1234" not in page and "{{" not in page
     assert get_json(url + "/version") == (
         200,
-        {"component": "marketing", "release": "r-marketing-3", "commit": "unknown", "env": "local"},
+        {"component": "marketing", "release": "r-marketing-3", "commit": "fedcba9", "env": "local"},
     )
     assert get(url + "/style.css")[0] == 200
     assert get(url + "/serve.py")[0] == 404
     assert apps.stop(apps.procs[-1]) == 0
 
-    # built without a commit: serve.py fills it from SHIPYARD_COMMIT at run time
-    subprocess.run(
-        [sys.executable, "build.py"], cwd=marketing, env=child_env(), check=True, timeout=30
-    )
-    url = apps.start("marketing2", "serve.py", site, child_env(SHIPYARD_COMMIT="fedcba9"))
+    # Without shipyard's environment it says so instead of naming a commit.
+    url = apps.start("marketing2", "serve.py", site, child_env())
     status, page = get(url + "/")
-    assert status == 200 and "fedcba9" in page and "unreleased" in page
+    assert status == 200 and '<code id="commit">unknown</code>' in page and "unreleased" in page

@@ -66,6 +66,7 @@ from tests.integration.engine_fixtures import (
     Project,
     Scenario,
     behaviour,
+    change_config,
     get_json,
     make_project,
     scenarios,
@@ -195,6 +196,17 @@ class Observed:
     states: dict[tuple[str, str], tuple[str, int | None]]  # every release: (state, pid)
 
 
+def observe_settled(project: Project, active: set[tuple[str, str]]) -> Observed:
+    """Observe once the agent has retired every old release (it stops them `warm_for` after
+    a deployment, on its own timer), or as things are after 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        observed = observe(project)
+        if observed.live <= active or time.monotonic() > deadline:
+            return observed
+        time.sleep(0.2)
+
+
 def observe(project: Project) -> Observed:
     served = {}
     for name, port in project.ports.items():
@@ -242,6 +254,10 @@ def check_atomicity(observed: Observed, expected: dict[str, tuple[str, str]]) ->
     shown = {key: observed.states[key] for key in sorted(extra)}
     assert not extra, f"releases running that are not active (state, pid): {shown}"
     assert observed.live >= set(releases.items())
+
+
+def _active(expected: dict[str, tuple[str, str]]) -> set[tuple[str, str]]:
+    return {(name, release) for name, (_, release) in expected.items()}
 
 
 class LeftOpen(AssertionError):
@@ -400,7 +416,8 @@ def expected_outcome(scenario: Scenario, v2: Run) -> tuple[str, str | None]:
 
 
 def run_scenario(scenario: Scenario) -> None:
-    project = make_project(scenario.deps)
+    # keep_releases = 1: earlier failed deploys fill it, and rollback targets must survive.
+    project = make_project(scenario.deps, keep_releases=1)
     SCRATCH.append(str(project.scratch))
     left: list[str] = []
     left_open: list[str] = []  # raised last, so every other check runs first
@@ -412,17 +429,31 @@ def run_scenario(scenario: Scenario) -> None:
         left_open += check_common(project, scenario, v1)
         check_atomicity(observe(project), {name: ("v1", v1.record.id) for name in scenario.deps})
 
+        earlier: list[Run] = []
+        for attempt in range(scenario.failed_before):
+            project.write_behaviour(
+                scenario.failing, behaviour(scenario.failing, f"f{attempt}", "build")
+            )
+            project.commit(f"failed attempt {attempt}")
+            failed = deploy(project)
+            assert failed.record.status == "rolled_back", failed.record.error
+            earlier.append(failed)
+
+        # v2's config changes the failing component's settings: v1 must still be judged,
+        # restarted and restored by v1's own.
+        extra = change_config(project, scenario.failing, scenario.config_change)
         for name in scenario.changed:
             mode = scenario.failure if name == scenario.failing else "ok"
-            project.write_behaviour(
-                name, behaviour(name, "v2", mode if mode in APP_MODES else "ok")
-            )
+            body = behaviour(name, "v2", mode if mode in APP_MODES else "ok")
+            project.write_behaviour(name, {**body, **(extra if name == scenario.failing else {})})
         project.commit(f"v2: {scenario.failure} in {scenario.failing}")
         if scenario.failure == "killed":
             v2 = deploy_killed_then_recover(project, f"activate:{scenario.failing}")
         else:
             v2 = deploy(project)
         affected = scenario.affected()
+        if scenario.config_change != "none":  # a change to shipyard.toml deploys everything
+            affected = set(scenario.deps)
         assert set(v2.components) == affected, "changed deploy != naive reference (§10.8)"
 
         status, step = expected_outcome(scenario, v2)
@@ -451,7 +482,7 @@ def run_scenario(scenario: Scenario) -> None:
             }
         else:
             expected = {name: ("v1", v1.record.id) for name in scenario.deps}
-        check_atomicity(observe(project), expected)
+        check_atomicity(observe_settled(project, _active(expected)), expected)
 
         # Then the way back: roll a good v2 back to v1, or fix a failed one forward as v3.
         if status == "succeeded":
@@ -461,7 +492,10 @@ def run_scenario(scenario: Scenario) -> None:
             expected = {name: ("v1", v1.record.id) for name in scenario.deps}
         else:
             for name in scenario.changed:
-                project.write_behaviour(name, behaviour(name, "v3"))
+                body = behaviour(name, "v3")
+                project.write_behaviour(
+                    name, {**body, **(extra if name == scenario.failing else {})}
+                )
             project.commit("v3: fixed")
             v3 = deploy(project)
             assert set(v3.components) == affected  # still changed since v1, the last good one
@@ -475,10 +509,10 @@ def run_scenario(scenario: Scenario) -> None:
         assert v3.record.status == "succeeded", v3.record.error
         assert v3.raised is None
         left_open += check_common(project, scenario, v3)
-        check_atomicity(observe(project), expected)
+        check_atomicity(observe_settled(project, _active(expected)), expected)
         sy = open_shipyard(project)
         try:
-            check_ids(sy.store, [v1, v2, v3])
+            check_ids(sy.store, [v1, *earlier, v2, v3])
         finally:
             sy.close()
     finally:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import h11
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shipyard.agent import AgentRequestError, procinfo
 from shipyard.agent.logfiles import LogPolicy, rotate_if_needed, tail
@@ -165,3 +167,59 @@ def test_forwarded_request_headers() -> None:
         headers=[("Content-Length", "2"), ("Connection", "close"), ("Server", "app")],
     )
     assert _response_headers(response) == [(b"content-length", b"2"), (b"server", b"app")]
+
+
+def test_records_are_checked_field_by_field() -> None:
+    fields = {"component": "text", "release": "text?", "after": "seconds"}
+    args = Args("retire", {"items": [{"component": "web", "after": 2}]})
+    assert args.records("items", fields) == [{"component": "web", "release": None, "after": 2.0}]
+    for bad in (
+        [{"component": "web", "after": -1}],
+        [{"component": "", "after": 1}],
+        [{"component": "web", "after": 1, "typo": 1}],
+        ["web"],
+        {"component": "web"},
+    ):
+        assert _code(Args("retire", {"items": bad}).records, "items", fields) == "bad_args"
+    assert Args("retire", {}).records("items", fields) == []
+
+
+def test_systemd_unit_quotes_what_systemd_would_split() -> None:
+    from shipyard.agent.systemd import unit_name, unit_text
+
+    root = Path("/srv/my shop")
+    text = unit_text(root, ["/usr/bin/python3", "-I", "/srv/a b/agent.pyz"], True, {"A": "1 2"})
+    assert 'ExecStart=/usr/bin/python3 -I "/srv/a b/agent.pyz" run --root "/srv/my shop"' in text
+    assert 'Environment="A=1 2"' in text
+    assert unit_name(root).startswith("shipyard-agent-my-shop-")
+    assert unit_name(root) != unit_name(Path("/srv/my-shop"))
+
+
+_OPS = st.lists(
+    st.tuples(st.sampled_from(["add", "cancel"]), st.sampled_from(["a", "b", "c", "d"])),
+    max_size=30,
+)
+
+
+@given(ops=_OPS, now=st.floats(min_value=0, max_value=100))
+def test_retire_schedule_keeps_list_order_and_one_item_per_release(
+    ops: list[tuple[str, str]], now: float
+) -> None:
+    from shipyard.agent.retire import RetireItem, RetireSchedule
+
+    schedule = RetireSchedule()
+    model: list[str] = []  # release names in stop order
+    for i, (op, name) in enumerate(ops):
+        if op == "add":
+            schedule.add(RetireItem("web", name, float(i)))
+            model = [n for n in model if n != name] + [name]
+        else:
+            assert schedule.cancel("web", name) == (name in model)
+            model = [n for n in model if n != name]
+    assert [i.release for i in schedule.items] == model
+    due = schedule.due(now)
+    # Only the head can be due: later items wait for it, whatever their own time.
+    assert due is None or due is schedule.items[0]
+    restored = RetireSchedule()
+    restored.restore(schedule.to_state())
+    assert restored.to_state() == schedule.to_state()

@@ -241,6 +241,6 @@ def test_destructive_changes_reads_up_files(tmp_path: Path) -> None:
 def test_demo_migrations_are_well_formed() -> None:
     folder = Path(__file__).resolve().parents[2] / "examples" / "shop" / "backend" / "migrations"
     migrations = sm.discover(folder)
-    assert [m.revision for m in migrations] == ["0001", "0002"]
+    assert [m.revision for m in migrations] == ["0001", "0002", "0003"]
     assert all(m.reversible for m in migrations)
     assert sm.destructive_changes(migrations) == {}

@@ -2,8 +2,13 @@
 
 The schema comes only from the files in ``migrations/``, applied by shipyard's ``sql``
 migration runner before a release starts; this process never creates or changes tables. It
-reports healthy only when the database is at the newest revision of its own ``migrations/``
-folder, so a release whose migrations did not run never receives traffic.
+serves (and reports healthy) when the database is at the newest revision of its own
+``migrations/`` folder, so a release whose migrations did not run never receives traffic, or at
+a newer revision that declares itself compatible with this code: a row
+``(revision, compatible_with)`` in the ``schema_compatibility`` table, written by the migration
+itself, saying that code written for ``compatible_with`` or any later revision works on the
+schema at ``revision``. That is what lets a deploy run an additive ("expand") migration while
+the previous release still serves (see ../README.md).
 
 Environment:
     DATABASE_URL      sqlite:///relative/or/absolute/path.db (relative to the working folder)
@@ -14,8 +19,9 @@ Environment:
 
 Endpoints:
     GET /              what this is, and which release and commit are live
-    GET /health        200 {"ok": true, "revision": "0002", ...} or 503 {"ok": false, "reason": ...}
-    GET /api/products  the product list
+    GET /health        200 {"ok": true, "revision": "0003", "needs": "0003", ...}
+                       (revision: the database's; needs: this code's) or 503 {"ok": false, ...}
+    GET /api/products  the product list, every column of the products table
     GET /api/version   {"component": "backend", "release", "commit", "env"}
 
 Run by hand (after applying the migrations to shared/shop.db, see ../README.md):
@@ -43,6 +49,7 @@ from urllib.parse import quote, unquote, urlsplit
 HERE = Path(__file__).resolve().parent
 MIGRATIONS = HERE / "migrations"
 VERSION_TABLE = "shipyard_schema_migrations"
+COMPAT_TABLE = "schema_compatibility"
 REQUIRED = ("DATABASE_URL", "JWT_SECRET")
 _UP_FILE = re.compile(r"^([0-9]+)_.+\.up\.sql$")
 
@@ -99,45 +106,96 @@ class SchemaNotReady(Exception):
     """The database cannot serve this code: missing, unmigrated or at another revision."""
 
 
-def connect(config: Config) -> sqlite3.Connection:
-    """Open the existing database read-write (never create it) and check its revision."""
+def connect(config: Config) -> tuple[sqlite3.Connection, str]:
+    """Open the existing database read-write (never create it) and check its revision.
+
+    Returns the connection and the database's revision; raises SchemaNotReady when this code
+    cannot serve that schema.
+    """
     if not config.db_path.is_file():
         raise SchemaNotReady(
             f"database file {config.db_path} does not exist; apply the migrations first"
         )
     uri = f"file:{quote(str(config.db_path))}?mode=rw"
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=2, check_same_thread=False)
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=2, check_same_thread=False, isolation_level=None
+        )
     except sqlite3.Error as exc:
         raise SchemaNotReady(f"cannot open database {config.db_path}: {exc}") from exc
     try:
         conn.row_factory = sqlite3.Row
-        current = current_revision(conn)
-        if current is None:
-            raise SchemaNotReady(
-                f"database {config.db_path} has no applied migrations ({VERSION_TABLE} is "
-                "missing or empty); apply the migrations first"
-            )
-        if config.expected_revision is not None and current != config.expected_revision:
-            raise SchemaNotReady(
-                f"database is at revision {current}, this code needs {config.expected_revision}"
-            )
+        # One read transaction: a migration (or its undo) that commits between reading the
+        # revision and reading its compatibility row must not be seen half.
+        conn.execute("BEGIN")
+        try:
+            current = check_revision(conn, config.expected_revision, config.db_path)
+        finally:
+            conn.rollback()
     except (sqlite3.Error, SchemaNotReady) as exc:
         conn.close()
         if isinstance(exc, SchemaNotReady):
             raise
         raise SchemaNotReady(f"cannot read database {config.db_path}: {exc}") from exc
-    return conn
+    return conn, current
+
+
+def check_revision(conn: sqlite3.Connection, expected: str | None, db_path: Path) -> str:
+    """The database's revision, if code that needs `expected` can serve it; else SchemaNotReady.
+
+    It can when the revisions are equal, or when the database is newer and its revision's row
+    in ``schema_compatibility`` says code written for `expected` (or older) still works on it.
+    """
+    current = current_revision(conn)
+    if current is None:
+        raise SchemaNotReady(
+            f"database {db_path} has no applied migrations ({VERSION_TABLE} is "
+            "missing or empty); apply the migrations first"
+        )
+    if expected is None or current == expected:
+        return current
+    if revision_number(current) < revision_number(expected):
+        raise SchemaNotReady(f"database is at revision {current}, this code needs {expected}")
+    floor = compatible_with(conn, current)
+    if floor is None:
+        raise SchemaNotReady(
+            f"database is at revision {current}, newer than the {expected} this code needs, "
+            f"and {COMPAT_TABLE} does not declare {current} compatible with older code"
+        )
+    if revision_number(floor) > revision_number(expected):
+        raise SchemaNotReady(
+            f"database is at revision {current}, which works only with code written for "
+            f"{floor} or later; this code needs {expected}"
+        )
+    return current
+
+
+def revision_number(revision: str) -> int:
+    return int(revision) if str(revision).isdigit() else -1
+
+
+def table_exists(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+    return found is not None
 
 
 def current_revision(conn: sqlite3.Connection) -> str | None:
-    table = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)
-    ).fetchone()
-    if table is None:
+    if not table_exists(conn, VERSION_TABLE):
         return None
     revisions = [row[0] for row in conn.execute(f"SELECT revision FROM {VERSION_TABLE}")]
-    return max(revisions, key=lambda r: int(r) if str(r).isdigit() else -1, default=None)
+    return max(revisions, key=revision_number, default=None)
+
+
+def compatible_with(conn: sqlite3.Connection, revision: str) -> str | None:
+    """The oldest revision whose code works on the schema at `revision`, as its migration said."""
+    if not table_exists(conn, COMPAT_TABLE):
+        return None
+    row = conn.execute(
+        f"SELECT compatible_with FROM {COMPAT_TABLE} WHERE revision = ?", (revision,)
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def make_handler(config: Config) -> type[BaseHTTPRequestHandler]:
@@ -167,7 +225,7 @@ def make_handler(config: Config) -> type[BaseHTTPRequestHandler]:
 
         def health(self) -> None:
             try:
-                conn = connect(config)
+                conn, revision = connect(config)
             except SchemaNotReady as exc:
                 self.send_json(
                     HTTPStatus.SERVICE_UNAVAILABLE,
@@ -179,7 +237,8 @@ def make_handler(config: Config) -> type[BaseHTTPRequestHandler]:
                 HTTPStatus.OK,
                 {
                     "ok": True,
-                    "revision": config.expected_revision,
+                    "revision": revision,
+                    "needs": config.expected_revision,
                     "release": config.release,
                     "commit": config.commit,
                 },
@@ -187,14 +246,14 @@ def make_handler(config: Config) -> type[BaseHTTPRequestHandler]:
 
         def products(self) -> None:
             try:
-                conn = connect(config)
+                conn, _ = connect(config)
             except SchemaNotReady as exc:
                 self.send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
                 return
             try:
-                rows = conn.execute(
-                    "SELECT id, name, description, price_cents FROM products ORDER BY id"
-                ).fetchall()
+                # Every column, so one added by a later migration (0003's stock) is served
+                # without a code change, and this code works before and after it.
+                rows = conn.execute("SELECT * FROM products ORDER BY id").fetchall()
             finally:
                 conn.close()
             self.send_json(HTTPStatus.OK, [dict(row) for row in rows])
@@ -260,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"backend release {config.release} (commit {config.commit}, env {config.env}), "
-        f"database {config.db_path}, schema revision {config.expected_revision}",
+        f"database {config.db_path}, needs schema revision {config.expected_revision}",
         file=sys.stderr,
         flush=True,
     )

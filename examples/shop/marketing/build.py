@@ -1,9 +1,10 @@
 """Build the marketing site into site/ (standard library only).
 
-At build time there is no backend, so the site is static: the pages below, the commit they were
-built from (``SHIPYARD_COMMIT`` when set, else a placeholder that serve.py fills at run time),
-and a ``{{release}}`` placeholder that serve.py replaces with ``SHIPYARD_RELEASE``, because one
-build (one artifact) becomes many releases. serve.py is copied in, so site/ alone is the
+At build time there is no backend, so the site is static: the pages below, with placeholders
+that serve.py fills at run time, ``{{release}}`` with ``SHIPYARD_RELEASE`` and ``{{commit}}``
+with ``SHIPYARD_COMMIT``, because one build (one artifact) becomes many releases, and shipyard
+reuses an unchanged artifact for later commits: a commit written in at build time would name
+the wrong one as soon as that happens. serve.py is copied in, so site/ alone is the
 artifact: shipyard starts it there as ``python serve.py --port $PORT``.
 
 Run by hand:
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +44,8 @@ INDEX = """<!doctype html>
 <p>Browse the catalogue in the shop; prices include shipping.</p>
 </main>
 <footer>
-release <code id="release">{{{{release}}}}</code> &middot; commit <code id="commit">{commit}</code>
+release <code id="release">{{{{release}}}}</code>
+&middot; commit <code id="commit">{{{{commit}}}}</code>
 &middot; env {{{{env}}}} &middot; built {built_at}
 </footer>
 </body>
@@ -60,9 +61,8 @@ footer { color: #666; font-size: .85rem; margin-top: 2rem; }
 """
 
 
-def build(site: Path = SITE, commit: str | None = None) -> Path:
+def build(site: Path = SITE) -> Path:
     """Render the site into `site` (replacing what was there) and return it."""
-    commit = commit if commit is not None else os.environ.get("SHIPYARD_COMMIT")
     if site.exists():
         shutil.rmtree(site)
     site.mkdir(parents=True)
@@ -71,16 +71,10 @@ def build(site: Path = SITE, commit: str | None = None) -> Path:
         for title, text in FEATURES
     )
     built_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    page = INDEX.format(
-        features=features,
-        commit=html.escape(commit) if commit else "{{commit}}",
-        built_at=built_at,
-    )
+    page = INDEX.format(features=features, built_at=built_at)
     (site / "index.html").write_text(page, encoding="utf-8")
     (site / "style.css").write_text(STYLE, encoding="utf-8")
-    (site / "build.json").write_text(
-        json.dumps({"commit": commit, "built_at": built_at}) + "\n", encoding="utf-8"
-    )
+    (site / "build.json").write_text(json.dumps({"built_at": built_at}) + "\n", encoding="utf-8")
     shutil.copy2(HERE / "serve.py", site / "serve.py")
     return site
 

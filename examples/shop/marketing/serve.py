@@ -2,8 +2,9 @@
 
 build.py copies this file into site/, next to the pages, and it serves the folder it lives in.
 HTML pages get their placeholders filled at request time: ``{{release}}`` with
-``SHIPYARD_RELEASE``, ``{{env}}`` with ``SHIPYARD_ENV`` and ``{{commit}}`` (left there when
-the build did not know its commit) with ``SHIPYARD_COMMIT``. ``/version`` answers JSON.
+``SHIPYARD_RELEASE``, ``{{commit}}`` with ``SHIPYARD_COMMIT`` (the commit this release runs
+from, not the one its artifact was built from: shipyard reuses an unchanged artifact) and
+``{{env}}`` with ``SHIPYARD_ENV``. ``/version`` answers JSON.
 
 Run by hand (from site/, after ``python build.py``):
     python serve.py --port 4003

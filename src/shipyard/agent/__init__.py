@@ -6,8 +6,9 @@ outside this package: it is copied to remote hosts as a .pyz and run with a bare
 What other code uses:
 
     AgentClient, AgentRequestError        talk to a running agent (client.py, errors.py)
-    start_background, stop_agent,         manage the agent process (lifecycle.py)
-    agent_status, run_foreground
+    start_background, ensure_agent,       manage the agent process (lifecycle.py)
+    stop_agent, agent_status,
+    run_foreground, install_agent
     build_zipapp                          the .pyz for remote hosts (zipapp.py)
 
 The wire protocol is documented in `shipyard.agent.protocol`.
@@ -17,7 +18,14 @@ from __future__ import annotations
 
 from .client import AgentClient
 from .errors import AgentRequestError
-from .lifecycle import agent_status, run_foreground, start_background, stop_agent
+from .lifecycle import (
+    agent_status,
+    ensure_agent,
+    install_agent,
+    run_foreground,
+    start_background,
+    stop_agent,
+)
 from .zipapp import build_zipapp
 
 __all__ = [
@@ -25,6 +33,8 @@ __all__ = [
     "AgentRequestError",
     "agent_status",
     "build_zipapp",
+    "ensure_agent",
+    "install_agent",
     "run_foreground",
     "start_background",
     "stop_agent",

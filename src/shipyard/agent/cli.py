@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .errors import AgentRequestError
-from .lifecycle import agent_status, run_foreground, start_daemon, stop_agent
+from .lifecycle import (
+    agent_status,
+    install_agent,
+    run_foreground,
+    run_reexecuted_worker,
+    start_daemon,
+    stop_agent,
+)
 
 __all__ = ["main"]
 
@@ -41,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     status = command("status", "show the agent, its releases and routes")
     status.add_argument("--json", action="store_true", help="print JSON")
     command("reexec", "re-execute the running agent in place, keeping its public ports bound")
+    install = command(
+        "install", "write a systemd unit for the agent (and enable it if systemd runs)"
+    )
+    install.add_argument("--user", action="store_true", help="a user unit (no root needed)")
+    # Internal: what a worker re-executes into (it inherits its sockets and its keeper).
+    sub.add_parser("worker").add_argument("--root", required=True, type=Path)
     return parser
 
 
@@ -53,7 +66,8 @@ def _print_status(status: Dict[str, Any]) -> None:
     rss = status.get("rss_bytes")
     memory = f", {rss / 1048576:.1f} MB" if rss else ""
     print(
-        f"agent: running, pid {status['pid']}, version {status['version']},"
+        f"agent: running, pid {status['pid']} (keeper {status.get('keeper_pid')}),"
+        f" version {status['version']},"
         f" up {status['uptime_s']:.0f}s{memory}"
     )
     print(f"  socket {status['socket']}\n  log    {status['log']}")
@@ -71,6 +85,17 @@ def _print_status(status: Dict[str, Any]) -> None:
         )
 
 
+def describe_install(result: Dict[str, Any]) -> str:
+    """What `install` did, in words (shared with `shipyard agent install`)."""
+    text = f"wrote the systemd unit {result['path']}"
+    if result["enabled"]:
+        return text + f"; enabled and started {result['unit']}"
+    return (
+        text + "; systemd does not run here, so it is not enabled."
+        f" Where systemd runs, enable it with: {result['how_to_enable']}"
+    )
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one agent command; the exit code is 0 on success and 1 on a reported error."""
     args = _parser().parse_args(argv)
@@ -78,6 +103,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "run":
             run_foreground(root)
+        elif args.command == "worker":
+            run_reexecuted_worker(root)
         elif args.command == "start":
             info = start_daemon(root, timeout=args.timeout)
             print(f"agent running for {root} (pid {info['pid']}, version {info['version']})")
@@ -95,6 +122,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             else:
                 _print_status(status)
             return 0 if status["running"] else 3
+        elif args.command == "install":
+            print(describe_install(install_agent(root, user=args.user)))
         elif args.command == "reexec":
             from .client import AgentClient
 

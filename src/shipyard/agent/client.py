@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import AgentRequestError
 from .paths import AgentPaths, unix_address
@@ -140,7 +140,7 @@ class AgentClient:
     # ------------------------------------------------------------------ ops
 
     def ping(self) -> Dict[str, Any]:
-        """`{pid, version, protocol, root, uptime_s, python}`."""
+        """`{pid, keeper_pid, version, protocol, root, uptime_s, python, code, lease}`."""
         result: Dict[str, Any] = self.request("ping")
         return result
 
@@ -209,8 +209,12 @@ class AgentClient:
         mode: str = "http",
         drain_timeout: float = 30.0,
         host: str = "127.0.0.1",
+        crash_wait: float = 10.0,
     ) -> Dict[str, Any]:
-        """Switch `component`'s public port to `release`; returns previous_release too."""
+        """Switch `component`'s public port to `release`; returns previous_release too.
+
+        `crash_wait`: how long a request waits for the release while it restarts after a crash.
+        """
         result: Dict[str, Any] = self.request(
             "route",
             component=component,
@@ -219,6 +223,7 @@ class AgentClient:
             mode=mode,
             drain_timeout=drain_timeout,
             host=host,
+            crash_wait=crash_wait,
         )
         return result
 
@@ -253,4 +258,77 @@ class AgentClient:
     def reexec(self) -> Dict[str, Any]:
         """Re-execute the agent in place, keeping its public listening sockets."""
         result: Dict[str, Any] = self.request("reexec")
+        return result
+
+    # ------------------------------------------------------------------ orchestration
+
+    def lease(
+        self,
+        holder: str,
+        ttl: float,
+        *,
+        revert: Sequence[Tuple[str, Optional[str]]] = (),
+        discard: Sequence[Tuple[str, str]] = (),
+    ) -> Dict[str, Any]:
+        """Set or renew the orchestrator lease; `{holder, expires_in_s}`.
+
+        If no renewal comes within `ttl` seconds, the agent routes each `(component, release)`
+        of `revert` back to that release (None: unroute) and stops the `discard` releases.
+        Raises `lease_held` (another holder's lease is live) or `lease_lapsed` (this holder's
+        lease lapsed and was undone; the message lists what the agent did).
+        """
+        result: Dict[str, Any] = self.request(
+            "lease",
+            holder=holder,
+            ttl=ttl,
+            revert=[{"component": c, "release": r} for c, r in revert],
+            discard=[{"component": c, "release": r} for c, r in discard],
+        )
+        return result
+
+    def lease_end(self, holder: str) -> Dict[str, Any]:
+        """End the lease (at the commit point, or once a rollback is done);
+        `{holder, ended: bool, lapsed: {holder, at, actions} | None}`."""
+        result: Dict[str, Any] = self.request("lease_end", holder=holder)
+        return result
+
+    def retire(self, items: Sequence[Tuple[str, str, float]]) -> Dict[str, Any]:
+        """Stop `(component, release, after_seconds)` items later, in order; `{scheduled}`.
+
+        An item is dropped if its release is routed, activated or started again meanwhile.
+        """
+        result: Dict[str, Any] = self.request(
+            "retire",
+            items=[{"component": c, "release": r, "after": after} for c, r, after in items],
+        )
+        return result
+
+    def link(
+        self,
+        component: str,
+        consumer: str,
+        release: Optional[str] = None,
+        *,
+        mode: str = "http",
+    ) -> Dict[str, Any]:
+        """A stable loopback port reaching `component` for `consumer` ("<component>/<release>").
+
+        Pinned to `release`, or (None) following the component's active release. Linking the
+        same pair again re-points it and keeps the port. Returns the link info:
+        `{component, consumer, port, mode, pinned, release, upstream_port, listening, error}`.
+        """
+        result: Dict[str, Any] = self.request(
+            "link", component=component, consumer=consumer, release=release, mode=mode
+        )
+        return result
+
+    def unlink(self, component: str, consumer: str) -> Dict[str, Any]:
+        """Close the link; `{component, consumer, port}`."""
+        result: Dict[str, Any] = self.request("unlink", component=component, consumer=consumer)
+        return result
+
+    def activate(self, component: str, release: Optional[str]) -> Dict[str, Any]:
+        """Make `release` the active release of a component without a public port (following
+        links re-point to it); None clears it. `{component, release, previous_release}`."""
+        result: Dict[str, Any] = self.request("activate", component=component, release=release)
         return result

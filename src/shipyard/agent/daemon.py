@@ -13,15 +13,21 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from . import logfiles, probe, protocol
 from .errors import AgentRequestError
+from .lease import Lapse, Lease, iso, lease_info
+from .links import LINK_HOST, Link, Links
 from .paths import AgentPaths, check_name, unix_address
 from .protocol import Args
-from .router import Route, Router
+from .retire import RetireItem, RetireSchedule
+from .router import DEFAULT_CRASH_WAIT, Route, Router
 from .state import STATE_VERSION, atomic_write_json, read_state
-from .supervisor import PortAllocator, RestartPolicy, Supervisor, base_environment
+from .supervisor import PortAllocator, Release, RestartPolicy, Supervisor, base_environment
+
+if TYPE_CHECKING:
+    from .keeper import KeeperChannel
 
 __all__ = ["LISTEN_FDS_ENV", "Agent", "ExitPlan", "agent_version"]
 
@@ -29,6 +35,7 @@ __all__ = ["LISTEN_FDS_ENV", "Agent", "ExitPlan", "agent_version"]
 LISTEN_FDS_ENV = "SHIPYARD_AGENT_LISTEN_FDS"
 _TICK = 0.1
 _REEXEC_DRAIN = 5.0
+_LOCK_WAIT = 5.0
 
 
 def agent_version() -> str:
@@ -65,6 +72,7 @@ class Agent:
         inherited_fds: Optional[Dict[str, int]] = None,
         on_ready: Callable[[], None] = lambda: None,
         logger: Optional[logging.Logger] = None,
+        keeper: Optional[KeeperChannel] = None,
     ) -> None:
         self.paths = paths
         self.log = logger or logging.getLogger("shipyard.agent")
@@ -79,7 +87,22 @@ class Agent:
             logger=self.log,
         )
         self.router = Router(self.log)
-        self.supervisor.reserved_ports = self.router.public_ports
+        self.router.recovering = self.supervisor.restarting
+        self.keeper = keeper
+        if keeper is not None:
+            self.router.on_listen = keeper.hold
+            self.router.on_close = keeper.drop
+        self.links = Links(self.router, self.log)
+        self.supervisor.reserved_ports = lambda: self.router.public_ports() | self.links.ports()
+        self.ports = self.supervisor.ports
+        # The active release of components without a public route (set by `activate`; `route`
+        # sets it too): what following links reach.
+        self.active: Dict[str, str] = {}
+        self.retire = RetireSchedule()
+        self._retiring: Optional[asyncio.Future[None]] = None
+        self.lease: Optional[Lease] = None
+        self.lapse: Optional[Lapse] = None
+        self._lapsing: Optional[asyncio.Future[None]] = None
         self.inherited_fds = dict(inherited_fds or {})
         self.on_ready = on_ready
         self.started = time.time()
@@ -109,12 +132,28 @@ class Agent:
             "probe": self.op_probe,
             "shutdown": self.op_shutdown,
             "reexec": self.op_reexec,
+            "lease": self.op_lease,
+            "lease_end": self.op_lease_end,
+            "retire": self.op_retire,
+            "link": self.op_link,
+            "unlink": self.op_unlink,
+            "activate": self.op_activate,
         }
 
     # ------------------------------------------------------------------ lifecycle
 
     def _acquire_lock(self) -> None:
         fd = os.open(str(self.paths.lock), os.O_RDWR | os.O_CREAT, 0o600)
+        # A worker whose keeper just died may still be winding down: give it a moment.
+        deadline = time.monotonic() + (_LOCK_WAIT if self.keeper is not None else 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -137,6 +176,12 @@ class Agent:
             "agent": {"pid": os.getpid(), "started_at": self.started},
             "releases": self.supervisor.to_state(),
             "routes": self.router.to_state(),
+            "links": self.links.to_state(),
+            "closed_link_ports": self.links.closed_to_state(),
+            "active": dict(self.active),
+            "retire": self.retire.to_state(),
+            "lease": self.lease.to_state() if self.lease else None,
+            "lapse": self.lapse.to_state() if self.lapse else None,
         }
 
     def _write(self, data: Dict[str, Any]) -> None:
@@ -184,7 +229,18 @@ class Agent:
         if state.get("corrupt"):
             self.log.error("state.json was not valid JSON; moved aside to state.json.corrupt")
         self.supervisor.adopt(state.get("releases", []))
-        await self._restore_routes(state.get("routes", []))
+        inherited = self.inherited_fds
+        self.inherited_fds = {}
+        self._restore_orchestration(state)
+        await self._restore_routes(state.get("routes", []), inherited)
+        await self._restore_links(state.get("links", []), inherited)
+        for key, fd in inherited.items():
+            # A socket no route or link wants any more (its worker died between closing it
+            # and telling the keeper): the keeper must let it go too, or the port stays bound.
+            os.close(fd)
+            if self.keeper is not None:
+                self.keeper.drop(key)
+        self._repoint_links()
         await self.persist()
 
         if self.paths.sock.exists() or self.paths.sock.is_symlink():
@@ -199,10 +255,14 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, self._request_stop, True)
         self.log.info("agent %s (pid %d) serving %s", agent_version(), os.getpid(), self.paths.sock)
         watch = asyncio.ensure_future(self._watch())
+        if self.keeper is not None:
+            self.keeper.watch(self._keeper_gone)
         self.on_ready()
         try:
             await self._stop.wait()
         finally:
+            if self.keeper is not None:
+                self.keeper.unwatch()
             server.close()
             # Let the request that asked for this (and any other in progress) get its answer.
             deadline = time.monotonic() + 30.0
@@ -217,7 +277,15 @@ class Agent:
             self._save_executor.shutdown(wait=True)
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
+            if self.keeper is not None and not self._exit.reexec:
+                self.keeper.exiting()  # on purpose: the keeper stops too
         return self._exit
+
+    def _keeper_gone(self) -> None:
+        # Without a keeper nothing would restart this worker or hold its sockets: exit like on
+        # SIGTERM (releases keep running), so that the next command starts a whole agent.
+        self.log.error("the keeper is gone; the agent exits (releases keep running)")
+        self._request_stop(False)
 
     def _request_stop(self, reexec: bool) -> None:
         if reexec:
@@ -234,17 +302,69 @@ class Agent:
             # Keep the public sockets for the next image (inheritable duplicates) and stop
             # accepting on them here: connections arriving from now on wait in the listen
             # backlog for the next image, the ones already accepted are served first.
-            for route in self.router.routes.values():
+            for route in self._listeners():
                 fd = route.detach_for_reexec()
                 if fd is not None:
-                    self._exit.listen_fds[f"{route.host}:{route.public_port}"] = fd
-            await self.router.quiesce(_REEXEC_DRAIN)
-        for route in list(self.router.routes.values()):
+                    self._exit.listen_fds[route.key] = fd
+            await self.router.quiesce(
+                _REEXEC_DRAIN, extra=[link.route for link in self.links.links.values()]
+            )
+        for route in self._listeners():
             await route.close(0.0)
 
-    async def _restore_routes(self, records: List[Dict[str, Any]]) -> None:
-        inherited = self.inherited_fds
-        self.inherited_fds = {}
+    def _listeners(self) -> List[Route]:
+        return list(self.router.routes.values()) + [
+            link.route for link in self.links.links.values()
+        ]
+
+    def _restore_orchestration(self, state: Dict[str, Any]) -> None:
+        """Active releases, the retire schedule and the lease, as the last agent left them."""
+        try:
+            self.active = {str(k): str(v) for k, v in dict(state.get("active") or {}).items()}
+            self.retire.restore(list(state.get("retire") or []))
+            self.links.restore_closed(list(state.get("closed_link_ports") or []))
+            if state.get("lease"):
+                self.lease = Lease.from_state(state["lease"])
+            if state.get("lapse"):
+                self.lapse = Lapse.from_state(state["lapse"])
+        except (KeyError, TypeError, ValueError) as exc:
+            self.log.error("ignoring unreadable lease/retire/active records: %s", exc)
+
+    @staticmethod
+    def _take_fd(inherited: Dict[str, int], key: str) -> Optional[socket.socket]:
+        fd = inherited.pop(key, None)
+        if fd is None:
+            return None
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        os.set_inheritable(fd, False)
+        return sock
+
+    async def _restore_links(
+        self, records: List[Dict[str, Any]], inherited: Dict[str, int]
+    ) -> None:
+        for data in records:
+            try:
+                component = str(data["component"])
+                consumer = str(data["consumer"])
+                port = int(data["port"])
+                mode = str(data.get("mode", "http"))
+                pinned = None if data.get("release") is None else str(data["release"])
+            except (KeyError, TypeError, ValueError) as exc:
+                self.log.error("ignoring unreadable link record %r: %s", data, exc)
+                continue
+            link = self.links.restore(component, consumer, pinned, mode, port)
+            sock = self._take_fd(inherited, f"{LINK_HOST}:{port}")
+            try:
+                await self.router.listen(link.route, sock)
+            except AgentRequestError as exc:
+                # Keep the link (its port is in a running release's environment): retried.
+                self.log.error("link %s -> %s: %s", consumer, component, exc.message)
+                link.route.error = exc.message
+
+    async def _restore_routes(
+        self, records: List[Dict[str, Any]], inherited: Dict[str, int]
+    ) -> None:
         for data in records:
             try:
                 component = str(data["component"])
@@ -253,15 +373,11 @@ class Agent:
                 public_port = int(data["public_port"])
                 mode = str(data.get("mode", "http"))
                 drain_timeout = float(data.get("drain_timeout", 30.0))
+                crash_wait = float(data.get("crash_wait", DEFAULT_CRASH_WAIT))
             except (KeyError, TypeError, ValueError) as exc:
                 self.log.error("ignoring unreadable route record %r: %s", data, exc)
                 continue
-            fd = inherited.pop(f"{host}:{public_port}", None)
-            sock = None
-            if fd is not None:
-                sock = socket.socket(fileno=fd)
-                sock.setblocking(False)
-                os.set_inheritable(fd, False)
+            sock = self._take_fd(inherited, f"{host}:{public_port}")
             rel = self.supervisor.releases.get((component, str(release)))
             if rel is None or rel.desired != "running":
                 self.log.warning(
@@ -269,6 +385,7 @@ class Agent:
                 )
                 if sock is not None:
                     sock.close()
+                self.router.on_close(f"{host}:{public_port}")  # the keeper lets it go too
                 continue
             try:
                 await self.router.route(
@@ -280,16 +397,17 @@ class Agent:
                     release=rel.release,
                     upstream_port=rel.port,
                     sock=sock,
+                    crash_wait=crash_wait,
                 )
             except AgentRequestError as exc:
                 # Keep the route (it is what the user asked for) and retry binding it.
                 self.log.error("%s: %s", component, exc.message)
-                route = Route(component, host, public_port, mode, drain_timeout, self.log)
+                route = self.router.new_route(
+                    component, host, public_port, mode, drain_timeout, crash_wait
+                )
                 route.switch(rel.release, rel.port)
                 route.error = exc.message
                 self.router.restore(route)
-        for fd in inherited.values():
-            os.close(fd)
 
     async def _watch(self) -> None:
         last_listen_retry = 0.0
@@ -300,8 +418,10 @@ class Agent:
                 now = time.monotonic()
                 if now - last_listen_retry >= 1.0:
                     last_listen_retry = now
-                    if await self.router.retry_listen():
+                    if await self.router.retry_listen() | await self.links.retry_listen():
                         self.changed()
+                self._check_lease()
+                self._check_retire()
             except Exception:  # the watch loop must survive anything one release throws at it
                 self.log.exception("watch loop error")
             await asyncio.sleep(_TICK)
@@ -381,6 +501,8 @@ class Agent:
             "python": sys.version.split()[0],
             # Where the running agent code comes from (a .pyz on remote hosts): which copy runs.
             "code": os.path.dirname(os.path.abspath(__file__)),
+            "keeper_pid": self.keeper.keeper_pid if self.keeper else None,
+            "lease": lease_info(self.lease, self.lapse, time.time()),
         }
 
     async def op_start(self, args: Args) -> Dict[str, Any]:
@@ -398,6 +520,7 @@ class Agent:
                 "bad_args",
                 "op 'start' needs exactly one of 'command' (a shell command) and 'argv' (a list)",
             )
+        self.retire.cancel(component, release)  # started again: wanted again
         rel = await self.supervisor.start(
             component,
             release,
@@ -408,6 +531,7 @@ class Agent:
             env_file=env_file,
             stop_timeout=stop_timeout,
         )
+        self._repoint_links()  # links to it reach its new port
         await self.persist()
         return rel.info()
 
@@ -426,21 +550,43 @@ class Agent:
                 f" (public port {route.public_port})",
                 "route the component to another release first, or pass force: true",
             )
-        if rel.desired == "stopped" and rel.pid is None:
-            return rel.info()
-        if self.router.is_draining(component, release):
-            # Let requests it is still answering finish first (bounded by the drain timeout).
-            await self.router.wait_drained(component, release)
-        await self.supervisor.stop(rel, timeout)
+        await self._stop_release(rel, timeout)
         await self.persist()
         return rel.info()
+
+    async def _stop_release(self, rel: Release, timeout: Optional[float] = None) -> None:
+        """Stop a release on request: after its drain, then close the links it used."""
+        self.retire.cancel(rel.component, rel.release)
+        if not (rel.desired == "stopped" and rel.pid is None):
+            if self.router.is_draining(rel.component, rel.release):
+                # Let requests it is still answering finish first (bounded by the drain timeout).
+                await self.router.wait_drained(rel.component, rel.release)
+            link_drains = [
+                upstream.retired.wait()
+                for link in self.links.links.values()
+                if link.component == rel.component
+                for upstream in link.route.draining
+                if upstream.release == rel.release
+            ]
+            if link_drains:  # and those it answers through links re-pointed away from it
+                await asyncio.gather(*link_drains)
+            await self.supervisor.stop(rel, timeout)
+        for link in self.links.of_consumer(f"{rel.component}/{rel.release}"):
+            await self.links.close(link.component, link.consumer)
 
     async def op_list(self, args: Args) -> Dict[str, Any]:
         component = args.opt_text("component")
         args.finish()
+        releases = self.supervisor.listing(component)
+        for info in releases:
+            stop_at = self.retire.stop_at(info["component"], info["release"])
+            info["stop_at"] = None if stop_at is None else iso(stop_at)
         return {
-            "releases": self.supervisor.listing(component),
+            "releases": releases,
             "routes": self.router.infos(component),
+            "links": self.links.infos(component),
+            "active": {c: r for c, r in sorted(self.active.items()) if component in (None, c)},
+            "lease": lease_info(self.lease, self.lapse, time.time()),
         }
 
     async def op_route(self, args: Args) -> Dict[str, Any]:
@@ -450,14 +596,9 @@ class Agent:
         mode = args.choice("mode", ("http", "tcp"), "http")
         drain_timeout = args.seconds("drain_timeout", 30.0)
         host = args.text("host", "127.0.0.1")
+        crash_wait = args.seconds("crash_wait", DEFAULT_CRASH_WAIT)
         args.finish()
-        rel = self.supervisor.get(component, release)
-        if rel.desired != "running" or rel.state == "crashed":
-            raise AgentRequestError(
-                "release_not_running",
-                f"release {release!r} of {component!r} is {rel.state}: nothing would answer",
-                "start it (op `start`) and check its health before routing to it",
-            )
+        rel = self._running(component, release)
         previous = await self.router.route(
             component,
             host=host,
@@ -466,7 +607,9 @@ class Agent:
             drain_timeout=drain_timeout,
             release=release,
             upstream_port=rel.port,
+            crash_wait=crash_wait,
         )
+        self._set_active(component, release)
         await self.persist()
         return {
             "component": component,
@@ -475,6 +618,55 @@ class Agent:
             "previous_release": previous,
             "upstream_port": rel.port,
         }
+
+    def _running(self, component: str, release: str) -> Release:
+        """The release, if it runs (or is restarting): something will answer it."""
+        rel = self.supervisor.get(component, release)
+        if rel.desired != "running" or rel.state == "crashed":
+            raise AgentRequestError(
+                "release_not_running",
+                f"release {release!r} of {component!r} is {rel.state}: nothing would answer",
+                "start it (op `start`) and check its health before routing to it",
+            )
+        return rel
+
+    def _set_active(self, component: str, release: Optional[str]) -> None:
+        """`release` is now what `component`'s users reach: re-point its following links, and
+        do not stop it later (it is wanted again)."""
+        if release is None:
+            self.active.pop(component, None)
+        else:
+            self.active[component] = release
+            self.retire.cancel(component, release)
+        self._repoint_links()
+
+    def _link_target(self, link: Link) -> Optional[Tuple[str, int]]:
+        release = link.pinned or self.active.get(link.component)
+        if release is None:
+            return None
+        rel = self.supervisor.releases.get((link.component, release))
+        if rel is None or rel.desired != "running":
+            return None
+        return rel.release, rel.port
+
+    def _repoint_links(self) -> None:
+        """Point every link at its target (pinned release, or the dependency's active one)."""
+        for link in self.links.links.values():
+            target = self._link_target(link)
+            current = link.route.current
+            if target is not None and (
+                current is None or (current.release, current.port) != target
+            ):
+                previous = link.route.switch(*target)
+                if previous != target[0]:
+                    self.log.info(
+                        "link %s -> %s: %s -> %s (port %d)",
+                        link.consumer,
+                        link.component,
+                        previous,
+                        target[0],
+                        link.port,
+                    )
 
     async def op_unroute(self, args: Args) -> Dict[str, Any]:
         component = args.text("component")
@@ -536,6 +728,8 @@ class Agent:
         self._stopping = True  # refuse new work while winding down
         if stop_processes:
             await self.router.close_all(drain_timeout)
+            for link in list(self.links.links.values()):
+                await self.links.close(link.component, link.consumer, drain_timeout)
             running = [
                 r for r in self.supervisor.releases.values() if r.desired == "running" or r.pid
             ]
@@ -551,6 +745,223 @@ class Agent:
         args.finish()
         self._after_response = lambda: self._request_stop(True)
         return {"pid": os.getpid()}
+
+    # ------------------------------------------------------------------ links
+
+    async def op_link(self, args: Args) -> Dict[str, Any]:
+        component = check_name("component", args.text("component"))
+        consumer = args.text("consumer")
+        release = args.opt_text("release")
+        mode = args.choice("mode", ("http", "tcp"), "http")
+        args.finish()
+        owner, slash, owner_release = consumer.partition("/")
+        if not slash:
+            raise AgentRequestError(
+                "bad_args",
+                f"consumer {consumer!r} must be '<component>/<release>'",
+                "name the release that will use the link",
+            )
+        check_name("consumer component", owner)
+        check_name("consumer release", owner_release)
+        if release is not None:
+            self.supervisor.get(component, release)  # unknown_release
+        link = self.links.links.get((component, consumer))
+        if link is not None and link.route.mode != mode:
+            await self.links.close(component, consumer)
+            link = None
+        if link is None:
+            taken = {r.port for r in self.supervisor.releases.values()}
+            taken |= self.router.public_ports() | self.links.ports()
+            port = self.links.closed_ports.get((component, consumer))
+            if port is None or port in taken or not self.ports.is_free(port):
+                port = self.ports.allocate(taken)
+            link = await self.links.open(component, consumer, release, mode, port)
+        link.pinned = release
+        self._repoint_links()
+        await self.persist()
+        return link.info()
+
+    async def op_unlink(self, args: Args) -> Dict[str, Any]:
+        component = args.text("component")
+        consumer = args.text("consumer")
+        args.finish()
+        link = await self.links.close(component, consumer)
+        await self.persist()
+        return {"component": component, "consumer": consumer, "port": link.port}
+
+    async def op_activate(self, args: Args) -> Dict[str, Any]:
+        component = args.text("component")
+        release = args.opt_text("release")
+        args.finish()
+        if release is not None:
+            self._running(component, release)
+        previous = self.active.get(component)
+        self._set_active(component, release)
+        await self.persist()
+        return {"component": component, "release": release, "previous_release": previous}
+
+    # ------------------------------------------------------------------ retire
+
+    async def op_retire(self, args: Args) -> Dict[str, Any]:
+        items = args.records("items", {"component": "text", "release": "text", "after": "seconds"})
+        args.finish()
+        now = time.time()
+        for item in items:
+            self.supervisor.get(item["component"], item["release"])  # unknown_release
+        for item in items:
+            self.retire.add(RetireItem(item["component"], item["release"], now + item["after"]))
+        await self.persist()
+        return {"scheduled": len(items)}
+
+    def _check_retire(self) -> None:
+        if self._retiring is not None and not self._retiring.done():
+            return  # one stop at a time, in order
+        item = self.retire.due(time.time())
+        if item is not None:
+            self._retiring = asyncio.ensure_future(self._retire_one(item))
+
+    async def _retire_one(self, item: RetireItem) -> None:
+        try:
+            rel = self.supervisor.releases.get((item.component, item.release))
+            if self.router.routed_release(item.component) == item.release:
+                self.log.info("%s/%s: routed again; not retired", item.component, item.release)
+            elif self.active.get(item.component) == item.release:
+                self.log.info("%s/%s: active again; not retired", item.component, item.release)
+            elif rel is not None:
+                self.log.info("%s/%s: warm time over, stopping", item.component, item.release)
+                await self._stop_release(rel)
+        except Exception:
+            self.log.exception("retiring %s/%s failed", item.component, item.release)
+        finally:
+            self.retire.cancel(item.component, item.release)
+            await self.persist()
+
+    # ------------------------------------------------------------------ lease
+
+    async def op_lease(self, args: Args) -> Dict[str, Any]:
+        holder = args.text("holder")
+        ttl = args.seconds("ttl")
+        revert = args.records("revert", {"component": "text", "release": "text?"})
+        discard = args.records("discard", {"component": "text", "release": "text"})
+        args.finish()
+        if ttl <= 0:
+            raise AgentRequestError("bad_args", "op 'lease': 'ttl' must be more than 0 seconds")
+        now = time.time()
+        lease = self.lease
+        if self._lapsing is not None and not self._lapsing.done():
+            raise AgentRequestError(
+                "lease_lapsed",
+                f"the lease of {self.lapse.holder if self.lapse else holder!r} lapsed and is"
+                " being undone",
+                "wait for the agent to finish, then recover",
+            )
+        if lease is not None and lease.holder != holder and lease.expires_at > now:
+            raise AgentRequestError(
+                "lease_held",
+                f"the agent's lease is held by {lease.holder!r}"
+                f" for {lease.expires_in(now):g}s more",
+                "another deployment runs on this host; wait for it, or let its lease lapse",
+            )
+        if lease is None and self.lapse is not None and self.lapse.holder == holder:
+            raise AgentRequestError(
+                "lease_lapsed",
+                f"the lease of {holder!r} lapsed at {iso(self.lapse.at)}; the agent undid:"
+                f" {'; '.join(self.lapse.actions) or 'nothing'}",
+                "recover the deployment (the switch was undone); end it with lease_end",
+            )
+        self.lease = Lease(
+            holder,
+            ttl,
+            now + ttl,
+            [(r["component"], r["release"]) for r in revert],
+            [(r["component"], r["release"]) for r in discard],
+        )
+        if self.lapse is not None and self.lapse.holder != holder:
+            self.lapse = None  # a new deployment: the old lapse has been dealt with
+        await self.persist()
+        return {"holder": holder, "expires_in_s": self.lease.expires_in(now)}
+
+    async def op_lease_end(self, args: Args) -> Dict[str, Any]:
+        holder = args.text("holder")
+        args.finish()
+        lease = self.lease
+        if lease is not None and lease.holder != holder:
+            raise AgentRequestError(
+                "lease_held",
+                f"the agent's lease is held by {lease.holder!r}, not {holder!r}",
+                "only its holder ends a lease",
+            )
+        ended = lease is not None
+        self.lease = None
+        lapse = self.lapse
+        if lapse is not None and lapse.holder == holder:
+            self.lapse = None
+        await self.persist()
+        return {
+            "holder": holder,
+            "ended": ended,
+            "lapsed": lapse.info() if lapse is not None and lapse.holder == holder else None,
+        }
+
+    def _check_lease(self) -> None:
+        lease = self.lease
+        if lease is None or lease.expires_at > time.time():
+            return
+        if self._lapsing is None or self._lapsing.done():
+            self._lapsing = asyncio.ensure_future(self._lapse(lease))
+
+    async def _lapse(self, lease: Lease) -> None:
+        """The orchestrator is gone: route back to the snapshot releases, stop the new ones."""
+        self.log.warning("lease of %r lapsed: undoing its deployment", lease.holder)
+        actions: List[str] = []
+        for component, release in lease.revert:
+            try:
+                actions.append(await self._revert(component, release))
+            except Exception as exc:
+                self.log.exception("lease lapse: reverting %s failed", component)
+                actions.append(f"{component}: could not revert: {exc}")
+        for component, release in lease.discard:
+            rel = self.supervisor.releases.get((component, release))
+            if rel is None or (rel.desired == "stopped" and rel.pid is None):
+                continue
+            if self.router.routed_release(component) == release:
+                actions.append(f"{component}/{release}: still routed, left running")
+                continue
+            try:
+                await self._stop_release(rel)
+                actions.append(f"{component}/{release}: stopped")
+            except Exception as exc:
+                self.log.exception("lease lapse: stopping %s/%s failed", component, release)
+                actions.append(f"{component}/{release}: could not stop: {exc}")
+        self.lease = None
+        self.lapse = Lapse(lease.holder, time.time(), actions)
+        self.log.warning("lease of %r lapsed: %s", lease.holder, "; ".join(actions) or "nothing")
+        await self.persist()
+
+    async def _revert(self, component: str, release: Optional[str]) -> str:
+        route = self.router.routes.get(component)
+        current = self.router.routed_release(component) or self.active.get(component)
+        if release is None:
+            if route is not None:
+                await self.router.unroute(component, min(route.drain_timeout, 5.0))
+            self._set_active(component, None)
+            return f"{component}: unrouted" if route is not None else f"{component}: deactivated"
+        rel = self.supervisor.releases.get((component, release))
+        if rel is None or rel.desired != "running" or rel.state == "crashed":
+            return f"{component}: {release} is not running; left on {current}"
+        if route is not None:
+            await self.router.route(
+                component,
+                host=route.host,
+                public_port=route.public_port,
+                mode=route.mode,
+                drain_timeout=route.drain_timeout,
+                release=release,
+                upstream_port=rel.port,
+                crash_wait=route.crash_wait,
+            )
+        self._set_active(component, release)
+        return f"{component}: back on {release}" + (f" (was {current})" if current else "")
 
 
 def parse_listen_fds(value: Optional[str]) -> Dict[str, int]:

@@ -12,7 +12,7 @@ import sys
 import time
 import zipimport
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from . import procinfo
 from .client import AgentClient
@@ -21,10 +21,13 @@ from .paths import AgentPaths
 
 if TYPE_CHECKING:
     from .daemon import ExitPlan
+    from .keeper import KeeperChannel
 
 __all__ = [
     "agent_status",
     "configure_logging",
+    "ensure_agent",
+    "install_agent",
     "launch_command",
     "run_foreground",
     "start_background",
@@ -107,36 +110,82 @@ def run_foreground(
 ) -> None:
     """Run the agent in this process until it is shut down (for systemd and debugging).
 
-    `agent_options` go to `Agent` (restart policy, port allocator, ...). Returns when the agent
-    stops; a `reexec` replaces this process and does not return.
+    This process becomes the keeper (it holds the listening sockets) and forks the worker that
+    routes and supervises, again whenever it dies. `agent_options` go to `Agent` (restart
+    policy, port allocator, ...). Raises `AgentRequestError` when the agent cannot start.
     """
-    import asyncio
-
-    from .daemon import LISTEN_FDS_ENV, Agent, parse_listen_fds
+    from .keeper import Keeper
 
     paths = AgentPaths(root)
     paths.ensure()
     logger = configure_logging(paths, to_stderr=not _stderr_is_log(paths))
-    inherited = parse_listen_fds(os.environ.pop(LISTEN_FDS_ENV, None))
-    agent = Agent(
-        paths,
-        inherited_fds=inherited,
-        on_ready=on_ready or (lambda: None),
-        logger=logger,
-        **agent_options,
-    )
-    plan = asyncio.run(agent.run())
-    if plan.reexec:
-        _reexec(paths, plan)
+
+    def worker(inherited: Dict[str, int], channel: KeeperChannel) -> int:
+        try:
+            run_worker(paths, inherited, channel, **agent_options)
+        except AgentRequestError:
+            return 1  # told the keeper already (`failed`)
+        return 0
+
+    from .daemon import LISTEN_FDS_ENV, parse_listen_fds
+
+    held = parse_listen_fds(os.environ.pop(LISTEN_FDS_ENV, None))
+    Keeper(paths, worker, on_ready=on_ready or (lambda: None), logger=logger, held=held).run()
     logger.info("agent stopped")
 
 
-def _reexec(paths: AgentPaths, plan: ExitPlan) -> None:
+def run_worker(
+    paths: AgentPaths,
+    inherited: Dict[str, int],
+    keeper: Optional[KeeperChannel],
+    **agent_options: Any,
+) -> None:
+    """The worker: serve the control socket, route and supervise until told to stop.
+
+    A `reexec` replaces this process (same pid) and does not return.
+    """
+    import asyncio
+
+    from .daemon import Agent
+
+    logger = configure_logging(paths, to_stderr=not _stderr_is_log(paths))
+    agent = Agent(
+        paths,
+        inherited_fds=inherited,
+        on_ready=keeper.ready if keeper is not None else (lambda: None),
+        logger=logger,
+        keeper=keeper,
+        **agent_options,
+    )
+    try:
+        plan = asyncio.run(agent.run())
+    except AgentRequestError as exc:
+        if keeper is not None:
+            keeper.failed(exc.message, exc.hint)
+        raise
+    if plan.reexec:
+        _reexec(paths, plan, keeper)
+
+
+def run_reexecuted_worker(root: Path) -> None:
+    """The `worker` command: a worker that re-executed itself, keeping sockets and keeper."""
+    from .daemon import LISTEN_FDS_ENV, parse_listen_fds
+    from .keeper import KeeperChannel
+
+    paths = AgentPaths(root)
+    inherited = parse_listen_fds(os.environ.pop(LISTEN_FDS_ENV, None))
+    keeper = KeeperChannel.from_env(os.environ)
+    run_worker(paths, inherited, keeper)
+
+
+def _reexec(paths: AgentPaths, plan: ExitPlan, keeper: Optional[KeeperChannel]) -> None:
     from .daemon import LISTEN_FDS_ENV
 
     env = dict(os.environ)
     env[LISTEN_FDS_ENV] = json.dumps(plan.listen_fds)
-    argv = [*launch_command(), "run", "--root", str(paths.root)]
+    if keeper is not None:
+        keeper.for_exec(env)
+    argv = [*launch_command(), "worker", "--root", str(paths.root)]
     logging.getLogger(_LOGGER).info("re-executing: %s (fds %s)", argv, plan.listen_fds)
     logging.shutdown()
     os.execve(argv[0], argv, env)
@@ -236,10 +285,66 @@ def start_daemon(root: Path, timeout: float = 15.0) -> Dict[str, Any]:
     return client.ping()
 
 
+def _launcher(paths: AgentPaths, python: str) -> Tuple[List[str], Dict[str, str]]:
+    """How to run this agent code with `python`: the command, and the environment it needs.
+
+    With this very interpreter: `-m shipyard.agent`, with PYTHONPATH set to where it imports
+    shipyard and h11 from. With another one (or when this code runs from a .pyz): a zipapp under
+    `python -I`, exactly as on a remote host, so nothing of this interpreter's packages leaks.
+    """
+    if _zip_archive() is None and os.path.realpath(python) == os.path.realpath(sys.executable):
+        existing = os.environ.get("PYTHONPATH")
+        path = os.pathsep.join([*_import_roots(), *filter(None, [existing])])
+        return [python, "-m", "shipyard.agent"], {"PYTHONPATH": path}
+    from .zipapp import build_zipapp
+
+    paths.ensure()
+    archive = _zip_archive()
+    if archive is None:
+        archive = str(build_zipapp(paths.dir / "shipyard-agent.pyz"))
+    return [python, "-I", archive], {}
+
+
+def install_agent(
+    root: Path,
+    *,
+    user: bool,
+    python: str = sys.executable,
+    unit_dir: Optional[Path] = None,
+) -> Dict[str, Any]:
+    """Put the agent of `root` under systemd (see `systemd.install_unit` for the result).
+
+    Where systemd runs, an agent already running outside it is stopped first, leaving its
+    releases running: the agent systemd starts adopts them.
+    """
+    from .systemd import install_unit, systemctl_command
+
+    paths = AgentPaths(root)
+    paths.ensure()
+    command, env = _launcher(paths, python)
+    systemctl = systemctl_command(user)
+    stopped = None
+    if systemctl is not None:
+        stopped = stop_agent(paths.root, stop_processes=False)
+    result = install_unit(
+        paths.root, command, user=user, env=env, unit_dir=unit_dir, systemctl=systemctl
+    )
+    result["stopped_agent_pid"] = stopped["pid"] if stopped else None
+    return result
+
+
 def start_background(
     root: Path, python: str = sys.executable, timeout: float = 15.0
 ) -> AgentClient:
-    """Make sure an agent serves `root` (starting one with `python` if needed); its client.
+    """Make sure an agent serves `root` (starting one with `python` if needed); its client."""
+    return ensure_agent(root, python, timeout)[0]
+
+
+def ensure_agent(
+    root: Path, python: str = sys.executable, timeout: float = 15.0
+) -> Tuple[AgentClient, bool]:
+    """Make sure an agent serves `root`; its client, and True if it had to be started (no
+    agent answered: a command should say so, since the site was down meanwhile).
 
     The agent is started by running `python -m shipyard.agent start` in a child process, which
     daemonizes; this keeps fork() out of the caller, which may have threads. With another
@@ -251,22 +356,13 @@ def start_background(
     client = AgentClient(paths.root)
     try:
         client.ping()
-        return client
+        return client, False
     except AgentRequestError as exc:
         if exc.code != "agent_not_running":
             raise
     env = dict(os.environ)
-    if _zip_archive() is None and os.path.realpath(python) == os.path.realpath(sys.executable):
-        launcher = [python, "-m", "shipyard.agent"]
-        # This interpreter imports shipyard and h11 from these folders; make sure the child does.
-        env["PYTHONPATH"] = os.pathsep.join(
-            [*_import_roots(), *filter(None, [env.get("PYTHONPATH")])]
-        )
-    else:
-        from .zipapp import build_zipapp
-
-        paths.ensure()
-        launcher = [python, "-I", str(build_zipapp(paths.dir / "shipyard-agent.pyz"))]
+    launcher, extra_env = _launcher(paths, python)
+    env.update(extra_env)
     cmd = [*launcher, "start", "--root", str(paths.root), "--timeout", str(timeout)]
     try:
         proc = subprocess.run(
@@ -291,33 +387,42 @@ def start_background(
             f"see {paths.log}",
         )
     client.ping()
-    return client
+    return client, True
 
 
 def stop_agent(root: Path, stop_processes: bool = True, timeout: float = 30.0) -> Dict[str, Any]:
     """Shut the agent down (stopping its releases unless told not to) and wait until it exited.
 
-    Returns `{"was_running": bool, "pid": int|None, "stopped": ["component/release", ...]}`.
+    Returns `{"was_running": bool, "pid": int|None, "keeper_pid": int|None,
+    "stopped": ["component/release", ...]}`; waits for the worker and the keeper to exit.
     """
     client = AgentClient(root)
     try:
-        pid = int(client.ping()["pid"])
+        ping = client.ping()
     except AgentRequestError as exc:
         if exc.code == "agent_not_running":
-            return {"was_running": False, "pid": None, "stopped": []}
+            return {"was_running": False, "pid": None, "keeper_pid": None, "stopped": []}
         raise
-    ticks = procinfo.start_ticks(pid)
+    pid = int(ping["pid"])
+    keeper = ping.get("keeper_pid")
+    pids = [(p, procinfo.start_ticks(p)) for p in (pid, keeper) if isinstance(p, int)]
     result = client.shutdown(stop_processes=stop_processes)
     deadline = time.monotonic() + timeout
-    while not procinfo.has_exited(pid, ticks):
-        if time.monotonic() >= deadline:
-            raise AgentRequestError(
-                "agent_timeout",
-                f"the agent (pid {pid}) answered the shutdown but is still running",
-                f"see {client.paths.log}; kill it with: kill {pid}",
-            )
-        time.sleep(0.02)
-    return {"was_running": True, "pid": pid, "stopped": list(result.get("stopped", []))}
+    for each, ticks in pids:
+        while not procinfo.has_exited(each, ticks):
+            if time.monotonic() >= deadline:
+                raise AgentRequestError(
+                    "agent_timeout",
+                    f"the agent (pid {each}) answered the shutdown but is still running",
+                    f"see {client.paths.log}; kill it with: kill {each}",
+                )
+            time.sleep(0.02)
+    return {
+        "was_running": True,
+        "pid": pid,
+        "keeper_pid": keeper,
+        "stopped": list(result.get("stopped", [])),
+    }
 
 
 def agent_status(root: Path) -> Dict[str, Any]:
@@ -336,7 +441,15 @@ def agent_status(root: Path) -> Dict[str, Any]:
     except AgentRequestError as exc:
         if exc.code != "agent_not_running":
             raise
-        base.update({"running": False, "error": exc.message, "hint": exc.hint})
+        base.update(
+            {
+                "running": False,
+                "pid": None,
+                "keeper_pid": None,
+                "error": exc.message,
+                "hint": exc.hint,
+            }
+        )
         try:
             saved = json.loads(paths.state.read_text())
         except (OSError, ValueError):

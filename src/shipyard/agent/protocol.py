@@ -26,6 +26,7 @@ Release info (returned by start, stop and list) is an object:
                              crashed      exited and cannot be restarted (cwd or program gone;
                                           see error)
                              stopped      stopped on request
+    stop_at                when `retire` will stop it (ISO 8601 UTC; `list` only), else null
     desired                running | stopped (what the agent is trying to achieve)
     restarts               restarts done by the agent since the last `start`
     consecutive_crashes    crashes since the release last stayed up 10 s
@@ -40,9 +41,14 @@ Release info (returned by start, stop and list) is an object:
 Ops
 ---
 
+The agent is two processes: the keeper owns the listening sockets (public and link ports) and
+forks the worker, which does everything below; when the worker dies the keeper forks a new one
+at once, and connections wait in the listen backlog meanwhile (see `shipyard.agent.keeper`).
+
 ping {}
-    -> {pid, version, protocol, root, uptime_s, python, code (the folder or .pyz path the
-        agent's code was loaded from)}
+    -> {pid (the worker), keeper_pid (the process owning the listening sockets; null when
+        none), version, protocol, root, uptime_s, python, code (the folder or .pyz path the
+        agent's code was loaded from), lease (see `lease`)}
 
 start {component, release, cwd, command?: str, argv?: [str], env?: {str: str} = {},
        env_file?: str, stop_timeout?: float = 10}
@@ -70,16 +76,26 @@ stop {component, release, timeout?: float (default: the release's stop_timeout),
 list {component?: str}
     -> {releases: [release info...],
         routes: [{component, public_port, host, mode, release, upstream_port, draining: [release],
-                  drain_timeout, listening: bool, error: str|null,
-                  stats: {connections, requests, retries, upstream_errors}}]}
+                  drain_timeout, crash_wait, listening: bool, error: str|null,
+                  stats: {connections, requests, retries, upstream_errors, crash_waits}}],
+        links: [{component, consumer, port, mode, pinned: bool, release, upstream_port,
+                 listening: bool, error: str|null}],
+        active: {component: release},
+        lease: (as in ping)}
 
 route {component, public_port: int, release, mode?: "http"|"tcp" = "http",
-       drain_timeout?: float = 30, host?: str = "127.0.0.1"}
+       drain_timeout?: float = 30, host?: str = "127.0.0.1", crash_wait?: float = 10}
     Binds host:public_port on first use and keeps it bound across switches. Then, in one step,
     new requests (HTTP: the next request, even on an existing keep-alive connection; TCP: the
     next connection) go to the release's private port, while requests and connections already in
     flight on the previous release finish (for up to drain_timeout, then they are cut). Routing
-    to the release already routed is a no-op.
+    to the release already routed is a no-op. The release becomes the component's active
+    release (following links move to it) and is dropped from the retire schedule.
+    A request (or TCP connection) arriving while the routed release is down and restarting after
+    a crash waits for it, up to crash_wait seconds, instead of failing. An idempotent request
+    (GET, HEAD, OPTIONS, PUT, DELETE, TRACE; body up to 1 MB) whose release connection dies
+    before any byte of the response went to the client is sent once more (waiting for the
+    restart if the release crashed); a request cut by a drain timeout is not.
     -> {component, public_port, release, previous_release: str|null, upstream_port}
     errors: unknown_release, release_not_running (stopped or crashed), port_in_use (names the
             process or component holding it), route_conflict (the component is already routed on
@@ -116,15 +132,76 @@ shutdown {stop_processes?: bool = true, drain_timeout?: float = 5}  (also SIGTER
     -> {stopped: [ "component/release", ...]}
 
 reexec {}
-    Re-executes the agent in place (same pid), e.g. to load a new agent version: public
-    listening sockets are handed over (their file descriptors inherited, listed in
-    $SHIPYARD_AGENT_LISTEN_FDS), so connections arriving meanwhile wait in the listen backlog
-    instead of being refused. In-flight requests get up to 5 s to finish, responses from then on
-    carry `Connection: close`, and idle keep-alive connections are closed (a client that sends
-    on one at that very moment sees it closed). Children stay children. Also done on SIGHUP.
-    SIGTERM/SIGINT make the agent exit, leaving releases running (see shutdown without
-    stop_processes).
+    Re-executes the worker in place (same pid), e.g. to load a new agent version: listening
+    sockets are handed over (their file descriptors inherited, listed in
+    $SHIPYARD_AGENT_LISTEN_FDS, and held by the keeper anyway), so connections arriving
+    meanwhile wait in the listen backlog instead of being refused. In-flight requests get up to
+    5 s to finish, responses from then on carry `Connection: close`, and idle keep-alive
+    connections are closed (a client that sends on one at that very moment sees it closed).
+    Children stay children. Also done on SIGHUP (to the worker or the keeper). The keeper's
+    own code is loaded again only when the agent restarts. SIGTERM/SIGINT (to either) make the
+    agent exit, leaving releases running (see shutdown without stop_processes).
     -> {pid}
+
+lease {holder: str, ttl: float > 0, revert?: [{component, release: str|null}],
+       discard?: [{component, release}]}
+    Sets or renews the orchestrator's lease (same holder: renew; the lists replace the old
+    ones). If no renewal arrives within ttl seconds, the agent on its own: for each revert entry
+    routes the component's public port back to `release` if that release is running (null:
+    unroutes it; a component without a public port gets it as active release instead), then
+    stops every discard release that is not routed (after its drain; links of it are closed).
+    It records what it did, `lapsed: {holder, at (ISO), actions: [str]}`. The lease and the
+    lapse are saved in state.json: a restarted agent still enforces an unexpired lease.
+    ping and list show `lease: null | {holder, ttl, expires_in_s (null when none is live),
+    lapsed: null | {holder, at, actions}}`.
+    -> {holder, expires_in_s}
+    errors: lease_held (another holder's lease is live), lease_lapsed (this holder's lease
+            lapsed and was undone, or is being undone; the message lists the actions; call
+            lease_end, or use a new holder), bad_args
+
+lease_end {holder}
+    Removes the lease (at the commit point, or when the rollback is finished), and the holder's
+    lapse record. Ending a lease that is not there is not an error.
+    -> {holder, ended: bool, lapsed: null | {holder, at, actions}}
+    errors: lease_held (the live lease is another holder's)
+
+retire {items: [{component, release, after: float}]}
+    Warm old releases: stops them later, in list order (after any items scheduled before),
+    each not before `after` seconds from now and only once the previous stop finished (each
+    stop waits for the release's drain, then closes the links it used). An item is dropped
+    when its release is routed, activated or started again (a rollback inside the warm window
+    is then a pure route switch), or when it is still routed when its time comes. Scheduling a
+    release again replaces its item. Saved in state.json; `list` shows `stop_at`.
+    -> {scheduled: n}
+    errors: unknown_release, bad_args
+
+link {component: D, consumer: "<component>/<release>", release?: str|null,
+      mode?: "http"|"tcp" = "http"}
+    A loopback listener (127.0.0.1, a port the agent chooses) for that consumer release, which
+    forwards to D: to `release` when given (pinned), else to D's active release (following:
+    the release of D's public route, or the one set by `activate`). Linking the same
+    (D, consumer) again re-points it in one step and keeps its port (a new mode rebinds it).
+    Re-pointing drains like a route switch. Requests wait for a crashed release as on a route
+    (10 s). A link's port stays the same across agent and worker restarts (saved in state.json;
+    its socket is held by the keeper like the public ones). Links of a consumer release are
+    removed when that release is stopped on request; linking that pair again later (the
+    release is started again) gives the same port when it is still free. With nothing to
+    reach, the port answers 502.
+    -> {component, consumer, port, mode, pinned: bool, release (where it reaches now, or null),
+        upstream_port, listening, error}
+    errors: unknown_release (a pinned release the agent does not know), port_in_use, bad_args
+
+unlink {component, consumer}
+    Closes the link's listener (in-flight requests get up to 30 s).
+    -> {component, consumer, port}
+    errors: unknown_link
+
+activate {component, release: str|null}
+    Sets the active release of a component without a public port (what following links reach),
+    re-points its following links, and drops the release from the retire schedule; null clears
+    it. `route` does this implicitly for routed components.
+    -> {component, release, previous_release}
+    errors: unknown_release, release_not_running
 
 Errors any op may return: bad_request (not a JSON object / line too long), unknown_op,
 bad_args (missing, mistyped or unknown argument), shutting_down, internal (a bug: the message
@@ -167,6 +244,12 @@ OPS = (
     "probe",
     "shutdown",
     "reexec",
+    "lease",
+    "lease_end",
+    "retire",
+    "link",
+    "unlink",
+    "activate",
 )
 
 
@@ -333,6 +416,40 @@ class Args:
         ):
             raise self._bad(name, "an HTTP status code or a list of them", value)
         return list(values)
+
+    def records(self, name: str, fields: Dict[str, str]) -> List[Dict[str, Any]]:
+        """A list of objects (default: empty) with exactly `fields`, each `name -> kind`:
+        "text" (a non-empty string), "text?" (that or null: absent means null), "seconds"
+        (a non-negative number).
+        """
+        value = self._get(name)
+        if value is _MISSING or value is None:
+            return []
+        shape = "a list of objects with " + ", ".join(f"{k} ({v})" for k, v in fields.items())
+        if not isinstance(value, list):
+            raise self._bad(name, shape, value)
+        out: List[Dict[str, Any]] = []
+        for item in value:
+            if not isinstance(item, dict) or set(item) - set(fields):
+                raise self._bad(name, shape, item)
+            record: Dict[str, Any] = {}
+            for field, kind in fields.items():
+                v = item.get(field)
+                if kind == "text?" and v is None:
+                    record[field] = None
+                elif kind.startswith("text") and isinstance(v, str) and v:
+                    record[field] = v
+                elif (
+                    kind == "seconds"
+                    and isinstance(v, (int, float))
+                    and not isinstance(v, bool)
+                    and v >= 0
+                ):
+                    record[field] = float(min(v, 86400.0))
+                else:
+                    raise self._bad(f"{name}[].{field}", kind, v)
+            out.append(record)
+        return out
 
     def finish(self) -> None:
         """Refuse arguments the op does not take (a typo must not fall back to a default)."""

@@ -29,14 +29,19 @@ import logging
 import os
 import re
 import socket
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Type, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Type, Union
 
 import h11
 
 from . import procinfo
 from .errors import AgentRequestError
 
-__all__ = ["Route", "Router", "Upstream"]
+__all__ = ["DEFAULT_CRASH_WAIT", "Route", "Router", "Upstream", "bind_listener"]
+
+# A request for a release that is restarting after a crash waits this long for it by default.
+DEFAULT_CRASH_WAIT = 10.0
+# How often a waiting request tries to connect to a restarting release again.
+_CRASH_POLL = 0.02
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded. Content-Length and Transfer-Encoding
 # are forwarded: h11 re-frames the body from them on each side.
@@ -58,6 +63,8 @@ _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE
 _MAX_REPLAY = 1024 * 1024
 _READ = 65536
 _MAX_IDLE_PER_UPSTREAM = 64
+# A release that is down refuses connections (or resets them while its listener goes away).
+_REFUSED = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED})
 # Largest request head (h11) or response head (ours) accepted.
 _MAX_HEAD = 64 * 1024
 # Client writes are not awaited until this much is buffered for a slow client.
@@ -422,10 +429,11 @@ def _response_headers(
 class _UpstreamFailed(Exception):
     """The release's connection failed while we waited for (or copied) its response."""
 
-    def __init__(self, why: str, started: bool) -> None:
+    def __init__(self, why: str, started: bool, broken: bool = True) -> None:
         super().__init__(why)
         self.why = why
         self.started = started  # part of the response already went to the client
+        self.broken = broken  # the connection died (not: the release answered garbage)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -462,12 +470,18 @@ class Route:
         mode: str,
         drain_timeout: float,
         logger: logging.Logger,
+        crash_wait: float = DEFAULT_CRASH_WAIT,
+        recovering: Optional[Callable[[str], bool]] = None,
     ) -> None:
         self.component = component
         self.host = host
         self.public_port = public_port
         self.mode = mode
         self.drain_timeout = drain_timeout
+        # How long a request waits for a release that is restarting after a crash.
+        self.crash_wait = crash_wait
+        # Asked when a release refuses a connection: is it restarting (worth waiting for)?
+        self.recovering: Callable[[str], bool] = recovering or (lambda release: False)
         self.log = logger
         self.current: Optional[Upstream] = None
         self.draining: List[Upstream] = []
@@ -478,7 +492,18 @@ class Route:
         self.fresh: Set[asyncio.StreamWriter] = set()
         self.error: Optional[str] = None
         self.closing = False  # set when handing over to a re-executed agent
-        self.stats = {"connections": 0, "requests": 0, "retries": 0, "upstream_errors": 0}
+        self.stats = {
+            "connections": 0,
+            "requests": 0,
+            "retries": 0,
+            "upstream_errors": 0,
+            "crash_waits": 0,
+        }
+
+    @property
+    def key(self) -> str:
+        """ "host:port" of the listening socket (how the keeper and a re-exec name it)."""
+        return f"{self.host}:{self.public_port}"
 
     # ------------------------------------------------------------ lifecycle
 
@@ -600,10 +625,38 @@ class Route:
             "upstream_port": self.current.port if self.current else None,
             "draining": [u.release for u in self.draining],
             "drain_timeout": self.drain_timeout,
+            "crash_wait": self.crash_wait,
             "listening": self.server is not None and self.error is None,
             "error": self.error,
             "stats": dict(self.stats),
         }
+
+    async def connect(self, upstream: Upstream) -> _UpstreamConn:
+        """A new connection to `upstream`; while its release is restarting after a crash (it
+        refuses connections and the supervisor says a restart is under way), keep trying for
+        up to `crash_wait` seconds instead of failing the request.
+        """
+        loop = asyncio.get_running_loop()
+        deadline: Optional[float] = None
+        while True:
+            try:
+                return await upstream.open()
+            except OSError as exc:
+                if exc.errno not in _REFUSED or not self.recovering(upstream.release):
+                    raise
+                now = loop.time()
+                if deadline is None:
+                    deadline = now + self.crash_wait
+                    self.stats["crash_waits"] += 1
+                    self.log.info(
+                        "%s: %s is restarting; requests wait up to %gs",
+                        self.component,
+                        upstream.release,
+                        self.crash_wait,
+                    )
+                if now >= deadline:
+                    raise
+            await asyncio.sleep(_CRASH_POLL)
 
     # ------------------------------------------------------------ HTTP
 
@@ -735,12 +788,10 @@ class Route:
         replay: Optional[List[bytes]] = [] if method in _IDEMPOTENT else None
         replay_size = 0
 
-        reused = True
         uconn = upstream.take_idle()
         if uconn is None:
-            reused = False
             try:
-                uconn = await upstream.open()
+                uconn = await self.connect(upstream)
             except (OSError, asyncio.TimeoutError) as exc:
                 self._bad_gateway(client, upstream, _why(exc))
                 return False
@@ -785,26 +836,33 @@ class Route:
             uconn.close()
             raise
 
-        retried = False
+        retries = 0
+        crash_deadline: Optional[float] = None
         while True:
             try:
                 keep = await self._relay_response(client, uconn, method, client_11, client_keep)
             except _UpstreamFailed as failure:
                 uconn.close()
                 if (
-                    not retried
-                    and reused
-                    and replay is not None
-                    and uconn.received == 0
+                    replay is not None
                     and not failure.started
+                    and failure.broken
+                    and lease.cut_reason is None  # cut on purpose (drain timeout): not again
+                    and self._may_retry(upstream, retries, crash_deadline)
                 ):
-                    # A pooled connection the release had already closed: send it once more on
-                    # a fresh connection (safe: idempotent method, no response byte seen).
-                    retried = True
-                    reused = False
+                    # The connection died before the client saw any byte of the response (a
+                    # pooled connection the release had closed, or the release itself died):
+                    # send it once more on a fresh connection, safe for an idempotent method.
+                    # If the release crashed, `connect` waits for its restart; a connection
+                    # the dying process still accepted is retried while it restarts.
+                    if retries:
+                        await asyncio.sleep(_CRASH_POLL)
+                    else:
+                        crash_deadline = asyncio.get_running_loop().time() + self.crash_wait
+                    retries += 1
                     self.stats["retries"] += 1
                     try:
-                        uconn = await upstream.open()
+                        uconn = await self.connect(upstream)
                     except (OSError, asyncio.TimeoutError) as exc:
                         self._bad_gateway(client, upstream, _why(exc))
                         return False
@@ -823,6 +881,16 @@ class Route:
             else:
                 uconn.close()
             return keep
+
+    def _may_retry(self, upstream: Upstream, retries: int, deadline: Optional[float]) -> bool:
+        """Once always; again only while the release is restarting after a crash (bounded)."""
+        if retries == 0:
+            return True
+        return (
+            deadline is not None
+            and asyncio.get_running_loop().time() < deadline
+            and self.recovering(upstream.release)
+        )
 
     async def _relay_response(
         self,
@@ -860,19 +928,21 @@ class Route:
             end = _HEAD_END.search(buf, pos)
             while end is None:
                 if len(buf) - pos > _MAX_HEAD:
-                    raise _UpstreamFailed("invalid response: head too large", False)
+                    raise _UpstreamFailed("invalid response: head too large", False, False)
                 buf = buf[pos:] + await more()
                 pos = 0
                 end = _HEAD_END.search(buf)
             try:
                 head = _ResponseHead(buf[pos : end.start()], method)
             except _BadResponse as exc:
-                raise _UpstreamFailed(f"invalid response: {exc}", False) from exc
+                raise _UpstreamFailed(f"invalid response: {exc}", False, False) from exc
             pos = end.end()
             if head.status >= 200:
                 break
             if head.status == 101:
-                raise _UpstreamFailed("invalid response: 101 to a request without Upgrade", False)
+                raise _UpstreamFailed(
+                    "invalid response: 101 to a request without Upgrade", False, False
+                )
 
         framing = head.framing
         keep = client_keep and not self.closing
@@ -891,10 +961,22 @@ class Route:
                 lines += (line, b"\r\n")
         lines.append(b"\r\n" if keep else b"connection: close\r\n\r\n")
         out: List[bytes] = client.out
+        mark = len(out)
         out += lines
         client.responded = started = True
         write = client.writer.write
         extra = False  # the release sent bytes past the end of its response
+
+        if framing == _LENGTH and pos == len(buf):
+            # Only the head so far: hold it until the body starts, so that a release dying
+            # between its head and its body (a crash) costs a retry, not the response.
+            try:
+                buf = await more()
+            except _UpstreamFailed as failure:
+                del out[mark:]
+                client.responded = False
+                raise _UpstreamFailed(failure.why, False) from None
+            pos = 0
 
         if framing == _NO_BODY:
             extra = pos < len(buf)
@@ -999,7 +1081,7 @@ class Route:
         lease = upstream.lease()
         try:
             try:
-                uconn = await upstream.open()
+                uconn = await self.connect(upstream)
             except (OSError, asyncio.TimeoutError) as exc:
                 self._bad_gateway(client, upstream, _why(exc))
                 return False
@@ -1103,9 +1185,7 @@ class Route:
             try:
                 lease.attach(writer)
                 try:
-                    u_reader, u_writer = await asyncio.wait_for(
-                        asyncio.open_connection(upstream.host, upstream.port), _CONNECT_TIMEOUT
-                    )
+                    uconn = await self.connect(upstream)
                 except (OSError, asyncio.TimeoutError) as exc:
                     self.stats["upstream_errors"] += 1
                     self.log.warning(
@@ -1117,11 +1197,11 @@ class Route:
                         _why(exc),
                     )
                     return
-                lease.attach(u_writer)
+                lease.attach(uconn.writer)
                 try:
-                    await _tunnel(reader, writer, u_reader, u_writer)
+                    await _tunnel(reader, writer, uconn.reader, uconn.writer)
                 finally:
-                    u_writer.close()
+                    uconn.writer.close()
             finally:
                 lease.release()
         finally:
@@ -1177,6 +1257,34 @@ class Router:
     def __init__(self, logger: Optional[logging.Logger] = None) -> None:
         self.log = logger or logging.getLogger("shipyard.agent")
         self.routes: Dict[str, Route] = {}
+        # (component, release) -> is that release restarting after a crash?
+        self.recovering: Callable[[str, str], bool] = lambda component, release: False
+        # Told about every listening socket bound ("host:port", socket) and closed for good
+        # ("host:port"): the keeper holds them so they outlive this process.
+        self.on_listen: Callable[[str, socket.socket], None] = lambda key, sock: None
+        self.on_close: Callable[[str], None] = lambda key: None
+
+    def new_route(
+        self,
+        component: str,
+        host: str,
+        public_port: int,
+        mode: str,
+        drain_timeout: float,
+        crash_wait: float = DEFAULT_CRASH_WAIT,
+    ) -> Route:
+        """A Route wired to this router's hooks (also used for link listeners)."""
+        hook = self.recovering
+        return Route(
+            component,
+            host,
+            public_port,
+            mode,
+            drain_timeout,
+            self.log,
+            crash_wait=crash_wait,
+            recovering=lambda release: hook(component, release),
+        )
 
     def get(self, component: str) -> Route:
         route = self.routes.get(component)
@@ -1239,6 +1347,7 @@ class Router:
         release: str,
         upstream_port: int,
         sock: Optional[socket.socket] = None,
+        crash_wait: float = DEFAULT_CRASH_WAIT,
     ) -> Optional[str]:
         """Route `component`'s public port to `release`; returns the previously routed release."""
         route = self.routes.get(component)
@@ -1251,23 +1360,25 @@ class Router:
                     "unroute it first to change its public port, host or mode",
                 )
             route.drain_timeout = drain_timeout
+            route.crash_wait = crash_wait
             if route.server is None:
-                await self._listen(route, sock)
+                await self.listen(route, sock)
             previous = route.switch(release, upstream_port)
             if previous != release:
                 self.log.info("%s: %s -> %s (port %d)", component, previous, release, public_port)
             return previous
         self._check_port_free(component, host, public_port)
-        route = Route(component, host, public_port, mode, drain_timeout, self.log)
+        route = self.new_route(component, host, public_port, mode, drain_timeout, crash_wait)
         # Upstream first: the listener may accept (a backlog kept across a re-exec, say) and
         # serve a request before this coroutine resumes.
         route.switch(release, upstream_port)
-        await self._listen(route, sock)
+        await self.listen(route, sock)
         self.routes[component] = route
         self.log.info("%s: listening on %s:%d -> %s", component, host, public_port, release)
         return None
 
-    async def _listen(self, route: Route, sock: Optional[socket.socket]) -> None:
+    async def listen(self, route: Route, sock: Optional[socket.socket]) -> None:
+        """Bind `route`'s port (or take `sock`, inherited) and serve it; the keeper gets a copy."""
         if sock is None:
             try:
                 sock = bind_listener(route.host, route.public_port)
@@ -1280,6 +1391,7 @@ class Router:
                     "check the host address and that ports below 1024 need privileges",
                 ) from exc
         await route.listen(sock)
+        self.on_listen(route.key, sock)
 
     def restore(self, route: Route) -> None:
         """Register a route whose listener could not be bound yet (retried by `retry_listen`)."""
@@ -1291,7 +1403,7 @@ class Router:
         for route in self.routes.values():
             if route.server is None and route.current is not None:
                 try:
-                    await self._listen(route, None)
+                    await self.listen(route, None)
                 except AgentRequestError as exc:
                     route.error = exc.message
                     continue
@@ -1305,6 +1417,7 @@ class Router:
         route = self.get(component)
         del self.routes[component]
         await route.close(route.drain_timeout if drain_timeout is None else drain_timeout)
+        self.on_close(route.key)
         self.log.info("%s: unrouted port %d", component, route.public_port)
         return route
 
@@ -1312,6 +1425,8 @@ class Router:
         routes = list(self.routes.values())
         self.routes.clear()
         await asyncio.gather(*(r.close(drain_timeout) for r in routes))
+        for route in routes:
+            self.on_close(route.key)
 
     def infos(self, component: Optional[str] = None) -> List[Dict[str, Any]]:
         return [
@@ -1328,26 +1443,31 @@ class Router:
                 "host": r.host,
                 "mode": r.mode,
                 "drain_timeout": r.drain_timeout,
+                "crash_wait": r.crash_wait,
                 "release": r.current.release if r.current else None,
             }
             for r in self.routes.values()
         ]
 
-    async def quiesce(self, timeout: float, fresh_grace: float = 1.0) -> None:
+    async def quiesce(
+        self, timeout: float, fresh_grace: float = 1.0, extra: Iterable[Route] = ()
+    ) -> None:
         """Wait (bounded) until nothing is in flight: no request or tunnel holding an upstream,
         and no just-accepted connection still to send its first request (up to `fresh_grace`).
+        `extra` are routes not registered here (link listeners).
         """
         loop = asyncio.get_running_loop()
         start = loop.time()
+        routes = list(self.routes.values()) + list(extra)
         await _settle()
         while True:
             elapsed = loop.time() - start
             busy = any(
                 upstream.leases
-                for route in self.routes.values()
+                for route in routes
                 for upstream in ([route.current] if route.current else []) + route.draining
             )
-            fresh = elapsed < fresh_grace and any(r.fresh for r in self.routes.values())
+            fresh = elapsed < fresh_grace and any(r.fresh for r in routes)
             if (not busy and not fresh) or elapsed >= timeout:
                 return
             await asyncio.sleep(0.01)

@@ -321,6 +321,9 @@ class Supervisor:
 
     # Stopped releases kept per component (for `list` and `logs`); older ones are forgotten.
     KEEP_STOPPED = 10
+    # A release process refusing connections this soon after its spawn is taken to be still
+    # starting (requests wait for it, bounded by the route's crash_wait).
+    LISTEN_GRACE = 30.0
     # How long `start` watches a shell command for "not found" (exit 127) before answering.
     COMMAND_CHECK_S = 0.25
 
@@ -607,6 +610,27 @@ class Supervisor:
             return
         looping = rel.consecutive_crashes >= self.policy.crash_loop_after
         rel.state = "crash-loop" if looping else "starting"
+
+    def restarting(self, component: str, release: str) -> bool:
+        """True while the release is down but coming back: its process crashed (noticed now or
+        earlier) and a restart is scheduled, or it was (re)spawned so recently that it may not
+        listen yet. The router holds requests for it meanwhile instead of failing them.
+        """
+        rel = self.releases.get((component, release))
+        if rel is None or rel.busy or rel.desired != "running" or rel.state == "crashed":
+            return False
+        if rel.pid is None:
+            return rel.next_restart_at is not None
+        exited, code = self._poll_exit(rel)
+        if exited:
+            self._on_exit(rel, code)  # noticed before the watch loop: restart it sooner
+            self.on_change()
+            return True
+        # Alive but refusing: a process spawned this recently may still be starting up (an
+        # interpreter on a busy host can take seconds before it listens).
+        return (
+            rel.state in ("starting", "crash-loop") or rel.uptime(time.time()) < self.LISTEN_GRACE
+        )
 
     def tick(self) -> bool:
         """One watch pass over every release; True if anything changed (state to save)."""

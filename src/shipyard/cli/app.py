@@ -9,17 +9,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from shipyard import __version__
 from shipyard.cli.output import CliState, command, state
 from shipyard.cli.render import STATUS_STYLE, LiveProgress, deployment_summary
+from shipyard.cli.safe import styled
 from shipyard.core.durations import parse_duration
 from shipyard.core.plan import Plan, Selection
-from shipyard.errors import AgentError, DeploymentFailed, RollbackFailed, UsageError
+from shipyard.errors import (
+    AgentError,
+    DeploymentFailed,
+    RollbackFailed,
+    ShipyardError,
+    UsageError,
+)
 from shipyard.service import ComponentHealth, DeploymentView, Shipyard, UnhealthyReport
 
 app = typer.Typer(
@@ -77,13 +85,15 @@ def validate(ctx: typer.Context) -> None:
     if cli.json:
         cli.emit_json(report.to_dict())
         return
-    cli.out.print(f"[green]✓[/] {report.file} is valid", markup=True)
+    cli.out.print(styled(("✓", "green"), f" {cli.text(report.file)} is valid"))
     cli.out.print(
-        f"  project {report.project}: {len(report.components)} components "
-        f"({', '.join(report.components)}), environments: {', '.join(report.environments)}"
+        cli.text(
+            f"  project {report.project}: {len(report.components)} components "
+            f"({', '.join(report.components)}), environments: {', '.join(report.environments)}"
+        )
     )
     levels = " → ".join("[" + ", ".join(level) + "]" for level in report.levels)
-    cli.out.print(f"  deploy order: {levels}", markup=False)
+    cli.out.print(cli.text(f"  deploy order: {levels}"))
 
 
 class GraphFormat(StrEnum):
@@ -108,7 +118,7 @@ def graph(
         cli.emit_json(g.to_dict())
         return
     rendered = {"text": g.to_text, "mermaid": g.to_mermaid, "dot": g.to_dot}[fmt.value]()
-    cli.out.print(rendered, markup=False)
+    cli.out.print(cli.text(rendered))
 
 
 EnvOption = Annotated[
@@ -152,6 +162,7 @@ def _make_plan(
     ref: str,
     tests: TestsChoice,
     migrate: bool,
+    allow_dirty: bool = False,
 ) -> Plan:
     selection, names = _selection(full, changed, only)
     return svc.plan(
@@ -161,6 +172,7 @@ def _make_plan(
         ref=ref,
         tests=tests.value,
         migrate=migrate,
+        allow_dirty=allow_dirty,
     )
 
 
@@ -205,7 +217,7 @@ def plan(
     if cli.json:
         cli.emit_json(result.to_dict())
     else:
-        cli.out.print(result.to_text(), markup=False, highlight=False)
+        cli.out.print(cli.text(result.to_text()))
 
 
 def _confirm(cli: CliState, svc: Shipyard, env_name: str | None, yes: bool, what: str) -> None:
@@ -257,16 +269,17 @@ def deploy(
     """
     cli = state(ctx)
     svc = _service(ctx)
-    the_plan = _make_plan(svc, env, full, changed, only, ref, tests, migrate)
+    the_plan = _make_plan(svc, env, full, changed, only, ref, tests, migrate, allow_dirty)
+    cli.redact = svc.redactor(the_plan.environment)
     _confirm(cli, svc, the_plan.environment, yes, f"deploy {the_plan.commit[:12]}")
     if not the_plan.components:
         if cli.json:
             cli.emit_json({**the_plan.to_dict(), "deployed": False})
         else:
-            cli.out.print(f"nothing to deploy: {the_plan.why}", markup=False, highlight=False)
+            cli.out.print(cli.text(f"nothing to deploy: {the_plan.why}"))
         return
     if not cli.json:
-        cli.out.print(the_plan.to_text(), markup=False, highlight=False)
+        cli.out.print(cli.text(the_plan.to_text()))
     _run_deployment(
         cli,
         svc,
@@ -292,7 +305,7 @@ def _duration(text: str, flag: str) -> float:
 def _run_deployment(
     cli: CliState, svc: Shipyard, components: list[str], run: Callable[[], DeploymentView]
 ) -> None:
-    progress = LiveProgress(cli.err if cli.json else cli.out, components)
+    progress = LiveProgress(cli.err if cli.json else cli.out, components, cli.shown)
     svc.sink = progress
     try:
         with progress:
@@ -304,14 +317,14 @@ def _run_deployment(
         # too, so a script reads one document whatever happened.
         data = svc.deployment(progress.deployment).to_dict()
         if not cli.json:
-            deployment_summary(cli.out, data)
+            deployment_summary(cli.out, data, cli.shown)
             raise
         cli.emit_json({**data, "failure": exc.to_dict()})
         raise typer.Exit(exc.exit_code) from None
     if cli.json:
         cli.emit_json(view.to_dict())
     else:
-        deployment_summary(cli.out, view.to_dict())
+        deployment_summary(cli.out, view.to_dict(), cli.shown)
         _print_urls(cli, svc, view)
 
 
@@ -319,7 +332,7 @@ def _print_urls(cli: CliState, svc: Shipyard, view: DeploymentView) -> None:
     env = svc.environment(view.record.environment)
     for name, comp in svc.config.components_for(env).items():
         if comp.port:
-            cli.out.print(f"  {name}: http://127.0.0.1:{comp.port}/", highlight=False)
+            cli.out.print(cli.text(f"  {name}: http://127.0.0.1:{comp.port}/"))
 
 
 @app.command()
@@ -333,6 +346,7 @@ def rollback(
     """Go back to the previous good deployment (or --to ID): a new deployment of kind rollback."""
     cli = state(ctx)
     svc = _service(ctx)
+    cli.redact = svc.redactor(env)
     _confirm(cli, svc, env, yes, "roll back")
     _run_deployment(cli, svc, sorted(svc.config.components), lambda: svc.rollback(env, to=to))
 
@@ -350,34 +364,37 @@ def status(
     cli = state(ctx)
     svc = _service(ctx)
     if deployment_id:
-        data = svc.deployment(deployment_id).to_dict()
+        view = svc.deployment(deployment_id)
+        cli.redact = svc.redactor(view.record.environment)
         if cli.json:
-            cli.emit_json(data)
+            cli.emit_json(view.to_dict())
         else:
-            deployment_summary(cli.out, data)
+            deployment_summary(cli.out, view.to_dict(), cli.shown)
         return
+    cli.redact = svc.redactor(env)
     report = svc.environment_status(env)
     if cli.json:
         cli.emit_json(report)
         return
     cli.out.print(
-        f"environment [bold]{report['environment']}[/], last good deployment "
-        f"{report['last_good_deployment'] or '-'}",
-        markup=True,
-        highlight=False,
+        styled(
+            "environment ",
+            (cli.text(report["environment"]), "bold"),
+            f", last good deployment {cli.text(report['last_good_deployment'] or '-')}",
+        )
     )
     table = Table(box=None, header_style="bold")
     for column in ("component", "release", "commit", "state", "healthy", "port", "pid"):
         table.add_column(column)
     for c in report["components"]:
         table.add_row(
-            c["name"],
-            (c["release"] or "-")[:13],
-            (c["commit"] or "-")[:12],
-            c["state"],
+            cli.text(c["name"]),
+            cli.text(c["release"] or "-")[:13],
+            cli.text(c["commit"] or "-")[:12],
+            cli.text(c["state"]),
             "yes" if c["healthy"] else "no",
-            str(c["port"] or "-"),
-            str(c["pid"] or "-"),
+            cli.text(c["port"] or "-"),
+            cli.text(c["pid"] or "-"),
         )
     cli.out.print(table)
 
@@ -391,7 +408,9 @@ def history(
 ) -> None:
     """Past deployments of an environment, newest first."""
     cli = state(ctx)
-    views = _service(ctx).history(env, limit)
+    svc = _service(ctx)
+    cli.redact = svc.redactor(env)
+    views = svc.history(env, limit)
     if cli.json:
         cli.emit_json([v.to_dict() for v in views])
         return
@@ -401,16 +420,17 @@ def history(
     table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=60)
     for v in views:
         d = v.to_dict()
-        style = STATUS_STYLE.get(d["status"], "")
+        status_text = cli.text(d["status"])
         duration = d["duration_s"]
+        error = cli.text(d["error"] or "").splitlines()
         table.add_row(
-            d["id"][:13],
-            d["kind"],
-            f"[{style}]{d['status']}[/]",
-            (d["commit"] or "-")[:12],
-            (d["started_at"] or "-")[:19].replace("T", " "),
+            cli.text(d["id"])[:13],
+            cli.text(d["kind"]),
+            Text(status_text, style=STATUS_STYLE.get(status_text, "")),
+            cli.text(d["commit"] or "-")[:12],
+            cli.text(d["started_at"] or "-")[:19].replace("T", " "),
             f"{duration:.1f}s" if duration is not None else "-",
-            (d["error"] or "").splitlines()[0] if d["error"] else "",
+            error[0] if error else "",
         )
     cli.out.print(table)
 
@@ -427,19 +447,20 @@ def logs(
     """The deployment's event journal: every step start, finish and failure."""
     cli = state(ctx)
     svc = _service(ctx)
+    cli.redact = svc.redactor(svc.deployment(deployment_id).record.environment)
     seq = 0
     while True:
         for event in svc.events(deployment_id, seq):
             seq = event.seq
             if cli.json:
-                sys.stdout.write(json.dumps(event.to_dict(), default=str) + "\n")
+                cli.emit_json_line(event.to_dict())
             else:
                 where = " ".join(x for x in (event.step, event.component) if x)
                 cli.out.print(
-                    f"{event.at.isoformat(timespec='milliseconds')} {event.kind:<10} "
-                    f"{where:<24} {event.status or '':<10} {event.message or ''}",
-                    markup=False,
-                    highlight=False,
+                    cli.text(
+                        f"{event.at.isoformat(timespec='milliseconds')} {event.kind:<10} "
+                        f"{where:<24} {event.status or '':<10} {event.message or ''}"
+                    )
                 )
         if not follow or svc.deployment(deployment_id).record.finished:
             return
@@ -451,8 +472,10 @@ def logs(
 def health(ctx: typer.Context, env: EnvOption = None) -> None:
     """Run every component's health check now; exit 3 if one fails."""
     cli = state(ctx)
+    svc = _service(ctx)
+    cli.redact = svc.redactor(env)
     try:
-        results, problem = _service(ctx).health(env), None
+        results, problem = svc.health(env), None
     except UnhealthyReport as report:
         results, problem = report.results, report
     if cli.json:
@@ -472,12 +495,12 @@ def _health_table(cli: CliState, results: list[ComponentHealth]) -> None:
     for r in results:
         d = r.to_dict()
         table.add_row(
-            d["name"],
-            (d["release"] or "-")[:13],
+            cli.text(d["name"]),
+            cli.text(d["release"] or "-")[:13],
             "yes" if d["healthy"] else "no",
-            str(d.get("status") or "-"),
+            cli.text(d.get("status") or "-"),
             f"{d['latency_ms']:.0f}ms" if "latency_ms" in d else "-",
-            str(d.get("detail", ""))[:60],
+            cli.text(d.get("detail", ""))[:60],
         )
     cli.out.print(table)
 
@@ -499,9 +522,10 @@ def lock_status(ctx: typer.Context, env: EnvOption = None) -> None:
     else:
         data = lock.to_dict()
         cli.out.print(
-            f"locked by deployment {data['deployment_id']} ({data['owner']}) since "
-            f"{data['acquired_at']}, expires {data['expires_at']}",
-            highlight=False,
+            cli.text(
+                f"locked by deployment {data['deployment_id']} ({data['owner']}) since "
+                f"{data['acquired_at']}, expires {data['expires_at']}"
+            )
         )
 
 
@@ -521,7 +545,7 @@ def lock_release(
         cli.emit_json({"released": released.to_dict() if released else None})
     else:
         cli.out.print(
-            f"released the lock of {released.deployment_id}" if released else "not locked"
+            cli.text(f"released the lock of {released.deployment_id}" if released else "not locked")
         )
 
 
@@ -530,14 +554,16 @@ def lock_release(
 def recover(ctx: typer.Context, env: EnvOption = None) -> None:
     """Finish the rollback of a deployment whose orchestrator died."""
     cli = state(ctx)
-    views = _service(ctx).recover(env)
+    svc = _service(ctx)
+    cli.redact = svc.redactor(env)
+    views = svc.recover(env)
     if cli.json:
         cli.emit_json([v.to_dict() for v in views])
         return
     if not views:
         cli.out.print("nothing to recover")
     for v in views:
-        deployment_summary(cli.out, v.to_dict())
+        deployment_summary(cli.out, v.to_dict(), cli.shown)
 
 
 @app.command()
@@ -555,7 +581,9 @@ def down(
     if cli.json:
         cli.emit_json({"stopped": stopped})
     else:
-        cli.out.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        cli.out.print(
+            cli.text("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        )
 
 
 agent_app = typer.Typer(
@@ -582,7 +610,11 @@ def agent_start(ctx: typer.Context, root: RootOpt) -> None:
 
     with _agent_boundary():
         info = start_background(root.resolve()).ping()
-    _emit(state(ctx), info, f"agent running, pid {info.get('pid')}")
+    _emit(
+        state(ctx),
+        info,
+        f"agent running, pid {info.get('pid')} (keeper {info.get('keeper_pid')})",
+    )
 
 
 @agent_app.command("stop")
@@ -597,9 +629,20 @@ def agent_stop(
     """Stop the agent (and, unless --keep-processes, every release it runs)."""
     from shipyard.agent.lifecycle import stop_agent
 
+    root = root.resolve()
     with _agent_boundary():
-        stop_agent(root.resolve(), stop_processes=not keep)
-    _emit(state(ctx), {"stopped": True}, "agent stopped")
+        result = stop_agent(root, stop_processes=not keep)
+    if not result["was_running"]:
+        text = f"no agent was running for {root}"
+    else:
+        text = f"agent (pid {result['pid']}) stopped; releases stopped: " + (
+            ", ".join(result["stopped"]) or "none"
+        )
+    _emit(
+        state(ctx),
+        {**result, "stopped": result["was_running"], "releases_stopped": result["stopped"]},
+        text,
+    )
 
 
 @agent_app.command("status")
@@ -611,6 +654,26 @@ def agent_status(ctx: typer.Context, root: RootOpt) -> None:
     with _agent_boundary():
         info = status_of(root.resolve())
     _emit(state(ctx), info, json.dumps(info, indent=2, default=str))
+    if not info["running"]:
+        raise typer.Exit(3)  # no agent answers: a monitoring script must be able to tell
+
+
+@agent_app.command("install")
+@command
+def agent_install(
+    ctx: typer.Context,
+    root: RootOpt,
+    user: Annotated[
+        bool, typer.Option("--user", help="A user unit (~/.config/systemd/user), no root needed.")
+    ] = False,
+) -> None:
+    """Write a systemd unit that keeps the agent running; enable it where systemd runs."""
+    from shipyard.agent.cli import describe_install
+    from shipyard.agent.lifecycle import install_agent
+
+    with _agent_boundary():
+        result = install_agent(root.resolve(), user=user)
+    _emit(state(ctx), result, describe_install(result))
 
 
 @contextmanager
@@ -627,9 +690,59 @@ def _emit(cli: CliState, data: Any, text: str) -> None:
     if cli.json:
         cli.emit_json(data)
     else:
-        cli.out.print(text, markup=False, highlight=False)
+        cli.out.print(cli.text(text))
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+# Typer exports only BadParameter; its bases are click's UsageError and ClickException
+# (click is vendored inside newer Typer releases, so they are reached this way).
+_ClickUsageError = cast(type[Exception], typer.BadParameter.__bases__[0])
+_ClickException = cast(type[Exception], _ClickUsageError.__bases__[0])
+
+
+_GLOBAL_OPTIONS = ("-C", "--project", "--json", "--verbose", "-v")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point: every outcome, usage errors included, exits as cli.md says.
+
+    Typer's own handling of usage errors (a box on stderr) ignores --json, so the command
+    runs in non-standalone mode and those errors are reported here like any other.
+    """
+    args = sys.argv[1:] if args is None else args
+    # Parsing may fail before the root callback has seen --json, so it is looked up here.
+    cli = CliState(json="--json" in (args[: args.index("--")] if "--" in args else args))
+    command = typer.main.get_command(app)
+    if cli.json:
+        _no_help_pages(command)
+    try:
+        code = command.main(args, prog_name="shipyard", standalone_mode=False)
+    except _ClickUsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help page was printed instead
+            sys.exit(2)
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "shipyard"
+        message = getattr(exc, "format_message", exc.__str__)()
+        hint = f"`{where} --help` shows the usage"
+        if where != "shipyard" and any(f"option: {o}" in message for o in _GLOBAL_OPTIONS):
+            hint = "global options come before the command, e.g. `shipyard --json status`"
+        code = _report(cli, UsageError(message, hint=hint))
+    except _ClickException as exc:
+        code = _report(cli, UsageError(getattr(exc, "format_message", exc.__str__)()))
+    except typer.Abort:
+        code = _report(cli, UsageError("aborted; nothing was changed"))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _no_help_pages(command: Any) -> None:
+    """Under --json a group called without its command is a usage error, not a help page."""
+    command.no_args_is_help = False
+    for sub in getattr(command, "commands", {}).values():
+        _no_help_pages(sub)
+
+
+def _report(cli: CliState, error: ShipyardError) -> int:
+    if cli.json:
+        cli.emit_json({"error": error.to_dict()})
+    else:
+        cli.error(error.message, error.hint)
+    return error.exit_code

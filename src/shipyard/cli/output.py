@@ -9,11 +9,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import typer
 from rich.console import Console
 
+from shipyard.cli.safe import styled, visible
+from shipyard.core.secrets import Redactor
 from shipyard.errors import ShipyardError
 
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: a bug in shipyard, not in the user's input
@@ -26,17 +28,85 @@ class CliState:
     project_dir: Path = Path(".")
     json: bool = False
     verbose: bool = False
-    out: Console = field(default_factory=lambda: _console(sys.stdout, stderr=False))
-    err: Console = field(default_factory=lambda: _console(sys.stderr, stderr=True))
+    out: Console = field(default_factory=lambda: make_console(stderr=False))
+    err: Console = field(default_factory=lambda: make_console(stderr=True))
+    # Every known secret value of the environment at hand, set by a command as soon as it
+    # knows the environment: whatever reaches stdout or stderr passes it.
+    redact: Redactor = field(default_factory=Redactor)
+    shown: Shown = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.shown = Shown(self.text)
+
+    def text(self, value: object) -> str:
+        """Untrusted text, ready for a console: redacted, control characters made visible."""
+        return visible(self.redact(str(value)))
 
     def emit_json(self, data: Any) -> None:
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        """One JSON document on stdout, every string in it redacted."""
+        sys.stdout.write(json.dumps(self._redacted(data), indent=2) + "\n")
+
+    def emit_json_line(self, data: Any) -> None:
+        """One compact JSON document on a line of its own (a stream of events)."""
+        sys.stdout.write(json.dumps(self._redacted(data)) + "\n")
+        sys.stdout.flush()
+
+    def _redacted(self, data: Any) -> Any:
+        # Through JSON once first, so every value is a plain str/number/list/dict.
+        return self.redact.data(json.loads(json.dumps(data, default=str)))
+
+    def error(self, message: str, hint: str | None) -> None:
+        """The `error:` (and `hint:`) lines on stderr; the text is never read as markup."""
+        text = self.text(message)
+        elided = self.shown.elide(text)
+        # A reason already printed in full is pointed at, but the line keeps saying what
+        # failed: when nothing but the pointer would be left, its first line stays.
+        text = elided if elided != Shown.SEE_ABOVE else text.splitlines()[0] + " (see above)"
+        self.err.print(styled(("error:", "bold red"), " ", text), soft_wrap=True)
+        if hint:
+            self.err.print(styled(("hint:", "yellow"), " ", self.text(hint)), soft_wrap=True)
 
 
-def _console(stream: object, *, stderr: bool) -> Console:
+class Shown:
+    """What a command has already printed, so a long reason is not printed again."""
+
+    SEE_ABOVE = "(see above)"
+
+    def __init__(self, clean: Callable[[object], str]) -> None:
+        self.clean = clean
+        self._texts: list[str] = []
+
+    SHORTEST = 20  # a shorter reason is repeated rather than pointed at
+
+    def add(self, text: str) -> None:
+        if len(text) >= self.SHORTEST and text not in self._texts:
+            self._texts.append(text)
+            self._texts.sort(key=len, reverse=True)
+
+    def elide(self, text: str) -> str:
+        """`text` with every already printed reason in it replaced by a pointer to it."""
+        for shown in self._texts:
+            if shown in text:
+                text = text.replace(f": {shown}", f" {self.SEE_ABOVE}")
+                text = text.replace(shown, self.SEE_ABOVE)
+        return text
+
+
+def make_console(*, stderr: bool, file: IO[str] | None = None) -> Console:
+    """A console for stdout or stderr (or `file`) that prints text exactly as given."""
+    stream = file or (sys.stderr if stderr else sys.stdout)
     # Rich assumes 80 columns when output is piped; logs and CI want whole lines instead.
     is_tty = bool(getattr(stream, "isatty", lambda: False)())
-    return Console(stderr=stderr, highlight=False, width=None if is_tty else 160)
+    # No markup, no emoji codes, no highlighting: a plain string is printed as it is, so
+    # text from outside (`[/data/in]`, `:warning:`) can never be read as formatting.
+    return Console(
+        file=file,
+        stderr=stderr,
+        markup=False,
+        emoji=False,
+        highlight=False,
+        width=None if is_tty else 160,
+    )
 
 
 def state(ctx: typer.Context) -> CliState:
@@ -54,9 +124,7 @@ def handle_errors(cli: CliState) -> Iterator[None]:
         if cli.json:
             cli.emit_json({"error": exc.to_dict()})
         else:
-            cli.err.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
-            if exc.hint:
-                cli.err.print(f"[yellow]hint:[/] {exc.hint}", markup=True, soft_wrap=True)
+            cli.error(exc.message, exc.hint)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         cli.err.print("interrupted")
@@ -69,9 +137,9 @@ def handle_errors(cli: CliState) -> Iterator[None]:
         if cli.json:
             cli.emit_json({"error": {"type": "InternalError", "message": message, "hint": hint}})
         else:
-            cli.err.print(f"error: {message}\nhint: {hint}", markup=False)
+            cli.error(message, hint)
         if cli.verbose:
-            traceback.print_exc()
+            cli.err.print(cli.text(traceback.format_exc()), soft_wrap=True)
         raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
 

@@ -17,7 +17,7 @@ from shipyard.core.graph import Graph
 from shipyard.errors import UsageError
 
 Selection = Literal["full", "changed", "only"]
-DeploymentKind = Literal["full", "partial", "promote", "rollback"]
+DeploymentKind = Literal["full", "partial", "promote", "rollback", "reconcile"]
 TestStage = Literal["none", "smoke", "e2e", "full"]
 StepKind = Literal[
     "preflight",
@@ -68,6 +68,11 @@ class Plan:
     migrate: bool = True
     releases: dict[str, str] = field(default_factory=dict)  # rollback: component → release
     rollback_to: str | None = None
+    # Where the config came from: "commit" (shipyard.toml at `commit`) or "work tree"
+    # (--allow-dirty); `config_note` says how it differs from the work tree's, if it does.
+    config_from: str = "commit"
+    config_note: str | None = None
+    drift: dict[str, str] = field(default_factory=dict)  # component → what differs from desired
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)
@@ -87,6 +92,9 @@ class Plan:
             "migrate": self.migrate,
             "releases": self.releases,
             "rollback_to": self.rollback_to,
+            "config_from": self.config_from,
+            "config_note": self.config_note,
+            "drift": self.drift,
             "plan_hash": self.plan_hash,
         }
 
@@ -114,6 +122,10 @@ class Plan:
             f"at {self.commit[:12]}",
             f"  why: {self.why}",
         ]
+        if self.config_note:
+            lines.append(f"  config: {self.config_note}")
+        for name, what in self.drift.items():
+            lines.append(f"  drift: {name}: {what}")
         for index, level in enumerate(self.levels, start=1):
             lines.append(f"  level {index}: {', '.join(level)}")
         for name, why in self.reasons.items():

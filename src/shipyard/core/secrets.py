@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import io
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, quote_plus
 
 from dotenv.parser import parse_stream
 
@@ -108,24 +112,122 @@ def missing_secrets(
 
 
 class Redactor:
-    """Replaces every known secret value in text with `[redacted NAME]`."""
+    """Replaces every known secret value in text with `[redacted NAME]`.
 
-    MIN_LENGTH = 4  # shorter values would redact ordinary words
+    A value is found wherever it is: at any position, next to itself, overlapping another
+    value (the union of overlapping matches is replaced as one), and in the encoded forms
+    text commonly carries it in: JSON and Python string escapes, URL (percent) encoding,
+    HTML escapes, and each line of a multi-line value (output is often redacted line by
+    line). Text is often cut to a length (a probe body, a log tail): a value cut off at the
+    end or the start of the text is redacted too when at least CUT_LENGTH of it is left.
+    Values shorter than MIN_LENGTH are left alone: they would redact ordinary words.
+    """
+
+    MIN_LENGTH = 4
+    CUT_LENGTH = 8
 
     def __init__(self, secrets: Mapping[str, str] | None = None) -> None:
-        self._pairs: list[tuple[str, str]] = []
+        self._forms: dict[str, str] = {}  # a form a value can take -> the value's name
+        self._keys: frozenset[str] = frozenset()  # in every match (whole or cut): a quick test
         if secrets:
             self.add(secrets)
 
     def add(self, secrets: Mapping[str, str]) -> None:
         for name, value in secrets.items():
-            if len(value) >= self.MIN_LENGTH:
-                self._pairs.append((value, f"[redacted {name}]"))
-        # Longest first, so a value containing another is replaced whole.
-        self._pairs.sort(key=lambda pair: len(pair[0]), reverse=True)
+            for form in _forms_of(value):
+                if len(form) >= self.MIN_LENGTH:
+                    self._forms.setdefault(form, name)
+        cut = self.CUT_LENGTH
+        self._keys = frozenset(
+            key
+            for form in self._forms
+            for key in ((form[:cut], form[-cut:]) if len(form) >= cut else (form,))
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self._forms)
 
     def __call__(self, text: str) -> str:
-        for value, label in self._pairs:
-            if value in text:
-                text = text.replace(value, label)
-        return text
+        if not any(key in text for key in self._keys):  # most lines hold no secret at all
+            return text
+        spans: list[tuple[int, int, str]] = []
+        for form, name in self._forms.items():
+            start = text.find(form)
+            while start != -1:
+                spans.append((start, start + len(form), name))
+                start = text.find(form, start + 1)
+            spans += _cut_off(text, form, name, self.CUT_LENGTH)
+        if not spans:
+            return text
+        spans.sort()
+        out: list[str] = []
+        done = 0
+        begin, end, names = spans[0][0], spans[0][1], [spans[0][2]]
+        for start, stop, name in spans[1:]:
+            if start < end:  # overlapping: one replacement covers both
+                end = max(end, stop)
+                if name not in names:
+                    names.append(name)
+                continue
+            out += [text[done:begin], self._label(names, text[begin:end])]
+            done, begin, end, names = end, start, stop, [name]
+        out += [text[done:begin], self._label(names, text[begin:end]), text[end:]]
+        return "".join(out)
+
+    def data(self, value: Any) -> Any:
+        """A copy of JSON-like data (dicts, lists, strings) with every string redacted."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self(str(k)): self.data(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.data(v) for v in value]
+        return value
+
+    @staticmethod
+    def _label(names: list[str], replaced: str) -> str:
+        label = f"[redacted {'+'.join(names)}]"
+        # A name that spells its own value must not print it back.
+        return label if replaced not in label else "[redacted]"
+
+
+def _forms_of(value: str) -> set[str]:
+    """The value, and the escaped forms it takes in JSON, Python reprs, URLs and HTML."""
+    forms = {
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        repr(value)[1:-1],
+        html.escape(value),
+        html.escape(value, quote=False),
+    }
+    for quoted in (quote(value, safe=""), quote(value), quote_plus(value)):
+        forms.add(quoted)
+        forms.add(_PERCENT.sub(lambda m: m.group().lower(), quoted))
+    lines = value.splitlines()
+    if len(lines) > 1:
+        forms.update(line for line in lines if line.strip())
+    return forms
+
+
+def _cut_off(text: str, form: str, name: str, least: int) -> list[tuple[int, int, str]]:
+    """Spans of `form` cut off by the end of `text` (a prefix) or its start (a suffix)."""
+    spans = []
+    size = len(text)
+    i = text.find(form[0], max(size - len(form) + 1, 0))
+    while i != -1:  # only where the value's first character is: cheap on every line
+        if size - i >= least and form.startswith(text[i:]):
+            spans.append((i, size, name))
+            break
+        i = text.find(form[0], i + 1)
+    if text:
+        j = form.find(text[0], 1)
+        while j != -1:
+            if len(form) - j >= least and text.startswith(form[j:]):
+                spans.append((0, len(form) - j, name))
+                break
+            j = form.find(text[0], j + 1)
+    return spans
+
+
+_PERCENT = re.compile("%[0-9A-F]{2}")

@@ -15,10 +15,13 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from shipyard.errors import CommandFailed
 
 TAIL_LINES = 20
+SHOWN_LINE = 2000  # characters of one output line kept in the tail (the log has it all)
+LINE_LIMIT = 1 << 20  # bytes read before a line without a newline is cut
 
 
 @dataclass(frozen=True)
@@ -59,17 +62,33 @@ async def run_command(
         start_new_session=True,  # so a timeout can kill the whole process group
     )
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    log = log_path.open("a", encoding="utf-8") if log_path else None
+    log = _open_log(log_path) if log_path else None
+
+    def emit(raw: bytes) -> None:
+        # Redacted whole, before it is shortened: a cut could leave half a secret behind.
+        line = redact(raw.decode("utf-8", "replace").rstrip("\r"))
+        if log:
+            log.write(line + "\n")
+        if len(line) > SHOWN_LINE:
+            line = line[:SHOWN_LINE] + f"… ({len(line) - SHOWN_LINE} more characters)"
+        tail.append(line)
+        if on_line:
+            on_line(line)
 
     async def pump() -> None:
+        # Lines are split here rather than with readline(), which fails on lines over 64 KiB.
         assert process.stdout is not None
-        async for raw in process.stdout:
-            line = redact(raw.decode("utf-8", "replace").rstrip("\n"))
-            tail.append(line)
-            if log:
-                log.write(line + "\n")
-            if on_line:
-                on_line(line)
+        pending = b""
+        while chunk := await process.stdout.read(65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                emit(raw)
+            if len(pending) > LINE_LIMIT:  # no newline in sight: show it as it is so far
+                emit(pending)
+                pending = b""
+        if pending:
+            emit(pending)
 
     try:
         await asyncio.wait_for(asyncio.gather(pump(), process.wait()), timeout)
@@ -97,6 +116,12 @@ async def run_command(
             hint="fix the command or its inputs; the lines above are the end of its output",
         )
     return CommandResult(command, 0, duration, list(tail))
+
+
+def _open_log(path: Path) -> TextIO:
+    # A log holds what a command printed: readable by its owner only.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 def _kill_group(pid: int) -> None:

@@ -7,13 +7,21 @@ rest. Recovery is idempotent: running it twice, or after a partial rollback, is 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from datetime import UTC, datetime
 
-from shipyard.engine.runner import EngineContext, _journal_for, restore
+from shipyard.engine.runner import (
+    EngineContext,
+    _end_lease_quietly,
+    _journal_for,
+    finish_deployment,
+    prune_releases,
+    restore,
+)
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
-from shipyard.errors import LockedError, RollbackFailed, StoreError
+from shipyard.errors import LockedError, RollbackFailed, ShipyardError, StoreError
 from shipyard.store.records import DeploymentRecord, LockOwner
 
 
@@ -69,8 +77,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def recover_deployment(ctx: EngineContext, deployment_id: str) -> DeploymentRecord:
-    """Roll an interrupted deployment back to its snapshot; the caller holds the lock."""
+async def recover_deployment(
+    ctx: EngineContext, deployment_id: str, only: list[str] | None = None
+) -> DeploymentRecord:
+    """Roll an interrupted deployment back to its snapshot (`only` these components, when a
+    newer deployment replaced the others), or finish it forward once past its commit point.
+    The caller holds the lock."""
     record = ctx.store.get_deployment(deployment_id)
     if record is None:
         raise StoreError(f"deployment {deployment_id} is not in the state store")
@@ -88,6 +100,8 @@ async def recover_deployment(ctx: EngineContext, deployment_id: str) -> Deployme
     def move(new: str, **fields: object) -> None:
         nonlocal status
         check_transition(DEPLOYMENT_TRANSITIONS, status, new)
+        if isinstance(fields.get("error"), str):
+            fields["error"] = ctx.redact(str(fields["error"]))
         ctx.store.update_deployment(deployment_id, status=new, **fields)
         status = new
         journal("deployment", status=new, message=reason)
@@ -95,22 +109,69 @@ async def recover_deployment(ctx: EngineContext, deployment_id: str) -> Deployme
     if status == "pending":
         move("failed", error=reason, started_at=record.started_at or _now(), finished_at=_now())
         return _get(ctx, deployment_id)
+    if status == "running" and _committed(ctx, deployment_id):
+        # Past the commit point the new releases serve and were verified: finish forward.
+        snapshot = {e.component: e for e in ctx.store.snapshot(deployment_id)}
+        new = {
+            c.component: c.release or deployment_id
+            for c in ctx.store.components(deployment_id)
+            if c.component in snapshot
+        }
+        problems = await finish_deployment(ctx, deployment_id, new, snapshot, journal)
+        if problems:
+            journal("finish", step="finish", status="incomplete", message="; ".join(problems))
+        for c in ctx.store.components(deployment_id):
+            if c.finished_at is None:
+                ctx.store.set_component(c.replace(finished_at=_now()))
+        reason = "the orchestrator died after the commit point (finished forward by recovery)"
+        await asyncio.to_thread(_end_lease_quietly, ctx, deployment_id)
+        move("succeeded", finished_at=_now())
+        await prune_releases(ctx, list(new))
+        return _get(ctx, deployment_id)
     if status == "running":
         move("failed", error=record.error or reason)
     if status != "rolling_back":
         move("rolling_back")
-    components = [e.component for e in ctx.store.snapshot(deployment_id)]
+    components = [
+        e.component
+        for e in ctx.store.snapshot(deployment_id)
+        if only is None or e.component in only
+    ]
     try:
-        await restore(ctx, None, components, deployment_id=deployment_id)
-    except RollbackFailed as exc:
+        try:
+            await restore(ctx, None, components, deployment_id=deployment_id)
+        finally:
+            # If the host already undid the switch when the lease lapsed, restore found it so.
+            await asyncio.to_thread(_end_lease_quietly, ctx, deployment_id)
+    except Exception as exc:  # whatever went wrong, the deployment says so and stays retryable
+        said = exc.message if isinstance(exc, ShipyardError) else f"{type(exc).__name__}: {exc}"
         move(
             "rollback_failed",
-            error=f"{record.error or reason}; rollback: {exc.message}",
+            error=f"{record.error or reason}; rollback: {said}",
             finished_at=_now(),
         )
-        raise
+        if isinstance(exc, RollbackFailed):
+            raise
+        raise RollbackFailed(
+            f"the rollback of deployment {deployment_id} failed: {said}",
+            hint=f"fix the cause, then `shipyard recover --env {ctx.env.name}` tries again",
+        ) from None
     move("rolled_back", error=record.error or reason, finished_at=_now())
     return _get(ctx, deployment_id)
+
+
+def supersede(ctx: EngineContext, deployment_id: str, reason: str) -> None:
+    """Close a rollback_failed deployment that a newer good deployment made moot."""
+    record = _get(ctx, deployment_id)
+    check_transition(DEPLOYMENT_TRANSITIONS, record.status, "superseded")
+    error = f"{record.error}; {reason}" if record.error else reason
+    ctx.store.update_deployment(deployment_id, status="superseded", error=error)
+    _journal_for(ctx, deployment_id)("deployment", status="superseded", message=reason)
+
+
+def _committed(ctx: EngineContext, deployment_id: str) -> bool:
+    """True when the journal shows the deployment passed its commit point."""
+    return any(e.kind == "committed" for e in ctx.store.events(deployment_id))
 
 
 def _open_steps(ctx: EngineContext, deployment_id: str) -> dict[str, str | None]:

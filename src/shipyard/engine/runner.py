@@ -10,6 +10,8 @@ from the journal and the host's actual state (see `restore`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import shutil
 import sys
@@ -27,12 +29,14 @@ from shipyard.core.graph import Graph
 from shipyard.core.health import HealthJudge
 from shipyard.core.plan import Plan, Step
 from shipyard.core.secrets import Redactor
+from shipyard.core.spec import release_document, spec_from_dict
 from shipyard.effects import sql_migrations
 from shipyard.effects.artifacts import ArtifactStore, input_digest
 from shipyard.effects.git import Repo
 from shipyard.effects.process import run_command
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
 from shipyard.errors import (
+    AgentError,
     DeploymentFailed,
     PreflightError,
     RollbackFailed,
@@ -45,6 +49,7 @@ from shipyard.store.records import (
     ComponentRecord,
     DeploymentRecord,
     LockOwner,
+    ReleaseSpecRecord,
     SnapshotEntry,
 )
 from shipyard.targets.base import Observation, ProbeSpec, Target
@@ -113,14 +118,82 @@ class EngineContext:
     lock_ttl: float = LOCK_TTL
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    # The specs this deployment activates, component → resolved settings (default: the
+    # config's, for its environment). A rollback passes the specs of the releases it restores.
+    components: dict[str, Component] = field(default_factory=dict)
+    _specs: dict[tuple[str, str], tuple[Component, str | None]] = field(
+        default_factory=dict, repr=False
+    )
 
-    @property
-    def components(self) -> dict[str, Component]:
-        return self.config.components_for(self.env)
+    def __post_init__(self) -> None:
+        if not self.components:
+            self.components = self.config.components_for(self.env)
 
     @property
     def graph(self) -> Graph:
-        return Graph({c.name: c.depends_on for c in self.config.components.values()})
+        return graph_of(self.components)
+
+    def release_spec(self, name: str, release: str) -> tuple[Component, str | None]:
+        """(spec, commit) of one release: what it was deployed with, never today's config.
+
+        From the store; else from `release.json` beside the release (a store that was
+        replaced); else, for a release made before specs were kept, the config's.
+        """
+        key = (name, release)
+        if key not in self._specs:
+            found = saved_release_spec(self.store, self.target, self.env.name, name, release)
+            if found is None:
+                fallback = self.components.get(name) or self.config.components_for(self.env).get(
+                    name
+                )
+                if fallback is None:
+                    raise DeploymentFailed(
+                        f"{name} release {release} has no saved spec and {name} is not in "
+                        "the config any more",
+                        hint=f"add [components.{name}] back, or stop it with "
+                        f"`shipyard down --component {name}`",
+                    )
+                return fallback, None
+            self._specs[key] = found
+        return self._specs[key]
+
+    def save_release_spec(self, comp: Component, release: str, commit: str) -> None:
+        """Keep a new release's spec in the store and beside it as `release.json`."""
+        document = release_document(comp, environment=self.env.name, release=release, commit=commit)
+        self.store.save_release_spec(
+            ReleaseSpecRecord(
+                environment=self.env.name,
+                component=comp.name,
+                release=release,
+                commit=commit,
+                spec=document["spec"],
+            )
+        )
+        self.target.write_release_document(comp.name, release, document)
+        self._specs[(comp.name, release)] = (comp, commit)
+
+
+def saved_release_spec(
+    store: Store, target: Target, environment: str, name: str, release: str
+) -> tuple[Component, str | None] | None:
+    """(spec, commit) saved for a release: in the store, else in its `release.json`."""
+    record = store.release_spec(environment, name, release)
+    if record is not None:
+        return spec_from_dict(record.spec), record.commit
+    document = target.read_release_document(name, release)
+    if document is not None and isinstance(document.get("spec"), dict):
+        try:
+            return spec_from_dict(document["spec"]), document.get("commit")
+        except (TypeError, ValueError):
+            return None  # a damaged file: treated as a release without a saved spec
+    return None
+
+
+def graph_of(components: Mapping[str, Component]) -> Graph:
+    """The dependency graph of these components (dependencies outside the set are ignored)."""
+    return Graph(
+        {n: tuple(d for d in c.depends_on if d in components) for n, c in components.items()}
+    )
 
 
 class StepFailed(DeploymentFailed):
@@ -161,6 +234,8 @@ class Deployment:
         self._records: dict[str, ComponentRecord] = {}
         self._files_cache: dict[str, str] | None = None
         self._files_lock = threading.Lock()
+        self.committed = False
+        self.leased = False
 
     # --- journal -------------------------------------------------------------------------
 
@@ -182,7 +257,7 @@ class Deployment:
             component=component,
             status=status,
             message=safe,
-            data=data,
+            data=self.ctx.redact.data(data) if data is not None else None,
         )
         self.ctx.sink(
             ProgressEvent(self.id, kind, step, component, status, safe, self.ctx.monotonic())
@@ -209,6 +284,9 @@ class Deployment:
         current = self._records.get(name) or ComponentRecord(
             deployment_id=self.id, component=name, host=self.ctx.target.host
         )
+        for key in ("error", "health"):  # text that came from the release or a command
+            if changes.get(key) is not None:
+                changes[key] = self.ctx.redact.data(changes[key])
         updated = current.replace(**changes)
         self._records[name] = updated
         self.ctx.store.set_component(updated)
@@ -258,12 +336,40 @@ class Deployment:
         while True:
             await self.ctx.sleep(self.ctx.lock_ttl / 3)
             await _settled(self.ctx.store.heartbeat, self.ctx.env.name, self.id, self.ctx.lock_ttl)
+            if self.leased:
+                try:
+                    await self._lease()
+                except ShipyardError as exc:
+                    # The host undid the switch on its own (this process stalled past the
+                    # lease): the rollback will find that state; keep the journal honest.
+                    self.leased = False
+                    self.journal("lease", status="lapsed", message=exc.message)
+
+    async def _lease(self) -> None:
+        """Set or renew the host's lease: should this process die before the commit point,
+        the agent routes back to the snapshot releases and stops the new ones on its own."""
+        revert = [(name, self.snapshot[name].release) for name in self.snapshot]
+        discard = [
+            (name, self.plan.releases.get(name, self.release))
+            for name in self.plan.components
+            if self.plan.releases.get(name, self.release) != self.snapshot[name].release
+        ]
+        await _settled(self.ctx.target.lease, self.id, self.ctx.lock_ttl, revert, discard)
+        self.leased = True
+
+    async def _end_lease(self) -> None:
+        if self.leased:
+            self.leased = False
+            await _settled(_end_lease_quietly, self.ctx, self.id)
 
     async def _execute(self) -> None:
         self.set_status("running")
         try:
             await self._run_steps()
         except (Exception, asyncio.CancelledError) as exc:
+            if self.committed:
+                await self._finish_forward(exc)
+                return
             reason = _reason(exc)
             if not self.snapshot:
                 # Refused or failed before anything changed: nothing to undo.
@@ -281,12 +387,15 @@ class Deployment:
                 ) from None
             self.set_status("rolling_back", reason)
             try:
-                await restore(self.ctx, self, list(self.plan.components))
-            except ShipyardError as rollback_error:
-                self.set_status("rollback_failed", f"{reason}; rollback: {rollback_error.message}")
+                try:
+                    await restore(self.ctx, self, list(self.plan.components))
+                finally:
+                    await self._end_lease()
+            except Exception as rollback_error:  # an unexpected one is a failed rollback too
+                said = _reason(rollback_error)
+                self.set_status("rollback_failed", f"{reason}; rollback: {said}")
                 raise RollbackFailed(
-                    f"deployment {self.id} failed ({reason}) and its rollback failed: "
-                    f"{rollback_error.message}",
+                    f"deployment {self.id} failed ({reason}) and its rollback failed: {said}",
                     hint=f"run `shipyard recover --env {self.ctx.env.name}` to try again; "
                     "check `shipyard status` for what is running",
                 ) from None
@@ -297,6 +406,22 @@ class Deployment:
                 hint=getattr(exc, "hint", None) or f"see `shipyard logs {self.id[:13]}`",
             ) from None
         self.set_status("succeeded")
+        await prune_releases(self.ctx, self.plan.components)
+
+    async def _finish_forward(self, exc: BaseException) -> None:
+        """A failure after the commit point: finish the deployment, never roll it back."""
+        self.journal(
+            "finish",
+            step="finish",
+            status="incomplete",
+            message=f"after the commit point: {_reason(exc)}; finishing forward",
+        )
+        new = {n: self.plan.releases.get(n, self.release) for n in self.plan.components}
+        problems = await finish_deployment(self.ctx, self.id, new, self.snapshot, self.journal)
+        if problems:
+            self.journal("finish", step="finish", status="incomplete", message="; ".join(problems))
+        self.set_status("succeeded")
+        await prune_releases(self.ctx, self.plan.components)
 
     async def _run_steps(self) -> None:
         done: dict[str, asyncio.Future[None]] = {
@@ -355,9 +480,16 @@ class Deployment:
                     hint="find what hangs in `shipyard logs`; raise the health deadline if the "
                     "component is just slow to start",
                 ) from None
+            except ShipyardError:
+                raise
             except OSError as exc:  # a file or folder problem on this machine, said plainly
                 raise DeploymentFailed(
                     f"{exc.strerror or exc}: {exc.filename or ''}".strip(": ")
+                ) from None
+            except Exception as exc:  # a bug must still end as this step's failure
+                raise DeploymentFailed(
+                    f"unexpected error in {step.id}: {type(exc).__name__}: {exc}",
+                    hint="this is a bug in shipyard; the deployment was handled as failed",
                 ) from None
         except asyncio.CancelledError:
             self.journal("step", step=step.id, component=step.component, status="cancelled")
@@ -395,6 +527,7 @@ class Deployment:
                 f"secrets missing for environment {ctx.env.name!r}: {', '.join(missing)}",
                 hint="add them to the environment's secrets source",
             )
+        await self._check_public_ports()
         usage = shutil.disk_usage(
             ctx.artifacts.root.parent if ctx.artifacts.root.parent.exists() else ctx.config.root
         )
@@ -403,7 +536,7 @@ class Deployment:
                 f"only {usage.free // (1024 * 1024)} MiB free on the build disk",
                 hint="free some space (old artifacts live in .shipyard/artifacts)",
             )
-        if self.plan.kind == "rollback":
+        if self.plan.kind in ("rollback", "reconcile"):
             for name, release in self.plan.releases.items():
                 if not ctx.target.has_release(name, release):
                     raise PreflightError(
@@ -412,6 +545,23 @@ class Deployment:
                     )
         else:
             await _settled(self._check_pending_migrations)
+
+    async def _check_public_ports(self) -> None:
+        """A public port held by another process is found now, not at `switch`."""
+        ctx = self.ctx
+        routed = await _settled(ctx.target.routed_ports)
+        ours = set(routed.values())
+        for name in self.plan.components:
+            port = ctx.components[name].port
+            if port is None or port in ours:
+                continue
+            if not await _settled(ctx.target.port_available, port):
+                raise PreflightError(
+                    f"port {port} of component {name} is already in use by another process "
+                    f"on {ctx.target.host}",
+                    hint=f"stop what listens there (`ss -ltnp 'sport = :{port}'` shows it), "
+                    f"or change components.{name}.port",
+                )
 
     def _check_pending_migrations(self) -> None:
         """Refuse destructive or irreversible pending migrations unless allowed (exit 3)."""
@@ -441,7 +591,10 @@ class Deployment:
                 found = "; ".join(f"{rev}: {', '.join(what)}" for rev, what in destructive.items())
                 raise PreflightError(
                     f"{name}: pending migrations destroy data ({found})",
-                    hint="make sure that is intended, then deploy with --allow-destructive",
+                    hint="migrations run while the current release still serves: split it, "
+                    "expand now (add the new column or table, keep the old one) and contract "
+                    "(drop or rename) in a later deploy, once no running release uses it; "
+                    "or, if losing that data is intended, deploy with --allow-destructive",
                 )
             irreversible = [m.label for m in pending if not m.reversible]
             if irreversible and not self.options.allow_irreversible:
@@ -472,19 +625,25 @@ class Deployment:
                     self.release_env(comp, release or ""),
                 )
             good = good_components.get(name)
+            commit = None
+            if release:
+                commit = (await _settled(ctx.release_spec, name, release))[1]
+            if commit is None and last_good and good and good.release == release:
+                commit = last_good.commit
             entry = SnapshotEntry(
                 component=name,
                 host=ctx.target.host,
                 release=release,
                 artifact=good.artifact if good and good.release == release else None,
                 migration_revision=revision,
-                commit=last_good.commit if last_good and good and good.release == release else None,
+                commit=commit,
                 deployment_id=last_good.id if last_good and good else None,
             )
             entries.append(entry)
             self.snapshot[name] = entry
             self.component_record(name, previous_release=release, status="pending")
         ctx.store.save_snapshot(self.id, entries)
+        await self._lease()
 
     async def _export(self) -> Path:
         async with self._export_lock:
@@ -605,6 +764,7 @@ class Deployment:
             artifact,
             self.release_env(comp, self.release),
         )
+        await _settled(self.ctx.save_release_spec, comp, self.release, self.plan.commit)
         self.component_record(name, release=self.release)
 
     async def _step_test(self, step: Step) -> None:
@@ -634,7 +794,7 @@ class Deployment:
         comp = self.ctx.components[name]
         assert comp.migrations is not None
         self.component_record(name, status="migrating")
-        if self.plan.kind == "rollback":
+        if self.plan.kind in ("rollback", "reconcile"):
             # Down to the revision that deployment ran with, using the files of the
             # release active now (only it knows the newer revisions' down steps).
             release = self.snapshot[name].release or self.plan.releases[name]
@@ -663,10 +823,16 @@ class Deployment:
         assert name is not None
         comp = self.ctx.components[name]
         release = self.plan.releases.get(name, self.release)
-        env = {**self.release_env(comp, release), **self._dependency_urls(comp)}
-        if self.plan.kind == "rollback":
-            env["SHIPYARD_COMMIT"] = _commit_of_release(self.ctx.store, self.plan, name)
+        pinned = {d: self.plan.releases.get(d, self.release) for d in self.plan.components}
+        env = {
+            **self.release_env(comp, release),
+            **await link_urls(self.ctx, comp, release, pinned),
+        }
+        if self.plan.kind in ("rollback", "reconcile"):
+            commit = (await _settled(self.ctx.release_spec, name, release))[1]
+            env["SHIPYARD_COMMIT"] = commit or _commit_of_release(self.ctx.store, self.plan, name)
         self.component_record(name, status="starting", release=release)
+        warm = (await _settled(self.ctx.target.running)).get((name, release))
         async with self._host_slots:
             running = await _settled(
                 self.ctx.target.start, name, release, comp.start, env, comp.stop_timeout
@@ -674,7 +840,15 @@ class Deployment:
         if running.port is not None:
             self.ports[name] = running.port
         self.component_record(name, port=running.port)
-        observation = await wait_healthy(self.ctx, comp, release, running.port, self.journal)
+        observation = None
+        if warm is not None and warm.state == "running":
+            # Still warm (a rollback inside `warm_for`): it has been serving, one good probe
+            # says it still does.
+            observation = await observe(self.ctx, probe_spec(comp, running.port))
+            if not observation.ok:
+                observation = None
+        if observation is None:
+            observation = await wait_healthy(self.ctx, comp, release, running.port, self.journal)
         self.component_record(name, status="healthy", health=observation.to_dict())
 
     async def _step_switch(self, step: Step) -> None:
@@ -702,6 +876,15 @@ class Deployment:
             if isinstance(result, BaseException):
                 raise result
         for name in self.plan.components:
+            release = self.plan.releases.get(name, self.release)
+            if ctx.components[name].port is None:
+                await _settled(ctx.target.activate, name, release)
+        # The new releases were linked to their new dependencies; from now on they follow
+        # whatever release of each dependency is active (a later partial deploy, a rollback).
+        for name in self.plan.components:
+            release = self.plan.releases.get(name, self.release)
+            await link_urls(ctx, ctx.components[name], release, {})
+        for name in self.plan.components:
             await _settled(ctx.target.set_current, name, self.plan.releases.get(name, self.release))
             self.component_record(name, status="active")
 
@@ -710,7 +893,7 @@ class Deployment:
         for name in self.plan.components:
             comp = self.ctx.components[name]
             port = comp.port or self.ports.get(name)
-            observation = await _settled(self.ctx.target.probe, probe_spec(comp, port))
+            observation = await observe(self.ctx, probe_spec(comp, port))
             self.journal(
                 "health",
                 step=step.id,
@@ -720,27 +903,178 @@ class Deployment:
             )
             if not observation.ok:
                 failures.append(f"{name}: {observation.detail}")
+        failures += await self._verify_untouched_dependents(step)
         if failures:
             raise DeploymentFailed("final health check failed: " + "; ".join(failures))
+        # The commit point: every port is switched and verified. From here on a failure or a
+        # crash finishes the deployment forward; it is never rolled back.
+        # The lease ends first: a crash between the two leaves a verified deployment that
+        # recovery rolls back (safe), never a committed one whose routes the host undoes.
+        await self._end_lease()
+        self.committed = True
+        self.journal("committed", step=step.id, status="succeeded")
+
+    async def _verify_untouched_dependents(self, step: Step) -> list[str]:
+        """Dependents this deployment did not replace now reach its new releases: check them
+        (with their own spec) so a partial deploy cannot break what it did not touch."""
+        ctx = self.ctx
+        graph = graph_of(ctx.config.components_for(ctx.env))
+        deployed = set(self.plan.components)
+        todo, seen = list(deployed), set(deployed)
+        while todo:
+            for dependent in graph.dependents(todo.pop()):
+                if dependent not in seen:
+                    seen.add(dependent)
+                    todo.append(dependent)
+        untouched = [n for n in graph.order() if n in seen - deployed]
+        if not untouched:
+            return []
+        routes = await _settled(ctx.target.routes)
+        running = await _settled(ctx.target.running)
+        failures = []
+        for name in untouched:
+            release = routes.get(name) or await _settled(ctx.target.current, name)
+            proc = running.get((name, release)) if release else None
+            if release is None or not _is_up(proc) or proc is None:
+                continue
+            comp = (await _settled(ctx.release_spec, name, release))[0]
+            observation = await observe(ctx, probe_spec(comp, comp.port or proc.port))
+            self.journal(
+                "health",
+                step=step.id,
+                component=name,
+                status="ok" if observation.ok else "failing",
+                data=observation.to_dict(),
+            )
+            if not observation.ok:
+                failures.append(
+                    f"{name} (not redeployed, depends on what was) is unhealthy: "
+                    f"{observation.detail}"
+                )
+        return failures
 
     async def _step_finish(self, step: Step) -> None:
-        ctx = self.ctx
-        keep = ctx.config.project.keep_releases
-
-        async def retire(name: str) -> None:
-            # Each stop waits for its process to exit: stop every previous release at once
-            # (bounded like the other parallel steps) instead of one after the other.
-            previous = self.snapshot.get(name)
-            new = self.plan.releases.get(name, self.release)
-            if previous and previous.release and previous.release != new:
-                async with self._host_slots:
-                    await _settled(ctx.target.stop, name, previous.release)
-
-        await asyncio.gather(*(retire(name) for name in self.plan.components))
+        new = {n: self.plan.releases.get(n, self.release) for n in self.plan.components}
+        problems = await finish_deployment(self.ctx, self.id, new, self.snapshot, self.journal)
         for name in self.plan.components:
-            new = self.plan.releases.get(name, self.release)
-            await _settled(ctx.target.prune, name, keep, {new})
             self.component_record(name, finished_at=_now())
+        if problems:
+            # Past the commit point a problem here never fails the deployment: the new
+            # releases serve and were verified. Say what is left, in the journal.
+            self.journal("finish", step=step.id, status="incomplete", message="; ".join(problems))
+
+
+async def finish_deployment(
+    ctx: EngineContext,
+    deployment_id: str,
+    new: Mapping[str, str],
+    snapshot: Mapping[str, SnapshotEntry],
+    journal: Callable[..., None],
+) -> list[str]:
+    """Retire the previous releases of a committed deployment (idempotent; recovery too).
+
+    Dependents first, each stop waiting for its drain, so a request still in flight on an
+    old dependent never reaches an already stopped old dependency. Returns what is left.
+    """
+    problems: list[str] = []
+    running = await _settled(ctx.target.running)
+    routes = await _settled(ctx.target.routes)
+    old: dict[str, str] = {}
+    for name, release in new.items():
+        entry = snapshot.get(name)
+        previous = entry.release if entry else None
+        if previous and previous != release and _is_up(running.get((name, previous))):
+            if routes.get(name) == previous:
+                continue  # routed again by a newer change: not ours to stop
+            old[name] = previous
+    specs: dict[str, Component] = {}
+    for name, release in old.items():
+        try:
+            specs[name] = (await _settled(ctx.release_spec, name, release))[0]
+        except ShipyardError:
+            specs[name] = ctx.components.get(name) or Component(name=name, path=".", start="")
+    # The host agent stops them later, dependents first, each after its drain, once its
+    # `warm_for` has passed: a rollback inside that window is a route switch.
+    items = [
+        (name, old[name], specs[name].warm_for)
+        for level in reversed(graph_of(specs).levels())
+        for name in level
+    ]
+    if items:
+        try:
+            await _settled(ctx.target.retire, items)
+            for name, release, after in items:
+                journal(
+                    "retired",
+                    step="finish",
+                    component=name,
+                    status="scheduled",
+                    message=f"{release} stops in {after:g}s",
+                    data={"release": release, "after_s": after},
+                )
+        except ShipyardError as exc:
+            problems.append(f"old releases not scheduled to stop: {exc.message}")
+    for name, release in new.items():
+        try:
+            if ctx.target.current(name) != release:
+                await _settled(ctx.target.set_current, name, release)
+        except OSError as exc:
+            problems.append(f"{name}: `current` not pointed at {release}: {_reason(exc)}")
+    return problems
+
+
+def _end_lease_quietly(ctx: EngineContext, holder: str) -> None:
+    """End a deployment's lease on the host; an agent that cannot be reached has none."""
+    with contextlib.suppress(ShipyardError):
+        ctx.target.lease_end(holder)
+
+
+def reachable_releases(store: Store, environment: str, keep: int) -> set[tuple[str, str]]:
+    """(component, release) pairs that must stay on disk whatever `keep_releases` says.
+
+    The snapshot releases of every unfinished (or rollback_failed) deployment, and every
+    release active after one of the last `keep` good deployments, or after the one a plain
+    `rollback` goes back to.
+    """
+    history = store.list_deployments(environment, limit=500)
+    protected: set[tuple[str, str]] = set()
+    active: dict[str, str] = {}
+    states: list[dict[str, str]] = []
+    for record in reversed(history):
+        if record.status in ("pending", "running", "rolling_back", "failed", "rollback_failed"):
+            for entry in store.snapshot(record.id):
+                if entry.release:
+                    protected.add((entry.component, entry.release))
+            for c in store.components(record.id):
+                if c.release:
+                    protected.add((c.component, c.release))
+        if record.status == "succeeded":
+            for c in store.components(record.id):
+                if c.release:
+                    active[c.component] = c.release
+            states.append(dict(active))
+    # The newest `keep` states, and always the newest earlier one that differs from what
+    # is active now: that is where a plain `rollback` goes.
+    newest_first = states[::-1]
+    for index, state in enumerate(newest_first):
+        if index < max(keep, 1):
+            protected |= set(state.items())
+        elif state != newest_first[0]:
+            protected |= set(state.items())
+            break
+    return protected
+
+
+async def prune_releases(ctx: EngineContext, components: Iterable[str]) -> None:
+    """Remove old release folders of closed deployments; never a release a rollback needs."""
+    keep = ctx.config.project.keep_releases
+    protected = await _settled(reachable_releases, ctx.store, ctx.env.name, keep)
+    for name in components:
+        mine = {release for comp, release in protected if comp == name}
+        try:
+            await _settled(ctx.target.prune, name, keep, mine)
+        except (ShipyardError, OSError):
+            continue  # pruning is housekeeping: the next deployment tries again
 
 
 async def wait_healthy(
@@ -749,17 +1083,20 @@ async def wait_healthy(
     release: str,
     port: int | None,
     journal: Callable[..., None],
+    *,
+    step: str | None = None,
 ) -> Observation:
     """Probe until healthy for `stable_for`, or fail at the deadline with the log tail."""
     judge = HealthJudge(comp.health, start=ctx.monotonic())
     spec = probe_spec(comp, port)
+    step = step or f"activate:{comp.name}"
     while True:
-        observation = await _settled(ctx.target.probe, spec)
+        observation = await observe(ctx, spec)
         verdict = judge.observe(observation.ok, ctx.monotonic())
         if verdict == "healthy":
             journal(
                 "health",
-                step=f"activate:{comp.name}",
+                step=step,
                 component=comp.name,
                 status="ok",
                 data=observation.to_dict(),
@@ -769,7 +1106,7 @@ async def wait_healthy(
             tail = await _settled(ctx.target.logs, comp.name, release, 15)
             journal(
                 "health",
-                step=f"activate:{comp.name}",
+                step=step,
                 component=comp.name,
                 status="failing",
                 data=observation.to_dict(),
@@ -783,6 +1120,24 @@ async def wait_healthy(
                 "(`shipyard logs` shows the journal)",
             )
         await ctx.sleep(comp.health.interval)
+
+
+OBSERVED_DETAIL_CHARS = 300
+
+
+async def observe(ctx: EngineContext, spec: ProbeSpec) -> Observation:
+    """Run one probe on the host. Its detail (an excerpt of what the release answered, which
+    may echo a secret) is redacted and cut short here, the moment it is observed."""
+    seen = await _settled(ctx.target.probe, spec)
+    return dataclasses.replace(seen, detail=short_redacted(ctx.redact, seen.detail))
+
+
+def short_redacted(redact: Callable[[str], str], text: str) -> str:
+    """Secrets out first (a cut could split one and hide it from the redactor), then short."""
+    safe = redact(text)
+    if len(safe) > OBSERVED_DETAIL_CHARS:
+        safe = safe[: OBSERVED_DETAIL_CHARS - 1] + "…"
+    return safe
 
 
 async def _settled(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -866,6 +1221,8 @@ async def restore(
 
     Works from the snapshot and the host's actual state, not from memory, so it
     finishes the job whatever point a deployment reached before it failed or died.
+    Make before break: a previous release is running and healthy (by its own spec)
+    before its port is routed back, and only then is the new release stopped.
     """
     dep_id = deployment.id if deployment else deployment_id
     assert dep_id is not None
@@ -874,56 +1231,118 @@ async def restore(
     plan_releases: dict[str, str] = {}
     if deployment is not None:
         plan_releases = deployment.plan.releases
-    elif record and record.kind == "rollback" and record.rollback_of:
+    elif record and record.kind in ("rollback", "reconcile"):
         plan_releases = {c.component: c.release for c in ctx.store.components(dep_id) if c.release}
     journal = deployment.journal if deployment else _journal_for(ctx, dep_id)
-    components = ctx.components
-    graph = ctx.graph
-    touched = [n for n in graph.order() if n in set(order) and n in snapshot]
+    new_of = {n: plan_releases.get(n, dep_id) for n in order}
+    # A component whose snapshot release is the one this deployment activates (a reconcile
+    # restarting what should run) has nothing to go back to.
+    wanted = [n for n in order if n in snapshot and snapshot[n].release != new_of[n]]
     problems: list[str] = []
-    running = await _settled(ctx.target.running)
-    routes = await _settled(ctx.target.routes)
-    # 1. Route back to previous releases that still run, every component first (a route
-    #    change is quick, a stop waits for the process to exit); then stop what this
-    #    deployment started.
-    routed_back: set[str] = set()
-    for name in reversed(touched):
-        comp = components[name]
-        previous = snapshot[name].release
+    new_specs: dict[str, Component] = {}
+    prev_specs: dict[str, Component] = {}
+    for name in wanted:
         try:
-            prev_up = previous is not None and _is_up(running.get((name, previous)))
-            if previous and prev_up and comp.port and routes.get(name) != previous:
-                await _route(ctx, comp, previous)
-                journal(
-                    "routed",
-                    step="rollback",
-                    component=name,
-                    status="succeeded",
-                    message=f":{comp.port} → {previous}",
-                )
-            if previous is None and routes.get(name):
-                await _settled(ctx.target.unroute, name)
-            routed_back.add(name)
+            new_specs[name] = (await _settled(ctx.release_spec, name, new_of[name]))[0]
+            previous = snapshot[name].release
+            prev_specs[name] = (
+                (await _settled(ctx.release_spec, name, previous))[0]
+                if previous
+                else new_specs[name]
+            )
         except ShipyardError as exc:
             problems.append(f"{name}: {exc.message}")
+    touched = graph_of({n: prev_specs[n] for n in wanted if n in prev_specs}).order()
+    running = await _settled(ctx.target.running)
+    routes = await _settled(ctx.target.routes)
 
-    async def stop_new(name: str) -> None:
-        new = plan_releases.get(name, dep_id)
+    async def make(name: str) -> None:
+        """Start the previous release if it is not running, and wait until it is healthy."""
+        comp = prev_specs[name]
+        previous = snapshot[name].release
+        assert previous is not None
+        proc = running.get((name, previous))
+        if _is_up(proc) and proc is not None:
+            quick = await observe(ctx, probe_spec(comp, proc.port))
+            if quick.ok:
+                return
+            port = proc.port
+        else:
+            env = {
+                **component_env(ctx, comp, previous, snapshot[name].commit or ""),
+                **await link_urls(ctx, comp, previous, {}),
+            }
+            started = await _settled(
+                ctx.target.start, name, previous, comp.start, env, comp.stop_timeout
+            )
+            port = started.port
+        await wait_healthy(ctx, comp, previous, port, journal, step="rollback")
+
+    async def route_back(name: str) -> None:
+        comp = prev_specs[name]
+        previous = snapshot[name].release
+        if previous is None:
+            if routes.get(name):
+                await _settled(ctx.target.unroute, name)
+            return
+        if not comp.port:
+            await _settled(ctx.target.activate, name, previous)
+        if comp.port and routes.get(name) != previous:
+            await _route(ctx, comp, previous)
+            journal(
+                "routed",
+                step="rollback",
+                component=name,
+                status="succeeded",
+                message=f":{comp.port} → {previous}",
+            )
+
+    async def break_new(name: str) -> None:
+        new = new_of[name]
         if new != snapshot[name].release and (name, new) in running:
-            try:
-                await _settled(ctx.target.stop, name, new)
-            except ShipyardError as exc:
-                problems.append(f"{name}: {exc.message}")
+            await _settled(ctx.target.stop, name, new)
 
-    # A component whose traffic could not be moved back keeps its new release running.
-    await asyncio.gather(*(stop_new(n) for n in reversed(touched) if n in routed_back))
-    # 2. Schema back to the snapshot revision, newest dependents first.
+    async def make_route_break(names: list[str], later: dict[str, str]) -> None:
+        """Make (level by level), then route back, then stop the new releases."""
+        made: list[str] = []
+        for level in graph_of({n: prev_specs[n] for n in names}).levels():
+            results = await asyncio.gather(
+                *(make(n) for n in level if snapshot[n].release), return_exceptions=True
+            )
+            todo = [n for n in level if snapshot[n].release]
+            for name, result in zip(todo, results, strict=True):
+                if isinstance(result, BaseException):
+                    later[name] = _reason(result)
+                else:
+                    made.append(name)
+            made += [n for n in level if not snapshot[n].release]
+        # Dependents first (reverse order), each level's ports in one step.
+        routed: list[str] = []
+        for level in reversed(graph_of({n: prev_specs[n] for n in made}).levels()):
+            results = await asyncio.gather(*(route_back(n) for n in level), return_exceptions=True)
+            for name, result in zip(level, results, strict=True):
+                if isinstance(result, BaseException):
+                    later[name] = _reason(result)
+                else:
+                    routed.insert(0, name)
+        # Dependents first: an old dependent still draining may call its new dependency.
+        for name in reversed(routed):
+            try:
+                await break_new(name)
+            except ShipyardError as exc:
+                problems.append(f"{name}: new release {new_of[name]} not stopped: {exc.message}")
+
+    # 1. Make, route back, break: everything whose previous release can run as it is.
+    failed_first: dict[str, str] = {}
+    await make_route_break(touched, failed_first)
+    # 2. Schema back to the snapshot revision, newest dependents first, with the newer
+    #    release's files and spec (only it knows the newer revisions' down steps).
     for name in reversed(touched):
-        comp = components[name]
+        comp = new_specs[name]
         entry = snapshot[name]
         if comp.migrations is None:
             continue
-        new = plan_releases.get(name, dep_id)
+        new = new_of[name]
         files_from = new if ctx.target.has_release(name, new) else entry.release
         if not files_from:
             continue
@@ -954,36 +1373,29 @@ async def restore(
                 f"{name}: schema not restored to "
                 f"{entry.migration_revision or '(none)'}: {exc.message}"
             )
-    # 3. Previous releases that are not running (agent restarted, host rebooted): start them.
-    running = await _settled(ctx.target.running)
+    # 3. What could not run on the newer schema gets a second chance on the restored one.
+    failed_again: dict[str, str] = {}
+    if failed_first:
+        running = await _settled(ctx.target.running)
+        routes = await _settled(ctx.target.routes)
+        await make_route_break([n for n in touched if n in failed_first], failed_again)
+        for name, why in failed_again.items():
+            problems.append(
+                f"{name}: previous release {snapshot[name].release} not restored: {why}"
+            )
     for name in touched:
-        comp = components[name]
-        previous = snapshot[name].release
-        if previous is None:
-            await _settled(ctx.target.set_current, name, None)
-            continue
-        try:
-            if not _is_up(running.get((name, previous))):
-                env = {
-                    **component_env(ctx, comp, previous, snapshot[name].commit or ""),
-                    **service_urls(ctx, comp.depends_on, {}),
-                }
-                started = await _settled(
-                    ctx.target.start, name, previous, comp.start, env, comp.stop_timeout
-                )
-                await wait_healthy(ctx, comp, previous, started.port, journal)
-            if comp.port:
-                await _route(ctx, comp, previous)
-            await _settled(ctx.target.set_current, name, previous)
-        except ShipyardError as exc:
-            problems.append(f"{name}: previous release {previous} not restored: {exc.message}")
-    # 4. Verify what is active now.
+        if name not in failed_again:
+            try:
+                await _settled(ctx.target.set_current, name, snapshot[name].release)
+            except (ShipyardError, OSError) as exc:
+                problems.append(f"{name}: `current` not restored: {_reason(exc)}")
+    # 4. Verify what is active now, through the public ports.
     for name in touched:
-        comp = components[name]
+        comp = prev_specs[name]
         previous = snapshot[name].release
         if previous is None or not comp.port:
             continue
-        observation = await _settled(ctx.target.probe, probe_spec(comp, comp.port))
+        observation = await observe(ctx, probe_spec(comp, comp.port))
         journal(
             "health",
             step="rollback",
@@ -1042,14 +1454,42 @@ def search_path() -> str:
 async def _route(ctx: EngineContext, comp: Component, release: str) -> None:
     """Send the component's public port to `release` (HTTP mode when its health check is HTTP)."""
     assert comp.port is not None
-    await _settled(
-        ctx.target.route,
-        comp.name,
-        comp.port,
-        release,
-        http=comp.health.kind == "http",
-        drain_timeout=comp.drain_timeout,
-    )
+    try:
+        await _settled(
+            ctx.target.route,
+            comp.name,
+            comp.port,
+            release,
+            http=comp.health.kind == "http",
+            drain_timeout=comp.drain_timeout,
+        )
+    except AgentError as exc:
+        if exc.code != "route_conflict":
+            raise
+        # The release listens on another public port (or mode) than the one routed now:
+        # the old port closes (after its drain) and the release's own port opens.
+        await _settled(ctx.target.unroute, comp.name)
+        await _settled(
+            ctx.target.route,
+            comp.name,
+            comp.port,
+            release,
+            http=comp.health.kind == "http",
+            drain_timeout=comp.drain_timeout,
+        )
+
+
+async def link_urls(
+    ctx: EngineContext, comp: Component, release: str, pinned: Mapping[str, str]
+) -> dict[str, str]:
+    """`SHIPYARD_URL_<DEP>` for a release: a stable port the host agent keeps per dependency
+    and consumer, pinned to the dependency's release in `pinned` (a new one being activated
+    with it), else following the dependency's active release."""
+    urls = {}
+    for dep in comp.depends_on:
+        port = await _settled(ctx.target.link, dep, f"{comp.name}/{release}", pinned.get(dep))
+        urls[f"SHIPYARD_URL_{dep.upper().replace('-', '_')}"] = f"http://127.0.0.1:{port}"
+    return urls
 
 
 def service_urls(
@@ -1066,15 +1506,16 @@ def service_urls(
 
 def _journal_for(ctx: EngineContext, deployment_id: str) -> Callable[..., None]:
     def journal(kind: str, **fields: Any) -> None:
-        message = fields.get("message")
+        message = ctx.redact(fields["message"]) if fields.get("message") else None
+        data = fields.get("data")
         ctx.store.append_event(
             deployment_id,
             kind,
             step=fields.get("step"),
             component=fields.get("component"),
             status=fields.get("status"),
-            message=ctx.redact(message) if message else None,
-            data=fields.get("data"),
+            message=message,
+            data=ctx.redact.data(data) if data is not None else None,
         )
         ctx.sink(
             ProgressEvent(

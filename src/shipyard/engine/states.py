@@ -23,7 +23,10 @@ DEPLOYMENT_TRANSITIONS: dict[str, frozenset[str]] = {
     "rolling_back": frozenset({"rolled_back", "rollback_failed"}),
     "succeeded": frozenset(),
     "rolled_back": frozenset(),
-    "rollback_failed": frozenset({"rolling_back"}),  # `shipyard recover` may try again
+    # `shipyard recover` tries again, or, when a newer good deployment replaced everything it
+    # left, marks it superseded (a rollback then would undo that newer deployment).
+    "rollback_failed": frozenset({"rolling_back", "superseded"}),
+    "superseded": frozenset(),
 }
 
 STEP_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -36,7 +39,7 @@ STEP_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 UNFINISHED = frozenset({"pending", "running", "rolling_back"})  # a crash left these
-FINAL = frozenset({"succeeded", "rolled_back", "rollback_failed"})
+FINAL = frozenset({"succeeded", "rolled_back", "rollback_failed", "superseded"})
 
 
 class IllegalTransition(RuntimeError):

@@ -19,6 +19,7 @@ from shipyard.store.records import (
     LockEventRecord,
     LockOwner,
     LockRecord,
+    ReleaseSpecRecord,
     SnapshotEntry,
 )
 from shipyard.store.store import Clock, Store
@@ -38,6 +39,7 @@ __all__ = [
     "LockEventRecord",
     "LockOwner",
     "LockRecord",
+    "ReleaseSpecRecord",
     "SnapshotEntry",
     "Store",
     "id_timestamp",

@@ -154,6 +154,19 @@ class Snapshot(Base):
     active_deployment_id: Mapped[str | None] = mapped_column(String(36))
 
 
+class ReleaseSpec(Base):
+    """A release's own settings (its component's section of shipyard.toml at its commit)."""
+
+    __tablename__ = "release_specs"
+
+    environment: Mapped[str] = mapped_column(String(200), primary_key=True)
+    component: Mapped[str] = mapped_column(String(200), primary_key=True)
+    release: Mapped[str] = mapped_column(String(200), primary_key=True)
+    commit: Mapped[str | None] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
 class Artifact(Base):
     __tablename__ = "artifacts"
 

@@ -34,13 +34,23 @@ __all__ = [
     "LockEventRecord",
     "LockOwner",
     "LockRecord",
+    "ReleaseSpecRecord",
     "SnapshotEntry",
     "iso",
 ]
 
-DEPLOYMENT_KINDS = frozenset({"full", "partial", "promote", "rollback"})
+DEPLOYMENT_KINDS = frozenset({"full", "partial", "promote", "rollback", "reconcile"})
 DEPLOYMENT_STATUSES = frozenset(
-    {"pending", "running", "succeeded", "failed", "rolling_back", "rolled_back", "rollback_failed"}
+    {
+        "pending",
+        "running",
+        "succeeded",
+        "failed",
+        "rolling_back",
+        "rolled_back",
+        "rollback_failed",
+        "superseded",
+    }
 )
 UNFINISHED_STATUSES = frozenset({"pending", "running", "rolling_back"})
 FINISHED_STATUSES = DEPLOYMENT_STATUSES - UNFINISHED_STATUSES
@@ -255,6 +265,29 @@ class SnapshotEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseSpecRecord:
+    """One release's spec: its component's resolved settings at its commit (no secret values,
+    only secret names). `created_at` is filled in by the store when left as None."""
+
+    environment: str
+    component: str
+    release: str
+    commit: str | None
+    spec: dict[str, Any]
+    created_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "component": self.component,
+            "release": self.release,
+            "commit": self.commit,
+            "spec": self.spec,
+            "created_at": iso(self.created_at),
+        }
 
 
 @dataclass(frozen=True, slots=True)

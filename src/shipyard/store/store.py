@@ -9,10 +9,12 @@ import os
 import random
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
@@ -44,6 +46,7 @@ from shipyard.store.models import (
     Event,
     Lock,
     LockEvent,
+    ReleaseSpec,
     Snapshot,
 )
 from shipyard.store.records import (
@@ -55,6 +58,7 @@ from shipyard.store.records import (
     LockEventRecord,
     LockOwner,
     LockRecord,
+    ReleaseSpecRecord,
     SnapshotEntry,
     iso,
 )
@@ -73,6 +77,7 @@ _components = cast(Table, DeploymentComponent.__table__)
 _events = cast(Table, Event.__table__)
 _snapshots = cast(Table, Snapshot.__table__)
 _artifacts = cast(Table, Artifact.__table__)
+_release_specs = cast(Table, ReleaseSpec.__table__)
 _locks = cast(Table, Lock.__table__)
 _lock_events = cast(Table, LockEvent.__table__)
 
@@ -206,6 +211,14 @@ class Store:
                     f"state store {masked}: cannot create the folder {path.parent}: "
                     f"{exc.strerror or exc}",
                     hint="check the path in `state` of shipyard.toml and the folder's permissions",
+                ) from None
+            try:
+                _owner_only(path)
+            except OSError as exc:
+                raise StoreError(
+                    f"state store {masked}: cannot create or protect the file {path}: "
+                    f"{exc.strerror or exc}",
+                    hint="check the path in `state` of shipyard.toml and the file's permissions",
                 ) from None
         engine = _create_engine(parsed)
         store = cls(engine, parsed, clock or _utcnow, display=url.strip())
@@ -530,6 +543,50 @@ class Store:
                 )
                 for r in conn.execute(query)
             ]
+
+    # ---------------------------------------------------------------- release specs
+
+    def save_release_spec(self, rec: ReleaseSpecRecord) -> None:
+        """Keep a release's spec; a release is immutable, so saving it again is a no-op."""
+        values = {
+            "environment": rec.environment,
+            "component": rec.component,
+            "release": rec.release,
+            "commit": rec.commit,
+            "spec": dict(rec.spec),
+            "created_at": rec.created_at or self.now(),
+        }
+        with self._write(f"save the spec of {rec.component} release {rec.release}") as conn:
+            conn.execute(
+                self._upsert(
+                    _release_specs,
+                    values,
+                    ("environment", "component", "release"),
+                    replace=False,
+                )
+            )
+
+    def release_spec(
+        self, environment: str, component: str, release: str
+    ) -> ReleaseSpecRecord | None:
+        """The spec saved for one release (None for a release made before specs were kept)."""
+        query = select(_release_specs).where(
+            _release_specs.c.environment == environment,
+            _release_specs.c.component == component,
+            _release_specs.c.release == release,
+        )
+        with self._read(f"read the spec of {component} release {release}") as conn:
+            row = conn.execute(query).one_or_none()
+        if row is None:
+            return None
+        return ReleaseSpecRecord(
+            environment=row.environment,
+            component=row.component,
+            release=row.release,
+            commit=row.commit,
+            spec=dict(row.spec),
+            created_at=row.created_at,
+        )
 
     # ---------------------------------------------------------------- artifacts
 
@@ -906,6 +963,20 @@ class Store:
 
 
 # -------------------------------------------------------------------- engine
+
+
+def _owner_only(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (0600), and tighten an existing one.
+
+    The journal holds error messages and command output; SQLite gives its -wal and -shm
+    files the database file's mode, so they follow.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
 
 
 def _create_engine(url: URL) -> Engine:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from shipyard.config import Migrations
 
@@ -74,6 +74,14 @@ class Target(Protocol):
     def install(self, component: str, release: str, artifact: Path, env: Mapping[str, str]) -> None:
         """Unpack an artifact as `releases/<release>` with its `.env` (mode 0600)."""
 
+    def write_release_document(
+        self, component: str, release: str, document: Mapping[str, object]
+    ) -> None:
+        """Write `releases/<release>/release.json` (the release's spec; no secret values)."""
+
+    def read_release_document(self, component: str, release: str) -> dict[str, Any] | None:
+        """The release's `release.json`, or None when it has none (or it is unreadable)."""
+
     def start(
         self,
         component: str,
@@ -98,6 +106,12 @@ class Target(Protocol):
         """Send the public port's traffic to `release` in one step (old requests drain)."""
 
     def unroute(self, component: str) -> None: ...
+
+    def routed_ports(self) -> dict[str, int]:
+        """component → the public port the host routes for it."""
+
+    def port_available(self, port: int) -> bool:
+        """True when nothing listens on the public port (TIME-WAIT sockets do not count)."""
 
     def routes(self) -> dict[str, str]:
         """component → the release its public port currently serves."""
@@ -129,6 +143,30 @@ class Target(Protocol):
 
     def prune(self, component: str, keep: int, protect: set[str]) -> list[str]:
         """Delete old release folders beyond `keep`, never one in `protect`; return them."""
+
+    def lease(
+        self,
+        holder: str,
+        ttl: float,
+        revert: list[tuple[str, str | None]],
+        discard: list[tuple[str, str]],
+    ) -> None:
+        """Set or renew the orchestrator's lease: if it is not renewed within `ttl`, the host
+        routes each `revert` component back to its release and stops the `discard` ones."""
+
+    def lease_end(self, holder: str) -> None:
+        """End the lease (at the commit point, or when a rollback is done)."""
+
+    def retire(self, items: list[tuple[str, str, float]]) -> None:
+        """Stop `(component, release, after_s)` items later, in order, each after its drain;
+        an item is dropped if its release is routed or started again meanwhile."""
+
+    def link(self, component: str, consumer: str, release: str | None) -> int:
+        """A stable local port reaching `component`: pinned to `release`, or following its
+        active release (None). `consumer` is "<component>/<release>" of the user."""
+
+    def activate(self, component: str, release: str | None) -> None:
+        """Make `release` the active release of a component without a public port."""
 
     def down(self, component: str | None = None) -> list[str]:
         """Stop every process (of one component) and close its public ports."""

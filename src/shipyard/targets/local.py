@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,13 +24,14 @@ from typing import Any
 
 from shipyard.agent.client import AgentClient
 from shipyard.agent.errors import AgentRequestError
-from shipyard.agent.lifecycle import start_background
+from shipyard.agent.lifecycle import ensure_agent
 from shipyard.config import Migrations
 from shipyard.effects import sql_migrations
 from shipyard.errors import AgentError, DeploymentFailed, PreflightError
 from shipyard.targets.base import Observation, ProbeSpec, RunningRelease
 
 ENV_FILE = ".env"
+RELEASE_DOCUMENT = "release.json"
 
 
 @contextmanager
@@ -49,6 +51,8 @@ class LocalTarget:
         self.root = root.resolve()
         self.python = python
         self._client: AgentClient | None = None
+        self._had_agent = (self.root / "agent" / "state.json").exists()
+        self.agent_restarted = False  # set when this target had to start a dead agent again
 
     # --- the agent ------------------------------------------------------------------------
 
@@ -56,7 +60,9 @@ class LocalTarget:
     def agent(self) -> AgentClient:
         if self._client is None:
             with _agent_errors(f"cannot start the host agent under {self.root}"):
-                self._client = start_background(self.root, python=self.python)
+                self._client, started = ensure_agent(self.root, python=self.python)
+            # An environment that had an agent (a state file) but none answered was down.
+            self.agent_restarted = started and self._had_agent
         return self._client
 
     def prepare(self) -> None:
@@ -98,6 +104,22 @@ class LocalTarget:
             link.symlink_to(shared)
         _write_env_file(staging / ENV_FILE, env)
         os.replace(staging, final)
+
+    def write_release_document(
+        self, component: str, release: str, document: Mapping[str, object]
+    ) -> None:
+        folder = self.release_dir(component, release)
+        tmp = folder / f".{RELEASE_DOCUMENT}.tmp"
+        tmp.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, folder / RELEASE_DOCUMENT)
+
+    def read_release_document(self, component: str, release: str) -> dict[str, Any] | None:
+        path = self.release_dir(component, release) / RELEASE_DOCUMENT
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return document if isinstance(document, dict) else None
 
     def current(self, component: str) -> str | None:
         link = self._component_dir(component) / "current"
@@ -148,6 +170,12 @@ class LocalTarget:
         existing = self.running().get((component, release))
         if existing is not None and existing.state not in ("stopped", "crashed"):
             return existing
+        if not self.has_release(component, release):
+            raise DeploymentFailed(
+                f"{component} release {release} is no longer on this host "
+                f"({self.release_dir(component, release)} is missing)",
+                hint="it was removed by hand or pruned; deploy its commit again",
+            )
         # Every value (secrets too) goes to the release's .env (0600), which the agent reads at
         # each spawn; the agent itself keeps only the file's path, never the values.
         _write_env_file(self.release_dir(component, release) / ENV_FILE, env)
@@ -180,6 +208,22 @@ class LocalTarget:
             listing = self.agent.list_releases()
         return {r["component"]: r["release"] for r in listing["routes"] if r.get("release")}
 
+    def routed_ports(self) -> dict[str, int]:
+        with _agent_errors("cannot list routes"):
+            listing = self.agent.list_releases()
+        return {r["component"]: int(r["public_port"]) for r in listing["routes"]}
+
+    def port_available(self, port: int) -> bool:
+        # SO_REUSEADDR, as the agent binds: a port whose only sockets are in TIME-WAIT (an
+        # outgoing connection that used it as its source port) can be listened on.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
     def route(
         self,
         component: str,
@@ -205,6 +249,33 @@ class LocalTarget:
             except AgentRequestError as exc:
                 if exc.code != "unknown_route":
                     raise
+
+    def lease(
+        self,
+        holder: str,
+        ttl: float,
+        revert: list[tuple[str, str | None]],
+        discard: list[tuple[str, str]],
+    ) -> None:
+        with _agent_errors("cannot hold the deployment's lease on the host agent"):
+            self.agent.lease(holder, ttl, revert=revert, discard=discard)
+
+    def lease_end(self, holder: str) -> None:
+        with _agent_errors("cannot end the deployment's lease on the host agent"):
+            self.agent.lease_end(holder)
+
+    def retire(self, items: list[tuple[str, str, float]]) -> None:
+        with _agent_errors("cannot schedule the old releases' stop"):
+            self.agent.retire(items)
+
+    def link(self, component: str, consumer: str, release: str | None) -> int:
+        with _agent_errors(f"cannot link {consumer} to {component}"):
+            info = self.agent.link(component, consumer, release)
+        return int(info["port"])
+
+    def activate(self, component: str, release: str | None) -> None:
+        with _agent_errors(f"cannot make {component} release {release} active"):
+            self.agent.activate(component, release)
 
     def probe(self, spec: ProbeSpec) -> Observation:
         args: dict[str, Any] = {"kind": spec.kind, "timeout": spec.timeout}

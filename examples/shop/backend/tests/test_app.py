@@ -6,6 +6,7 @@ row per revision in shipyard_schema_migrations), so these tests need nothing but
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import sys
@@ -46,7 +47,8 @@ class BackendTest(unittest.TestCase):
         self.addCleanup(tmp.cleanup)
         self.db = Path(tmp.name) / "shop.db"
 
-    def start(self) -> str:
+    def start(self, needs: str | None = None) -> str:
+        """Serve this code; `needs` pretends it is an older release that needs that revision."""
         config = app.config_from_env(
             {
                 "DATABASE_URL": f"sqlite:///{self.db}",
@@ -55,6 +57,8 @@ class BackendTest(unittest.TestCase):
                 "SHIPYARD_COMMIT": "abc1234",
             }
         )
+        if needs is not None:
+            config = dataclasses.replace(config, expected_revision=needs)
         server = app.make_server(config, 0)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
         thread.start()
@@ -86,8 +90,8 @@ class BackendTest(unittest.TestCase):
         self.assertEqual(status, 200)
         self.assertEqual(
             health,
-            {"ok": True, "revision": app.expected_revision(), "release": "r-test",
-             "commit": "abc1234"},
+            {"ok": True, "revision": app.expected_revision(), "needs": app.expected_revision(),
+             "release": "r-test", "commit": "abc1234"},
         )  # fmt: skip
         status, products = self.get(base + "/api/products")
         self.assertEqual(status, 200)
@@ -105,6 +109,40 @@ class BackendTest(unittest.TestCase):
         self.assertEqual(status, 503)
         assert isinstance(health, dict)
         self.assertIn("revision 0001", health["reason"])
+
+    def test_serves_a_newer_schema_that_declares_itself_compatible(self) -> None:
+        migrate(self.db)  # 0003 adds products.stock and says code for 0002 works on it
+        base = self.start(needs="0002")
+        status, health = self.get(base + "/health")
+        self.assertEqual(status, 200, health)
+        assert isinstance(health, dict)
+        self.assertEqual((health["revision"], health["needs"]), ("0003", "0002"))
+        status, products = self.get(base + "/api/products")
+        self.assertEqual(status, 200)
+        assert isinstance(products, list)
+        self.assertEqual(products[0]["stock"], 40)  # the new column, served as is
+
+    def test_refuses_a_newer_schema_that_does_not_declare_it(self) -> None:
+        migrate(self.db)
+        conn = sqlite3.connect(self.db)
+        with conn:  # a contract step: 0004 works only with code written for 0003 or later
+            conn.execute("INSERT INTO shipyard_schema_migrations VALUES ('0004', 'x', '')")
+            conn.execute("INSERT INTO schema_compatibility VALUES ('0004', '0003')")
+        conn.close()
+        base = self.start(needs="0002")
+        status, health = self.get(base + "/health")
+        self.assertEqual(status, 503)
+        assert isinstance(health, dict)
+        self.assertIn("code written for 0003 or later; this code needs 0002", health["reason"])
+        self.assertEqual(self.get(base + "/api/products")[0], 503)
+        conn = sqlite3.connect(self.db)
+        with conn:  # no row at all: not declared compatible
+            conn.execute("DELETE FROM schema_compatibility WHERE revision = '0004'")
+        conn.close()
+        status, health = self.get(base + "/health")
+        self.assertEqual(status, 503)
+        assert isinstance(health, dict)
+        self.assertIn("does not declare 0004 compatible", health["reason"])
 
     def test_refuses_config_without_jwt_secret(self) -> None:
         with self.assertRaisesRegex(ValueError, "JWT_SECRET"):

@@ -1,0 +1,2 @@
+DROP TABLE schema_compatibility;
+ALTER TABLE products DROP COLUMN stock;
