@@ -90,8 +90,15 @@ async def run_command(
         if pending:
             emit(pending)
 
+    both = asyncio.gather(pump(), process.wait())
     try:
-        await asyncio.wait_for(asyncio.gather(pump(), process.wait()), timeout)
+        await asyncio.wait_for(both, timeout)
+    except asyncio.CancelledError:
+        # A cancelled gather ends with CancelledError as its exception; retrieve it, or asyncio
+        # prints "exception was never retrieved" with a traceback when it is collected.
+        if both.done() and not both.cancelled():
+            both.exception()
+        raise
     except TimeoutError:
         raise CommandFailed(
             command,
