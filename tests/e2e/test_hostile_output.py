@@ -74,13 +74,15 @@ def test_failed_deploy_shows_its_reason_once_redacted_and_literally(
     # The redaction label is text, not markup: it is shown, so `jwt=` is not taken as empty.
     assert "jwt=[redacted JWT_SECRET]" in both
     assert "[red]down[/red]" in both
-    # The reason (with its log tail) appears once; the status lines, the summary and the
-    # final error line point at it.
-    assert both.count("did not become healthy") == 1, both
+    # The reason with its log tail appears once, on the failed step's line; the status lines
+    # and the summary point at it; the final error line says it in one line and points too.
+    assert deploy.stdout.count("did not become healthy") == 1, both
     assert both.count("last lines of its log") == 1, both
     error_lines = [line for line in deploy.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1
     assert "failed and was rolled back" in error_lines[0]
+    assert "did not become healthy" in error_lines[0]
+    assert error_lines[0].endswith("(details above)")
 
 
 def test_json_outputs_carry_no_secret_value(project: HostileProject, run_cli: RunCli) -> None:

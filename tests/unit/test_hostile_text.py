@@ -242,9 +242,12 @@ def test_a_long_reason_is_printed_once_and_pointed_at_afterwards() -> None:
     )
     cli.error(f"deployment d1 failed and was rolled back: step activate:app failed: {reason}", None)
     shown = out.getvalue() + err.getvalue()
-    assert shown.count("did not become healthy") == 1
+    assert out.getvalue().count("did not become healthy") == 1
     assert shown.count("last log line") == 1
-    assert "error: deployment d1 failed and was rolled back (see above)" in err.getvalue()
+    assert err.getvalue().startswith(
+        "error: deployment d1 failed and was rolled back: step activate:app failed: "
+        "app did not become healthy within 2s: status 500 (details above)\n"
+    )
     assert "deployment failed: step activate:app failed (see above)" in shown
     assert "deployment rolled_back\n" in shown
 
@@ -255,3 +258,17 @@ def test_a_short_reason_is_simply_repeated() -> None:
     progress(ProgressEvent("d1", "step", "build:app", "app", "failed", "no space", 0.0))
     cli.error("deployment d1 failed: step build:app failed: no space", None)
     assert "error: deployment d1 failed: step build:app failed: no space" in err.getvalue()
+
+
+def test_a_deployment_reason_without_a_failed_step_is_also_printed_once() -> None:
+    cli, out, err = cli_for({})
+    reason = "the lease could not be renewed on host local\n  | agent said: busy"
+    progress = LiveProgress(cli.out, ["app"], cli.shown)
+    for status in ("failed", "rolling_back", "rolled_back"):
+        progress(ProgressEvent("d1", "deployment", None, None, status, reason, 0.0))
+    summary = {"id": "d1", "kind": "full", "environment": "local", "status": "rolled_back"}
+    deployment_summary(cli.out, {**summary, "error": reason}, cli.shown)
+    cli.error(f"deployment d1 failed and was rolled back: {reason}", None)
+    shown = out.getvalue() + err.getvalue()
+    assert shown.count("agent said: busy") == 1
+    assert "reason: the lease could not be renewed on host local (details above)" in shown

@@ -58,10 +58,11 @@ class CliState:
     def error(self, message: str, hint: str | None) -> None:
         """The `error:` (and `hint:`) lines on stderr; the text is never read as markup."""
         text = self.text(message)
-        elided = self.shown.elide(text)
-        # A reason already printed in full is pointed at, but the line keeps saying what
-        # failed: when nothing but the pointer would be left, its first line stays.
-        text = elided if elided != Shown.SEE_ABOVE else text.splitlines()[0] + " (see above)"
+        if self.shown.elide(text) != text:
+            # Its reason was printed above with its details (a log tail): stderr still says
+            # what failed and why, in the message's first line, and points at the rest.
+            first, _, rest = text.partition("\n")
+            text = first + (" (details above)" if rest else "")
         self.err.print(styled(("error:", "bold red"), " ", text), soft_wrap=True)
         if hint:
             self.err.print(styled(("hint:", "yellow"), " ", self.text(hint)), soft_wrap=True)
@@ -71,12 +72,11 @@ class Shown:
     """What a command has already printed, so a long reason is not printed again."""
 
     SEE_ABOVE = "(see above)"
+    SHORTEST = 20  # a shorter reason is repeated rather than pointed at
 
     def __init__(self, clean: Callable[[object], str]) -> None:
         self.clean = clean
         self._texts: list[str] = []
-
-    SHORTEST = 20  # a shorter reason is repeated rather than pointed at
 
     def add(self, text: str) -> None:
         if len(text) >= self.SHORTEST and text not in self._texts:
@@ -84,12 +84,20 @@ class Shown:
             self._texts.sort(key=len, reverse=True)
 
     def elide(self, text: str) -> str:
-        """`text` with every already printed reason in it replaced by a pointer to it."""
+        """`text` with every already printed reason in it replaced by a pointer to it.
+
+        When all of it was printed already, its first line is kept (it still has to say
+        something) and the pointer is to the rest.
+        """
+        elided = text
         for shown in self._texts:
-            if shown in text:
-                text = text.replace(f": {shown}", f" {self.SEE_ABOVE}")
-                text = text.replace(shown, self.SEE_ABOVE)
-        return text
+            if shown in elided:
+                elided = elided.replace(f": {shown}", f" {self.SEE_ABOVE}")
+                elided = elided.replace(shown, self.SEE_ABOVE)
+        if elided.strip() == self.SEE_ABOVE:
+            first, _, rest = text.partition("\n")
+            return first + (" (details above)" if rest else "")
+        return elided
 
 
 def make_console(*, stderr: bool, file: IO[str] | None = None) -> Console:

@@ -68,6 +68,8 @@ class LiveProgress:
             else:
                 self._last_reason = reason
             self._line(f"deployment {event.status}" + (f": {reason}" if reason else ""))
+            if reason and reason == message:  # printed whole: later lines point at it
+                self.shown.add(message)
         elif event.kind == "step":
             if event.component in self.rows:
                 self.rows[event.component].update(

@@ -159,15 +159,15 @@ class Redactor:
             spans += _cut_off(text, form, name, self.CUT_LENGTH)
         if not spans:
             return text
-        spans.sort()
+        spans.sort(key=lambda span: (span[0], -span[1]))  # the longest first at a position
         out: list[str] = []
         done = 0
         begin, end, names = spans[0][0], spans[0][1], [spans[0][2]]
         for start, stop, name in spans[1:]:
             if start < end:  # overlapping: one replacement covers both
-                end = max(end, stop)
-                if name not in names:
+                if stop > end and name not in names:  # not just a value inside another
                     names.append(name)
+                end = max(end, stop)
                 continue
             out += [text[done:begin], self._label(names, text[begin:end])]
             done, begin, end, names = end, start, stop, [name]

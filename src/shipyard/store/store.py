@@ -969,9 +969,11 @@ def _owner_only(path: Path) -> None:
     """Create the SQLite file readable by its owner only (0600), and tighten an existing one.
 
     The journal holds error messages and command output; SQLite gives its -wal and -shm
-    files the database file's mode, so they follow.
+    files the database file's mode, so they follow. An existing file is never opened here:
+    closing a descriptor would drop the POSIX locks this process's connections hold on it.
     """
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         with contextlib.suppress(FileNotFoundError):
             mode = stat.S_IMODE(file.stat().st_mode)
