@@ -1263,6 +1263,7 @@ async def restore(
     touched = graph_of({n: prev_specs[n] for n in wanted if n in prev_specs}).order()
     running = await _settled(ctx.target.running)
     routes = await _settled(ctx.target.routes)
+    restarted: set[str] = set()
 
     async def make(name: str) -> None:
         """Start the previous release if it is not running, and wait until it is healthy."""
@@ -1284,6 +1285,7 @@ async def restore(
                 ctx.target.start, name, previous, comp.start, env, comp.stop_timeout
             )
             port = started.port
+            restarted.add(name)  # on a new private port: its route must be renewed
         await wait_healthy(ctx, comp, previous, port, journal, step="rollback")
 
     async def route_back(name: str) -> None:
@@ -1295,7 +1297,7 @@ async def restore(
             return
         if not comp.port:
             await _settled(ctx.target.activate, name, previous)
-        if comp.port and routes.get(name) != previous:
+        if comp.port and (routes.get(name) != previous or name in restarted):
             await _route(ctx, comp, previous)
             journal(
                 "routed",
