@@ -872,17 +872,23 @@ class Deployment:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        for name in self.plan.components:
-            release = self.plan.releases.get(name, self.release)
-            if ctx.components[name].port is None:
-                await _settled(ctx.target.activate, name, release)
+        new = {n: self.plan.releases.get(n, self.release) for n in self.plan.components}
+        await asyncio.gather(
+            *(
+                _settled(ctx.target.activate, name, release)
+                for name, release in new.items()
+                if ctx.components[name].port is None
+            )
+        )
         # The new releases were linked to their new dependencies; from now on they follow
         # whatever release of each dependency is active (a later partial deploy, a rollback).
-        for name in self.plan.components:
-            release = self.plan.releases.get(name, self.release)
-            await link_urls(ctx, ctx.components[name], release, {})
-        for name in self.plan.components:
-            await _settled(ctx.target.set_current, name, self.plan.releases.get(name, self.release))
+        await asyncio.gather(
+            *(link_urls(ctx, ctx.components[name], release, {}) for name, release in new.items())
+        )
+        await asyncio.gather(
+            *(_settled(ctx.target.set_current, name, release) for name, release in new.items())
+        )
+        for name in new:
             self.component_record(name, status="active")
 
     async def _step_verify(self, step: Step) -> None:
@@ -1495,11 +1501,14 @@ async def link_urls(
     """`SHIPYARD_URL_<DEP>` for a release: a stable port the host agent keeps per dependency
     and consumer, pinned to the dependency's release in `pinned` (a new one being activated
     with it), else following the dependency's active release."""
-    urls = {}
-    for dep in comp.depends_on:
-        port = await _settled(ctx.target.link, dep, f"{comp.name}/{release}", pinned.get(dep))
-        urls[f"SHIPYARD_URL_{dep.upper().replace('-', '_')}"] = f"http://127.0.0.1:{port}"
-    return urls
+    consumer = f"{comp.name}/{release}"
+    ports = await asyncio.gather(
+        *(_settled(ctx.target.link, dep, consumer, pinned.get(dep)) for dep in comp.depends_on)
+    )
+    return {
+        f"SHIPYARD_URL_{dep.upper().replace('-', '_')}": f"http://127.0.0.1:{port}"
+        for dep, port in zip(comp.depends_on, ports, strict=True)
+    }
 
 
 def service_urls(
