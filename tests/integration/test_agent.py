@@ -326,7 +326,7 @@ def test_reexec_keeps_pid_children_and_public_port(agent: AgentHarness) -> None:
     info = start_app(client, "web", "r1")
     public = free_port()
     client.route("web", public, "r1")
-    pid = agent.pid
+    pid, keeper = agent.pid, agent.keeper_pid
     failures: list[tuple[float, OSError]] = []  # (seconds after the reexec call, error)
     started = time.monotonic()
     client.reexec()
@@ -346,8 +346,14 @@ def test_reexec_keeps_pid_children_and_public_port(agent: AgentHarness) -> None:
             return None  # between the old image and the new one
 
     assert wait_for(agent_pid) == pid
+    assert agent.keeper_pid == keeper  # the keeper stays; the worker re-executed in place
     rel = agent.release("web", "r1")
     assert rel["pid"] == info["pid"] and rel["restarts"] == 0
+    # SIGHUP to the keeper does the same (it passes it on to its worker).
+    os.kill(keeper, signal.SIGHUP)
+    log = agent.root / "agent" / "agent.log"
+    wait_for(lambda: log.read_text().count("re-executing") == 2, 10.0)
+    assert wait_for(agent_pid) == pid and http_get(public) == (200, "r1")
     # Still its child after exec: a crash now reports a real exit code.
     os.kill(info["pid"], signal.SIGKILL)
     rel = wait_for(lambda: (r := agent.release("web", "r1"))["last_exit_code"] == -9 and r)

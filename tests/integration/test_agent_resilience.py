@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
+from shipyard.agent import ensure_agent
 from shipyard.agent.procinfo import is_same_process
 from tests.agent_fixtures.agent_harness import (
     AgentHarness,
@@ -73,3 +74,22 @@ def test_kill9_of_a_release_under_load_fails_no_idempotent_request(agent: AgentH
     stats = client.list_releases("web")["routes"][0]["stats"]
     assert stats["crash_waits"] >= 1
     assert http_get(public) == (200, "r1")
+
+
+def test_kill9_of_the_whole_agent_then_a_command_restarts_it(agent: AgentHarness) -> None:
+    client = agent.client
+    release = start_app(client, "web", "r1")
+    public = free_port()
+    client.route("web", public, "r1")
+    # The keeper alone: its worker notices and exits too (nothing would restart it), leaving
+    # the release running; the next command that needs the agent starts a whole new one.
+    keeper, worker = agent.keeper_pid, agent.pid
+    os.kill(keeper, signal.SIGKILL)
+    wait_for(lambda: not is_same_process(worker, None), 10.0)
+    assert is_same_process(release["pid"], None)
+    started = ensure_agent(agent.root)
+    assert started[1] is True  # it says it had to start one
+    agent.remember()
+    assert http_get(public) == (200, "r1")
+    assert agent.release("web", "r1")["pid"] == release["pid"]
+    assert ensure_agent(agent.root)[1] is False  # running: nothing to do

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import h11
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shipyard.agent import AgentRequestError, procinfo
 from shipyard.agent.logfiles import LogPolicy, rotate_if_needed, tail
@@ -191,3 +193,33 @@ def test_systemd_unit_quotes_what_systemd_would_split() -> None:
     assert 'Environment="A=1 2"' in text
     assert unit_name(root).startswith("shipyard-agent-my-shop-")
     assert unit_name(root) != unit_name(Path("/srv/my-shop"))
+
+
+_OPS = st.lists(
+    st.tuples(st.sampled_from(["add", "cancel"]), st.sampled_from(["a", "b", "c", "d"])),
+    max_size=30,
+)
+
+
+@given(ops=_OPS, now=st.floats(min_value=0, max_value=100))
+def test_retire_schedule_keeps_list_order_and_one_item_per_release(
+    ops: list[tuple[str, str]], now: float
+) -> None:
+    from shipyard.agent.retire import RetireItem, RetireSchedule
+
+    schedule = RetireSchedule()
+    model: list[str] = []  # release names in stop order
+    for i, (op, name) in enumerate(ops):
+        if op == "add":
+            schedule.add(RetireItem("web", name, float(i)))
+            model = [n for n in model if n != name] + [name]
+        else:
+            assert schedule.cancel("web", name) == (name in model)
+            model = [n for n in model if n != name]
+    assert [i.release for i in schedule.items] == model
+    due = schedule.due(now)
+    # Only the head can be due: later items wait for it, whatever their own time.
+    assert due is None or due is schedule.items[0]
+    restored = RetireSchedule()
+    restored.restore(schedule.to_state())
+    assert restored.to_state() == schedule.to_state()

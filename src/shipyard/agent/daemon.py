@@ -35,6 +35,7 @@ __all__ = ["LISTEN_FDS_ENV", "Agent", "ExitPlan", "agent_version"]
 LISTEN_FDS_ENV = "SHIPYARD_AGENT_LISTEN_FDS"
 _TICK = 0.1
 _REEXEC_DRAIN = 5.0
+_LOCK_WAIT = 5.0
 
 
 def agent_version() -> str:
@@ -102,6 +103,7 @@ class Agent:
         self.lease: Optional[Lease] = None
         self.lapse: Optional[Lapse] = None
         self._lapsing: Optional[asyncio.Future[None]] = None
+        self._undoing = False  # a lapsed lease's actions are being carried out
         self.inherited_fds = dict(inherited_fds or {})
         self.on_ready = on_ready
         self.started = time.time()
@@ -143,6 +145,16 @@ class Agent:
 
     def _acquire_lock(self) -> None:
         fd = os.open(str(self.paths.lock), os.O_RDWR | os.O_CREAT, 0o600)
+        # A worker whose keeper just died may still be winding down: give it a moment.
+        deadline = time.monotonic() + (_LOCK_WAIT if self.keeper is not None else 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -166,6 +178,7 @@ class Agent:
             "releases": self.supervisor.to_state(),
             "routes": self.router.to_state(),
             "links": self.links.to_state(),
+            "closed_link_ports": self.links.closed_to_state(),
             "active": dict(self.active),
             "retire": self.retire.to_state(),
             "lease": self.lease.to_state() if self.lease else None,
@@ -222,8 +235,12 @@ class Agent:
         self._restore_orchestration(state)
         await self._restore_routes(state.get("routes", []), inherited)
         await self._restore_links(state.get("links", []), inherited)
-        for fd in inherited.values():
+        for key, fd in inherited.items():
+            # A socket no route or link wants any more (its worker died between closing it
+            # and telling the keeper): the keeper must let it go too, or the port stays bound.
             os.close(fd)
+            if self.keeper is not None:
+                self.keeper.drop(key)
         self._repoint_links()
         await self.persist()
 
@@ -306,6 +323,7 @@ class Agent:
         try:
             self.active = {str(k): str(v) for k, v in dict(state.get("active") or {}).items()}
             self.retire.restore(list(state.get("retire") or []))
+            self.links.restore_closed(list(state.get("closed_link_ports") or []))
             if state.get("lease"):
                 self.lease = Lease.from_state(state["lease"])
             if state.get("lapse"):
@@ -368,6 +386,7 @@ class Agent:
                 )
                 if sock is not None:
                     sock.close()
+                self.router.on_close(f"{host}:{public_port}")  # the keeper lets it go too
                 continue
             try:
                 await self.router.route(
@@ -543,6 +562,15 @@ class Agent:
             if self.router.is_draining(rel.component, rel.release):
                 # Let requests it is still answering finish first (bounded by the drain timeout).
                 await self.router.wait_drained(rel.component, rel.release)
+            link_drains = [
+                upstream.retired.wait()
+                for link in self.links.links.values()
+                if link.component == rel.component
+                for upstream in link.route.draining
+                if upstream.release == rel.release
+            ]
+            if link_drains:  # and those it answers through links re-pointed away from it
+                await asyncio.gather(*link_drains)
             await self.supervisor.stop(rel, timeout)
         for link in self.links.of_consumer(f"{rel.component}/{rel.release}"):
             await self.links.close(link.component, link.consumer)
@@ -701,6 +729,8 @@ class Agent:
         self._stopping = True  # refuse new work while winding down
         if stop_processes:
             await self.router.close_all(drain_timeout)
+            for link in list(self.links.links.values()):
+                await self.links.close(link.component, link.consumer, drain_timeout)
             running = [
                 r for r in self.supervisor.releases.values() if r.desired == "running" or r.pid
             ]
@@ -743,7 +773,9 @@ class Agent:
         if link is None:
             taken = {r.port for r in self.supervisor.releases.values()}
             taken |= self.router.public_ports() | self.links.ports()
-            port = self.ports.allocate(taken)
+            port = self.links.closed_ports.get((component, consumer))
+            if port is None or port in taken or not self.ports.is_free(port):
+                port = self.ports.allocate(taken)
             link = await self.links.open(component, consumer, release, mode, port)
         link.pinned = release
         self._repoint_links()
@@ -817,7 +849,7 @@ class Agent:
             raise AgentRequestError("bad_args", "op 'lease': 'ttl' must be more than 0 seconds")
         now = time.time()
         lease = self.lease
-        if self._lapsing is not None and not self._lapsing.done():
+        if self._undoing:
             raise AgentRequestError(
                 "lease_lapsed",
                 f"the lease of {self.lapse.holder if self.lapse else holder!r} lapsed and is"
@@ -882,6 +914,7 @@ class Agent:
     async def _lapse(self, lease: Lease) -> None:
         """The orchestrator is gone: route back to the snapshot releases, stop the new ones."""
         self.log.warning("lease of %r lapsed: undoing its deployment", lease.holder)
+        self._undoing = True
         actions: List[str] = []
         for component, release in lease.revert:
             try:
@@ -904,6 +937,7 @@ class Agent:
                 actions.append(f"{component}/{release}: could not stop: {exc}")
         self.lease = None
         self.lapse = Lapse(lease.holder, time.time(), actions)
+        self._undoing = False
         self.log.warning("lease of %r lapsed: %s", lease.holder, "; ".join(actions) or "nothing")
         await self.persist()
 

@@ -21,6 +21,8 @@ __all__ = ["LINK_HOST", "Link", "Links"]
 LINK_HOST = "127.0.0.1"
 # Drain budget of a link's previous target when it is re-pointed.
 _LINK_DRAIN = 30.0
+# Ports of closed links remembered (for consumers started again), oldest forgotten first.
+_KEEP_CLOSED = 256
 
 
 class Link:
@@ -67,6 +69,10 @@ class Links:
         self.router = router
         self.log = logger or logging.getLogger("shipyard.agent")
         self.links: Dict[Tuple[str, str], Link] = {}
+        # The port a closed link had, by (dependency, consumer): a consumer release stopped
+        # and started again (a rollback to it) still has that port in its environment, so a
+        # new link for it takes the same port again when it can.
+        self.closed_ports: Dict[Tuple[str, str], int] = {}
 
     def ports(self) -> Set[int]:
         return {link.port for link in self.links.values()}
@@ -109,10 +115,14 @@ class Links:
         self.links[(component, consumer)] = link
         return link
 
-    async def close(self, component: str, consumer: str) -> Link:
+    async def close(self, component: str, consumer: str, drain: float = _LINK_DRAIN) -> Link:
         link = self.get(component, consumer)
         del self.links[(component, consumer)]
-        await link.route.close(_LINK_DRAIN)
+        self.closed_ports.pop((component, consumer), None)
+        self.closed_ports[(component, consumer)] = link.port
+        while len(self.closed_ports) > _KEEP_CLOSED:
+            del self.closed_ports[next(iter(self.closed_ports))]
+        await link.route.close(drain)
         self.router.on_close(link.route.key)
         self.log.info("link %s -> %s: closed port %d", consumer, component, link.port)
         return link
@@ -139,3 +149,10 @@ class Links:
 
     def to_state(self) -> List[Dict[str, Any]]:
         return [link.to_state() for link in self.links.values()]
+
+    def closed_to_state(self) -> List[List[Any]]:
+        return [[c, consumer, port] for (c, consumer), port in self.closed_ports.items()]
+
+    def restore_closed(self, records: List[Any]) -> None:
+        for component, consumer, port in records:
+            self.closed_ports[(str(component), str(consumer))] = int(port)

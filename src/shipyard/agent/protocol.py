@@ -184,7 +184,9 @@ link {component: D, consumer: "<component>/<release>", release?: str|null,
     Re-pointing drains like a route switch. Requests wait for a crashed release as on a route
     (10 s). A link's port stays the same across agent and worker restarts (saved in state.json;
     its socket is held by the keeper like the public ones). Links of a consumer release are
-    removed when that release is stopped on request. With nothing to reach, the port answers 502.
+    removed when that release is stopped on request; linking that pair again later (the
+    release is started again) gives the same port when it is still free. With nothing to
+    reach, the port answers 502.
     -> {component, consumer, port, mode, pinned: bool, release (where it reaches now, or null),
         upstream_port, listening, error}
     errors: unknown_release (a pinned release the agent does not know), port_in_use, bad_args

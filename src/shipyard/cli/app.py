@@ -591,7 +591,11 @@ def agent_start(ctx: typer.Context, root: RootOpt) -> None:
 
     with _agent_boundary():
         info = start_background(root.resolve()).ping()
-    _emit(state(ctx), info, f"agent running, pid {info.get('pid')}")
+    _emit(
+        state(ctx),
+        info,
+        f"agent running, pid {info.get('pid')} (keeper {info.get('keeper_pid')})",
+    )
 
 
 @agent_app.command("stop")
