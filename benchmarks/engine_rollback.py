@@ -12,7 +12,9 @@ ports (keep-alive, 127.0.0.1, every few ms) for the release that answers:
    polling client sees v1 again (wall clock).
 2. activation failure: v2's admin never becomes healthy (deadline 2s); no switch happened, so
    v1 serves throughout. Measured from the failing health event to `rolled_back`.
-3. `shipyard rollback` after a good v2: time until every public port serves v1 again.
+3. `shipyard rollback` right after a good v2, inside v1's `warm_for` (the demo's default, 30 s):
+   time until every public port serves v1 again (a route switch);
+4. the same once the agent has stopped the old releases (after the window): they start again.
 
 Goal: under 1 s from the failed check to the previous release serving.
 """
@@ -65,6 +67,51 @@ def failing_deploy(sy: P.Shipyard) -> tuple[str, float]:
     record = sy.store.get_deployment(deployment_id)
     assert record is not None and record.status == "rolled_back", record
     return deployment_id, elapsed
+
+
+def wait_retired(sy: P.Shipyard, release: str, limit: float = 120.0) -> float:
+    """Wait until the agent stopped every process of `release` (after its warm_for)."""
+    started = time.perf_counter()
+    target = sy.target(sy.environment(P.ENV))
+    while time.perf_counter() - started < limit:
+        live = [
+            key for key, r in target.running().items() if key[1] == release and r.state != "stopped"
+        ]
+        if not live:
+            return time.perf_counter() - started
+        time.sleep(0.2)
+    raise AssertionError(f"release {release} still runs after {limit:g}s")
+
+
+def manual_rollback(
+    sy: P.Shipyard, project: P.Path, poll: P.Load, ports: Any, old: str, new: str
+) -> dict[str, Any]:
+    """`Shipyard.rollback` (as `shipyard rollback` runs it, without the CLI's start-up):
+    time until every polling client is answered by the `old` release again."""
+    started_wall = time.time()
+    started = time.perf_counter()
+    with P.opened(project) as fresh:
+        back = fresh.rollback(P.ENV)
+    elapsed = time.perf_counter() - started
+    time.sleep(0.5)
+    assert back.record.status == "succeeded", back.record
+    ev = journal(sy, back.record.id)
+    client = {c: back_on(poll, c, old, new, started_wall) for c in ports}
+    seen_back = [t for t, _ in client.values()]
+    routed = times(ev, kind="routed", step="switch")
+    return {
+        "rollback_call_s": elapsed,
+        "call_to_last_routed_s": max(routed) - started_wall,
+        "call_to_clients_on_v1_s": (
+            max(seen_back) - started_wall if None not in seen_back else None
+        ),
+        "longest_activate_step_s": max(
+            s.duration for s in P.step_times(ev).values() if s.step.startswith("activate:")
+        ),
+        "poll": P.tally(
+            poll.between(started_wall, started_wall + elapsed + 0.5), {old: "v1", new: "v2"}
+        ),
+    }
 
 
 def run_once() -> dict[str, Any]:
@@ -124,37 +171,21 @@ def run_once() -> dict[str, Any]:
                     "poll": P.tally(window, {v1: "v1", dep: "v2"}),
                 }
                 (project / "admin" / "app.py").write_text(good_admin)
-                # 3. `shipyard rollback` after a good v2
+                # 3. `shipyard rollback` after a good v2, inside v1's warm window
                 P.commit_all(project, "v2: fixed")
                 with P.opened(project) as fresh:
                     v2 = fresh.deploy(fresh.plan(P.ENV, selection="full")).record.id
                 time.sleep(0.3)
-                started_wall = time.time()
-                started = time.perf_counter()
+                out["manual_rollback"] = manual_rollback(sy, project, poll, ports, v1, v2)
+                # 4. the same after the window: the old releases were stopped by the agent
+                (project / "backend" / "NOTES.md").write_text("v3\n")
+                P.commit_all(project, "v3")
                 with P.opened(project) as fresh:
-                    back = fresh.rollback(P.ENV)
-                elapsed = time.perf_counter() - started
-                time.sleep(0.5)
-                assert back.record.status == "succeeded", back.record
-                ev = journal(sy, back.record.id)
-                client = {c: back_on(poll, c, v1, v2, started_wall) for c in ports}
-                seen_back = [t for t, _ in client.values()]
-                routed = times(ev, kind="routed", step="switch")
-                out["manual_rollback"] = {
-                    "rollback_call_s": elapsed,
-                    "call_to_last_routed_s": max(routed) - started_wall,
-                    "call_to_clients_on_v1_s": (
-                        max(seen_back) - started_wall if None not in seen_back else None
-                    ),
-                    "longest_activate_step_s": max(
-                        s.duration
-                        for s in P.step_times(ev).values()
-                        if s.step.startswith("activate:")
-                    ),
-                    "poll": P.tally(
-                        poll.between(started_wall, started_wall + elapsed + 0.5),
-                        {v1: "v1", v2: "v2"},
-                    ),
+                    v3 = fresh.deploy(fresh.plan(P.ENV, selection="full")).record.id
+                waited = wait_retired(sy, v1)
+                out["manual_rollback_after_window"] = {
+                    **manual_rollback(sy, project, poll, ports, v1, v3),
+                    "waited_for_retirement_s": waited,
                 }
     return out
 
@@ -168,13 +199,15 @@ def main() -> int:
         r = run_once()
         runs.append(r)
         a, b, c = r["after_switch"], r["during_activation"], r["manual_rollback"]
+        d = r["manual_rollback_after_window"]
         print(
             f"run {run + 1}: after switch: failed check → routed back "
             f"{a['failed_check_to_last_routed_back_s']:.3f}s, → clients on v1 "
             f"{a['failed_check_to_clients_on_v1_s']}, → rolled_back "
             f"{a['failed_check_to_rolled_back_s']:.3f}s; during activation → rolled_back "
             f"{b['failed_check_to_rolled_back_s']:.3f}s; manual rollback: clients on v1 after "
-            f"{c['call_to_clients_on_v1_s']}, call {c['rollback_call_s']:.2f}s"
+            f"{c['call_to_clients_on_v1_s']}, call {c['rollback_call_s']:.2f}s; after the warm "
+            f"window: clients on v1 after {d['call_to_clients_on_v1_s']}"
         )
 
     def col(section: str, key: str) -> dict[str, Any]:
@@ -197,6 +230,13 @@ def main() -> int:
             "call_to_clients_on_v1_s",
             "longest_activate_step_s",
             "rollback_call_s",
+        ),
+        "manual_rollback_after_window": (
+            "call_to_last_routed_s",
+            "call_to_clients_on_v1_s",
+            "longest_activate_step_s",
+            "rollback_call_s",
+            "waited_for_retirement_s",
         ),
     }.items():
         figures[section] = {k: col(section, k) for k in keys}

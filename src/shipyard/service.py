@@ -299,17 +299,16 @@ class Shipyard:
         """Nothing changed: still, what runs must be what the last good deployment left, and
         healthy. If it is not, the plan restores it (a `reconcile` deployment) and says why."""
         target = self.target(env)
-        restarted = self._agent_was_restarted(target)
-        notice = (
-            "; the host agent was not running (the public ports were down): it was restarted"
-            if restarted
-            else ""
-        )
         good = self._good_deployments(env.name)
         if not good:
-            return dataclasses.replace(idle, why=idle.why + notice)
+            return idle
         last, desired = good[0]
-        drift = self._drift(env, target, desired)
+        drift = self._drift(env, target, desired)  # asks the agent: starts it if it is down
+        notice = (
+            "; the host agent was not running (the public ports were down): it was restarted"
+            if self._agent_was_restarted(target)
+            else ""
+        )
         if not drift:
             return dataclasses.replace(idle, why=idle.why + notice)
         releases = {name: desired[name] for name in drift}

@@ -108,16 +108,22 @@ class AgentHarness:
 
     def kill9(self) -> int:
         """kill -9 of the whole agent, keeper first (nothing restarts it); the worker's pid."""
-        ping = self.client.ping()
+        ping = wait_for(self._ping, 10.0)  # a worker just restarted may not answer yet
         pid, keeper = int(ping["pid"]), int(ping["keeper_pid"])
         os.kill(keeper, signal.SIGKILL)
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: has_exited(pid, None) and has_exited(keeper, None), 5.0)
         return pid
 
+    def _ping(self) -> dict[str, Any] | None:
+        try:
+            return dict(self.client.ping())
+        except AgentRequestError:
+            return None
+
     def kill9_worker(self) -> int:
         """kill -9 of the worker only (its keeper starts a new one); the killed pid."""
-        pid = self.pid
+        pid = int(wait_for(self._ping, 10.0)["pid"])
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: has_exited(pid, None), 5.0)
         return pid

@@ -92,8 +92,25 @@ FIRST_PROBE = []
 LOCK = threading.Lock()
 
 
+def dependencies_answer():
+    """With "check_deps": each SHIPYARD_URL_* must answer /dep-check with 200."""
+    import urllib.request
+
+    for key, url in os.environ.items():
+        if key.startswith("SHIPYARD_URL_"):
+            try:
+                with urllib.request.urlopen(url + "/dep-check", timeout=2) as answer:
+                    if answer.status != 200:
+                        return False
+            except Exception:
+                return False
+    return True
+
+
 def healthy(headers):
     if MODE == "unhealthy":
+        return False
+    if BEHAVIOUR.get("check_deps") and not dependencies_answer():
         return False
     if MODE == "flap":
         with LOCK:
@@ -121,6 +138,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == HEALTH_PATH:
             ok = healthy(self.headers)
+            body = {"ok": ok}
+            if not ok and BEHAVIOUR.get("echo_env"):  # as careless error pages do
+                body["env"] = os.environ.get(BEHAVIOUR["echo_env"])
+            self._send(200 if ok else 500, body)
+        elif self.path == "/dep-check":
+            ok = BEHAVIOUR.get("serves_dependents", True)
             self._send(200 if ok else 500, {"ok": ok})
         elif self.path == "/":
             self._send(

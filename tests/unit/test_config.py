@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shipyard.config import load_config, parse_config
 from shipyard.errors import ConfigError, UsageError
@@ -380,3 +383,49 @@ def test_non_utf8_file_names_the_line_and_says_what_to_do(project: Path) -> None
     assert error.message.startswith(f"{project / 'shipyard.toml'}:2: not valid UTF-8")
     assert "byte 0xe9 at column 12" in error.message
     assert error.hint is not None and "UTF-8" in error.hint
+
+
+# Values a careless or hostile edit may put anywhere: every type TOML has, and out-of-range ones.
+ODD_VALUES = [
+    "0",
+    "-1",
+    "70000",
+    "1.5",
+    "true",
+    '""',
+    '"x"',
+    '"[/bold]"',
+    '"fast"',
+    "[]",
+    "[1, 2]",
+    '["backend", "nope"]',
+    "{}",
+    "{ a = 1 }",
+    '{ http = "x", tcp = true }',
+]
+ASSIGNMENTS = [i for i, line in enumerate(VALID.splitlines()) if re.match(r"^[a-z_]+ = ", line)]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    edits=st.dictionaries(
+        st.sampled_from(ASSIGNMENTS), st.sampled_from(ODD_VALUES), min_size=1, max_size=6
+    )
+)
+def test_any_edit_gives_a_config_or_located_errors_never_a_crash(
+    project: Path, edits: dict[int, str]
+) -> None:
+    lines = VALID.splitlines()
+    for index, value in edits.items():
+        key = lines[index].split(" = ", 1)[0]
+        lines[index] = f"{key} = {value}"
+    text = "\n".join(lines) + "\n"
+    try:
+        parse(project, text)
+    except ConfigError as error:
+        assert error.errors, error.message
+        for one in error.errors:  # each names its line and key, in file order
+            assert one.line is not None and one.key, one.message
+        assert [e.line for e in error.errors] == sorted(e.line or 0 for e in error.errors)

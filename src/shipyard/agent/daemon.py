@@ -103,6 +103,7 @@ class Agent:
         self.lease: Optional[Lease] = None
         self.lapse: Optional[Lapse] = None
         self._lapsing: Optional[asyncio.Future[None]] = None
+        self._undoing = False  # a lapsed lease's actions are being carried out
         self.inherited_fds = dict(inherited_fds or {})
         self.on_ready = on_ready
         self.started = time.time()
@@ -848,7 +849,7 @@ class Agent:
             raise AgentRequestError("bad_args", "op 'lease': 'ttl' must be more than 0 seconds")
         now = time.time()
         lease = self.lease
-        if self._lapsing is not None and not self._lapsing.done():
+        if self._undoing:
             raise AgentRequestError(
                 "lease_lapsed",
                 f"the lease of {self.lapse.holder if self.lapse else holder!r} lapsed and is"
@@ -913,6 +914,7 @@ class Agent:
     async def _lapse(self, lease: Lease) -> None:
         """The orchestrator is gone: route back to the snapshot releases, stop the new ones."""
         self.log.warning("lease of %r lapsed: undoing its deployment", lease.holder)
+        self._undoing = True
         actions: List[str] = []
         for component, release in lease.revert:
             try:
@@ -935,6 +937,7 @@ class Agent:
                 actions.append(f"{component}/{release}: could not stop: {exc}")
         self.lease = None
         self.lapse = Lapse(lease.holder, time.time(), actions)
+        self._undoing = False
         self.log.warning("lease of %r lapsed: %s", lease.holder, "; ".join(actions) or "nothing")
         await self.persist()
 

@@ -114,6 +114,7 @@ def run_foreground(
     routes and supervises, again whenever it dies. `agent_options` go to `Agent` (restart
     policy, port allocator, ...). Raises `AgentRequestError` when the agent cannot start.
     """
+    from .daemon import LISTEN_FDS_ENV, parse_listen_fds
     from .keeper import Keeper
 
     paths = AgentPaths(root)
@@ -127,8 +128,7 @@ def run_foreground(
             return 1  # told the keeper already (`failed`)
         return 0
 
-    from .daemon import LISTEN_FDS_ENV, parse_listen_fds
-
+    # Sockets inherited from an agent that re-executed into this version (before keepers).
     held = parse_listen_fds(os.environ.pop(LISTEN_FDS_ENV, None))
     Keeper(paths, worker, on_ready=on_ready or (lambda: None), logger=logger, held=held).run()
     logger.info("agent stopped")

@@ -90,9 +90,12 @@ async def run_command(
         if pending:
             emit(pending)
 
-    both = asyncio.gather(pump(), process.wait())
+    gathered = asyncio.gather(pump(), process.wait())
+    # Ctrl-C makes asyncio.run cancel every task, the reader's too: the gather then holds a
+    # CancelledError nobody awaits, which asyncio would print as a traceback at exit.
+    gathered.add_done_callback(lambda done: done.cancelled() or done.exception())
     try:
-        await asyncio.wait_for(both, timeout)
+        await asyncio.wait_for(gathered, timeout)
     except TimeoutError:
         raise CommandFailed(
             command,
@@ -102,8 +105,6 @@ async def run_command(
             hint=f"it ran longer than {timeout:g}s; raise the step's deadline or speed it up",
         ) from None
     finally:
-        if both.done() and not both.cancelled():
-            both.exception()  # seen here, so asyncio does not print it as never retrieved
         if process.returncode is None:  # timed out or cancelled: take the whole group down
             _kill_group(process.pid)
             await asyncio.shield(process.wait())

@@ -875,17 +875,23 @@ class Deployment:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        for name in self.plan.components:
-            release = self.plan.releases.get(name, self.release)
-            if ctx.components[name].port is None:
-                await _settled(ctx.target.activate, name, release)
+        new = {n: self.plan.releases.get(n, self.release) for n in self.plan.components}
+        await asyncio.gather(
+            *(
+                _settled(ctx.target.activate, name, release)
+                for name, release in new.items()
+                if ctx.components[name].port is None
+            )
+        )
         # The new releases were linked to their new dependencies; from now on they follow
         # whatever release of each dependency is active (a later partial deploy, a rollback).
-        for name in self.plan.components:
-            release = self.plan.releases.get(name, self.release)
-            await link_urls(ctx, ctx.components[name], release, {})
-        for name in self.plan.components:
-            await _settled(ctx.target.set_current, name, self.plan.releases.get(name, self.release))
+        await asyncio.gather(
+            *(link_urls(ctx, ctx.components[name], release, {}) for name, release in new.items())
+        )
+        await asyncio.gather(
+            *(_settled(ctx.target.set_current, name, release) for name, release in new.items())
+        )
+        for name in new:
             self.component_record(name, status="active")
 
     async def _step_verify(self, step: Step) -> None:
@@ -1255,6 +1261,7 @@ async def restore(
     touched = graph_of({n: prev_specs[n] for n in wanted if n in prev_specs}).order()
     running = await _settled(ctx.target.running)
     routes = await _settled(ctx.target.routes)
+    restarted: set[str] = set()
 
     async def make(name: str) -> None:
         """Start the previous release if it is not running, and wait until it is healthy."""
@@ -1276,6 +1283,7 @@ async def restore(
                 ctx.target.start, name, previous, comp.start, env, comp.stop_timeout
             )
             port = started.port
+            restarted.add(name)  # on a new private port: its route must be renewed
         await wait_healthy(ctx, comp, previous, port, journal, step="rollback")
 
     async def route_back(name: str) -> None:
@@ -1287,7 +1295,7 @@ async def restore(
             return
         if not comp.port:
             await _settled(ctx.target.activate, name, previous)
-        if comp.port and routes.get(name) != previous:
+        if comp.port and (routes.get(name) != previous or name in restarted):
             await _route(ctx, comp, previous)
             journal(
                 "routed",
@@ -1485,11 +1493,14 @@ async def link_urls(
     """`SHIPYARD_URL_<DEP>` for a release: a stable port the host agent keeps per dependency
     and consumer, pinned to the dependency's release in `pinned` (a new one being activated
     with it), else following the dependency's active release."""
-    urls = {}
-    for dep in comp.depends_on:
-        port = await _settled(ctx.target.link, dep, f"{comp.name}/{release}", pinned.get(dep))
-        urls[f"SHIPYARD_URL_{dep.upper().replace('-', '_')}"] = f"http://127.0.0.1:{port}"
-    return urls
+    consumer = f"{comp.name}/{release}"
+    ports = await asyncio.gather(
+        *(_settled(ctx.target.link, dep, consumer, pinned.get(dep)) for dep in comp.depends_on)
+    )
+    return {
+        f"SHIPYARD_URL_{dep.upper().replace('-', '_')}": f"http://127.0.0.1:{port}"
+        for dep, port in zip(comp.depends_on, ports, strict=True)
+    }
 
 
 def service_urls(
