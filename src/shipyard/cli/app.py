@@ -399,10 +399,10 @@ def status(
     cli.out.print(table)
     for failed in report.get("rollback_failed", []):
         cli.out.print(
-            f"deployment {failed['id']} is rollback_failed: {failed['error'] or '?'}\n"
-            f"  run `shipyard recover --env {report['environment']}` to finish it",
-            markup=False,
-            highlight=False,
+            cli.text(
+                f"deployment {failed['id']} is rollback_failed: {failed['error'] or '?'}\n"
+                f"  run `shipyard recover --env {report['environment']}` to finish it"
+            )
         )
 
 
