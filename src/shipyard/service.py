@@ -115,6 +115,8 @@ class Shipyard:
         self._targets: dict[str, Target] = {}
         self._commit_configs: dict[str, Config] = {}
         self._redactors: dict[str, Redactor] = {}
+        # What adapters should tell the user besides the result (an agent that was restarted).
+        self.notices: list[str] = []
 
     # --- configuration and resources ----------------------------------------------------
 
@@ -205,14 +207,12 @@ class Shipyard:
     def redactor(self, env_name: str | None = None) -> Redactor:
         """Every secret value of an environment, for adapters to redact what they show.
 
-        Empty when the secrets cannot be loaded (the command itself then says why).
+        Empty when the environment or its secrets cannot be loaded (the command then says why).
         """
         try:
-            env = self.environment(env_name)
-            values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
+            return self._redactor(self.environment(env_name))
         except ShipyardError:
             return Redactor()
-        return Redactor(values)
 
     def config_at(self, commit: str, *, work_tree: bool = False) -> Config:
         """shipyard.toml as it is at `commit` (the work tree's with `work_tree`, for
@@ -349,6 +349,26 @@ class Shipyard:
     @staticmethod
     def _agent_was_restarted(target: Target) -> bool:
         return bool(getattr(target, "agent_restarted", False))
+
+    def _may_run(self, env: Environment, target: Target) -> bool:
+        """Whether anything may run in `env`: only then is its agent asked (asking starts
+        one, which would keep running after a command on a never-deployed environment)."""
+        names = self.config.components_for(env)
+        return bool(self.store.list_deployments(env.name, limit=1)) or any(
+            map(target.current, names)
+        )
+
+    def _check_agent(self, env: Environment, target: Target) -> None:
+        """Ask the agent of an environment that has run something (which restarts a dead
+        one) and note when it had to be restarted: its public ports were down until now."""
+        target.routes()
+        if self._agent_was_restarted(target):
+            notice = (
+                f"the host agent of {env.name} was not running (its public ports were down): "
+                "it was restarted"
+            )
+            if notice not in self.notices:
+                self.notices.append(notice)
 
     def _drift(self, env: Environment, target: Target, desired: dict[str, str]) -> dict[str, str]:
         """component → how what runs differs from `desired` (not running, not routed, or
@@ -509,7 +529,10 @@ class Shipyard:
 
     def history(self, env_name: str | None = None, limit: int = 20) -> list[DeploymentView]:
         env = self.environment(env_name)
-        return [self.view(d) for d in self.store.list_deployments(env.name, limit=limit)]
+        records = self.store.list_deployments(env.name, limit=limit)
+        if records:
+            self._check_agent(env, self.target(env))
+        return [self.view(d) for d in records]
 
     def events(self, deployment_id: str, after_seq: int = 0) -> list[EventRecord]:
         record = self.deployment(deployment_id).record
@@ -522,10 +545,8 @@ class Shipyard:
         last = self.store.last_good_deployment(env.name)
         routes: dict[str, str] = {}
         running: dict[tuple[str, str], RunningRelease] = {}
-        names = self.config.components_for(env)
-        # Ask the agent only when something may run: asking starts one, which would keep
-        # running after `status` on a never-deployed environment.
-        if self.store.list_deployments(env.name, limit=1) or any(map(target.current, names)):
+        if self._may_run(env, target):
+            self._check_agent(env, target)
             routes = target.routes()
             running = target.running()
         made_by: dict[str, tuple[str, str | None]] = {}
@@ -580,8 +601,12 @@ class Shipyard:
         """Run every component's health check now (through its public port)."""
         env = self.environment(env_name)
         target = self.target(env)
-        running = target.running()
-        routes = target.routes()
+        running: dict[tuple[str, str], RunningRelease] = {}
+        routes: dict[str, str] = {}
+        if self._may_run(env, target):
+            self._check_agent(env, target)
+            running = target.running()
+            routes = target.routes()
         results = []
         for name, today in self.config.components_for(env).items():
             release = routes.get(name) or target.current(name)

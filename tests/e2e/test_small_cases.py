@@ -6,7 +6,12 @@ Every case here once gave a misleading message or silently did the wrong thing.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
+import tomllib
+import urllib.request
 from pathlib import Path
 
 from shipyard.store import LockOwner, Store, new_id
@@ -126,3 +131,37 @@ def test_a_corrupt_state_db_gets_a_hint_that_fits(shop: Path, run_cli: RunCli) -
     assert "damaged or is not a shipyard state database" in result.stderr
     assert "database is running" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _kill_whole_agent(project: Path, env: str = "local") -> None:
+    """SIGKILL the agent's worker and its keeper: every public port goes down with them."""
+    root = project / ".shipyard" / env
+    done = subprocess.run(
+        [shipyard_executable(), "--json", "agent", "status", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    info = json.loads(done.stdout)
+    for pid in (info["pid"], info.get("keeper_pid")):
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while agent_answers(project, env) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_dead_agent_is_restarted_by_any_command_that_says_so(shop: Path, run_cli: RunCli) -> None:
+    assert run_cli("-C", str(shop), "deploy", timeout=120).returncode == 0
+    admin = tomllib.loads((shop / "shipyard.toml").read_text())["components"]["admin"]["port"]
+    for command in (["status"], ["history"], ["--json", "health"]):
+        _kill_whole_agent(shop)
+        result = run_cli("-C", str(shop), *command, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "was not running" in result.stderr and "restarted" in result.stderr, command
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/health", timeout=10) as r:
+            assert r.status == 200  # serving again
+    # `down` stops the agent on purpose: starting it again afterwards is no news.
+    assert run_cli("-C", str(shop), "down").returncode == 0
+    quiet = run_cli("-C", str(shop), "status")
+    assert "restarted" not in quiet.stderr

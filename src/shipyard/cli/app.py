@@ -73,6 +73,12 @@ def _service(ctx: typer.Context) -> Shipyard:
     return Shipyard(state(ctx).project_dir)
 
 
+def _notices(cli: CliState, svc: Shipyard) -> None:
+    """What the service noticed on the way (a restarted agent), on stderr in every mode."""
+    for notice in svc.notices:
+        cli.err.print(styled(("note:", "yellow"), " ", cli.text(notice)), soft_wrap=True)
+
+
 @app.command()
 @command
 def validate(ctx: typer.Context) -> None:
@@ -373,6 +379,7 @@ def status(
         return
     cli.redact = svc.redactor(env)
     report = svc.environment_status(env)
+    _notices(cli, svc)
     if cli.json:
         cli.emit_json(report)
         return
@@ -418,6 +425,7 @@ def history(
     svc = _service(ctx)
     cli.redact = svc.redactor(env)
     views = svc.history(env, limit)
+    _notices(cli, svc)
     if cli.json:
         cli.emit_json([v.to_dict() for v in views])
         return
@@ -485,6 +493,7 @@ def health(ctx: typer.Context, env: EnvOption = None) -> None:
         results, problem = svc.health(env), None
     except UnhealthyReport as report:
         results, problem = report.results, report
+    _notices(cli, svc)
     if cli.json:
         cli.emit_json({"ok": problem is None, "components": [r.to_dict() for r in results]})
         if problem is not None:

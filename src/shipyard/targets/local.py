@@ -51,7 +51,7 @@ class LocalTarget:
         self.root = root.resolve()
         self.python = python
         self._client: AgentClient | None = None
-        self._had_agent = (self.root / "agent" / "state.json").exists()
+        self._had_agent = _agent_was_serving(self.root / "agent" / "state.json")
         self.agent_restarted = False  # set when this target had to start a dead agent again
 
     # --- the agent ------------------------------------------------------------------------
@@ -401,4 +401,20 @@ def _running(info: Mapping[str, Any]) -> RunningRelease:
         port=info.get("port"),
         state=str(info.get("state", "unknown")),
         restarts=int(info.get("restarts", 0)),
+    )
+
+
+def _agent_was_serving(state_file: Path) -> bool:
+    """Whether the agent's last saved state routes a port or wants a release running: a
+    dead agent then left something down. After `shipyard down` (nothing routed, every
+    release stopped on request) starting it again is no news."""
+    try:
+        saved = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(saved, dict):
+        return False
+    releases = saved.get("releases") or []
+    return bool(saved.get("routes")) or any(
+        isinstance(r, dict) and r.get("desired") == "running" for r in releases
     )
