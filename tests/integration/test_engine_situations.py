@@ -301,3 +301,41 @@ def test_a_probe_body_echoing_a_secret_is_never_stored(made: list[Project]) -> N
     wal = project.folder / ".shipyard" / "state.db-wal"
     raw += wal.read_bytes() if wal.exists() else b""
     assert secret.encode() not in raw
+
+
+def test_rollback_restarts_the_old_release_with_its_own_config(made: list[Project]) -> None:
+    """v2 changes b's start command, public port and an env value, and succeeds; once the
+    agent stopped v1 (after warm_for), `rollback` starts v1 again as v1 defines it."""
+    from tests.integration.engine_fixtures import APP_FILE, APP_SOURCE
+
+    project = _project(made, {"a": (), "b": ("a",)})
+    _set(project, 'path = "b"', 'path = "b"\nenv = { GREETING = "v1" }')
+    project.commit("b greets")
+    sy = Shipyard(project.folder, environ=_environ())
+    try:
+        v1 = sy.deploy(sy.plan(ENV, selection="full")).record
+        (new_port,) = quiet_ports(1)
+        (project.folder / "b" / "app_v2.py").write_text(APP_SOURCE)
+        _set(
+            project,
+            f'python {APP_FILE} {project.scratch}"\nport = {project.ports["b"]}',
+            f'python app_v2.py {project.scratch}"\nport = {new_port}',
+        )
+        _set(project, 'GREETING = "v1"', 'GREETING = "v2"')
+        for name in project.ports:
+            project.write_behaviour(name, behaviour(name, "v2"))
+        project.commit("v2: b starts another file, on another port, greets v2")
+        v2 = sy.deploy(sy.plan(ENV)).record
+        assert v2.status == "succeeded"
+        assert get_json(new_port, "/")[1]["greeting"] == "v2"
+        target = sy.target(sy.environment(ENV))
+        assert _wait(lambda: not {("a", v1.id), ("b", v1.id)} & _live(target))
+        back = sy.rollback(ENV).record
+        assert back.status == "succeeded"
+        status, body = get_json(project.ports["b"], "/")
+        assert status == 200 and body["release"] == v1.id and body["greeting"] == "v1"
+        assert get_json(project.ports["a"], "/")[1]["release"] == v1.id
+        with pytest.raises(OSError):
+            get_json(new_port, "/", timeout=1)
+    finally:
+        sy.close()

@@ -823,6 +823,24 @@ class Deployment:
         assert name is not None
         comp = self.ctx.components[name]
         release = self.plan.releases.get(name, self.release)
+        self.component_record(name, status="starting", release=release)
+        warm = (await _settled(self.ctx.target.running)).get((name, release))
+        if warm is not None and warm.state == "running" and warm.port is not None:
+            # Still warm (a rollback inside `warm_for`): it has been serving and its links
+            # follow the active dependencies; one good probe says it still serves.
+            self.ports[name] = warm.port
+            self.component_record(name, port=warm.port)
+            observation = await observe(self.ctx, probe_spec(comp, warm.port))
+            if observation.ok:
+                self.journal(
+                    "health",
+                    step=step.id,
+                    component=name,
+                    status="ok",
+                    data=observation.to_dict(),
+                )
+                self.component_record(name, status="healthy", health=observation.to_dict())
+                return
         pinned = {d: self.plan.releases.get(d, self.release) for d in self.plan.components}
         env = {
             **self.release_env(comp, release),
@@ -831,8 +849,6 @@ class Deployment:
         if self.plan.kind in ("rollback", "reconcile"):
             commit = (await _settled(self.ctx.release_spec, name, release))[1]
             env["SHIPYARD_COMMIT"] = commit or _commit_of_release(self.ctx.store, self.plan, name)
-        self.component_record(name, status="starting", release=release)
-        warm = (await _settled(self.ctx.target.running)).get((name, release))
         async with self._host_slots:
             running = await _settled(
                 self.ctx.target.start, name, release, comp.start, env, comp.stop_timeout
@@ -840,15 +856,7 @@ class Deployment:
         if running.port is not None:
             self.ports[name] = running.port
         self.component_record(name, port=running.port)
-        observation = None
-        if warm is not None and warm.state == "running":
-            # Still warm (a rollback inside `warm_for`): it has been serving, one good probe
-            # says it still does.
-            observation = await observe(self.ctx, probe_spec(comp, running.port))
-            if not observation.ok:
-                observation = None
-        if observation is None:
-            observation = await wait_healthy(self.ctx, comp, release, running.port, self.journal)
+        observation = await wait_healthy(self.ctx, comp, release, running.port, self.journal)
         self.component_record(name, status="healthy", health=observation.to_dict())
 
     async def _step_switch(self, step: Step) -> None:
