@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from shipyard.agent.client import AgentClient
 from shipyard.agent.lifecycle import stop_agent
 from shipyard.errors import DeploymentFailed, PreflightError, RollbackFailed
 from shipyard.service import Shipyard
@@ -161,14 +163,30 @@ def test_nothing_to_deploy_only_when_what_runs_is_the_last_good_deployment(
         assert _served(project) == {"a": v1.id, "b": v1.id}
     finally:
         sy.close()
-    # The whole agent dies (its releases with it): the next no-op deploy says so and restores.
-    stop_agent(project.folder / ".shipyard" / ENV, stop_processes=True)
+    # The agent is stopped with its releases (as `shipyard down` does): the next no-op deploy
+    # restores them; a deliberate stop is no news, so it does not speak of a dead agent.
+    root = project.folder / ".shipyard" / ENV
+    stop_agent(root, stop_processes=True)
+    sy = Shipyard(project.folder, environ=_environ())
+    try:
+        plan = sy.plan(ENV)
+        assert "agent was not running" not in plan.why, plan.why
+        assert plan.kind == "reconcile" and set(plan.components) == {"a", "b"}
+        assert sy.deploy(plan).record.status == "succeeded"
+        assert _served(project) == {"a": v1.id, "b": v1.id}
+    finally:
+        sy.close()
+    # The whole agent is killed (keeper and worker; the releases keep running): the next
+    # no-op deploy starts it again and says that the public ports were down.
+    ping = AgentClient(root).ping()
+    for pid in (ping["keeper_pid"], ping["pid"]):
+        os.kill(int(pid), signal.SIGKILL)
     sy = Shipyard(project.folder, environ=_environ())
     try:
         plan = sy.plan(ENV)
         assert "agent was not running" in plan.why, plan.why
-        assert plan.kind == "reconcile" and set(plan.components) == {"a", "b"}
-        assert sy.deploy(plan).record.status == "succeeded"
+        if plan.components:  # a release may have been restarting: the plan restores it
+            assert sy.deploy(plan).record.status == "succeeded"
         assert _served(project) == {"a": v1.id, "b": v1.id}
     finally:
         sy.close()
