@@ -13,13 +13,14 @@ import time
 import tomllib
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from shipyard.store import LockOwner, Store, new_id
 from tests.conftest import RunCli, commit_all, copy_shop, git, shipyard_executable
 
 
-def agent_answers(project: Path, env: str = "local") -> bool:
-    """Whether a host agent answers under the environment's root (never starts one)."""
+def agent_status(project: Path, env: str = "local") -> dict[str, Any]:
+    """`agent status --json` of the environment's root (never starts an agent)."""
     root = project / ".shipyard" / env
     done = subprocess.run(
         [shipyard_executable(), "--json", "agent", "status", "--root", str(root)],
@@ -27,7 +28,13 @@ def agent_answers(project: Path, env: str = "local") -> bool:
         text=True,
         timeout=30,
     )
-    return bool(json.loads(done.stdout)["running"])
+    info: dict[str, Any] = json.loads(done.stdout)
+    return info
+
+
+def agent_answers(project: Path, env: str = "local") -> bool:
+    """Whether a host agent answers under the environment's root (never starts one)."""
+    return bool(agent_status(project, env)["running"])
 
 
 def test_outside_a_git_repository_the_message_says_so(short_tmp: Path, run_cli: RunCli) -> None:
@@ -135,14 +142,7 @@ def test_a_corrupt_state_db_gets_a_hint_that_fits(shop: Path, run_cli: RunCli) -
 
 def _kill_whole_agent(project: Path, env: str = "local") -> None:
     """SIGKILL the agent's worker and its keeper: every public port goes down with them."""
-    root = project / ".shipyard" / env
-    done = subprocess.run(
-        [shipyard_executable(), "--json", "agent", "status", "--root", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    info = json.loads(done.stdout)
+    info = agent_status(project, env)
     for pid in (info["pid"], info.get("keeper_pid")):
         if pid:
             os.kill(pid, signal.SIGKILL)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ from . import logfiles, probe, protocol
 from .errors import AgentRequestError
 from .lease import Lapse, Lease, iso, lease_info
 from .links import LINK_HOST, Link, Links
-from .paths import AgentPaths, check_name, unix_address
+from .paths import AgentPaths, check_name, hold_pid_lock, unix_address
 from .protocol import Args
 from .retire import RetireItem, RetireSchedule
 from .router import DEFAULT_CRASH_WAIT, Route, Router
@@ -144,32 +143,9 @@ class Agent:
     # ------------------------------------------------------------------ lifecycle
 
     def _acquire_lock(self) -> None:
-        fd = os.open(str(self.paths.lock), os.O_RDWR | os.O_CREAT, 0o600)
         # A worker whose keeper just died may still be winding down: give it a moment.
-        deadline = time.monotonic() + (_LOCK_WAIT if self.keeper is not None else 0.0)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(0.05)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                other = os.read(fd, 32).decode().strip() or "?"
-            finally:
-                os.close(fd)
-            raise AgentRequestError(
-                "already_running",
-                f"another agent (pid {other}) is already running for {self.paths.root}",
-                f"stop it first: shipyard agent stop --root {self.paths.root}",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._lock_fd = fd
+        wait = _LOCK_WAIT if self.keeper is not None else 0.0
+        self._lock_fd = hold_pid_lock(self.paths.lock, self.paths.root, "pid", wait)
 
     def _snapshot(self) -> Dict[str, Any]:
         return {

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ import time
 from typing import Any, Callable, Dict, List, MutableMapping, Optional
 
 from .errors import AgentRequestError
-from .paths import AgentPaths
+from .paths import AgentPaths, hold_pid_lock
 
 __all__ = ["KEEPER_FD_ENV", "KEEPER_PID_ENV", "Keeper", "KeeperChannel"]
 
@@ -166,23 +165,7 @@ class Keeper:
     # ------------------------------------------------------------------ process
 
     def _acquire_lock(self) -> None:
-        path = self.paths.dir / "keeper.lock"
-        fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                other = os.read(fd, 32).decode().strip() or "?"
-            finally:
-                os.close(fd)
-            raise AgentRequestError(
-                "already_running",
-                f"another agent (keeper pid {other}) is already running for {self.paths.root}",
-                f"stop it first: shipyard agent stop --root {self.paths.root}",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._lock_fd = fd
+        self._lock_fd = hold_pid_lock(self.paths.dir / "keeper.lock", self.paths.root, "keeper pid")
 
     def run(self) -> None:
         """Keep a worker running until it exits on purpose (or the keeper is told to stop).

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
+import time
 from pathlib import Path
 from typing import Iterator
 
 from .errors import AgentRequestError
 
-__all__ = ["AgentPaths", "check_name", "unix_address"]
+__all__ = ["AgentPaths", "check_name", "hold_pid_lock", "unix_address"]
 
 # Component and release names become path segments (logs/<component>/<release>.log), so they are
 # restricted to a safe alphabet: no separators, no leading dot, bounded length.
@@ -74,3 +76,34 @@ def unix_address(path: Path) -> Iterator[str]:
         yield f"/proc/self/fd/{fd}/{path.name}"
     finally:
         os.close(fd)
+
+
+def hold_pid_lock(path: Path, root: Path, holder: str, wait: float = 0.0) -> int:
+    """Lock `path` for this process (its pid written in it) and return the descriptor to keep.
+
+    One agent per root: when another process holds the lock (retried for `wait` seconds, for
+    a predecessor still winding down), `already_running` names its pid (`holder`, e.g. "pid"
+    or "keeper pid"). The lock lasts as long as the descriptor stays open.
+    """
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            try:
+                other = os.read(fd, 32).decode().strip() or "?"
+            finally:
+                os.close(fd)
+            raise AgentRequestError(
+                "already_running",
+                f"another agent ({holder} {other}) is already running for {root}",
+                f"stop it first: shipyard agent stop --root {root}",
+            ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
