@@ -906,17 +906,9 @@ class Deployment:
         failures = []
         for name in self.plan.components:
             comp = self.ctx.components[name]
-            port = comp.port or self.ports.get(name)
-            observation = await observe(self.ctx, probe_spec(comp, port))
-            self.journal(
-                "health",
-                step=step.id,
-                component=name,
-                status="ok" if observation.ok else "failing",
-                data=observation.to_dict(),
-            )
-            if not observation.ok:
-                failures.append(f"{name}: {observation.detail}")
+            problem = await self._check(step, comp, comp.port or self.ports.get(name))
+            if problem:
+                failures.append(f"{name}: {problem}")
         failures += await self._verify_untouched_dependents(step)
         if failures:
             raise DeploymentFailed("final health check failed: " + "; ".join(failures))
@@ -952,20 +944,24 @@ class Deployment:
             if release is None or not _is_up(proc) or proc is None:
                 continue
             comp = (await _settled(ctx.release_spec, name, release))[0]
-            observation = await observe(ctx, probe_spec(comp, comp.port or proc.port))
-            self.journal(
-                "health",
-                step=step.id,
-                component=name,
-                status="ok" if observation.ok else "failing",
-                data=observation.to_dict(),
-            )
-            if not observation.ok:
+            problem = await self._check(step, comp, comp.port or proc.port)
+            if problem:
                 failures.append(
-                    f"{name} (not redeployed, depends on what was) is unhealthy: "
-                    f"{observation.detail}"
+                    f"{name} (not redeployed, depends on what was) is unhealthy: {problem}"
                 )
         return failures
+
+    async def _check(self, step: Step, comp: Component, port: int | None) -> str | None:
+        """Probe one component once, journal what it saw; the problem, or None when healthy."""
+        observation = await observe(self.ctx, probe_spec(comp, port))
+        self.journal(
+            "health",
+            step=step.id,
+            component=comp.name,
+            status="ok" if observation.ok else "failing",
+            data=observation.to_dict(),
+        )
+        return None if observation.ok else observation.detail
 
     async def _step_finish(self, step: Step) -> None:
         new = {n: self.plan.releases.get(n, self.release) for n in self.plan.components}
