@@ -72,7 +72,7 @@ class ValidationReport:
 
 @dataclass(frozen=True)
 class DeploymentView:
-    """A deployment with its components: the cli.md deployment shape."""
+    """A deployment with its components: the deployment shape of docs/cli.md."""
 
     record: DeploymentRecord
     components: list[dict[str, Any]] = field(default_factory=list)
@@ -539,7 +539,7 @@ class Shipyard:
         return self.store.events(record.id, after_seq)
 
     def environment_status(self, env_name: str | None = None) -> dict[str, Any]:
-        """What is active now in an environment (cli.md `status --env` shape)."""
+        """What is active now in an environment (the `status --env` shape of docs/cli.md)."""
         env = self.environment(env_name)
         target = self.target(env)
         last = self.store.last_good_deployment(env.name)

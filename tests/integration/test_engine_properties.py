@@ -1,4 +1,5 @@
-"""Property-based tests of the deployment engine against design.md §10, deployed for real.
+"""Property-based tests of the deployment engine against its invariants, deployed for real:
+atomicity, ordering, durations, unique ids, health, one deployment at a time.
 
 Each example generates a project whose components form a random DAG (2–5 components,
 see engine_fixtures.py), in a real git repository in a short temp folder. It deploys v1

@@ -719,7 +719,7 @@ _GLOBAL_OPTIONS = ("-C", "--project", "--json", "--verbose", "-v")
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console-script entry point: every outcome, usage errors included, exits as cli.md says.
+    """Console-script entry point: every outcome, usage errors included, exits as docs/cli.md says.
 
     Typer's own handling of usage errors (a box on stderr) ignores --json, so the command
     runs in non-standalone mode and those errors are reported here like any other.

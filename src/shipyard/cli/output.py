@@ -125,7 +125,7 @@ def state(ctx: typer.Context) -> CliState:
 
 @contextmanager
 def handle_errors(cli: CliState) -> Iterator[None]:
-    """Turn every error into a message (or `{"error": …}`) and the exit code of cli.md."""
+    """Turn every error into a message (or `{"error": …}`) and the exit code of docs/cli.md."""
     try:
         yield
     except ShipyardError as exc:

@@ -1,4 +1,4 @@
-"""Which components a set of changed files affects, and why (design.md §6)."""
+"""Which components a set of changed files affects, and why."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The durable state store of shipyard (design.md §8).
+"""The durable state store of shipyard.
 
 SQLAlchemy 2 + Alembic; SQLite by default, PostgreSQL by URL. Everything outside
 this package uses only `Store`, the records and `new_id`; SQLAlchemy never leaks out.

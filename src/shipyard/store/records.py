@@ -3,7 +3,7 @@
 No SQLAlchemy type appears here: the engine, the service and the adapters only
 ever see these dataclasses. Every timestamp is a timezone-aware datetime in UTC
 (naive datetimes are refused when a record is built). `to_dict()` gives the
-JSON shapes of the CLI contract (docs: cli.md), with ISO 8601 timestamps.
+JSON shapes of the CLI contract (docs/cli.md), with ISO 8601 timestamps.
 
 Building a record only checks that its datetimes are aware; `validate()` checks
 the enumerated values (kind, status) and is called by the store when it writes.
@@ -200,7 +200,7 @@ class ComponentRecord:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The cli.md `components[]` item shape (plus host, timings and health)."""
+        """The `components[]` item shape of docs/cli.md (plus host, timings and health)."""
         return {
             "name": self.component,
             "host": self.host,

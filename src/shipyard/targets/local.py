@@ -1,6 +1,6 @@
 """The local target: releases on this machine, run and routed by the host agent.
 
-Layout under the environment's root (design.md §5):
+Layout under the environment's root:
 
     <root>/<component>/releases/<release>/   the unpacked artifact, `.env` (0600), `shared` link
     <root>/<component>/current -> releases/<release>
