@@ -128,6 +128,15 @@ def test_kill_at_a_boundary_then_recover(shop: Path, run_cli: RunCli, boundary: 
             # Killed before it started running: nothing to undo, so it is just `failed`.
             assert after.status in ("rolled_back", "failed"), after
             assert after.error and "orchestrator died" in after.error, after
+            # The old backend cannot serve the new migration (0004 declares no compatibility):
+            # recovery takes the schema down first instead of waiting out health deadlines
+            # for releases that served before the deploy (it once took 51 s here).
+            failing = [
+                e
+                for e in service.events(newest.id)
+                if e.kind == "health" and e.step == "rollback" and e.status == "failing"
+            ]
+            assert failing == [], failing
         # Whole on one version: every public port serves the last good deployment.
         assert set(served_releases(shop).values()) == {good}
         assert service.lock_status() is None

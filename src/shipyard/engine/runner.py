@@ -1267,6 +1267,22 @@ async def restore(
     routes = await _settled(ctx.target.routes)
     restarted: set[str] = set()
 
+    async def schema_moved() -> bool:
+        """Whether a component's schema is no longer at its snapshot revision."""
+        for name in touched:
+            comp, files_from = new_specs[name], new_of[name]
+            if comp.migrations is None or not ctx.target.has_release(name, files_from):
+                continue
+            env = component_env(ctx, comp, files_from)
+            current = await _settled(
+                ctx.target.migration_revision, name, files_from, comp.migrations, env
+            )
+            if current != snapshot[name].migration_revision:
+                return True
+        return False
+
+    patient = True  # wait a health deadline for a running previous release that fails a probe
+
     async def make(name: str) -> None:
         """Start the previous release if it is not running, and wait until it is healthy."""
         comp = prev_specs[name]
@@ -1277,6 +1293,10 @@ async def restore(
             quick = await observe(ctx, probe_spec(comp, proc.port))
             if quick.ok:
                 return
+            if not patient:
+                # It served before this deployment and fails now, on a newer schema: waiting
+                # a whole health deadline would not help; the schema goes down first.
+                raise DeploymentFailed(f"unhealthy on the newer schema: {quick.detail}")
             port = proc.port
         else:
             env = {
@@ -1346,7 +1366,12 @@ async def restore(
 
     # 1. Make, route back, break: everything whose previous release can run as it is.
     failed_first: dict[str, str] = {}
+    try:
+        patient = not await schema_moved()
+    except ShipyardError:
+        patient = True  # the revision cannot be read: step 2 reports why
     await make_route_break(touched, failed_first)
+    patient = True
     # 2. Schema back to the snapshot revision, newest dependents first, with the newer
     #    release's files and spec (only it knows the newer revisions' down steps).
     for name in reversed(touched):
