@@ -352,7 +352,10 @@ class Shipyard:
 
     def _may_run(self, env: Environment, target: Target) -> bool:
         """Whether anything may run in `env`: only then is its agent asked (asking starts
-        one, which would keep running after a command on a never-deployed environment)."""
+        one, which would keep running after a command on a never-deployed environment, or
+        on one whose agent `shipyard down` stopped)."""
+        if getattr(target, "stopped_on_purpose", lambda: False)():
+            return False
         names = self.config.components_for(env)
         return bool(self.store.list_deployments(env.name, limit=1)) or any(
             map(target.current, names)
@@ -530,8 +533,9 @@ class Shipyard:
     def history(self, env_name: str | None = None, limit: int = 20) -> list[DeploymentView]:
         env = self.environment(env_name)
         records = self.store.list_deployments(env.name, limit=limit)
-        if records:
-            self._check_agent(env, self.target(env))
+        target = self.target(env)
+        if records and self._may_run(env, target):
+            self._check_agent(env, target)
         return [self.view(d) for d in records]
 
     def events(self, deployment_id: str, after_seq: int = 0) -> list[EventRecord]:

@@ -161,7 +161,14 @@ def test_a_dead_agent_is_restarted_by_any_command_that_says_so(shop: Path, run_c
         assert "was not running" in result.stderr and "restarted" in result.stderr, command
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/health", timeout=10) as r:
             assert r.status == 200  # serving again
-    # `down` stops the agent on purpose: starting it again afterwards is no news.
+    # `down` stops the agent on purpose: reading commands report what is stopped, neither
+    # start an agent that would keep running nor call it news.
     assert run_cli("-C", str(shop), "down").returncode == 0
-    quiet = run_cli("-C", str(shop), "status")
-    assert "restarted" not in quiet.stderr
+    for command in (["status"], ["history"], ["health"]):
+        quiet = run_cli("-C", str(shop), *command)
+        assert "restarted" not in quiet.stderr, command
+        assert not agent_answers(shop), command
+    assert "stopped" in run_cli("-C", str(shop), "status").stdout
+    # A deploy brings it back (a reconcile: what runs differs from the last good deployment).
+    again = run_cli("-C", str(shop), "deploy", timeout=120)
+    assert again.returncode == 0 and "reconcile" in again.stdout, again.stdout + again.stderr

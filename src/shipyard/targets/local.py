@@ -65,6 +65,18 @@ class LocalTarget:
             self.agent_restarted = started and self._had_agent
         return self._client
 
+    def stopped_on_purpose(self) -> bool:
+        """No agent answers and its last state serves nothing (`shipyard down`): reading
+        commands then report what is stopped without starting an agent that would keep
+        running. A dead agent that was serving is not this: it is restarted, and said so."""
+        if self._client is not None or self._had_agent:
+            return False
+        try:
+            AgentClient(self.root, timeout=5.0).ping()
+        except AgentRequestError:
+            return True
+        return False
+
     def prepare(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
