@@ -304,11 +304,7 @@ class Shipyard:
             return idle
         last, desired = good[0]
         drift = self._drift(env, target, desired)  # asks the agent: starts it if it is down
-        notice = (
-            "; the host agent was not running (the public ports were down): it was restarted"
-            if self._agent_was_restarted(target)
-            else ""
-        )
+        notice = "; " + _agent_restarted(env) if self._agent_was_restarted(target) else ""
         if not drift:
             return dataclasses.replace(idle, why=idle.why + notice)
         releases = {name: desired[name] for name in drift}
@@ -361,17 +357,13 @@ class Shipyard:
             map(target.current, names)
         )
 
-    def _check_agent(self, env: Environment, target: Target) -> None:
-        """Ask the agent of an environment that has run something (which restarts a dead
-        one) and note when it had to be restarted: its public ports were down until now."""
-        target.routes()
-        if self._agent_was_restarted(target):
-            notice = (
-                f"the host agent of {env.name} was not running (its public ports were down): "
-                "it was restarted"
-            )
-            if notice not in self.notices:
-                self.notices.append(notice)
+    def _check_agent(self, env: Environment, target: Target) -> dict[str, str]:
+        """The routes of an environment that has run something: asking the agent restarts a
+        dead one, noted here, since its public ports were down until now."""
+        routes = target.routes()
+        if self._agent_was_restarted(target) and _agent_restarted(env) not in self.notices:
+            self.notices.append(_agent_restarted(env))
+        return routes
 
     def _drift(self, env: Environment, target: Target, desired: dict[str, str]) -> dict[str, str]:
         """component → how what runs differs from `desired` (not running, not routed, or
@@ -550,8 +542,7 @@ class Shipyard:
         routes: dict[str, str] = {}
         running: dict[tuple[str, str], RunningRelease] = {}
         if self._may_run(env, target):
-            self._check_agent(env, target)
-            routes = target.routes()
+            routes = self._check_agent(env, target)
             running = target.running()
         made_by: dict[str, tuple[str, str | None]] = {}
         for d in reversed(self.store.list_deployments(env.name, limit=500)):
@@ -608,9 +599,8 @@ class Shipyard:
         running: dict[tuple[str, str], RunningRelease] = {}
         routes: dict[str, str] = {}
         if self._may_run(env, target):
-            self._check_agent(env, target)
+            routes = self._check_agent(env, target)
             running = target.running()
-            routes = target.routes()
         results = []
         for name, today in self.config.components_for(env).items():
             release = routes.get(name) or target.current(name)
@@ -704,6 +694,14 @@ class Shipyard:
         if component is None and isinstance(target, LocalTarget):
             target.shutdown_agent()
         return stopped
+
+
+def _agent_restarted(env: Environment) -> str:
+    """What a command says when it had to start a dead host agent again."""
+    return (
+        f"the host agent of {env.name} was not running (its public ports were down): "
+        "it was restarted"
+    )
 
 
 class UnhealthyReport(HealthCheckError):
