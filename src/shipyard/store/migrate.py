@@ -50,7 +50,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # The newest revision in migrations/versions. Kept here so that opening a store that
 # is already at head never imports Alembic (and Mako, Pygments…): a CLI start-up cost.
 # A test checks it against Alembic's view of the scripts.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 # An arbitrary constant: the advisory lock key all shipyard processes agree on.
 _PG_LOCK_KEY = 0x5348_4950_5944_4D47  # "SHIPYDMG"
 # Execution option marking a read-only connection: on SQLite it begins with a plain

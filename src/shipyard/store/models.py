@@ -93,6 +93,8 @@ class Deployment(Base):
         String(36), ForeignKey("deployments.id", ondelete="SET NULL")
     )
     created_by: Mapped[str | None] = mapped_column(String(255))
+    # A promotion's source deployment (in another environment): what was tested there.
+    promoted_from: Mapped[str | None] = mapped_column(String(36))
     options: Mapped[dict[str, Any]]
     # Last journal sequence number handed out; bumped atomically by append_event.
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
@@ -165,6 +167,20 @@ class ReleaseSpec(Base):
     commit: Mapped[str | None] = mapped_column(String(64))
     spec: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+
+
+class SavedPlan(Base):
+    """A plan kept for a later `deploy(plan_id)` (MCP, API): what was shown is what runs."""
+
+    __tablename__ = "plans"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(200))
+    plan_hash: Mapped[str] = mapped_column(String(128))
+    commit: Mapped[str | None] = mapped_column(String(64))
+    plan: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(255))
 
 
 class Artifact(Base):
