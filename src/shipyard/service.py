@@ -417,8 +417,11 @@ class Shipyard:
         allow_destructive: bool = False,
         allow_irreversible: bool = False,
         wait_lock: float = 0.0,
+        created_by: str | None = None,
     ) -> DeploymentView:
-        """Run a plan. Raises DeploymentFailed (exit 1) after rolling back, LockedError (4)…"""
+        """Run a plan. Raises DeploymentFailed (exit 1) after rolling back, LockedError (4)…
+
+        `created_by` names who asked (an MCP client, an API token); default user@host."""
         config = self.config_at(plan.commit, work_tree=plan.config_from == "work tree")
         env = config.environment(plan.environment)
         dirty = [
@@ -437,6 +440,7 @@ class Shipyard:
             allow_irreversible=allow_irreversible,
             dirty=bool(dirty) and plan.commit == head,
             wait_lock=wait_lock,
+            created_by=created_by or "",
         )
         ctx = self._context(env, config)
         if plan.kind in ("rollback", "reconcile"):
@@ -447,7 +451,12 @@ class Shipyard:
         return self.view(record)
 
     def rollback(
-        self, env_name: str | None = None, *, to: str | None = None, wait_lock: float = 0.0
+        self,
+        env_name: str | None = None,
+        *,
+        to: str | None = None,
+        wait_lock: float = 0.0,
+        created_by: str | None = None,
     ) -> DeploymentView:
         """Back to the previous good deployment (or the one named), as a new deployment."""
         env = self.environment(env_name)
@@ -490,7 +499,8 @@ class Shipyard:
             rollback_to=target.id,
             current_commit=good[0][0].commit if good else None,
         )
-        record = asyncio.run(Deployment(ctx, plan, DeployOptions(wait_lock=wait_lock)).run())
+        options = DeployOptions(wait_lock=wait_lock, created_by=created_by or "")
+        record = asyncio.run(Deployment(ctx, plan, options).run())
         return self.view(record)
 
     def _good_deployments(
