@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.config import CONFIG_FILE, Component, Config, Environment, load_config
+from shipyard.core.changes import ChangeReport
 from shipyard.core.graph import Graph
 from shipyard.core.plan import Plan, Selection, TestStage, plan_deploy, plan_rollback
 from shipyard.core.secrets import Redactor
 from shipyard.effects.artifacts import ArtifactStore
+from shipyard.effects.changes import Base, detect_changes
 from shipyard.effects.config_at_commit import load_config_at, same_config_text
-from shipyard.effects.git import Repo
+from shipyard.effects.git import Repo, check_ref
 from shipyard.effects.secrets import load_secrets
 from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
 from shipyard.engine.runner import (
@@ -263,10 +265,10 @@ class Shipyard:
         work_tree = allow_dirty and commit == self.repo.resolve("HEAD")
         config = self.config_at(commit, work_tree=work_tree)
         env = config.environment(env_name or self.config.project.default_environment)
-        base, note = self._base_commit(env, since)
-        changed = None
-        if base is not None:
-            changed = self._project_files(self.repo.changed_files(base, commit))
+        base = self._base(env.name, since)
+        report = None
+        if base.commit is not None and selection in (None, "changed"):
+            report = self._detect(commit, base, env.name, work_tree=work_tree)
         config_note = None
         if not work_tree and not same_config_text(
             self.repo, commit, self.project_dir, self.project_prefix
@@ -280,13 +282,13 @@ class Shipyard:
             config,
             env.name,
             commit=commit,
-            base_commit=base,
-            changed_files=changed,
+            base_commit=base.commit,
+            changes=report,
             selection=selection,
             only=only,
             tests=tests,
             migrate=migrate,
-            base_note=note,
+            base_note=base.missing,
         )
         plan = dataclasses.replace(
             plan, config_from="work tree" if work_tree else "commit", config_note=config_note
@@ -389,24 +391,51 @@ class Shipyard:
                     drift[name] = f"release {release} is unhealthy: {observation.detail}"
         return drift
 
-    def _base_commit(self, env: Environment, since: str | None) -> tuple[str | None, str | None]:
+    def changes(
+        self, since: str | None = None, ref: str = "HEAD", env_name: str | None = None
+    ) -> ChangeReport:
+        """Changed files → affected components with reasons, breaking changes, and whether a
+        partial deploy is safe: from `since` (default: the environment's last good
+        deployment) to `ref`. The store is opened only when the base comes from it."""
+        check_ref(ref)
         if since is not None:
-            return self.repo.resolve(since), None
-        last = self.store.last_good_deployment(env.name)
-        if last is None or not last.commit:
-            return None, f"no previous good deployment of {env.name}"
-        if not self.repo.has_commit(last.commit):
-            return None, (
-                f"the last good deployment's commit {last.commit[:12]} is not in this "
-                "repository (shallow clone or rewritten history)"
-            )
-        return last.commit, None
+            check_ref(since)
+        head = self.repo.resolve(ref)
+        env = self.config_at(head).environment(env_name or self.config.project.default_environment)
+        return self._detect(head, self._base(env.name, since), env.name)
 
-    def _project_files(self, paths: list[str]) -> list[str]:
-        prefix = self.project_prefix
-        if not prefix:
-            return paths
-        return [p[len(prefix) + 1 :] for p in paths if p.startswith(prefix + "/")]
+    def _detect(
+        self, head: str, base: Base, env_name: str, *, work_tree: bool = False
+    ) -> ChangeReport:
+        return detect_changes(
+            self.repo,
+            self.project_prefix,
+            head=head,
+            base=base,
+            config_at=lambda commit: self.config_at(commit, work_tree=work_tree and commit == head),
+            env_name=env_name,
+        )
+
+    def _base(self, env_name: str, since: str | None) -> Base:
+        """The commit changes are counted from: `since`, else the last good deployment's."""
+        if since is not None:
+            return Base(self.repo.resolve(since), deployed=False)
+        last = self.store.last_good_deployment(env_name)
+        if last is None or not last.commit:
+            return Base(None, deployed=True, missing=f"no previous good deployment of {env_name}")
+        if not self.repo.has_commit(last.commit):
+            cause = (
+                "this is a shallow clone: `git fetch --unshallow` fetches the rest"
+                if self.repo.is_shallow()
+                else "rewritten history, or fetch it"
+            )
+            return Base(
+                None,
+                deployed=True,
+                missing=f"the last good deployment's commit {last.commit[:12]} is not in this "
+                f"repository ({cause})",
+            )
+        return Base(last.commit, deployed=True)
 
     def deploy(
         self,

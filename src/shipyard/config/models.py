@@ -13,6 +13,9 @@ from typing import Literal
 Tier = Literal["production", "staging", "development"]
 TargetKind = Literal["local", "ssh"]
 MigrationTool = Literal["sql", "alembic", "command"]
+# strict: any change to a contract file makes dependents deploy; semantic: only a change
+# that breaks consumers does (an OpenAPI document compared operation by operation).
+ContractMode = Literal["strict", "semantic"]
 
 TARGETS: tuple[TargetKind, ...] = ("local", "ssh")
 TIERS: tuple[Tier, ...] = ("production", "staging", "development")
@@ -71,6 +74,7 @@ class Component:
     migrations: Migrations | None = None
     tests: dict[str, str] = field(default_factory=dict)
     contract: tuple[str, ...] = ()  # API contract files: a change forces dependents to deploy
+    contract_mode: ContractMode = "strict"
     env: dict[str, str] = field(default_factory=dict)  # plain, non-secret settings
     stop_timeout: float = 10.0
     warm_for: float = 30.0

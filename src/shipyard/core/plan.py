@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from shipyard.config import Config
-from shipyard.core.changes import affected_components
+from shipyard.core.changes import Breaking, ChangeReport
 from shipyard.core.graph import Graph
 from shipyard.errors import UsageError
 
@@ -73,6 +73,9 @@ class Plan:
     config_from: str = "commit"
     config_note: str | None = None
     drift: dict[str, str] = field(default_factory=dict)  # component → what differs from desired
+    # What change detection found that a partial deploy must respect (docs/cli.md `changes`).
+    breaking: tuple[Breaking, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)
@@ -95,6 +98,8 @@ class Plan:
             "config_from": self.config_from,
             "config_note": self.config_note,
             "drift": self.drift,
+            "breaking": [b.to_dict() for b in self.breaking],
+            "notes": list(self.notes),
             "plan_hash": self.plan_hash,
         }
 
@@ -126,6 +131,11 @@ class Plan:
             lines.append(f"  config: {self.config_note}")
         for name, what in self.drift.items():
             lines.append(f"  drift: {name}: {what}")
+        lines += [f"  note: {note}" for note in self.notes]
+        for b in self.breaking:
+            lines.append(
+                f"  breaking ({b.kind}{', ' + b.component if b.component else ''}): {b.detail}"
+            )
         for index, level in enumerate(self.levels, start=1):
             lines.append(f"  level {index}: {', '.join(level)}")
         for name, why in self.reasons.items():
@@ -143,7 +153,7 @@ def plan_deploy(
     *,
     commit: str,
     base_commit: str | None,
-    changed_files: list[str] | None,
+    changes: ChangeReport | None,
     selection: Selection | None,
     only: tuple[str, ...] = (),
     tests: TestStage = "none",
@@ -153,10 +163,12 @@ def plan_deploy(
     """Choose the components (full, changed, or only some) and lay out their steps.
 
     `selection=None` means: changed when there is a base commit, full otherwise.
-    `changed_files` is None when the base is unknown or unreachable (`base_note` says why).
+    `changes` is None when the base is unknown or unreachable (`base_note` says why).
     """
     graph = Graph({c.name: c.depends_on for c in config.components.values()})
     reasons: dict[str, list[str]] = {}
+    breaking: tuple[Breaking, ...] = ()
+    notes: tuple[str, ...] = ()
     if selection == "only":
         unknown = [name for name in only if name not in config.components]
         if unknown:
@@ -167,27 +179,27 @@ def plan_deploy(
         chosen = set(only)
         why = f"only {', '.join(sorted(chosen))} (as asked)"
         reasons = {name: ["selected with --only"] for name in chosen}
-    elif selection == "full" or (selection is None and changed_files is None):
+    elif selection == "full" or (selection is None and changes is None):
         chosen = set(config.components)
         if selection == "full":
             why = "full deploy (as asked)"
         else:
             why = f"full deploy: {base_note or 'no previous good deployment'}"
     else:
-        if changed_files is None:
+        if changes is None:
             raise UsageError(
                 f"--changed needs a base commit: {base_note or 'no previous good deployment'}",
                 hint="deploy with --full first, or name a base with --since REF",
             )
-        affected = affected_components(config, changed_files)
-        reasons = affected.reasons
-        chosen = affected.names
-        if affected.why_full:
-            why = f"full deploy: {affected.why_full}"
+        reasons = changes.affected
+        chosen = changes.names & set(config.components)
+        breaking, notes = tuple(changes.breaking), tuple(changes.notes)
+        if changes.why_full:
+            why = f"full deploy: {changes.why_full}"
         else:
             why = (
                 f"changed since {base_commit[:12] if base_commit else '?'}: "
-                f"{len(changed_files)} file(s) affect {len(chosen)} component(s)"
+                f"{len(changes.changed_files)} file(s) affect {len(chosen)} component(s)"
             )
     if chosen == set(config.components):
         kind: DeploymentKind = "full"
@@ -209,6 +221,8 @@ def plan_deploy(
         reasons={n: reasons.get(n, []) for n in order if reasons.get(n)},
         tests=tests,
         migrate=migrate,
+        breaking=breaking,
+        notes=notes,
     )
 
 

@@ -1,15 +1,17 @@
 """shipyard.toml as it is at a commit: a deploy of commit X is planned from X's config.
 
 The loader checks that every component's folder exists under the project root; at a
-commit, "exists" means "is in that commit's tree", so the folders of the commit are
-mirrored (empty) in a scratch folder for validation, and the config then points back at
-the real project folder.
+commit, "exists" means "is in that commit's tree", so the component folders that are in
+the commit (one `git ls-tree` for all of them, not the whole tree: a monorepo has 100,000
+files) are mirrored (empty) in a scratch folder for validation, and the config then points
+back at the real project folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tempfile
+import tomllib
 from pathlib import Path, PurePosixPath
 
 from shipyard.config import CONFIG_FILE, Config, parse_config
@@ -31,12 +33,30 @@ def load_config_at(repo: Repo, commit: str, project_dir: Path, prefix: str) -> C
     with tempfile.TemporaryDirectory(prefix="shipyard-config-") as scratch:
         root = Path(scratch)
         strip = len(prefix) + 1 if prefix else 0
-        for entry in repo.tree(commit, prefix):
-            parent = PurePosixPath(entry.path[strip:]).parent
-            if str(parent) != ".":
-                (root / parent).mkdir(parents=True, exist_ok=True)
+        for folder in repo.folders(
+            commit, [prefix + "/" + p if prefix else p for p in _paths(text)]
+        ):
+            (root / folder[strip:]).mkdir(parents=True, exist_ok=True)
         config = parse_config(text, file=shown, root=root)
     return dataclasses.replace(config, root=project_dir, file=project_dir / CONFIG_FILE)
+
+
+def _paths(text: str) -> list[str]:
+    """The component folders a config names (only those are looked up in the commit's tree;
+    a config that does not parse yields none, and parse_config reports why)."""
+    try:
+        components = tomllib.loads(text).get("components")
+    except tomllib.TOMLDecodeError:
+        return []
+    if not isinstance(components, dict):
+        return []
+    found = []
+    for table in components.values():
+        path = table.get("path") if isinstance(table, dict) else None
+        folder = str(PurePosixPath(path.strip("/"))) if isinstance(path, str) else "."
+        if folder != "." and not folder.startswith("-"):
+            found.append(folder)
+    return found
 
 
 def same_config_text(repo: Repo, commit: str, project_dir: Path, prefix: str) -> bool:
