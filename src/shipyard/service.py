@@ -37,6 +37,7 @@ from shipyard.engine.runner import (
     short_redacted,
 )
 from shipyard.errors import (
+    GitError,
     HealthCheckError,
     PreflightError,
     ShipyardError,
@@ -419,7 +420,17 @@ class Shipyard:
     def _base(self, env_name: str, since: str | None) -> Base:
         """The commit changes are counted from: `since`, else the last good deployment's."""
         if since is not None:
-            return Base(self.repo.resolve(since), deployed=False)
+            try:
+                return Base(self.repo.resolve(since), deployed=False)
+            except GitError:
+                if not self.repo.is_shallow():
+                    raise
+                return Base(
+                    None,
+                    deployed=False,
+                    missing=f"{since} is not in this shallow clone "
+                    "(`git fetch --unshallow` fetches the rest)",
+                )
         last = self.store.last_good_deployment(env_name)
         if last is None or not last.commit:
             return Base(None, deployed=True, missing=f"no previous good deployment of {env_name}")
