@@ -366,8 +366,14 @@ def decode_config(raw: bytes, file: Path) -> str:
         ) from None
 
 
-def parse_config(text: str, *, file: Path, root: Path) -> Config:
-    """Validate TOML text as a shipyard.toml; `root` is where component paths resolve."""
+def parse_config(
+    text: str, *, file: Path, root: Path, folder_exists: Callable[[str], bool] | None = None
+) -> Config:
+    """Validate TOML text as a shipyard.toml; `root` is where component paths resolve.
+
+    `folder_exists` answers whether a component's folder exists (default: under `root` on
+    disk; for a commit, in its tree)."""
+    exists = folder_exists or (lambda folder: (root / folder).is_dir())
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -384,7 +390,7 @@ def parse_config(text: str, *, file: Path, root: Path) -> Config:
     r.check_keys(data, {"project", "environments", "components", "secrets"}, "")
     no_components: dict[str, Component] = {}
     components = r.attempt(
-        lambda: _components(r, r.table(data, "components", ""), root), no_components
+        lambda: _components(r, r.table(data, "components", ""), root, exists), no_components
     )
     unreadable: dict[str, Environment] | None = None
     read_environments = r.attempt(
@@ -441,7 +447,9 @@ def _project(r: _Reader, data: dict[str, Any], envs: dict[str, Environment] | No
     )
 
 
-def _components(r: _Reader, data: dict[str, Any], root: Path) -> dict[str, Component]:
+def _components(
+    r: _Reader, data: dict[str, Any], root: Path, exists: Callable[[str], bool]
+) -> dict[str, Component]:
     if not data:
         raise r.error(
             "components",
@@ -460,17 +468,19 @@ def _components(r: _Reader, data: dict[str, Any], root: Path) -> dict[str, Compo
                 )
             if not isinstance(table, dict):
                 raise r.error(path, f"expected a table, got {_show(table)}")
-            result[name] = _component(r, name, table, root)
+            result[name] = _component(r, name, table, root, exists)
         if name not in result:
             r.skipped_components.add(name)
     return result
 
 
-def _component(r: _Reader, name: str, t: dict[str, Any], root: Path) -> Component:
+def _component(
+    r: _Reader, name: str, t: dict[str, Any], root: Path, exists: Callable[[str], bool]
+) -> Component:
     path = f"components.{name}"
     r.check_keys(t, _COMPONENT_KEYS, path)
     folder = r.attempt(lambda: r.required(t, "path", path, _str), None)
-    if folder is not None and not (root / folder).is_dir():
+    if folder is not None and not exists(folder):
         r.report(
             f"{path}.path",
             f"folder {folder!r} does not exist in {root}",

@@ -1,16 +1,13 @@
 """shipyard.toml as it is at a commit: a deploy of commit X is planned from X's config.
 
-The loader checks that every component's folder exists under the project root; at a
-commit, "exists" means "is in that commit's tree", so the component folders that are in
-the commit (one `git ls-tree` for all of them, not the whole tree: a monorepo has 100,000
-files) are mirrored (empty) in a scratch folder for validation, and the config then points
-back at the real project folder.
+The loader checks that every component's folder exists; at a commit, "exists" means "is
+in that commit's tree": one `git ls-tree -d` for the folders the config names (never the
+whole tree: a monorepo has 100,000 files) answers it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import tomllib
 from pathlib import Path, PurePosixPath
 
@@ -22,7 +19,7 @@ from shipyard.errors import ConfigError
 def load_config_at(repo: Repo, commit: str, project_dir: Path, prefix: str) -> Config:
     """The validated config of `commit` (ConfigError naming the commit when it is bad)."""
     path = f"{prefix}/{CONFIG_FILE}" if prefix else CONFIG_FILE
-    text = repo.show(commit, path)
+    text = repo.blob_text(commit, path)
     if text is None:
         raise ConfigError(
             f"commit {commit[:12]} has no {path}",
@@ -30,19 +27,23 @@ def load_config_at(repo: Repo, commit: str, project_dir: Path, prefix: str) -> C
             hint="deploy a commit that has it, or pass --allow-dirty to use the work tree's",
         )
     shown = Path(f"{CONFIG_FILE}@{commit[:12]}")
-    with tempfile.TemporaryDirectory(prefix="shipyard-config-") as scratch:
-        root = Path(scratch)
-        strip = len(prefix) + 1 if prefix else 0
-        for folder in repo.folders(
-            commit, [prefix + "/" + p if prefix else p for p in _paths(text)]
-        ):
-            (root / folder[strip:]).mkdir(parents=True, exist_ok=True)
-        config = parse_config(text, file=shown, root=root)
-    return dataclasses.replace(config, root=project_dir, file=project_dir / CONFIG_FILE)
+    strip = len(prefix) + 1 if prefix else 0
+    named = [prefix + "/" + p if prefix else p for p in filter(None, map(_folder, _paths(text)))]
+    present = {folder[strip:] for folder in repo.folders(commit, named)} | {""}
+    config = parse_config(
+        text, file=shown, root=project_dir, folder_exists=lambda f: _folder(f) in present
+    )
+    return dataclasses.replace(config, file=project_dir / CONFIG_FILE)
+
+
+def _folder(path: str) -> str:
+    """A component path as git names it: no leading or trailing slash, "" for the root."""
+    folder = str(PurePosixPath(path.strip("/")))
+    return "" if folder == "." or folder.startswith("-") else folder
 
 
 def _paths(text: str) -> list[str]:
-    """The component folders a config names (only those are looked up in the commit's tree;
+    """The component paths a config names (only those are looked up in the commit's tree;
     a config that does not parse yields none, and parse_config reports why)."""
     try:
         components = tomllib.loads(text).get("components")
@@ -50,13 +51,8 @@ def _paths(text: str) -> list[str]:
         return []
     if not isinstance(components, dict):
         return []
-    found = []
-    for table in components.values():
-        path = table.get("path") if isinstance(table, dict) else None
-        folder = str(PurePosixPath(path.strip("/"))) if isinstance(path, str) else "."
-        if folder != "." and not folder.startswith("-"):
-            found.append(folder)
-    return found
+    paths = [t.get("path") for t in components.values() if isinstance(t, dict)]
+    return [p for p in paths if isinstance(p, str)]
 
 
 def same_config_text(repo: Repo, commit: str, project_dir: Path, prefix: str) -> bool:
@@ -66,4 +62,4 @@ def same_config_text(repo: Repo, commit: str, project_dir: Path, prefix: str) ->
         work = (project_dir / CONFIG_FILE).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return False
-    return repo.show(commit, path) == work
+    return repo.blob_text(commit, path) == work

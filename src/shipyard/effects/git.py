@@ -111,12 +111,6 @@ class Repo:
             entries.append(TreeEntry(path=path, blob=meta.split()[2]))
         return entries
 
-    def show(self, commit: str, path: str) -> str | None:
-        """The text of `path` (relative to the work-tree root) at `commit`; None if absent."""
-        if not any(e.path == path for e in self.tree(commit, path)):
-            return None
-        return self._git("show", f"{commit}:{path}")
-
     def work_tree_digest(self, paths: list[str]) -> dict[str, str]:
         """Content hashes of work-tree files (for --allow-dirty builds)."""
         root = self.toplevel()
