@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 CACHE = Path("/tmp/shipyard-bench-changes")
@@ -94,7 +95,9 @@ def generate(components: int, files: int, commits: int) -> Path:
         raw = text.encode()
         out.append(b"data %d\n" % len(raw) + raw + b"\n")
 
-    def commit(mark: int, message: str, entries: list[tuple[str, str | None]], parent: bool) -> None:
+    def commit(
+        mark: int, message: str, entries: list[tuple[str, str | None]], parent: bool
+    ) -> None:
         out.append(b"commit refs/heads/main\n")
         out.append(b"mark :%d\n" % mark)
         stamp = 1_700_000_000 + mark * 60
@@ -154,12 +157,8 @@ def reference(repo: Path, since: str) -> set[str]:
     """Changed files mapped by folder, closed over dependents: the obvious way."""
     base = _git(repo, "merge-base", since, "HEAD")
     changed = _git(repo, "diff", "--name-only", "--no-renames", base, "HEAD").splitlines()
-    deps = {
-        name: list(c.get("depends_on", []))
-        for name, c in __import__("tomllib").loads((repo / "shipyard.toml").read_text())[
-            "components"
-        ].items()
-    }
+    config = tomllib.loads((repo / "shipyard.toml").read_text())
+    deps = {name: list(c.get("depends_on", [])) for name, c in config["components"].items()}
     if any(f in ("global.json", "shipyard.toml") for f in changed):
         return set(deps)
     hit = {f.split("/")[1] for f in changed if f.startswith("packages/")}
@@ -260,7 +259,7 @@ def measure(repo: Path, runs: int, turbo: bool) -> list[dict[str, object]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--components", type=int, nargs="+", default=[100, 300, 1000])
+    parser.add_argument("--components", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--commits", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)

@@ -457,3 +457,24 @@ def test_contract_mode_decides_for_an_additive_change(
     web = next(a for a in data["affected"] if a["name"] == "web")
     assert any("API contract of api" in r for r in web["reasons"]) is forced
     assert bool(data["breaking"]) is forced
+
+
+YAML_V1 = """\
+openapi: 3.0.0
+paths:
+  /orders:
+    get:
+      responses:
+        200:
+          content:
+            application/json:
+              schema: {type: object, properties: {id: {type: string}, total: {type: number}}}
+        default: {description: error}
+"""
+
+
+def test_a_yaml_openapi_document_is_compared_too() -> None:
+    diff = diff_contract(YAML_V1, YAML_V1.replace(", total: {type: number}", ""))
+    assert diff.openapi
+    assert diff.breaking == ["GET /orders: response 200 no longer has field total"]
+    assert diff_contract(YAML_V1, YAML_V1 + "  /health: {get: {responses: {}}}\n").additive_only

@@ -248,10 +248,13 @@ def analyse(
             unmatched.append(path)
     if global_hits:
         why_full.append(f"global input changed: {_some(global_hits)}")
+    submodules = {c.path for c in changes if c.submodule}
     for name, changed in files.items():
-        submodules = {c.path for c in changes if c.submodule} & set(changed)
-        what = "submodule pointer changed" if submodules else "changed"
-        add(name, f"{what}: {_some(changed)}")
+        pointers = [p for p in changed if p in submodules]
+        if pointers:
+            add(name, f"submodule pointer changed: {_some(pointers)}")
+        if len(pointers) < len(changed):
+            add(name, f"changed: {_some([p for p in changed if p not in submodules])}")
 
     forced = _contracts(components, graph, changes, sources, add, breaking)
     _migrations(components, changes, sources, breaking)

@@ -1,6 +1,6 @@
 """What changed between two versions of an API contract, as its consumers see it (pure).
 
-For OpenAPI (and Swagger 2) documents in JSON: removed paths and operations, removed
+For OpenAPI (and Swagger 2) documents, JSON or YAML: removed paths and operations, removed
 response fields and newly required request fields or parameters break consumers; added
 ones do not. Anything else (another format, a file that does not parse) is "changed",
 never guessed to be harmless.
@@ -37,13 +37,18 @@ class ContractDiff:
 
 
 def parse_document(text: str | None) -> dict[str, Any] | None:
-    """An OpenAPI/Swagger document, or None (absent, not JSON, not OpenAPI)."""
+    """An OpenAPI/Swagger document (JSON or YAML), or None (absent, unreadable, not OpenAPI)."""
     if text is None:
         return None
     try:
         data = json.loads(text)
     except ValueError:
-        return None
+        import yaml  # only for YAML contracts: not on the CLI's start-up path
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return None
     if isinstance(data, dict) and ("openapi" in data or "swagger" in data):
         return _dict(data)
     return None
@@ -61,7 +66,7 @@ def diff_contract(old_text: str | None, new_text: str | None) -> ContractDiff:
         return ContractDiff(False)
     breaking: list[str] = []
     additive: list[str] = []
-    old_paths, new_paths = _dict(old.get("paths")), _dict(new.get("paths"))
+    old_paths, new_paths = _keyed(old.get("paths")), _keyed(new.get("paths"))
     for path in sorted(set(old_paths) - set(new_paths)):
         breaking.append(f"removed path {path}")
     for path in sorted(set(new_paths) - set(old_paths)):
@@ -83,6 +88,11 @@ def _dict(value: Any) -> dict[str, Any]:
     return cast(dict[str, Any], value) if isinstance(value, dict) else {}
 
 
+def _keyed(value: Any) -> dict[str, Any]:
+    """A mapping with text keys (YAML reads `200:` as a number)."""
+    return {str(k): v for k, v in _dict(value).items()}
+
+
 Side = tuple[dict[str, Any], dict[str, Any]]  # (document, operation)
 
 
@@ -98,7 +108,7 @@ def _operation(op: str, old: Side, new: Side, breaking: list[str]) -> None:
     new_body = _body_schema(new_doc, after)
     for name in _required_fields(new_doc, new_body, old_doc, old_body, "", _DEPTH):
         breaking.append(f"{op}: request field {name} is now required")
-    old_responses, new_responses = _dict(before.get("responses")), _dict(after.get("responses"))
+    old_responses, new_responses = _keyed(before.get("responses")), _keyed(after.get("responses"))
     for code in sorted(set(old_responses) & set(new_responses)):
         was_schema = _response_schema(old_doc, old_responses[code])
         now_schema = _response_schema(new_doc, new_responses[code])
@@ -157,7 +167,7 @@ def _json_schema(doc: dict[str, Any], holder: dict[str, Any]) -> dict[str, Any]:
 def _properties(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
     props: dict[str, dict[str, Any]] = {}
     for part in [schema, *(_resolve(doc, s) for s in schema.get("allOf") or [])]:
-        for name, sub in _dict(part.get("properties")).items():
+        for name, sub in _keyed(part.get("properties")).items():
             props[name] = _resolve(doc, sub)
     if schema.get("type") == "array" or "items" in schema:
         items = _resolve(doc, schema.get("items"))
