@@ -402,7 +402,7 @@ class Shipyard:
         if since is not None:
             check_ref(since)
         head = self.repo.resolve(ref)
-        env = self.config_at(head).environment(env_name or self.config.project.default_environment)
+        env = self.config_at(head).environment(env_name)  # its default environment
         return self._detect(head, self._base(env.name, since), env.name)
 
     def _detect(

@@ -8,8 +8,8 @@ whole tree: a monorepo has 100,000 files) answers it.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
-from pathlib import Path, PurePosixPath
+import re
+from pathlib import Path
 
 from shipyard.config import CONFIG_FILE, Config, parse_config
 from shipyard.effects.git import Repo
@@ -26,33 +26,59 @@ def load_config_at(repo: Repo, commit: str, project_dir: Path, prefix: str) -> C
             file=path,
             hint="deploy a commit that has it, or pass --allow-dirty to use the work tree's",
         )
+    folders = _Folders(repo, commit, prefix, _PATH.findall(text))
     shown = Path(f"{CONFIG_FILE}@{commit[:12]}")
-    strip = len(prefix) + 1 if prefix else 0
-    named = [prefix + "/" + p if prefix else p for p in filter(None, map(_folder, _paths(text)))]
-    present = {folder[strip:] for folder in repo.folders(commit, named)} | {""}
-    config = parse_config(
-        text, file=shown, root=project_dir, folder_exists=lambda f: _folder(f) in present
-    )
+    cached = _parsed.get((text, project_dir))
+    if cached is not None and all(folders.exists(f) == found for f, found in cached[1].items()):
+        config = cached[0]
+    else:
+        asked: dict[str, bool] = {}
+
+        def exists(path: str) -> bool:
+            asked[path] = folders.exists(path)
+            return asked[path]
+
+        config = parse_config(text, file=shown, root=project_dir, folder_exists=exists)
+        _parsed[(text, project_dir)] = (config, asked)
+        while len(_parsed) > 8:
+            del _parsed[next(iter(_parsed))]
     return dataclasses.replace(config, file=project_dir / CONFIG_FILE)
 
 
+# `path = "…"` lines: the component folders to look up in one `git ls-tree` before parsing
+# (a path written another way is looked up on its own when the loader asks).
+_PATH = re.compile(r"""^\s*path\s*=\s*["']([^"'\\]*)["']""", re.MULTILINE)
+# Configs already validated, by text, with the folder answers they depended on: the base and
+# head of a change usually share their shipyard.toml, and 1,000 components take a while.
+_parsed: dict[tuple[str, Path], tuple[Config, dict[str, bool]]] = {}
+
+
+class _Folders:
+    """Which folders exist in a commit, asked of git in as few calls as possible."""
+
+    def __init__(self, repo: Repo, commit: str, prefix: str, likely: list[str]) -> None:
+        self.repo, self.commit, self.prefix = repo, commit, prefix
+        self.known: dict[str, bool] = {"": True}
+        self._ask([_folder(p) for p in likely])
+
+    def _ask(self, folders: list[str]) -> None:
+        wanted = [f for f in folders if f not in self.known]
+        if not wanted:
+            return
+        full = [f"{self.prefix}/{f}" if self.prefix else f for f in wanted]
+        found = self.repo.folders(self.commit, full)
+        for folder, path in zip(wanted, full, strict=True):
+            self.known[folder] = path in found
+
+    def exists(self, path: str) -> bool:
+        folder = _folder(path)
+        self._ask([folder])
+        return self.known[folder]
+
+
 def _folder(path: str) -> str:
-    """A component path as git names it: no leading or trailing slash, "" for the root."""
-    folder = str(PurePosixPath(path.strip("/")))
-    return "" if folder == "." or folder.startswith("-") else folder
-
-
-def _paths(text: str) -> list[str]:
-    """The component paths a config names (only those are looked up in the commit's tree;
-    a config that does not parse yields none, and parse_config reports why)."""
-    try:
-        components = tomllib.loads(text).get("components")
-    except tomllib.TOMLDecodeError:
-        return []
-    if not isinstance(components, dict):
-        return []
-    paths = [t.get("path") for t in components.values() if isinstance(t, dict)]
-    return [p for p in paths if isinstance(p, str)]
+    """A component path as git names folders: no leading or trailing slash, "" for the root."""
+    return "/".join(part for part in path.split("/") if part not in ("", "."))
 
 
 def same_config_text(repo: Repo, commit: str, project_dir: Path, prefix: str) -> bool:

@@ -194,11 +194,12 @@ class Repo:
         return done.stdout.decode("utf-8", "replace")
 
     def folders(self, commit: str, paths: list[str]) -> set[str]:
-        """Which of `paths` are folders in `commit` (one `git ls-tree` for all of them)."""
-        if not paths:
+        """Which of `paths` (relative to the root) are folders in `commit`: one `git ls-tree`."""
+        clean = [p for p in paths if p and not p.startswith("-")]
+        if not clean:
             return set()
-        out = self._run("ls-tree", "-d", "-z", "--name-only", commit, "--", *paths).stdout
-        return {p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p}
+        out = self._run("ls-tree", "-d", "-z", "--name-only", "--full-tree", commit, "--", *clean)
+        return {p.decode("utf-8", "surrogateescape") for p in out.stdout.split(b"\0") if p}
 
 
 GITLINK = "160000"  # the mode of a submodule pointer
