@@ -99,6 +99,8 @@ def test_odd_file_names_are_matched_and_shown_exactly(repo: Path) -> None:
         ["web/a b.txt", 'web/q"uote.txt', "web/new\nline.txt", "web/\\xff\\xfe.bin"]
     )
     assert report["unmatched"] == []
+    (reason,) = report["affected"][0]["reasons"]  # type: ignore[index]
+    assert "\n" not in reason and "web/new\\x0aline.txt" in reason
 
 
 def test_a_move_counts_on_both_sides_and_a_deletion_counts(repo: Path) -> None:
@@ -303,3 +305,15 @@ def test_the_cli_refuses_a_bad_ref_with_exit_2(repo: Path) -> None:
     )
     assert done.returncode == 2
     assert "invalid git ref" in json.loads(done.stdout)["error"]["message"]
+
+
+def test_each_commit_config_is_checked_against_its_own_tree(repo: Path) -> None:
+    from shipyard.errors import ConfigError
+
+    first = git(repo, "rev-parse", "HEAD")
+    git(repo, "rm", "-q", "-r", "docs")
+    head = commit_all(repo, "docs folder gone, config unchanged")
+    service = Shipyard(repo)
+    assert "docs" in service.config_at(first).components
+    with pytest.raises(ConfigError, match="folder 'docs' does not exist"):
+        service.config_at(head)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shipyard.config import Config, parse_config
-from shipyard.core.changes import FileChange, InputIndex, analyse, printable_path
+from shipyard.core.changes import FileChange, InputIndex, analyse, printable_path, shown_path
 from shipyard.core.openapi import diff_contract
 from shipyard.core.paths import matches_any
 
@@ -82,6 +82,10 @@ def test_a_submodule_folder_belongs_to_every_component_that_may_own_a_file_below
 
 def test_undecodable_bytes_are_shown_escaped() -> None:
     assert printable_path("web/\udcff.bin") == "web/\\xff.bin"
+
+
+def test_a_file_name_cannot_fake_a_line_of_output() -> None:
+    assert shown_path("web/a\nerror: b\u202e\udcff") == "web/a\\x0aerror: b\\u202e\\xff"
 
 
 # --- shipyard.toml at two commits ----------------------------------------------------------

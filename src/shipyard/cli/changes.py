@@ -53,7 +53,7 @@ def render(cli: CliState, report: ChangeReport) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from shipyard.core.changes import printable_path
+    from shipyard.core.changes import shown_path
 
     out = cli.out
     since = report.base[:12] if report.base else "nothing (no base)"
@@ -82,7 +82,7 @@ def render(cli: CliState, report: ChangeReport) -> None:
             soft_wrap=True,
         )
     if report.unmatched:
-        shown = [printable_path(p) for p in report.unmatched]
+        shown = [shown_path(p) for p in report.unmatched]
         out.print(
             cli.text(f"{len(shown)} changed file(s) belong to no component: ")
             + cli.text(", ".join(shown[:10]) + (" …" if len(shown) > 10 else ""))

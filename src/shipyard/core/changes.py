@@ -107,6 +107,18 @@ def printable_path(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def shown_path(path: str) -> str:
+    """A path for a sentence or a table: also newlines and other control characters escaped,
+    so a file name cannot fake a line of output."""
+    text = printable_path(path)
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
 # --- matching --------------------------------------------------------------------------
 
 
@@ -290,7 +302,7 @@ def _global_inputs(old: Config | None, new: Config) -> list[str]:
 
 
 def _some(paths: Sequence[str]) -> str:
-    shown = ", ".join(printable_path(p) for p in paths[:SHOWN_FILES])
+    shown = ", ".join(shown_path(p) for p in paths[:SHOWN_FILES])
     more = len(paths) - SHOWN_FILES
     return shown + (f" and {more} more" if more > 0 else "")
 
@@ -426,7 +438,7 @@ def _contracts(
         for name in sorted(index.owners(change.path)):
             diff = diff_contract(sources.old_text(change.path), sources.new_text(change.path))
             semantic = components[name].contract_mode == "semantic"
-            shown = printable_path(change.path)
+            shown = shown_path(change.path)
             if semantic and diff.additive_only:
                 add(name, f"contract {shown} changed, additively: {diff.summary()}")
                 continue
