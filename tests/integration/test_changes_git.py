@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,12 +81,12 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
-def changes(root: Path, since: str = "HEAD~1", ref: str = "HEAD") -> dict[str, object]:
+def changes(root: Path, since: str = "HEAD~1", ref: str = "HEAD") -> dict[str, Any]:
     return Shipyard(root).changes(since=since, ref=ref).to_dict()
 
 
-def affected(report: dict[str, object]) -> set[str]:
-    return {a["name"] for a in report["affected"]}  # type: ignore[attr-defined, index]
+def affected(report: dict[str, Any]) -> set[str]:
+    return {a["name"] for a in report["affected"]}
 
 
 def test_odd_file_names_are_matched_and_shown_exactly(repo: Path) -> None:
@@ -95,11 +96,11 @@ def test_odd_file_names_are_matched_and_shown_exactly(repo: Path) -> None:
     commit_all(repo, "odd names")
     report = changes(repo)
     assert affected(report) == {"web"}
-    assert sorted(report["changed_files"]) == sorted(  # type: ignore[arg-type]
+    assert sorted(report["changed_files"]) == sorted(
         ["web/a b.txt", 'web/q"uote.txt', "web/new\nline.txt", "web/\\xff\\xfe.bin"]
     )
     assert report["unmatched"] == []
-    (reason,) = report["affected"][0]["reasons"]  # type: ignore[index]
+    (reason,) = report["affected"][0]["reasons"]
     assert "\n" not in reason and "web/new\\x0aline.txt" in reason
 
 
@@ -113,7 +114,7 @@ def test_a_move_counts_on_both_sides_and_a_deletion_counts(repo: Path) -> None:
     commit_all(repo, "delete")
     report = changes(repo)
     assert affected(report) == {"api", "web"}
-    assert report["affected"][1]["reasons"] == ["depends on api"]  # type: ignore[index]
+    assert report["affected"][1]["reasons"] == ["depends on api"]
 
 
 def test_a_merge_commit_brings_the_other_side_changes(repo: Path) -> None:
@@ -186,12 +187,12 @@ def test_shipyard_toml_is_read_at_both_commits(
     repo: Path, edit: object, expected: set[str], full: bool, kinds: list[str]
 ) -> None:
     config = repo / "shipyard.toml"
-    config.write_text(edit(config.read_text()))  # type: ignore[operator]
+    config.write_text(edit(config.read_text()))
     commit_all(repo, "config")
     report = changes(repo)
     assert affected(report) == expected
     assert report["full_deploy_required"] is full
-    assert [b["kind"] for b in report["breaking"]] == kinds  # type: ignore[attr-defined,index]
+    assert [b["kind"] for b in report["breaking"]] == kinds
     if "secret" in kinds:
         assert "API_KEY" in json.dumps(report["breaking"])
 
@@ -201,13 +202,11 @@ def test_new_and_destructive_migrations_are_breaking(repo: Path) -> None:
     (folder / "0002_email.up.sql").write_text("ALTER TABLE t ADD COLUMN email text;\n")
     commit_all(repo, "expand")
     report = changes(repo)
-    assert [(b["kind"], b["component"]) for b in report["breaking"]] == [  # type: ignore[attr-defined,index]
-        ("migration", "api")
-    ]
+    assert [(b["kind"], b["component"]) for b in report["breaking"]] == [("migration", "api")]
     (folder / "0003_drop.up.sql").write_text("DROP TABLE t;\n")
     commit_all(repo, "contract")
     report = changes(repo)
-    kinds = [b["kind"] for b in report["breaking"]]  # type: ignore[attr-defined,index]
+    kinds = [b["kind"] for b in report["breaking"]]
     assert kinds == ["migration", "destructive_migration"]
     assert "--allow-destructive" in json.dumps(report["breaking"])
     plan = Shipyard(repo).plan(since="HEAD~1")
@@ -217,7 +216,7 @@ def test_new_and_destructive_migrations_are_breaking(repo: Path) -> None:
 
 def _edit_contract(repo: Path, change: object) -> None:
     doc = json.loads((repo / "api" / "openapi.json").read_text())
-    change(doc)  # type: ignore[operator]
+    change(doc)
     (repo / "api" / "openapi.json").write_text(json.dumps(doc, indent=1))
     commit_all(repo, "contract")
 
@@ -227,7 +226,7 @@ def test_semantic_contract_additive_change_does_not_force_dependents(repo: Path)
     report = changes(repo)
     # web still deploys, as a dependent of a changed api; but not for its contract.
     assert report["breaking"] == []
-    assert all("API contract" not in r for r in report["affected"][1]["reasons"])  # type: ignore[index]
+    assert all("API contract" not in r for r in report["affected"][1]["reasons"])
 
 
 def test_semantic_contract_breaking_change_is_named(repo: Path) -> None:
@@ -238,10 +237,10 @@ def test_semantic_contract_breaking_change_is_named(repo: Path) -> None:
         ]["properties"].pop("total"),
     )
     report = changes(repo)
-    detail = report["breaking"][0]["detail"]  # type: ignore[index]
-    assert report["breaking"][0]["kind"] == "contract"  # type: ignore[index]
+    detail = report["breaking"][0]["detail"]
+    assert report["breaking"][0]["kind"] == "contract"
     assert "GET /orders: response 200 no longer has field total" in detail
-    assert "API contract of api changed" in " ".join(report["affected"][1]["reasons"])  # type: ignore[index]
+    assert "API contract of api changed" in " ".join(report["affected"][1]["reasons"])
 
 
 def test_a_submodule_pointer_change_affects_its_component(repo: Path, tmp_path: Path) -> None:
@@ -258,7 +257,7 @@ def test_a_submodule_pointer_change_affects_its_component(repo: Path, tmp_path: 
     commit_all(repo, "bump submodule")
     report = changes(repo)
     assert affected(report) == {"web"}
-    assert "submodule pointer changed: web/lib" in report["affected"][0]["reasons"]  # type: ignore[index]
+    assert "submodule pointer changed: web/lib" in report["affected"][0]["reasons"]
 
 
 def test_a_base_that_is_not_an_ancestor_is_compared_from_the_merge_base(repo: Path) -> None:
@@ -272,7 +271,7 @@ def test_a_base_that_is_not_an_ancestor_is_compared_from_the_merge_base(repo: Pa
     report = changes(repo, since=abandoned)
     assert report["merge_base"] == fork
     assert affected(report) == {"web"}
-    assert "not an ancestor" in report["notes"][0]  # type: ignore[index]
+    assert "not an ancestor" in report["notes"][0]
 
 
 def test_a_shallow_clone_without_the_base_plans_a_full_deploy(repo: Path, tmp_path: Path) -> None:
