@@ -19,11 +19,11 @@ from typing import Any
 from shipyard.config import CONFIG_FILE, Component, Config, Environment, load_config
 from shipyard.core.graph import Graph
 from shipyard.core.plan import Plan, Selection, TestStage, plan_deploy, plan_rollback
-from shipyard.core.secrets import Redactor
+from shipyard.core.secrets import Finding, Fingerprinter, Redactor, SecretsReport
 from shipyard.effects.artifacts import ArtifactStore
 from shipyard.effects.config_at_commit import load_config_at, same_config_text
 from shipyard.effects.git import Repo
-from shipyard.effects.secrets import load_secrets
+from shipyard.effects.secrets import fingerprinter, load_secrets, read_secrets
 from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
 from shipyard.engine.runner import (
     Deployment,
@@ -214,6 +214,17 @@ class Shipyard:
         except ShipyardError:
             return Redactor()
 
+    def redactor_all(self) -> Redactor:
+        """Every secret value of every environment (for output about all of them)."""
+        everything = Redactor()
+        for env in self.config.environments.values():
+            try:
+                values = read_secrets(env.secrets, self.project_dir, self.environ).values
+            except ShipyardError:
+                continue
+            everything.add({f"{name}@{env.name}": v for name, v in values.items()})
+        return everything
+
     def config_at(self, commit: str, *, work_tree: bool = False) -> Config:
         """shipyard.toml as it is at `commit` (the work tree's with `work_tree`, for
         --allow-dirty): a deploy of a commit runs with that commit's settings."""
@@ -238,6 +249,48 @@ class Shipyard:
             secrets=values,
             redact=Redactor(values),
             sink=self.sink or (lambda event: None),
+            preflight_findings=lambda plan: self._preflight_findings(env, config, plan),
+        )
+
+    # --- secrets ----------------------------------------------------------------------------
+
+    @cached_property
+    def fingerprint(self) -> Fingerprinter:
+        """Keyed fingerprints of values (the project's key in `.shipyard/`, mode 0600)."""
+        return fingerprinter(self.project_dir)
+
+    def secrets_check(self, env_name: str | None = None) -> SecretsReport:
+        """Presence, rules and environment match of one environment's secrets (every
+        environment's without a name), each compared with every other environment."""
+        from shipyard.secrets_check import secret_findings
+
+        config = self.config
+        envs = [self.environment(env_name)] if env_name else list(config.environments.values())
+        findings = secret_findings(
+            config,
+            envs,
+            project_dir=self.project_dir,
+            environ=self.environ,
+            fingerprint=self.fingerprint,
+        )
+        return SecretsReport(findings, checked=[e.name for e in envs])
+
+    def _preflight_findings(
+        self, env: Environment, config: Config | None, plan: Plan
+    ) -> list[Finding]:
+        """The secrets checks of a deployment: those of `secrets check` for the deployed
+        components (as configured at the deployed commit)."""
+        from shipyard.secrets_check import secret_findings
+
+        config = config or self.config
+        chosen = config.components_for(config.environment(env.name))
+        return secret_findings(
+            config,
+            [config.environment(env.name)],
+            project_dir=self.project_dir,
+            environ=self.environ,
+            fingerprint=self.fingerprint,
+            components={env.name: {n: chosen[n] for n in plan.components if n in chosen}},
         )
 
     # --- plan and deploy ------------------------------------------------------------------

@@ -709,6 +709,11 @@ def _emit(cli: CliState, data: Any, text: str) -> None:
         cli.out.print(cli.text(text))
 
 
+from shipyard.cli.secrets import secrets_app  # noqa: E402  (a command group of its own)
+
+app.add_typer(secrets_app, name="secrets")
+
+
 # Typer exports only BadParameter; its bases are click's UsageError and ClickException
 # (click is vendored inside newer Typer releases, so they are reached this way).
 _ClickUsageError = cast(type[Exception], typer.BadParameter.__bases__[0])

@@ -28,7 +28,7 @@ from shipyard.config import Component, Config, Environment
 from shipyard.core.graph import Graph
 from shipyard.core.health import HealthJudge
 from shipyard.core.plan import Plan, Step
-from shipyard.core.secrets import Redactor
+from shipyard.core.secrets import Finding, Redactor
 from shipyard.core.spec import release_document, spec_from_dict
 from shipyard.effects import sql_migrations
 from shipyard.effects.artifacts import ArtifactStore, input_digest
@@ -40,6 +40,7 @@ from shipyard.errors import (
     DeploymentFailed,
     PreflightError,
     RollbackFailed,
+    SecretsError,
     ShipyardError,
 )
 from shipyard.store import Store
@@ -118,6 +119,9 @@ class EngineContext:
     lock_ttl: float = LOCK_TTL
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    # Secrets (and leak) checks run first in preflight, before anything is touched; each
+    # error refuses the deployment (exit 3). Rollbacks skip them: they restore what ran.
+    preflight_findings: Callable[[Plan], list[Finding]] | None = None
     # The specs this deployment activates, component → resolved settings (default: the
     # config's, for its environment). A rollback passes the specs of the releases it restores.
     components: dict[str, Component] = field(default_factory=dict)
@@ -519,6 +523,8 @@ class Deployment:
 
     async def _step_preflight(self, step: Step) -> None:
         ctx = self.ctx
+        if ctx.preflight_findings is not None and self.plan.kind not in ("rollback", "reconcile"):
+            await self._check_secrets(step, ctx.preflight_findings)
         await _settled(ctx.target.prepare)
         needed = {n: ctx.components[n].secrets for n in self.plan.components}
         missing = sorted({s for names in needed.values() for s in names if not ctx.secrets.get(s)})
@@ -545,6 +551,27 @@ class Deployment:
                     )
         else:
             await _settled(self._check_pending_migrations)
+
+    async def _check_secrets(self, step: Step, check: Callable[[Plan], list[Finding]]) -> None:
+        """Every finding journaled (names, places, fingerprints: never a value); any error
+        refuses the deployment, listing them all."""
+        findings = await _settled(check, self.plan)
+        for finding in findings:
+            self.journal(
+                "secrets",
+                step=step.id,
+                status=finding.severity,
+                message=f"[{finding.rule}] {finding.message}",
+                data={"rule": finding.rule, "name": finding.name, "location": finding.location},
+            )
+        errors = [f for f in findings if f.severity == "error"]
+        if errors:
+            raise SecretsError(
+                f"{len(errors)} problem(s) with the secrets of {self.ctx.env.name!r}:\n  "
+                + "\n  ".join(f"[{f.rule}] {f.message}" for f in errors),
+                hint=f"`shipyard secrets check --env {self.ctx.env.name}` lists every finding; "
+                "values are never shown",
+            )
 
     async def _check_public_ports(self) -> None:
         """A public port held by another process is found now, not at `switch`."""
