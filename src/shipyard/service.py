@@ -18,7 +18,14 @@ from typing import Any
 
 from shipyard.config import CONFIG_FILE, Component, Config, Environment, load_config
 from shipyard.core.graph import Graph
-from shipyard.core.plan import Plan, Selection, TestStage, plan_deploy, plan_rollback
+from shipyard.core.plan import (
+    Plan,
+    Selection,
+    TestStage,
+    plan_deploy,
+    plan_promote,
+    plan_rollback,
+)
 from shipyard.core.secrets import Finding, Fingerprinter, Redactor, SecretsReport
 from shipyard.effects.artifacts import ArtifactStore
 from shipyard.effects.config_at_commit import load_config_at, same_config_text
@@ -555,6 +562,144 @@ class Shipyard:
         options = DeployOptions(wait_lock=wait_lock, created_by=created_by or "")
         record = asyncio.run(Deployment(ctx, plan, options).run())
         return self.view(record)
+
+    def promote(
+        self,
+        source: str,
+        target: str,
+        deployment_id: str | None = None,
+        *,
+        created_by: str | None = None,
+        wait_lock: float = 0.0,
+    ) -> DeploymentView:
+        """Deploy to `target` exactly what a deployment of `source` released (default: its
+        last good one): the same artifacts by digest, nothing rebuilt, the same release specs
+        but for `target`'s own secrets and per-environment overrides, after `target`'s
+        preflight. The new deployment (kind `promote`) names its source in `promoted_from`."""
+        plan, config, specs = self._plan_promote(source, target, deployment_id)
+        ctx = self._context(config.environment(target), config)
+        ctx.components = {**ctx.components, **specs}
+        options = DeployOptions(wait_lock=wait_lock, created_by=created_by or "")
+        record = asyncio.run(Deployment(ctx, plan, options).run())
+        return self.view(record)
+
+    def plan_promote(self, source: str, target: str, deployment_id: str | None = None) -> Plan:
+        """What `promote` would do, without doing it."""
+        return self._plan_promote(source, target, deployment_id)[0]
+
+    def _plan_promote(
+        self, source: str, target: str, deployment_id: str | None
+    ) -> tuple[Plan, Config, dict[str, Component]]:
+        """A promotion's plan, the config at its commit and the specs its releases run with."""
+        src, dst = self.environment(source), self.environment(target)
+        if src.name == dst.name:
+            raise UsageError(
+                f"cannot promote {src.name} to itself",
+                hint="`shipyard rollback` or `shipyard deploy` change one environment",
+            )
+        record = self._promotion_source(src.name, deployment_id)
+        artifacts: dict[str, str] = {}
+        for comp in self.store.components(record.id):
+            if not comp.release:
+                continue
+            digest = comp.artifact or self._artifact_of_release(comp.component, comp.release)
+            if digest is None:
+                raise UsageError(
+                    f"deployment {record.id} did not record the artifact of {comp.component}",
+                    hint=f"promote the deployment that built it (`shipyard history --env "
+                    f"{src.name}`)",
+                )
+            artifacts[comp.component] = digest
+        if not artifacts or not record.commit:
+            raise UsageError(f"deployment {record.id} of {src.name} released nothing to promote")
+        config = self.config_at(record.commit, work_tree=record.dirty)
+        if dst.name not in config.environments:
+            raise UsageError(
+                f"environment {dst.name!r} is not in {CONFIG_FILE} at {record.commit[:12]}, "
+                f"the commit of deployment {record.id}",
+                hint="deploy a commit that defines it to the source environment, then promote",
+            )
+        env = config.environment(dst.name)
+        specs = self._promoted_specs(src, env, config, artifacts, record)
+        last = self.store.last_good_deployment(dst.name)
+        plan = plan_promote(
+            dataclasses.replace(config, components={**config.components, **specs}),
+            dst.name,
+            commit=record.commit,
+            artifacts=artifacts,
+            promoted_from=record.id,
+            source_environment=src.name,
+            current_commit=last.commit if last else None,
+        )
+        return plan, config, specs
+
+    def _promotion_source(self, environment: str, deployment_id: str | None) -> DeploymentRecord:
+        if deployment_id is None:
+            found = self.store.last_good_deployment(environment)
+            if found is None:
+                raise UsageError(
+                    f"environment {environment!r} has no good deployment to promote",
+                    hint=f"deploy to {environment} first",
+                )
+            return found
+        found = self.store.get_deployment(deployment_id)
+        if found is None or found.environment != environment:
+            raise UsageError(
+                f"no deployment {deployment_id!r} in environment {environment!r}",
+                hint=f"`shipyard history --env {environment}` lists them",
+            )
+        if found.status != "succeeded":
+            raise UsageError(
+                f"deployment {found.id} did not succeed ({found.status}); only what passed "
+                "its health checks can be promoted"
+            )
+        return found
+
+    def _artifact_of_release(self, component: str, release: str) -> str | None:
+        """The digest a release was made from: recorded by the deployment that made it (a
+        release's id is its deployment's id), for a source that only re-activated it."""
+        for comp in self.store.components(release):
+            if comp.component == component and comp.release == release:
+                return comp.artifact
+        return None
+
+    def _promoted_specs(
+        self,
+        src: Environment,
+        dst: Environment,
+        config: Config,
+        artifacts: dict[str, str],
+        record: DeploymentRecord,
+    ) -> dict[str, Component]:
+        """Each source release's own spec, with the target's per-environment settings."""
+        from shipyard.config.models import OVERRIDABLE
+
+        ctx = self._context_for_specs(src)
+        today = config.components_for(dst)
+        specs = {}
+        for comp in self.store.components(record.id):
+            if comp.component not in artifacts or not comp.release:
+                continue
+            spec, _commit = ctx.release_spec(comp.component, comp.release)
+            mine = today.get(comp.component, spec)
+            specs[comp.component] = dataclasses.replace(
+                spec, **{key: getattr(mine, key) for key in OVERRIDABLE}
+            )
+        return specs
+
+    def _context_for_specs(self, env: Environment) -> EngineContext:
+        """An engine context that only reads release specs (no secrets are loaded)."""
+        return EngineContext(
+            config=self.config,
+            env=env,
+            store=self.store,
+            target=self.target(env),
+            artifacts=ArtifactStore(self.project_dir / ".shipyard" / "artifacts"),
+            repo=self.repo,
+            project_prefix=self.project_prefix,
+            secrets={},
+            redact=Redactor(),
+        )
 
     def _good_deployments(
         self, environment: str, limit: int = 500

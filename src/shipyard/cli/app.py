@@ -709,8 +709,10 @@ def _emit(cli: CliState, data: Any, text: str) -> None:
         cli.out.print(cli.text(text))
 
 
-from shipyard.cli.secrets import secrets_app  # noqa: E402  (a command group of its own)
+from shipyard.cli.promote import promote  # noqa: E402  (commands in modules of their own)
+from shipyard.cli.secrets import secrets_app  # noqa: E402
 
+app.command()(promote)
 app.add_typer(secrets_app, name="secrets")
 
 

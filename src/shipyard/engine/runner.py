@@ -225,7 +225,7 @@ class Deployment:
         self.id = new_id()
         self.release = self.id  # every new release of this deployment shares its id
         self.status = "pending"
-        self.digests: dict[str, str] = {}
+        self.digests: dict[str, str] = dict(plan.artifacts)  # a promotion's are known already
         self.ports: dict[str, int] = {}  # component → private port of its new release
         self.snapshot: dict[str, SnapshotEntry] = {}
         self.export_dir: Path | None = None
@@ -314,6 +314,7 @@ class Deployment:
                     plan_hash=self.plan.plan_hash,
                     dirty=self.options.dirty,
                     rollback_of=self.plan.rollback_to,
+                    promoted_from=self.plan.promoted_from,
                     created_by=self.options.created_by or str(ctx.owner),
                     options={
                         "tests": self.plan.tests,
@@ -542,6 +543,14 @@ class Deployment:
                 f"only {usage.free // (1024 * 1024)} MiB free on the build disk",
                 hint="free some space (old artifacts live in .shipyard/artifacts)",
             )
+        for name, digest in self.plan.artifacts.items():
+            if not ctx.artifacts.has(name, digest):
+                raise PreflightError(
+                    f"the artifact {digest[:12]} of {name} is no longer in "
+                    f"{ctx.artifacts.root}: it cannot be promoted as built",
+                    hint="deploy the source environment again (it rebuilds the artifact), "
+                    "then promote that deployment",
+                )
         if self.plan.kind in ("rollback", "reconcile"):
             for name, release in self.plan.releases.items():
                 if not ctx.target.has_release(name, release):
@@ -792,7 +801,7 @@ class Deployment:
             self.release_env(comp, self.release),
         )
         await _settled(self.ctx.save_release_spec, comp, self.release, self.plan.commit)
-        self.component_record(name, release=self.release)
+        self.component_record(name, release=self.release, artifact=self.digests[name])
 
     async def _step_test(self, step: Step) -> None:
         name = step.component
