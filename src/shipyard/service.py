@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shipyard.config import CONFIG_FILE, Component, Config, Environment, load_config
 from shipyard.core.graph import Graph
@@ -52,6 +52,9 @@ from shipyard.store import DeploymentRecord, EventRecord, LockOwner, LockRecord,
 from shipyard.store.urls import normalize_url, sqlite_path
 from shipyard.targets.base import Observation, ProbeSpec, RunningRelease, Target
 from shipyard.targets.local import LocalTarget
+
+if TYPE_CHECKING:
+    from shipyard.effects.leaks import Leak
 
 STATE_URL_VARIABLE = "SHIPYARD_STATE_URL"
 
@@ -122,6 +125,8 @@ class Shipyard:
         self._targets: dict[str, Target] = {}
         self._commit_configs: dict[str, Config] = {}
         self._redactors: dict[str, Redactor] = {}
+        # Credentials the leak scanner found (by rule@location): redacted like secrets.
+        self.scanned_secrets: dict[str, str] = {}
         # What adapters should tell the user besides the result (an agent that was restarted).
         self.notices: list[str] = []
 
@@ -230,6 +235,7 @@ class Shipyard:
             except ShipyardError:
                 continue
             everything.add({f"{name}@{env.name}": v for name, v in values.items()})
+        everything.add(self.scanned_secrets)
         return everything
 
     def config_at(self, commit: str, *, work_tree: bool = False) -> Config:
@@ -245,6 +251,8 @@ class Shipyard:
 
     def _context(self, env: Environment, config: Config | None = None) -> EngineContext:
         values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
+        redact = Redactor(values)
+        redact.add(self.scanned_secrets)
         return EngineContext(
             config=config or self.config,
             env=env,
@@ -254,9 +262,9 @@ class Shipyard:
             repo=self.repo,
             project_prefix=self.project_prefix,
             secrets=values,
-            redact=Redactor(values),
+            redact=redact,
             sink=self.sink or (lambda event: None),
-            preflight_findings=lambda plan: self._preflight_findings(env, config, plan),
+            preflight_findings=lambda plan: self._preflight_findings(env, config, plan, redact),
         )
 
     # --- secrets ----------------------------------------------------------------------------
@@ -283,15 +291,17 @@ class Shipyard:
         return SecretsReport(findings, checked=[e.name for e in envs])
 
     def _preflight_findings(
-        self, env: Environment, config: Config | None, plan: Plan
+        self, env: Environment, config: Config | None, plan: Plan, redact: Redactor
     ) -> list[Finding]:
         """The secrets checks of a deployment: those of `secrets check` for the deployed
-        components (as configured at the deployed commit)."""
-        from shipyard.secrets_check import secret_findings
+        components (as configured at the deployed commit), and a leak scan of the tree of
+        the deployed commit (whatever it finds joins the deployment's redactor)."""
+        from shipyard.effects.leaks import Allowlist, Scanner, scan_commit_tree
+        from shipyard.secrets_check import environment_values, leak_findings, secret_findings
 
         config = config or self.config
         chosen = config.components_for(config.environment(env.name))
-        return secret_findings(
+        findings = secret_findings(
             config,
             [config.environment(env.name)],
             project_dir=self.project_dir,
@@ -299,6 +309,66 @@ class Shipyard:
             fingerprint=self.fingerprint,
             components={env.name: {n: chosen[n] for n in plan.components if n in chosen}},
         )
+        ignore = self.repo.show(plan.commit, self._in_repo(".shipyardignore"))
+        scanner = Scanner(
+            values=environment_values(config, self.project_dir, self.environ),
+            allowlist=Allowlist.parse(ignore or ""),
+        )
+        leaks = scan_commit_tree(scanner, self.repo.toplevel(), plan.commit, self.project_prefix)
+        self._learn(redact, leaks)
+        return findings + leak_findings(leaks, config)
+
+    def secrets_scan(
+        self, paths: list[Path] | None = None, *, history: bool = False
+    ) -> SecretsReport:
+        """Leaked credentials in files (default: the project folder; in a shipyard project
+        also its build artifacts and shipyard's logs) and, with `history`, in the lines every
+        commit added. Works on any folder, with or without shipyard.toml or git."""
+        from shipyard.effects.leaks import Allowlist, Scanner, scan_history, scan_paths
+        from shipyard.secrets_check import environment_values, leak_findings
+
+        root = self.project_dir
+        config = self.config if (root / CONFIG_FILE).exists() else None
+        values = environment_values(config, root, self.environ) if config else {}
+        scanner = Scanner(values=values, allowlist=Allowlist.load(root))
+        targets = [p.resolve() for p in paths] if paths else [root]
+        leaks, _size = scan_paths(scanner, root, targets)
+        checked = [str(t) for t in targets]
+        if config is not None and not paths:
+            # No secret value belongs in a build artifact (builds see none) or a log.
+            extra = [root / ".shipyard" / "artifacts"] + [
+                root / env.root / "agent" for env in config.environments.values()
+            ]
+            extra = [folder for folder in extra if folder.is_dir()]
+            more, _size = scan_paths(scanner, root, extra, use_git=False)
+            leaks += more
+            checked += [str(folder) for folder in extra]
+        if history:
+            try:
+                top, prefix = self.repo.toplevel(), self.project_prefix
+            except ShipyardError:
+                raise UsageError(
+                    f"{root} is not in a git repository: --history needs one",
+                    hint="scan without --history, or scan a clone",
+                ) from None
+            seen = {leak.fingerprint for leak in leaks}
+            leaks += [
+                leak for leak in scan_history(scanner, top, prefix) if leak.fingerprint not in seen
+            ]
+            checked.append("git history")
+        self._learn(None, leaks)
+        return SecretsReport(leak_findings(leaks, config), checked=checked)
+
+    def _learn(self, redact: Redactor | None, leaks: list[Leak]) -> None:
+        """Credentials the scanner found are redacted from then on, wherever shown."""
+        found = {f"{leak.rule}@{leak.location}": leak.secret for leak in leaks if leak.secret}
+        self.scanned_secrets.update(found)
+        for known in (redact, *self._redactors.values()):
+            if known is not None:
+                known.add(found)
+
+    def _in_repo(self, relative: str) -> str:
+        return f"{self.project_prefix}/{relative}" if self.project_prefix else relative
 
     # --- plan and deploy ------------------------------------------------------------------
 
@@ -400,6 +470,7 @@ class Shipyard:
             except ShipyardError:
                 values = {}  # no secrets could be read: none can leak from here either
             self._redactors[env.name] = Redactor(values)
+            self._redactors[env.name].add(self.scanned_secrets)
         return self._redactors[env.name]
 
     @staticmethod

@@ -6,6 +6,7 @@ stays fast.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -46,6 +47,44 @@ def secrets_check(
     cli.redact = svc.redactor_all()
     report = svc.secrets_check(env)
     _render(cli, report, f"secrets of {', '.join(report.checked)}")
+
+
+@secrets_app.command("scan")
+@command
+def secrets_scan(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Files or folders (default: the project folder, its build "
+            "artifacts and shipyard's logs)."
+        ),
+    ] = None,
+    history: Annotated[
+        bool, typer.Option("--history", help="Also scan the lines every commit added.")
+    ] = False,
+) -> None:
+    """Find leaked credentials: known token formats, and the values of every environment's
+    secrets. Works on any folder, with or without shipyard.toml or git.
+
+    Exits 3 when a finding is an error, 0 otherwise. Findings name rule, kind, file:line and
+    a fingerprint, never the value; `shipyard:allow` on a line or a `.shipyardignore` of
+    paths and fingerprints allows what is meant to be there.
+    """
+    from shipyard.service import Shipyard
+
+    cli = state(ctx)
+    svc = Shipyard(cli.project_dir)
+    if (cli.project_dir / "shipyard.toml").exists():
+        cli.redact = svc.redactor_all()
+    for path in paths or []:
+        if not path.exists():
+            from shipyard.errors import UsageError
+
+            raise UsageError(f"{path}: no such file or folder")
+    report = svc.secrets_scan(list(paths) if paths else None, history=history)
+    cli.redact.add(svc.scanned_secrets)
+    _render(cli, report, f"leak scan of {len(report.checked)} place(s)")
 
 
 def _render(cli: CliState, report: SecretsReport, what: str) -> None:

@@ -230,13 +230,14 @@ def readable(path: str, data: bytes) -> bool:
     return suffix not in SKIP_SUFFIXES and b"\0" not in data[:8192]
 
 
-def tree_files(root: Path) -> Iterator[tuple[str, Path]]:
+def tree_files(root: Path, *, use_git: bool = True) -> Iterator[tuple[str, Path]]:
     """(relative path, file) of every file under `root` worth reading.
 
     In a git work tree: tracked files and untracked ones that are not ignored (an ignored
-    `.env.production` is not a leak); elsewhere every file, but for caches and environments.
+    `.env.production` is not a leak); elsewhere (or without `use_git`) every file, but for
+    version control, caches and environments.
     """
-    listed = _git_files(root)
+    listed = _git_files(root) if use_git else None
     if listed is not None:
         for relative in listed:
             file = root / relative
@@ -244,8 +245,9 @@ def tree_files(root: Path) -> Iterator[tuple[str, Path]]:
             if not skipped and file.is_file() and not file.is_symlink():
                 yield relative, file
         return
+    skip = SKIP_DIRS if use_git else SKIP_DIRS - {".shipyard"}
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        dirs[:] = sorted(d for d in dirs if d not in skip)
         for name in sorted(files):
             file = Path(folder) / name
             if not file.is_symlink():
@@ -268,14 +270,16 @@ def _git_files(root: Path) -> list[str] | None:
     return [p for p in done.stdout.decode("utf-8", "surrogateescape").split("\0") if p]
 
 
-def scan_paths(scanner: Scanner, root: Path, paths: Iterable[Path]) -> tuple[list[Leak], int]:
+def scan_paths(
+    scanner: Scanner, root: Path, paths: Iterable[Path], *, use_git: bool = True
+) -> tuple[list[Leak], int]:
     """Scan files and folders (relative names from `root`); return leaks and bytes read."""
     leaks: list[Leak] = []
     total = 0
     for target in paths:
         if target.is_dir():
             entries: Iterable[tuple[str, Path]] = (
-                (_relative(root, file), file) for _rel, file in tree_files(target)
+                (_relative(root, file), file) for _rel, file in tree_files(target, use_git=use_git)
             )
         else:
             entries = [(_relative(root, target), target)]

@@ -576,10 +576,12 @@ class Deployment:
         errors = [f for f in findings if f.severity == "error"]
         if errors:
             raise SecretsError(
-                f"{len(errors)} problem(s) with the secrets of {self.ctx.env.name!r}:\n  "
+                f"{len(errors)} problem(s) with the secrets of {self.ctx.env.name!r} "
+                "(or leaked in the deployed commit):\n  "
                 + "\n  ".join(f"[{f.rule}] {f.message}" for f in errors),
-                hint=f"`shipyard secrets check --env {self.ctx.env.name}` lists every finding; "
-                "values are never shown",
+                hint=f"`shipyard secrets check --env {self.ctx.env.name}` and `shipyard secrets "
+                "scan` list every finding (values are never shown); `shipyard:allow` on a line "
+                "or a .shipyardignore entry allows what is meant to be there",
             )
 
     async def _check_public_ports(self) -> None:
