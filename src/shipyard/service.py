@@ -14,18 +14,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shipyard.config import CONFIG_FILE, Component, Config, Environment, load_config
 from shipyard.core.changes import ChangeReport
 from shipyard.core.graph import Graph
-from shipyard.core.plan import Plan, Selection, TestStage, plan_deploy, plan_rollback
-from shipyard.core.secrets import Redactor
+from shipyard.core.plan import (
+    Plan,
+    Selection,
+    TestStage,
+    plan_deploy,
+    plan_promote,
+    plan_rollback,
+)
+from shipyard.core.secrets import Finding, Fingerprinter, Redactor, SecretsReport
 from shipyard.effects.artifacts import ArtifactStore
 from shipyard.effects.changes import Base, detect_changes
 from shipyard.effects.config_at_commit import load_config_at, same_config_text
 from shipyard.effects.git import Repo, check_ref
-from shipyard.effects.secrets import load_secrets
+from shipyard.effects.secrets import fingerprinter, load_secrets, read_secrets
 from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
 from shipyard.engine.runner import (
     Deployment,
@@ -48,6 +55,9 @@ from shipyard.store import DeploymentRecord, EventRecord, LockOwner, LockRecord,
 from shipyard.store.urls import normalize_url, sqlite_path
 from shipyard.targets.base import Observation, ProbeSpec, RunningRelease, Target
 from shipyard.targets.local import LocalTarget
+
+if TYPE_CHECKING:
+    from shipyard.effects.leaks import Leak
 
 STATE_URL_VARIABLE = "SHIPYARD_STATE_URL"
 
@@ -118,6 +128,8 @@ class Shipyard:
         self._targets: dict[str, Target] = {}
         self._commit_configs: dict[str, Config] = {}
         self._redactors: dict[str, Redactor] = {}
+        # Credentials the leak scanner found (by rule@location): redacted like secrets.
+        self.scanned_secrets: dict[str, str] = {}
         # What adapters should tell the user besides the result (an agent that was restarted).
         self.notices: list[str] = []
 
@@ -217,6 +229,18 @@ class Shipyard:
         except ShipyardError:
             return Redactor()
 
+    def redactor_all(self) -> Redactor:
+        """Every secret value of every environment (for output about all of them)."""
+        everything = Redactor()
+        for env in self.config.environments.values():
+            try:
+                values = read_secrets(env.secrets, self.project_dir, self.environ).values
+            except ShipyardError:
+                continue
+            everything.add({f"{name}@{env.name}": v for name, v in values.items()})
+        everything.add(self.scanned_secrets)
+        return everything
+
     def config_at(self, commit: str, *, work_tree: bool = False) -> Config:
         """shipyard.toml as it is at `commit` (the work tree's with `work_tree`, for
         --allow-dirty): a deploy of a commit runs with that commit's settings."""
@@ -230,6 +254,8 @@ class Shipyard:
 
     def _context(self, env: Environment, config: Config | None = None) -> EngineContext:
         values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
+        redact = Redactor(values)
+        redact.add(self.scanned_secrets)
         return EngineContext(
             config=config or self.config,
             env=env,
@@ -239,9 +265,113 @@ class Shipyard:
             repo=self.repo,
             project_prefix=self.project_prefix,
             secrets=values,
-            redact=Redactor(values),
+            redact=redact,
             sink=self.sink or (lambda event: None),
+            preflight_findings=lambda plan: self._preflight_findings(env, config, plan, redact),
         )
+
+    # --- secrets ----------------------------------------------------------------------------
+
+    @cached_property
+    def fingerprint(self) -> Fingerprinter:
+        """Keyed fingerprints of values (the project's key in `.shipyard/`, mode 0600)."""
+        return fingerprinter(self.project_dir)
+
+    def secrets_check(self, env_name: str | None = None) -> SecretsReport:
+        """Presence, rules and environment match of one environment's secrets (every
+        environment's without a name), each compared with every other environment."""
+        from shipyard.secrets_check import secret_findings
+
+        config = self.config
+        envs = [self.environment(env_name)] if env_name else list(config.environments.values())
+        findings = secret_findings(
+            config,
+            envs,
+            project_dir=self.project_dir,
+            environ=self.environ,
+            fingerprint=self.fingerprint,
+        )
+        return SecretsReport(findings, checked=[e.name for e in envs])
+
+    def _preflight_findings(
+        self, env: Environment, config: Config | None, plan: Plan, redact: Redactor
+    ) -> list[Finding]:
+        """The secrets checks of a deployment: those of `secrets check` for the deployed
+        components (as configured at the deployed commit), and a leak scan of the tree of
+        the deployed commit (whatever it finds joins the deployment's redactor)."""
+        from shipyard.effects.leaks import Allowlist, Scanner, scan_commit_tree
+        from shipyard.secrets_check import environment_values, leak_findings, secret_findings
+
+        config = config or self.config
+        chosen = config.components_for(config.environment(env.name))
+        findings = secret_findings(
+            config,
+            [config.environment(env.name)],
+            project_dir=self.project_dir,
+            environ=self.environ,
+            fingerprint=self.fingerprint,
+            components={env.name: {n: chosen[n] for n in plan.components if n in chosen}},
+        )
+        ignore = self.repo.blob_text(plan.commit, self._in_repo(".shipyardignore"))
+        scanner = Scanner(
+            values=environment_values(config, self.project_dir, self.environ),
+            allowlist=Allowlist.parse(ignore or ""),
+        )
+        leaks = scan_commit_tree(scanner, self.repo.toplevel(), plan.commit, self.project_prefix)
+        self._learn(redact, leaks)
+        return findings + leak_findings(leaks, config)
+
+    def secrets_scan(
+        self, paths: list[Path] | None = None, *, history: bool = False
+    ) -> SecretsReport:
+        """Leaked credentials in files (default: the project folder; in a shipyard project
+        also its build artifacts and shipyard's logs) and, with `history`, in the lines every
+        commit added. Works on any folder, with or without shipyard.toml or git."""
+        from shipyard.effects.leaks import Allowlist, Scanner, scan_history, scan_paths
+        from shipyard.secrets_check import environment_values, leak_findings
+
+        root = self.project_dir
+        config = self.config if (root / CONFIG_FILE).exists() else None
+        values = environment_values(config, root, self.environ) if config else {}
+        scanner = Scanner(values=values, allowlist=Allowlist.load(root))
+        targets = [p.resolve() for p in paths] if paths else [root]
+        leaks, _size = scan_paths(scanner, root, targets)
+        checked = [str(t) for t in targets]
+        if config is not None and not paths:
+            # No secret value belongs in a build artifact (builds see none) or a log.
+            extra = [root / ".shipyard" / "artifacts"] + [
+                root / env.root / "agent" for env in config.environments.values()
+            ]
+            extra = [folder for folder in extra if folder.is_dir()]
+            more, _size = scan_paths(scanner, root, extra, use_git=False)
+            leaks += more
+            checked += [str(folder) for folder in extra]
+        if history:
+            try:
+                top, prefix = self.repo.toplevel(), self.project_prefix
+            except ShipyardError:
+                raise UsageError(
+                    f"{root} is not in a git repository: --history needs one",
+                    hint="scan without --history, or scan a clone",
+                ) from None
+            seen = {leak.fingerprint for leak in leaks}
+            leaks += [
+                leak for leak in scan_history(scanner, top, prefix) if leak.fingerprint not in seen
+            ]
+            checked.append("git history")
+        self._learn(None, leaks)
+        return SecretsReport(leak_findings(leaks, config), checked=checked)
+
+    def _learn(self, redact: Redactor | None, leaks: list[Leak]) -> None:
+        """Credentials the scanner found are redacted from then on, wherever shown."""
+        found = {f"{leak.rule}@{leak.location}": leak.secret for leak in leaks if leak.secret}
+        self.scanned_secrets.update(found)
+        for known in (redact, *self._redactors.values()):
+            if known is not None:
+                known.add(found)
+
+    def _in_repo(self, relative: str) -> str:
+        return f"{self.project_prefix}/{relative}" if self.project_prefix else relative
 
     # --- plan and deploy ------------------------------------------------------------------
 
@@ -343,6 +473,7 @@ class Shipyard:
             except ShipyardError:
                 values = {}  # no secrets could be read: none can leak from here either
             self._redactors[env.name] = Redactor(values)
+            self._redactors[env.name].add(self.scanned_secrets)
         return self._redactors[env.name]
 
     @staticmethod
@@ -542,6 +673,144 @@ class Shipyard:
         options = DeployOptions(wait_lock=wait_lock, created_by=created_by or "")
         record = asyncio.run(Deployment(ctx, plan, options).run())
         return self.view(record)
+
+    def promote(
+        self,
+        source: str,
+        target: str,
+        deployment_id: str | None = None,
+        *,
+        created_by: str | None = None,
+        wait_lock: float = 0.0,
+    ) -> DeploymentView:
+        """Deploy to `target` exactly what a deployment of `source` released (default: its
+        last good one): the same artifacts by digest, nothing rebuilt, the same release specs
+        but for `target`'s own secrets and per-environment overrides, after `target`'s
+        preflight. The new deployment (kind `promote`) names its source in `promoted_from`."""
+        plan, config, specs = self._plan_promote(source, target, deployment_id)
+        ctx = self._context(config.environment(target), config)
+        ctx.components = {**ctx.components, **specs}
+        options = DeployOptions(wait_lock=wait_lock, created_by=created_by or "")
+        record = asyncio.run(Deployment(ctx, plan, options).run())
+        return self.view(record)
+
+    def plan_promote(self, source: str, target: str, deployment_id: str | None = None) -> Plan:
+        """What `promote` would do, without doing it."""
+        return self._plan_promote(source, target, deployment_id)[0]
+
+    def _plan_promote(
+        self, source: str, target: str, deployment_id: str | None
+    ) -> tuple[Plan, Config, dict[str, Component]]:
+        """A promotion's plan, the config at its commit and the specs its releases run with."""
+        src, dst = self.environment(source), self.environment(target)
+        if src.name == dst.name:
+            raise UsageError(
+                f"cannot promote {src.name} to itself",
+                hint="`shipyard rollback` or `shipyard deploy` change one environment",
+            )
+        record = self._promotion_source(src.name, deployment_id)
+        artifacts: dict[str, str] = {}
+        for comp in self.store.components(record.id):
+            if not comp.release:
+                continue
+            digest = comp.artifact or self._artifact_of_release(comp.component, comp.release)
+            if digest is None:
+                raise UsageError(
+                    f"deployment {record.id} did not record the artifact of {comp.component}",
+                    hint=f"promote the deployment that built it (`shipyard history --env "
+                    f"{src.name}`)",
+                )
+            artifacts[comp.component] = digest
+        if not artifacts or not record.commit:
+            raise UsageError(f"deployment {record.id} of {src.name} released nothing to promote")
+        config = self.config_at(record.commit, work_tree=record.dirty)
+        if dst.name not in config.environments:
+            raise UsageError(
+                f"environment {dst.name!r} is not in {CONFIG_FILE} at {record.commit[:12]}, "
+                f"the commit of deployment {record.id}",
+                hint="deploy a commit that defines it to the source environment, then promote",
+            )
+        env = config.environment(dst.name)
+        specs = self._promoted_specs(src, env, config, artifacts, record)
+        last = self.store.last_good_deployment(dst.name)
+        plan = plan_promote(
+            dataclasses.replace(config, components={**config.components, **specs}),
+            dst.name,
+            commit=record.commit,
+            artifacts=artifacts,
+            promoted_from=record.id,
+            source_environment=src.name,
+            current_commit=last.commit if last else None,
+        )
+        return plan, config, specs
+
+    def _promotion_source(self, environment: str, deployment_id: str | None) -> DeploymentRecord:
+        if deployment_id is None:
+            found = self.store.last_good_deployment(environment)
+            if found is None:
+                raise UsageError(
+                    f"environment {environment!r} has no good deployment to promote",
+                    hint=f"deploy to {environment} first",
+                )
+            return found
+        found = self.store.get_deployment(deployment_id)
+        if found is None or found.environment != environment:
+            raise UsageError(
+                f"no deployment {deployment_id!r} in environment {environment!r}",
+                hint=f"`shipyard history --env {environment}` lists them",
+            )
+        if found.status != "succeeded":
+            raise UsageError(
+                f"deployment {found.id} did not succeed ({found.status}); only what passed "
+                "its health checks can be promoted"
+            )
+        return found
+
+    def _artifact_of_release(self, component: str, release: str) -> str | None:
+        """The digest a release was made from: recorded by the deployment that made it (a
+        release's id is its deployment's id), for a source that only re-activated it."""
+        for comp in self.store.components(release):
+            if comp.component == component and comp.release == release:
+                return comp.artifact
+        return None
+
+    def _promoted_specs(
+        self,
+        src: Environment,
+        dst: Environment,
+        config: Config,
+        artifacts: dict[str, str],
+        record: DeploymentRecord,
+    ) -> dict[str, Component]:
+        """Each source release's own spec, with the target's per-environment settings."""
+        from shipyard.config.models import OVERRIDABLE
+
+        ctx = self._context_for_specs(src)
+        today = config.components_for(dst)
+        specs = {}
+        for comp in self.store.components(record.id):
+            if comp.component not in artifacts or not comp.release:
+                continue
+            spec, _commit = ctx.release_spec(comp.component, comp.release)
+            mine = today.get(comp.component, spec)
+            specs[comp.component] = dataclasses.replace(
+                spec, **{key: getattr(mine, key) for key in OVERRIDABLE}
+            )
+        return specs
+
+    def _context_for_specs(self, env: Environment) -> EngineContext:
+        """An engine context that only reads release specs (no secrets are loaded)."""
+        return EngineContext(
+            config=self.config,
+            env=env,
+            store=self.store,
+            target=self.target(env),
+            artifacts=ArtifactStore(self.project_dir / ".shipyard" / "artifacts"),
+            repo=self.repo,
+            project_prefix=self.project_prefix,
+            secrets={},
+            redact=Redactor(),
+        )
 
     def _good_deployments(
         self, environment: str, limit: int = 500

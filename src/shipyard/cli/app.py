@@ -712,6 +712,11 @@ def _emit(cli: CliState, data: Any, text: str) -> None:
 from shipyard.cli.changes import changes as _changes  # noqa: E402  (registered last)
 
 app.command(name="changes")(_changes)
+from shipyard.cli.promote import promote  # noqa: E402  (commands in modules of their own)
+from shipyard.cli.secrets import secrets_app  # noqa: E402
+
+app.command()(promote)
+app.add_typer(secrets_app, name="secrets")
 
 
 # Typer exports only BadParameter; its bases are click's UsageError and ClickException

@@ -238,6 +238,12 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {_show(value)}")
+    return value
+
+
 def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError(f"expected a non-negative number, got {_show(value)}")
@@ -330,8 +336,10 @@ _RULE_KEYS = {
     "pattern",
     "production",
     "other",
+    "min",
+    "max",
 }
-_SECRET_FORMATS = ("url", "port", "int", "bool", "email", "json")
+_SECRET_FORMATS = ("url", "port", "int", "bool", "email", "json", "base64", "pem", "regex")
 
 
 def load_config(project_dir: Path) -> Config:
@@ -729,6 +737,8 @@ def _secret_rule(r: _Reader, name: str, table: Any) -> SecretRule:
                 re.compile(r.get(table, key, path, _str, ""))
             except re.error as exc:
                 r.report(f"{path}.{key}", f"invalid regular expression: {exc}")
+    if table.get("format") == "regex" and "pattern" not in table:
+        r.report(f"{path}.format", 'format "regex" needs a pattern = "^…$" to match')
     return SecretRule(
         name=name,
         format=r.get(table, "format", path, _one_of(*_SECRET_FORMATS), cast(str | None, None)),
@@ -739,6 +749,8 @@ def _secret_rule(r: _Reader, name: str, table: Any) -> SecretRule:
         pattern=r.get(table, "pattern", path, _str, cast(str | None, None)),
         production=r.get(table, "production", path, _str, cast(str | None, None)),
         other=r.get(table, "other", path, _str, cast(str | None, None)),
+        min=r.get(table, "min", path, _integer, cast(int | None, None)),
+        max=r.get(table, "max", path, _integer, cast(int | None, None)),
     )
 
 

@@ -131,6 +131,8 @@ class SecretRule:
     pattern: str | None = None
     production: str | None = None
     other: str | None = None
+    min: int | None = None  # format int: the smallest allowed value
+    max: int | None = None
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,9 @@ class Plan:
     # What change detection found that a partial deploy must respect (docs/cli.md `changes`).
     breaking: tuple[Breaking, ...] = ()
     notes: tuple[str, ...] = ()
+    # promote: component → artifact digest to release (built for the source deployment)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    promoted_from: str | None = None
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)
@@ -100,6 +103,8 @@ class Plan:
             "drift": self.drift,
             "breaking": [b.to_dict() for b in self.breaking],
             "notes": list(self.notes),
+            "artifacts": self.artifacts,
+            "promoted_from": self.promoted_from,
             "plan_hash": self.plan_hash,
         }
 
@@ -119,6 +124,9 @@ class Plan:
             "tests": self.tests,
             "migrate": self.migrate,
             "releases": self.releases,
+            # Only a promotion has these: the hash of every other plan stays as it was.
+            **({"artifacts": self.artifacts} if self.artifacts else {}),
+            **({"promoted_from": self.promoted_from} if self.promoted_from else {}),
         }
 
     def to_text(self) -> str:
@@ -227,7 +235,13 @@ def plan_deploy(
 
 
 def _deploy_steps(
-    config: Config, graph: Graph, order: tuple[str, ...], *, tests: TestStage, migrate: bool
+    config: Config,
+    graph: Graph,
+    order: tuple[str, ...],
+    *,
+    tests: TestStage,
+    migrate: bool,
+    build: bool = True,
 ) -> tuple[Step, ...]:
     chosen = set(order)
     steps = [Step("preflight", "preflight"), Step("snapshot", "snapshot", after=("preflight",))]
@@ -235,10 +249,13 @@ def _deploy_steps(
     for name in order:
         comp = config.components[name]
         deps = [d for d in graph.dependencies(name) if d in chosen]
+        if build:
+            steps.append(
+                Step(f"build:{name}", "build", name, ("snapshot", *(f"build:{d}" for d in deps)))
+            )
         steps.append(
-            Step(f"build:{name}", "build", name, ("snapshot", *(f"build:{d}" for d in deps)))
+            Step(f"release:{name}", "release", name, (f"build:{name}" if build else "snapshot",))
         )
-        steps.append(Step(f"release:{name}", "release", name, (f"build:{name}",)))
         before_start = [f"release:{name}", *(f"activate:{d}" for d in deps)]
         if tests == "full" and "full" in comp.tests:
             # Full tests run on the unpacked release, before it migrates or starts.
@@ -297,4 +314,45 @@ def plan_rollback(
         why=f"roll back to deployment {rollback_to}",
         releases=dict(sorted(releases.items())),
         rollback_to=rollback_to,
+    )
+
+
+def plan_promote(
+    config: Config,
+    environment: str,
+    *,
+    commit: str,
+    artifacts: dict[str, str],
+    promoted_from: str,
+    source_environment: str,
+    current_commit: str | None,
+    migrate: bool = True,
+) -> Plan:
+    """Release the artifacts another environment's deployment built, as they are: no build.
+
+    `config` holds the specs the releases run with (the source's, with this environment's
+    overrides); everything else is a deploy: migrate, activate in order, switch, verify.
+    """
+    graph = Graph({c.name: c.depends_on for c in config.components.values()})
+    unknown = sorted(set(artifacts) - set(config.components))
+    if unknown:
+        raise UsageError(f"cannot promote unknown component(s): {', '.join(unknown)}")
+    sub = graph.subgraph(artifacts)
+    levels = tuple(tuple(level) for level in sub.levels())
+    order = tuple(name for level in levels for name in level)
+    steps = _deploy_steps(config, graph, order, tests="none", migrate=migrate, build=False)
+    return Plan(
+        environment=environment,
+        kind="promote",
+        commit=commit,
+        base_commit=current_commit,
+        components=order,
+        levels=levels,
+        steps=steps,
+        why=f"promote deployment {promoted_from} of {source_environment} "
+        f"({len(order)} component(s), artifacts as built there: no build)",
+        reasons={n: [f"artifact {artifacts[n][:12]} from {source_environment}"] for n in order},
+        migrate=migrate,
+        artifacts=dict(sorted(artifacts.items())),
+        promoted_from=promoted_from,
     )

@@ -28,7 +28,7 @@ from shipyard.config import Component, Config, Environment
 from shipyard.core.graph import Graph
 from shipyard.core.health import HealthJudge
 from shipyard.core.plan import Plan, Step
-from shipyard.core.secrets import Redactor
+from shipyard.core.secrets import Finding, Redactor
 from shipyard.core.spec import release_document, spec_from_dict
 from shipyard.effects import sql_migrations
 from shipyard.effects.artifacts import ArtifactStore, input_digest
@@ -40,6 +40,7 @@ from shipyard.errors import (
     DeploymentFailed,
     PreflightError,
     RollbackFailed,
+    SecretsError,
     ShipyardError,
 )
 from shipyard.store import Store
@@ -118,6 +119,9 @@ class EngineContext:
     lock_ttl: float = LOCK_TTL
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    # Secrets (and leak) checks run first in preflight, before anything is touched; each
+    # error refuses the deployment (exit 3). Rollbacks skip them: they restore what ran.
+    preflight_findings: Callable[[Plan], list[Finding]] | None = None
     # The specs this deployment activates, component → resolved settings (default: the
     # config's, for its environment). A rollback passes the specs of the releases it restores.
     components: dict[str, Component] = field(default_factory=dict)
@@ -221,7 +225,7 @@ class Deployment:
         self.id = new_id()
         self.release = self.id  # every new release of this deployment shares its id
         self.status = "pending"
-        self.digests: dict[str, str] = {}
+        self.digests: dict[str, str] = dict(plan.artifacts)  # a promotion's are known already
         self.ports: dict[str, int] = {}  # component → private port of its new release
         self.snapshot: dict[str, SnapshotEntry] = {}
         self.export_dir: Path | None = None
@@ -310,6 +314,7 @@ class Deployment:
                     plan_hash=self.plan.plan_hash,
                     dirty=self.options.dirty,
                     rollback_of=self.plan.rollback_to,
+                    promoted_from=self.plan.promoted_from,
                     created_by=self.options.created_by or str(ctx.owner),
                     options={
                         "tests": self.plan.tests,
@@ -519,6 +524,8 @@ class Deployment:
 
     async def _step_preflight(self, step: Step) -> None:
         ctx = self.ctx
+        if ctx.preflight_findings is not None and self.plan.kind not in ("rollback", "reconcile"):
+            await self._check_secrets(step, ctx.preflight_findings)
         await _settled(ctx.target.prepare)
         needed = {n: ctx.components[n].secrets for n in self.plan.components}
         missing = sorted({s for names in needed.values() for s in names if not ctx.secrets.get(s)})
@@ -536,6 +543,14 @@ class Deployment:
                 f"only {usage.free // (1024 * 1024)} MiB free on the build disk",
                 hint="free some space (old artifacts live in .shipyard/artifacts)",
             )
+        for name, digest in self.plan.artifacts.items():
+            if not ctx.artifacts.has(name, digest):
+                raise PreflightError(
+                    f"the artifact {digest[:12]} of {name} is no longer in "
+                    f"{ctx.artifacts.root}: it cannot be promoted as built",
+                    hint="deploy the source environment again (it rebuilds the artifact), "
+                    "then promote that deployment",
+                )
         if self.plan.kind in ("rollback", "reconcile"):
             for name, release in self.plan.releases.items():
                 if not ctx.target.has_release(name, release):
@@ -545,6 +560,29 @@ class Deployment:
                     )
         else:
             await _settled(self._check_pending_migrations)
+
+    async def _check_secrets(self, step: Step, check: Callable[[Plan], list[Finding]]) -> None:
+        """Every finding journaled (names, places, fingerprints: never a value); any error
+        refuses the deployment, listing them all."""
+        findings = await _settled(check, self.plan)
+        for finding in findings:
+            self.journal(
+                "secrets",
+                step=step.id,
+                status=finding.severity,
+                message=f"[{finding.rule}] {finding.message}",
+                data={"rule": finding.rule, "name": finding.name, "location": finding.location},
+            )
+        errors = [f for f in findings if f.severity == "error"]
+        if errors:
+            raise SecretsError(
+                f"{len(errors)} problem(s) with the secrets of {self.ctx.env.name!r} "
+                "(or leaked in the deployed commit):\n  "
+                + "\n  ".join(f"[{f.rule}] {f.message}" for f in errors),
+                hint=f"`shipyard secrets check --env {self.ctx.env.name}` and `shipyard secrets "
+                "scan` list every finding (values are never shown); `shipyard:allow` on a line "
+                "or a .shipyardignore entry allows what is meant to be there",
+            )
 
     async def _check_public_ports(self) -> None:
         """A public port held by another process is found now, not at `switch`."""
@@ -765,7 +803,7 @@ class Deployment:
             self.release_env(comp, self.release),
         )
         await _settled(self.ctx.save_release_spec, comp, self.release, self.plan.commit)
-        self.component_record(name, release=self.release)
+        self.component_record(name, release=self.release, artifact=self.digests[name])
 
     async def _step_test(self, step: Step) -> None:
         name = step.component
