@@ -194,6 +194,12 @@ def plan_deploy(
         reasons = changes.affected
         chosen = changes.names & set(config.components)
         breaking, notes = tuple(changes.breaking), tuple(changes.notes)
+        if not migrate:
+            notes += tuple(
+                f"--no-migrate: {b.component}'s new migration will not run ({b.detail})"
+                for b in breaking
+                if b.kind == "migration"
+            )
         if changes.why_full:
             why = f"full deploy: {changes.why_full}"
         else:
