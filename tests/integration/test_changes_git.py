@@ -316,3 +316,25 @@ def test_each_commit_config_is_checked_against_its_own_tree(repo: Path) -> None:
     assert "docs" in service.config_at(first).components
     with pytest.raises(ConfigError, match="folder 'docs' does not exist"):
         service.config_at(head)
+
+
+def test_the_readable_report_names_components_breaking_changes_and_strays(repo: Path) -> None:
+    from tests.conftest import shipyard_executable
+
+    (repo / "api" / "migrations" / "0002_drop.up.sql").write_text("DROP TABLE t;\n")
+    (repo / "web" / "\x1b[31mred\nerror: fake.txt").write_text("x")
+    (repo / "NOTES.md").write_text("x")
+    commit_all(repo, "several things")
+    done = subprocess.run(
+        [shipyard_executable(), "-C", str(repo), "changes", "--since", "HEAD~1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "\x1b" not in out and "\\x1b[31mred\\x0aerror: fake.txt" in out
+    assert not any(line.startswith("error:") for line in out.splitlines())
+    assert "depends on api" in out
+    assert "breaking (destructive_migration api): 0002_drop destroys data" in out
+    assert "1 changed file(s) belong to no component: NOTES.md" in out

@@ -189,7 +189,8 @@ def plan_deploy(
         if changes is None:
             raise UsageError(
                 f"--changed needs a base commit: {base_note or 'no previous good deployment'}",
-                hint="deploy with --full first, or name a base with --since REF",
+                hint="deploy with --full first; `shipyard changes --since REF` shows what "
+                "changed since a ref",
             )
         reasons = changes.affected
         chosen = changes.names & set(config.components)
