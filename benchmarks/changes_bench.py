@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -24,6 +25,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 CACHE = Path("/tmp/shipyard-bench-changes")
 TURBO_DIR = Path("/tmp/shipyard-bench-turbo")
@@ -178,19 +180,27 @@ def _git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-def run_shipyard(repo: Path, since: str) -> tuple[float, set[str]]:
+def timed(args: list[str], **options: Any) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """Wall time and CPU time (user + system, the process and every child it waited for, so
+    git's and turbo's helpers count): on a machine other jobs load, CPU time is the steadier
+    figure."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(
-        [SHIPYARD, "-C", str(repo), "--json", "changes", "--since", since],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    took = time.perf_counter() - start
-    return took, {a["name"] for a in json.loads(done.stdout)["affected"]}
+    done = subprocess.run(args, capture_output=True, text=True, **options)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done
 
 
-def run_turbo(repo: Path, since: str) -> tuple[float, set[str]] | None:
+def run_shipyard(repo: Path, since: str) -> tuple[float, float, set[str]]:
+    wall, cpu, done = timed([SHIPYARD, "-C", str(repo), "--json", "changes", "--since", since])
+    if done.returncode != 0:
+        raise SystemExit(f"shipyard failed: {done.stdout}{done.stderr}")
+    return wall, cpu, {a["name"] for a in json.loads(done.stdout)["affected"]}
+
+
+def run_turbo(repo: Path, since: str) -> tuple[float, float, set[str]] | None:
     turbo = TURBO_DIR / "node_modules" / ".bin" / "turbo"
     if not turbo.exists():
         return None
@@ -201,24 +211,17 @@ def run_turbo(repo: Path, since: str) -> tuple[float, set[str]] | None:
         "TURBO_TELEMETRY_DISABLED": "1",
         "DO_NOT_TRACK": "1",
     }
-    start = time.perf_counter()
-    done = subprocess.run(
-        [str(turbo), "ls", "--affected", "--output=json"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    took = time.perf_counter() - start
+    wall, cpu, done = timed([str(turbo), "ls", "--affected", "--output=json"], cwd=repo, env=env)
     if done.returncode != 0:
         raise SystemExit(f"turbo failed: {done.stderr or done.stdout}")
     items = json.loads(done.stdout)["packages"]["items"]
-    return took, {p["name"] for p in items if p["name"] != "//"}
+    return wall, cpu, {p["name"] for p in items if p["name"] != "//"}
 
 
 IN_PROCESS = """
 import sys, time
 from pathlib import Path
+from typing import Any
 from shipyard.service import Shipyard
 start = time.perf_counter()
 Shipyard(Path(sys.argv[1])).changes(since=sys.argv[2])
@@ -238,11 +241,10 @@ def in_process(repo: Path, since: str) -> float:
     return float(done.stdout)
 
 
-def startup() -> float:
-    """`shipyard --version`: what every command pays before it starts."""
-    start = time.perf_counter()
-    subprocess.run([SHIPYARD, "--version"], capture_output=True, check=True)
-    return time.perf_counter() - start
+def startup() -> tuple[float, float]:
+    """`shipyard --version`: what every command pays before it starts (wall, CPU)."""
+    wall, cpu, _done = timed([SHIPYARD, "--version"])
+    return wall, cpu
 
 
 def measure(repo: Path, runs: int, turbo: bool) -> list[dict[str, object]]:
@@ -251,32 +253,44 @@ def measure(repo: Path, runs: int, turbo: bool) -> list[dict[str, object]]:
         since = f"HEAD~{back}"
         expected = reference(repo, since)
         ours, theirs, inner, floor = [], [], [], []
+        ours_cpu, theirs_cpu, floor_cpu = [], [], []
         turbo_ok: bool | None = None
         for _ in range(runs):
-            took, found = run_shipyard(repo, since)
+            wall, cpu, found = run_shipyard(repo, since)
             assert found == expected, (since, sorted(found ^ expected)[:10])
-            ours.append(took)
+            ours.append(wall)
+            ours_cpu.append(cpu)
             inner.append(in_process(repo, since))
-            floor.append(startup())
+            wall, cpu = startup()
+            floor.append(wall)
+            floor_cpu.append(cpu)
             if turbo:
                 result = run_turbo(repo, since)
                 if result is not None:
                     theirs.append(result[0])
-                    turbo_ok = result[1] == expected
+                    theirs_cpu.append(result[1])
+                    turbo_ok = result[2] == expected
         changed = len(_git(repo, "diff", "--name-only", since, "HEAD").splitlines())
         rows.append(
             {
                 "range": since,
                 "changed_files": changed,
                 "affected": len(expected),
-                "shipyard_cli_s": round(statistics.median(ours), 3),
-                "shipyard_in_process_s": round(statistics.median(inner), 3),
-                "cli_startup_s": round(statistics.median(floor), 3),
-                "turbo_s": round(statistics.median(theirs), 3) if theirs else None,
+                "shipyard_cli_s": _median(ours),
+                "shipyard_cli_cpu_s": _median(ours_cpu),
+                "shipyard_in_process_s": _median(inner),
+                "cli_startup_s": _median(floor),
+                "cli_startup_cpu_s": _median(floor_cpu),
+                "turbo_s": _median(theirs),
+                "turbo_cpu_s": _median(theirs_cpu),
                 "turbo_correct": turbo_ok,
             }
         )
     return rows
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from shipyard.effects.changes import Base, detect_changes
 from shipyard.errors import UsageError
 from shipyard.service import Shipyard
 from tests.conftest import commit_all, git
@@ -272,6 +273,20 @@ def test_a_base_that_is_not_an_ancestor_is_compared_from_the_merge_base(repo: Pa
     assert report["merge_base"] == fork
     assert affected(report) == {"web"}
     assert "not an ancestor" in report["notes"][0]
+    # Deployed from the abandoned branch: what runs differs from head in docs too.
+    service = Shipyard(repo)
+    head = git(repo, "rev-parse", "HEAD")
+    deployed = detect_changes(
+        service.repo,
+        "",
+        head=head,
+        base=Base(abandoned, deployed=True),
+        config_at=service.config_at,
+        env_name=None,
+    ).to_dict()
+    assert deployed["merge_base"] == fork
+    assert affected(deployed) == {"docs", "web"}
+    assert "compared with the deployed commit directly" in deployed["notes"][0]
 
 
 def test_a_shallow_clone_without_the_base_plans_a_full_deploy(repo: Path, tmp_path: Path) -> None:
@@ -316,3 +331,36 @@ def test_each_commit_config_is_checked_against_its_own_tree(repo: Path) -> None:
     assert "docs" in service.config_at(first).components
     with pytest.raises(ConfigError, match="folder 'docs' does not exist"):
         service.config_at(head)
+
+
+def test_the_readable_report_names_components_breaking_changes_and_strays(repo: Path) -> None:
+    from tests.conftest import shipyard_executable
+
+    (repo / "api" / "migrations" / "0002_drop.up.sql").write_text("DROP TABLE t;\n")
+    (repo / "web" / "\x1b[31mred\nerror: fake.txt").write_text("x")
+    (repo / "NOTES.md").write_text("x")
+    commit_all(repo, "several things")
+    done = subprocess.run(
+        [shipyard_executable(), "-C", str(repo), "changes", "--since", "HEAD~1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "\x1b" not in out and "\\x1b[31mred\\x0aerror: fake.txt" in out
+    assert not any(line.startswith("error:") for line in out.splitlines())
+    assert "depends on api" in out
+    assert "breaking (destructive_migration api): 0002_drop destroys data" in out
+    assert "1 changed file(s) belong to no component: NOTES.md" in out
+
+
+def test_never_deployed_means_a_full_deploy_said_why(repo: Path) -> None:
+    service = Shipyard(repo)
+    try:
+        report = service.changes()
+    finally:
+        service.close()
+    assert report.full_deploy_required and report.base is None
+    assert report.why_full == "no previous good deployment of local"
+    assert list(report.affected) == ["api", "docs", "web"]

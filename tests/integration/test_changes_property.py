@@ -174,9 +174,23 @@ def test_affected_set_equals_the_naive_reference(raw: dict[str, Any], data: st.D
                     git(root, "mv", "-f", path, dest)
             elif operation == "config":
                 name = data.draw(st.sampled_from(sorted(components)))
-                change = data.draw(st.sampled_from(["build", "edge", "input"]))
+                change = data.draw(st.sampled_from(["build", "edge", "input", "add", "remove"]))
                 comp = components[name]
-                if change == "build":
+                leaves = [
+                    n
+                    for n in components
+                    if all(n not in c["depends_on"] for c in components.values())
+                ]
+                new = [n for n in NAMES if n not in components]
+                if change == "add" and new:
+                    (root / new[0]).mkdir(exist_ok=True)
+                    (root / new[0] / "f.txt").write_text(f"{step}\n")
+                    below = sorted(n for n in components if n < new[0])[-1:]  # keeps a DAG
+                    components[new[0]] = {"depends_on": set(below), "extra": [], "build": None}
+                    files = all_files(components)
+                elif change == "remove" and len(leaves) > 1:
+                    del components[data.draw(st.sampled_from(leaves))]
+                elif change == "build":
                     comp["build"] = None if comp["build"] else "make all"
                 elif change == "input":
                     comp["extra"] = [] if comp["extra"] else ["top.txt"]
@@ -187,8 +201,9 @@ def test_affected_set_equals_the_naive_reference(raw: dict[str, Any], data: st.D
                 (root / "shipyard.toml").write_text(render(components))
             else:  # a branch with one edit, merged back
                 git(root, "checkout", "-q", "-b", f"side{step}")
-                (root / data.draw(st.sampled_from(files))).parent.mkdir(parents=True, exist_ok=True)
-                (root / data.draw(st.sampled_from(files))).write_text(f"side {step}\n")
+                side = root / data.draw(st.sampled_from(files))
+                side.parent.mkdir(parents=True, exist_ok=True)
+                side.write_text(f"side {step}\n")
                 commit_all(root, "side")
                 git(root, "checkout", "-q", "main")
                 (root / "README.md").write_text(f"main {step}\n")

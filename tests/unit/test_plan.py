@@ -220,3 +220,11 @@ def test_rollback_plan_has_no_build(config: Config) -> None:
     assert p.step("activate:backend").after == ("migrate:backend",)
     assert p.step("activate:admin").after == ("snapshot", "activate:backend")
     assert p.releases == {"admin": "r1", "backend": "r1"}
+
+
+def test_no_migrate_says_a_new_migration_will_not_run(config: Config) -> None:
+    changes = [FileChange("backend/migrations/0002_x.up.sql", "A")]
+    report = analyse(config, config, changes, NoSources(), head=COMMIT, base=BASE, merge_base=BASE)
+    p = plan(config, changes=report, migrate=False)
+    assert not any(s.kind == "migrate" for s in p.steps)
+    assert any("--no-migrate" in n and "0002_x" in n for n in p.notes)

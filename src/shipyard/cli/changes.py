@@ -77,8 +77,10 @@ def render(cli: CliState, report: ChangeReport) -> None:
     for b in report.breaking:
         where = f" {b.component}" if b.component else ""
         out.print(
-            styled(("breaking", "bold red"), f" ({cli.text(b.kind)}{cli.text(where)}): "),
-            Text(cli.text(b.detail)),
+            styled(
+                ("breaking", "bold red"),
+                f" ({cli.text(b.kind)}{cli.text(where)}): {cli.text(b.detail)}",
+            ),
             soft_wrap=True,
         )
     if report.unmatched:

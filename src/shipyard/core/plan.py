@@ -197,11 +197,18 @@ def plan_deploy(
         if changes is None:
             raise UsageError(
                 f"--changed needs a base commit: {base_note or 'no previous good deployment'}",
-                hint="deploy with --full first, or name a base with --since REF",
+                hint="deploy with --full first; `shipyard changes --since REF` shows what "
+                "changed since a ref",
             )
         reasons = changes.affected
         chosen = changes.names & set(config.components)
         breaking, notes = tuple(changes.breaking), tuple(changes.notes)
+        if not migrate:
+            notes += tuple(
+                f"--no-migrate: {b.component}'s new migration will not run ({b.detail})"
+                for b in breaking
+                if b.kind == "migration"
+            )
         if changes.why_full:
             why = f"full deploy: {changes.why_full}"
         else:
