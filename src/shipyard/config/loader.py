@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from shipyard.config.models import (
+    MIGRATION_TOOLS,
     OVERRIDABLE,
     TARGETS,
     TIERS,
@@ -535,7 +536,7 @@ def _health(r: _Reader, t: dict[str, Any], path: str) -> HealthCheck:
 
 def _migrations(r: _Reader, m: dict[str, Any], path: str) -> Migrations:
     r.check_keys(m, _MIGRATION_KEYS, path)
-    tool = r.required(m, "tool", path, _one_of("sql", "alembic", "command"))
+    tool = r.required(m, "tool", path, _one_of(*MIGRATION_TOOLS))
     result = Migrations(
         tool=cast(Any, tool),
         dir=r.get(m, "dir", path, _str, cast(str | None, None)),

@@ -15,6 +15,8 @@ TargetKind = Literal["local", "ssh"]
 MigrationTool = Literal["sql", "alembic", "command"]
 
 TARGETS: tuple[TargetKind, ...] = ("local", "ssh")
+# The migration tools this version can run; `validate` refuses any other.
+MIGRATION_TOOLS: tuple[MigrationTool, ...] = ("sql",)
 TIERS: tuple[Tier, ...] = ("production", "staging", "development")
 
 
