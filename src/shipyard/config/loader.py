@@ -319,7 +319,7 @@ _COMPONENT_KEYS = {
     "drain_timeout",
 }
 _HEALTH_KEYS = {"http", "tcp", "command", "status", "interval", "timeout", "deadline", "stable_for"}
-_MIGRATION_KEYS = {"tool", "dir", "config", "up", "down", "current"}
+_MIGRATION_KEYS = {"tool", "dir", "config", "manage", "up", "down", "current"}
 _RULE_KEYS = {
     "format",
     "schemes",
@@ -541,11 +541,17 @@ def _migrations(r: _Reader, m: dict[str, Any], path: str) -> Migrations:
         tool=cast(Any, tool),
         dir=r.get(m, "dir", path, _str, cast(str | None, None)),
         config=r.get(m, "config", path, _str, cast(str | None, None)),
+        manage=r.get(m, "manage", path, _str, cast(str | None, None)),
         up=r.get(m, "up", path, _str, cast(str | None, None)),
         down=r.get(m, "down", path, _str, cast(str | None, None)),
         current=r.get(m, "current", path, _str, cast(str | None, None)),
     )
-    needed = {"sql": ("dir",), "alembic": ("config",), "command": ("up", "current")}[tool]
+    needed = {
+        "sql": ("dir",),
+        "alembic": ("config",),
+        "django": (),
+        "command": ("up", "current"),
+    }[tool]
     for key in needed:
         if getattr(result, key) is None:
             r.report(f"{path}.{key}", f"is required when tool = {tool!r}")

@@ -12,11 +12,11 @@ from typing import Literal
 
 Tier = Literal["production", "staging", "development"]
 TargetKind = Literal["local", "ssh"]
-MigrationTool = Literal["sql", "alembic", "command"]
+MigrationTool = Literal["sql", "alembic", "django", "command"]
 
 TARGETS: tuple[TargetKind, ...] = ("local", "ssh")
 # The migration tools this version can run; `validate` refuses any other.
-MIGRATION_TOOLS: tuple[MigrationTool, ...] = ("sql",)
+MIGRATION_TOOLS: tuple[MigrationTool, ...] = ("sql", "alembic", "django", "command")
 TIERS: tuple[Tier, ...] = ("production", "staging", "development")
 
 
@@ -51,6 +51,7 @@ class Migrations:
     tool: MigrationTool
     dir: str | None = None  # sql: folder of NNNN_name.up.sql / .down.sql
     config: str | None = None  # alembic: alembic.ini
+    manage: str | None = None  # django: manage.py (default)
     up: str | None = None  # command: apply everything pending
     down: str | None = None  # command: go down to $SHIPYARD_TARGET_REVISION
     current: str | None = None  # command: print the current revision

@@ -33,7 +33,9 @@ from shipyard.core.spec import release_document, spec_from_dict
 from shipyard.effects import sql_migrations
 from shipyard.effects.artifacts import ArtifactStore, input_digest
 from shipyard.effects.git import Repo
+from shipyard.effects.migrations import IrreversibleMigration
 from shipyard.effects.process import run_command
+from shipyard.engine import stages
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
 from shipyard.errors import (
     AgentError,
@@ -400,6 +402,12 @@ class Deployment:
                     "check `shipyard status` for what is running",
                 ) from None
             self.set_status("rolled_back", reason)
+            if isinstance(exc, PreflightError):
+                # Refused at a component's migrate step (its tool's checks need the release):
+                # nothing was migrated or switched; a refusal, not a failure.
+                raise PreflightError(
+                    f"deployment {self.id} refused and rolled back: {reason}", hint=exc.hint
+                ) from None
             # Interrupted (Ctrl-C) or failed, the outcome is the same: rolled back, exit 1.
             raise DeploymentFailed(
                 f"deployment {self.id} failed and was rolled back: {reason}",
@@ -778,14 +786,16 @@ class Deployment:
             **self._dependency_urls(comp),
             **service_urls(self.ctx, self.ports, self.ports),  # every new release, for e2e tests
         }
-        cwd = self.ctx.target.release_dir(name, self.release)
-        await run_command(
-            comp.tests[stage],
-            cwd=cwd,
+        await stages.run_tests(
+            component=name,
+            stage=stage,
+            command=comp.tests[stage],
+            cwd=self.ctx.target.release_dir(name, self.release),
             env=env,
             timeout=STEP_DEADLINES["test"],
-            where=f"{stage} tests of {name}",
             redact=self.ctx.redact,
+            journal=self.journal,
+            step=step.id,
         )
 
     async def _step_migrate(self, step: Step) -> None:
@@ -801,14 +811,49 @@ class Deployment:
             target_revision = _revision_after(self.ctx.store, self.plan.rollback_to or "", name)
         else:
             release, target_revision = self.release, None
-        before, after = await _settled(
-            self.ctx.target.migrate,
-            name,
-            release,
-            comp.migrations,
-            self.release_env(comp, release),
-            target_revision,
-        )
+            state = await _settled(
+                self.ctx.target.migration_state,
+                name,
+                release,
+                comp.migrations,
+                self.release_env(comp, release),
+            )
+            self.journal(
+                "migrations",
+                step=step.id,
+                component=name,
+                status="pending",
+                message=stages.describe_pending(state),
+                data=state.to_dict(),
+            )
+            stages.check_migrations(
+                name,
+                state,
+                allow_destructive=self.options.allow_destructive,
+                allow_irreversible=self.options.allow_irreversible,
+            )
+        try:
+            before, after = await _settled(
+                self.ctx.target.migrate,
+                name,
+                release,
+                comp.migrations,
+                self.release_env(comp, release),
+                target_revision,
+            )
+        except IrreversibleMigration as exc:
+            if target_revision is None:
+                raise
+            # A rollback over a step without a down step: the code goes back, the schema
+            # stays, and the record says so.
+            self.journal(
+                "migrated",
+                step=step.id,
+                component=name,
+                status="kept",
+                message=f"schema left at the newer revision: {exc.message}",
+            )
+            return
         self.journal(
             "migrated",
             step=step.id,
@@ -1405,6 +1450,16 @@ async def restore(
                     message=f"schema {before or '(none)'} → {after or '(none)'}",
                     data={"before": before, "after": after},
                 )
+        except IrreversibleMigration as exc:
+            # Allowed at deploy time (--allow-irreversible): the code is back, the schema
+            # stays where the irreversible step left it; the record says so.
+            journal(
+                "migrated",
+                step="rollback",
+                component=name,
+                status="kept",
+                message=f"schema left at the newer revision: {exc.message}",
+            )
         except ShipyardError as exc:
             problems.append(
                 f"{name}: schema not restored to "
