@@ -60,7 +60,9 @@ class AlembicMigrator:
         return self.state().current
 
     def state(self) -> MigrationState:
-        found = self._helper("state", self.config)
+        return self._state(self._helper("state", self.config))
+
+    def _state(self, found: dict[str, Any]) -> MigrationState:
         steps = []
         for item in found["pending"]:
             destructive = list(item["destructive"])
@@ -78,10 +80,10 @@ class AlembicMigrator:
             tool=self.tool, current=found["current"], head=found["head"], pending=tuple(steps)
         )
 
-    def upgrade(self, target: str | None = None) -> None:
-        self._helper("upgrade", self.config, target or "heads")
+    def upgrade(self, target: str | None = None) -> MigrationState:
+        return self._state(self._helper("upgrade", self.config, target or "heads"))
 
-    def downgrade(self, target: str | None) -> None:
+    def downgrade(self, target: str | None) -> MigrationState:
         found = self._helper("downgrade", self.config, target or "base")
         if "irreversible" in found:
             raise IrreversibleMigration(
@@ -90,3 +92,4 @@ class AlembicMigrator:
                 hint="write its downgrade(), or keep the database at this revision and roll "
                 "forward with a new revision",
             )
+        return self._state(found)

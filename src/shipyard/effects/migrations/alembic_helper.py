@@ -123,23 +123,8 @@ def main(argv):
     target = argv[2] if len(argv) > 2 else ""
     config = Config(config_file)
     script = ScriptDirectory.from_config(config)
-    if action == "state":
-        current = _current(config, script)
-        heads = sorted(script.get_heads())
-        lower = tuple(current) if current else "base"
-        pending = list(script.iterate_revisions("heads", lower)) if heads else []
-        pending.reverse()  # oldest first, the order an upgrade applies them
-        result = {
-            "current": ",".join(current) or None,
-            "head": ",".join(heads) or None,
-            "branch_points": sorted(
-                r.revision for r in script.walk_revisions() if r.is_branch_point
-            ),
-            "pending": [_describe(script, r) for r in pending],
-        }
-    elif action == "upgrade":
+    if action == "upgrade":
         command.upgrade(config, target or "heads")
-        result = {"current": ",".join(_current(config, script)) or None}
     elif action == "downgrade":
         current = _current(config, script)
         if current:
@@ -147,13 +132,22 @@ def main(argv):
             for revision in undo:
                 described = _describe(script, revision)
                 if not described["reversible"]:
-                    result = {"irreversible": described["label"]}
-                    print(MARK + json.dumps(result))
+                    print(MARK + json.dumps({"irreversible": described["label"]}))
                     return
             command.downgrade(config, target or "base")
-        result = {"current": ",".join(_current(config, script)) or None}
-    else:
+    elif action != "state":
         raise SystemExit(f"unknown action {action!r}")
+    current = _current(config, script)
+    heads = sorted(script.get_heads())
+    lower = tuple(current) if current else "base"
+    pending = list(script.iterate_revisions("heads", lower)) if heads else []
+    pending.reverse()  # oldest first, the order an upgrade applies them
+    result = {
+        "current": ",".join(current) or None,
+        "head": ",".join(heads) or None,
+        "branch_points": sorted(r.revision for r in script.walk_revisions() if r.is_branch_point),
+        "pending": [_describe(script, r) for r in pending],
+    }
     print(MARK + json.dumps(result))
 
 

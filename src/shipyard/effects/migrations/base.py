@@ -95,11 +95,11 @@ class Migrator(Protocol):
     def state(self) -> MigrationState:
         """The current revision, the head and the pending steps."""
 
-    def upgrade(self, target: str | None = None) -> None:
-        """Apply pending steps up to `target` (None: the head)."""
+    def upgrade(self, target: str | None = None) -> MigrationState:
+        """Apply pending steps up to `target` (None: the head); the state it left."""
 
-    def downgrade(self, target: str | None) -> None:
-        """Undo applied steps above `target` (None: all of them).
+    def downgrade(self, target: str | None) -> MigrationState:
+        """Undo applied steps above `target` (None: all of them); the state it left.
 
         Raises :class:`IrreversibleMigration` before changing anything when a step to undo has
         no down step.
@@ -116,8 +116,7 @@ def migrate_to(migrator: Migrator, target: str | None) -> tuple[str | None, str 
     state = migrator.state()
     before = state.current
     if target is None:
-        migrator.upgrade(None)
-        after = migrator.state()
+        after = migrator.upgrade(None)
         if after.listed and (after.pending or after.current != after.head):
             left = ", ".join(s.label for s in after.pending) or "none"
             raise DeploymentFailed(
@@ -130,7 +129,5 @@ def migrate_to(migrator: Migrator, target: str | None) -> tuple[str | None, str 
     if target == (before or ""):
         return before, before
     if target and target in {s.revision for s in state.pending}:
-        migrator.upgrade(target)
-    else:
-        migrator.downgrade(target or None)
-    return before, migrator.current()
+        return before, migrator.upgrade(target).current
+    return before, migrator.downgrade(target or None).current

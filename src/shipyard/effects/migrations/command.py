@@ -46,12 +46,13 @@ class CommandMigrator:
             tool=self.tool, current=self.current(), head=None, pending=(step,), listed=False
         )
 
-    def upgrade(self, target: str | None = None) -> None:
+    def upgrade(self, target: str | None = None) -> MigrationState:
         assert self.spec.up is not None
         extra = {"SHIPYARD_TARGET_REVISION": target} if target else {}
         self.run(["/bin/sh", "-c", self.spec.up], extra)
+        return self.state()
 
-    def downgrade(self, target: str | None) -> None:
+    def downgrade(self, target: str | None) -> MigrationState:
         if self.spec.down is None:
             raise IrreversibleMigration(
                 f"cannot downgrade to {target or '(none)'}: the component has no `down` "
@@ -60,3 +61,4 @@ class CommandMigrator:
                 "$SHIPYARD_TARGET_REVISION), or roll forward with a new migration",
             )
         self.run(["/bin/sh", "-c", self.spec.down], {"SHIPYARD_TARGET_REVISION": target or ""})
+        return self.state()

@@ -82,14 +82,15 @@ class DjangoMigrator:
             ),
         )
 
-    def upgrade(self, target: str | None = None) -> None:
+    def upgrade(self, target: str | None = None) -> MigrationState:
         if target is None:
             self._manage("migrate", "--noinput")
-            return
-        app, _, name = target.partition(".")
-        self._manage("migrate", "--noinput", app, name)
+        else:
+            app, _, name = target.partition(".")
+            self._manage("migrate", "--noinput", app, name)
+        return self.state()
 
-    def downgrade(self, target: str | None) -> None:
+    def downgrade(self, target: str | None) -> MigrationState:
         blocked = self._helper("down", target or "")["irreversible"]
         if blocked:
             raise IrreversibleMigration(
@@ -105,3 +106,4 @@ class DjangoMigrator:
         for app in reversed(list(current)):
             if wanted.get(app) != current[app]:
                 self._manage("migrate", "--noinput", app, wanted.get(app, "zero"))
+        return self.state()

@@ -44,13 +44,14 @@ class SqlMigrator:
             ),
         )
 
-    def upgrade(self, target: str | None = None) -> None:
+    def upgrade(self, target: str | None = None) -> MigrationState:
         sql_migrations.upgrade(self.folder, self.url, target, cwd=self.cwd)
+        return self.state()
 
-    def downgrade(self, target: str | None) -> None:
+    def downgrade(self, target: str | None) -> MigrationState:
         current = self.current()
         if target is not None and current is not None and int(current) < int(target):
-            return  # already below: nothing to undo
+            return self.state()  # already below: nothing to undo
         by_number = {m.number: m for m in sql_migrations.discover(self.folder)}
         applied = sql_migrations.status(self.folder, self.url, cwd=self.cwd).applied
         limit = int(target) if target is not None and target.isdigit() else -1
@@ -65,3 +66,4 @@ class SqlMigrator:
                     "roll forward with a new migration",
                 )
         sql_migrations.downgrade(self.folder, self.url, target, cwd=self.cwd)
+        return self.state()
