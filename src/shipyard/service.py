@@ -250,11 +250,13 @@ class Shipyard:
         only: tuple[str, ...] = (),
         ref: str = "HEAD",
         since: str | None = None,
-        tests: TestStage = "none",
+        tests: TestStage | None = None,
         migrate: bool = True,
         allow_dirty: bool = False,
     ) -> Plan:
         """What a deploy would do, without doing it.
+
+        `tests=None` runs the environment's default test stage (its `tests` key; none).
 
         Planned from shipyard.toml as it is at the deployed commit; with `allow_dirty` and
         the commit checked out, from the work tree's (the build uses the work tree too).
@@ -284,7 +286,7 @@ class Shipyard:
             changed_files=changed,
             selection=selection,
             only=only,
-            tests=tests,
+            tests=env.tests if tests is None else tests,
             migrate=migrate,
             base_note=note,
         )

@@ -24,6 +24,7 @@ from shipyard.config.models import (
     MIGRATION_TOOLS,
     OVERRIDABLE,
     TARGETS,
+    TEST_STAGES,
     TIERS,
     Component,
     Config,
@@ -34,6 +35,7 @@ from shipyard.config.models import (
     Rolling,
     SecretRule,
     SecretsSource,
+    TestStage,
     Tier,
     with_overrides,
 )
@@ -299,6 +301,7 @@ _ENV_KEYS = {
     "secrets",
     "rolling",
     "components",
+    "tests",
 }
 _COMPONENT_KEYS = {
     "path",
@@ -615,6 +618,9 @@ def _environment(
         protected=r.get(t, "protected", path, _bool, False),
         secrets=r.attempt(lambda: _secrets_source(r, t, path), None),
         rolling=r.attempt(lambda: _rolling(r, t, path), Rolling()),
+        tests=r.get(
+            t, "tests", path, cast(Callable[[Any], TestStage], _one_of(*TEST_STAGES)), "none"
+        ),
         overrides=_overrides(r, r.optional_table(t, "components", path), components, path),
     )
 

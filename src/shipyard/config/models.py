@@ -13,11 +13,13 @@ from typing import Literal
 Tier = Literal["production", "staging", "development"]
 TargetKind = Literal["local", "ssh"]
 MigrationTool = Literal["sql", "alembic", "django", "command"]
+TestStage = Literal["none", "smoke", "e2e", "full"]
 
 TARGETS: tuple[TargetKind, ...] = ("local", "ssh")
 # The migration tools this version can run; `validate` refuses any other.
 MIGRATION_TOOLS: tuple[MigrationTool, ...] = ("sql", "alembic", "django", "command")
 TIERS: tuple[Tier, ...] = ("production", "staging", "development")
+TEST_STAGES: tuple[TestStage, ...] = ("none", "smoke", "e2e", "full")
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class Environment:
     protected: bool = False
     secrets: SecretsSource | None = None
     rolling: Rolling = field(default_factory=Rolling)
+    tests: TestStage = "none"  # the test stage a deploy runs when --tests is not given
     overrides: dict[str, Component] = field(default_factory=dict)  # effective components
 
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from shipyard.config import Config
+from shipyard.config.models import TestStage as TestStage  # re-exported: adapters import it here
 from shipyard.core.changes import affected_components
 from shipyard.core.graph import Graph
 from shipyard.errors import UsageError
 
 Selection = Literal["full", "changed", "only"]
 DeploymentKind = Literal["full", "partial", "promote", "rollback", "reconcile"]
-TestStage = Literal["none", "smoke", "e2e", "full"]
 StepKind = Literal[
     "preflight",
     "snapshot",
