@@ -624,7 +624,9 @@ class Deployment:
             comp = ctx.components[name]
             release = routes.get(name) or await _settled(ctx.target.current, name)
             revision = None
-            if comp.migrations is not None:
+            # Only `sql` reads a revision without a release's files; for the other tools a
+            # first deploy's revision is read by its migrate step, from the new release.
+            if comp.migrations is not None and (release or comp.migrations.tool == "sql"):
                 revision = await _settled(
                     ctx.target.migration_revision,
                     name,
@@ -826,6 +828,10 @@ class Deployment:
                 message=stages.describe_pending(state),
                 data=state.to_dict(),
             )
+            entry = self.snapshot[name]
+            if entry.release is None and entry.migration_revision != state.current:
+                self.snapshot[name] = dataclasses.replace(entry, migration_revision=state.current)
+                self.ctx.store.save_snapshot(self.id, self.snapshot.values())
             stages.check_migrations(
                 name,
                 state,
