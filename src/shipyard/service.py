@@ -24,12 +24,14 @@ from shipyard.effects.artifacts import ArtifactStore
 from shipyard.effects.config_at_commit import load_config_at, same_config_text
 from shipyard.effects.git import Repo
 from shipyard.effects.secrets import load_secrets
+from shipyard.engine import stages
 from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
 from shipyard.engine.runner import (
     Deployment,
     DeployOptions,
     EngineContext,
     ProgressSink,
+    component_env,
     probe_spec,
     saved_release_spec,
     short_redacted,
@@ -291,11 +293,51 @@ class Shipyard:
             base_note=note,
         )
         plan = dataclasses.replace(
-            plan, config_from="work tree" if work_tree else "commit", config_note=config_note
+            plan,
+            config_from="work tree" if work_tree else "commit",
+            config_note=config_note,
+            migrations=self._pending_migrations(env, config, plan, work_tree),
         )
         if plan.components:
             return plan
         return self._reconcile_plan(env, config, plan)
+
+    def _pending_migrations(
+        self, env: Environment, config: Config, plan: Plan, work_tree: bool
+    ) -> dict[str, str]:
+        """What each planned component's migrate step will find, for the plan to show."""
+        comps = config.components_for(env)
+        names = [n for n in plan.components if comps[n].migrations is not None]
+        if not plan.migrate or not names:
+            return {}
+        shown: dict[str, str] = {}
+        try:
+            ctx = self._context(env, config)
+        except ShipyardError as exc:
+            return dict.fromkeys(names, f"not read: {exc.message}")
+        for name in names:
+            comp = comps[name]
+            assert comp.migrations is not None
+            if comp.migrations.tool != "sql":
+                shown[name] = (
+                    f"{comp.migrations.tool}: read and checked by migrate:{name}, from the "
+                    "new release (destructive or irreversible steps stop the deploy there)"
+                )
+                continue
+            try:
+                state = stages.sql_state_at(
+                    repo=self.repo,
+                    project_prefix=self.project_prefix,
+                    comp=comp,
+                    commit=plan.commit,
+                    work_tree=work_tree,
+                    target=ctx.target,
+                    env=component_env(ctx, comp, ctx.target.current(name) or ""),
+                )
+                shown[name] = stages.describe_pending(state)
+            except ShipyardError as exc:
+                shown[name] = ctx.redact(f"not read: {exc.message}")
+        return shown
 
     def _reconcile_plan(self, env: Environment, config: Config, idle: Plan) -> Plan:
         """Nothing changed: still, what runs must be what the last good deployment left, and

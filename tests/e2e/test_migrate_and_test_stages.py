@@ -120,6 +120,10 @@ def test_irreversible_migration_needs_the_flag_and_its_rollback_keeps_the_schema
         .replace('deadline = "20s"', 'deadline = "2s"')
     )
     commit_all(shop, "v2: a column without a way back, and a backend that never gets healthy")
+    planned = run_cli("-C", str(shop), "plan")
+    assert "migrations: backend: schema 0003 → 0004: 1 pending: 0004_note [irreversible]" in (
+        planned.stdout
+    )
     refused = run_cli("-C", str(shop), "--json", "deploy", timeout=240)
     assert refused.returncode == 3, refused.stdout + refused.stderr
     error = json.loads(refused.stdout)["error"]

@@ -73,6 +73,8 @@ class Plan:
     config_from: str = "commit"
     config_note: str | None = None
     drift: dict[str, str] = field(default_factory=dict)  # component → what differs from desired
+    # component → its pending migrations as read when planning (not hashed: the database moves)
+    migrations: dict[str, str] = field(default_factory=dict)
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)
@@ -95,6 +97,7 @@ class Plan:
             "config_from": self.config_from,
             "config_note": self.config_note,
             "drift": self.drift,
+            "migrations": self.migrations,
             "plan_hash": self.plan_hash,
         }
 
@@ -130,6 +133,8 @@ class Plan:
             lines.append(f"  level {index}: {', '.join(level)}")
         for name, why in self.reasons.items():
             lines.append(f"    {name}: {'; '.join(why)}")
+        for name, pending in self.migrations.items():
+            lines.append(f"  migrations: {name}: {pending}")
         lines.append("  steps:")
         for s in self.steps:
             after = f"  ← {', '.join(s.after)}" if s.after else ""

@@ -30,7 +30,6 @@ from shipyard.core.health import HealthJudge
 from shipyard.core.plan import Plan, Step
 from shipyard.core.secrets import Redactor
 from shipyard.core.spec import release_document, spec_from_dict
-from shipyard.effects import sql_migrations
 from shipyard.effects.artifacts import ArtifactStore, input_digest
 from shipyard.effects.git import Repo
 from shipyard.effects.migrations import IrreversibleMigration
@@ -572,45 +571,30 @@ class Deployment:
                 )
 
     def _check_pending_migrations(self) -> None:
-        """Refuse destructive or irreversible pending migrations unless allowed (exit 3)."""
+        """Refuse destructive or irreversible pending `sql` migrations unless allowed (exit 3);
+        the other tools' steps are checked by the migrate step, from the new release."""
         ctx = self.ctx
         if not self.plan.migrate:
             return
         for name in self.plan.components:
             comp = ctx.components[name]
-            spec = comp.migrations
-            if spec is None or spec.tool != "sql":
+            if comp.migrations is None or comp.migrations.tool != "sql":
                 continue
-            relative = "/".join(p for p in (ctx.project_prefix, comp.path, spec.dir) if p)
-            with tempfile.TemporaryDirectory(prefix="shipyard-migrations-") as tmp:
-                if self.options.dirty:
-                    folder = ctx.repo.toplevel() / relative
-                else:
-                    ctx.repo.export(self.plan.commit, Path(tmp), prefix=relative)
-                    folder = Path(tmp) / relative
-                migrations = sql_migrations.discover(folder)
-                current = ctx.target.current(name) or ""
-                revision = ctx.target.migration_revision(
-                    name, current, spec, self.release_env(comp, current)
-                )
-                pending = [m for m in migrations if revision is None or m.number > int(revision)]
-                destructive = sql_migrations.destructive_changes(pending)
-            if destructive and not self.options.allow_destructive:
-                found = "; ".join(f"{rev}: {', '.join(what)}" for rev, what in destructive.items())
-                raise PreflightError(
-                    f"{name}: pending migrations destroy data ({found})",
-                    hint="migrations run while the current release still serves: split it, "
-                    "expand now (add the new column or table, keep the old one) and contract "
-                    "(drop or rename) in a later deploy, once no running release uses it; "
-                    "or, if losing that data is intended, deploy with --allow-destructive",
-                )
-            irreversible = [m.label for m in pending if not m.reversible]
-            if irreversible and not self.options.allow_irreversible:
-                raise PreflightError(
-                    f"{name}: pending migrations cannot be undone on rollback: "
-                    f"{', '.join(irreversible)} (no .down.sql)",
-                    hint="add the .down.sql files, or deploy with --allow-irreversible",
-                )
+            state = stages.sql_state_at(
+                repo=ctx.repo,
+                project_prefix=ctx.project_prefix,
+                comp=comp,
+                commit=self.plan.commit,
+                work_tree=self.options.dirty,
+                target=ctx.target,
+                env=self.release_env(comp, ctx.target.current(name) or ""),
+            )
+            stages.check_migrations(
+                name,
+                state,
+                allow_destructive=self.options.allow_destructive,
+                allow_irreversible=self.options.allow_irreversible,
+            )
 
     async def _step_snapshot(self, step: Step) -> None:
         ctx = self.ctx

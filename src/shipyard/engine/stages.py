@@ -6,13 +6,18 @@ need (a journal, the release's env, the options) and handles a failure like any 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from shipyard.config import Component
+from shipyard.effects.git import Repo
 from shipyard.effects.migrations import MigrationState
+from shipyard.effects.migrations.sql import SqlMigrator
 from shipyard.effects.process import run_command
 from shipyard.errors import PreflightError
+from shipyard.targets.base import Target
 
 Journal = Callable[..., None]
 
@@ -34,13 +39,45 @@ def describe_pending(state: MigrationState) -> str:
     )
 
 
+def sql_state_at(
+    *,
+    repo: Repo,
+    project_prefix: str,
+    comp: Component,
+    commit: str,
+    work_tree: bool,
+    target: Target,
+    env: Mapping[str, str],
+) -> MigrationState:
+    """The pending `sql` migrations of `comp` at `commit`, against its database now.
+
+    Read before anything is built: the files come from git (the work tree's with
+    `work_tree`), the revision from the database the current release uses. Only `sql` can be
+    read this early; the other tools need the new release's code and Python, so their steps
+    are read (and checked) by the migrate step.
+    """
+    assert comp.migrations is not None and comp.migrations.tool == "sql"
+    relative = "/".join(p for p in (project_prefix, comp.path, comp.migrations.dir) if p)
+    current = target.current(comp.name) or ""
+    revision = target.migration_revision(comp.name, current, comp.migrations, env)
+    with tempfile.TemporaryDirectory(prefix="shipyard-migrations-") as tmp:
+        if work_tree:
+            folder = repo.toplevel() / relative
+        else:
+            repo.export(commit, Path(tmp), prefix=relative)
+            folder = Path(tmp) / relative
+        # The database is not opened again: the revision above is the current release's view.
+        state = SqlMigrator(folder, "", Path(tmp)).state_from(revision)
+    return state
+
+
 def check_migrations(
     component: str, state: MigrationState, *, allow_destructive: bool, allow_irreversible: bool
 ) -> None:
     """Refuse destructive or irreversible pending steps unless the deploy allows them."""
-    destructive = state.destructive()
+    destructive = [s for s in state.pending if s.destructive]
     if destructive and not allow_destructive:
-        found = "; ".join(f"{label}: {', '.join(what)}" for label, what in destructive.items())
+        found = "; ".join(f"{s.revision}: {', '.join(s.destructive)}" for s in destructive)
         raise PreflightError(
             f"{component}: pending migrations destroy data ({found})",
             hint="migrations run while the current release still serves: split it, expand now "

@@ -27,11 +27,25 @@ class SqlMigrator:
 
     def state(self) -> MigrationState:
         status = sql_migrations.status(self.folder, self.url, cwd=self.cwd)
-        destructive = sql_migrations.destructive_changes(status.pending)
+        return self._state(status.current, status.pending)
+
+    def state_from(self, current: str | None) -> MigrationState:
+        """The state of a database at revision `current`, from the files alone."""
+        pending = [
+            m
+            for m in sql_migrations.discover(self.folder)
+            if current is None or m.number > int(current)
+        ]
+        return self._state(current, pending)
+
+    def _state(
+        self, current: str | None, pending: list[sql_migrations.Migration]
+    ) -> MigrationState:
+        destructive = sql_migrations.destructive_changes(pending)
         migrations = sql_migrations.discover(self.folder)
         return MigrationState(
             tool=self.tool,
-            current=status.current,
+            current=current,
             head=migrations[-1].revision if migrations else None,
             pending=tuple(
                 PendingStep(
@@ -40,7 +54,7 @@ class SqlMigrator:
                     reversible=m.reversible,
                     destructive=tuple(destructive.get(m.revision, ())),
                 )
-                for m in status.pending
+                for m in pending
             ),
         )
 
