@@ -168,3 +168,32 @@ def test_failing_smoke_test_rolls_back_before_any_traffic_moved(
     journal = logs(run_cli, shop, str(failed["id"]))
     assert re.search(r"\bstep\s+test:backend\s+backend\s+failed\b", journal)
     assert not re.search(r"\bstep\s+switch\b", journal)  # no traffic was ever moved
+
+
+def test_a_migration_tool_that_prints_the_secrets_leaks_none(shop: Path, run_cli: RunCli) -> None:
+    secrets = dict(
+        line.split("=", 1)
+        for line in (shop / ".env.local").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    config = shop / "shipyard.toml"
+    config.write_text(
+        config.read_text().replace(
+            'migrations = { tool = "sql", dir = "migrations" }',
+            'migrations = { tool = "command", current = "echo 0003", '
+            'up = "echo connecting to $DATABASE_URL with $JWT_SECRET; exit 7" }',
+        )
+    )
+    commit_all(shop, "v1: a migration command that prints its secrets and fails")
+    shown = run_cli("-C", str(shop), "deploy", "--allow-irreversible", timeout=240)
+    assert shown.returncode == 1, shown.stdout + shown.stderr
+    assert "exited with code 7" in shown.stdout + shown.stderr
+    record = json.loads(run_cli("-C", str(shop), "--json", "history").stdout)[0]
+    journal = logs(run_cli, shop, str(record["id"]))
+    assert "connecting to" in shown.stdout + shown.stderr + journal
+    state = b"".join(p.read_bytes() for p in (shop / ".shipyard").glob("state.db*"))
+    for name in ("DATABASE_URL", "JWT_SECRET"):
+        value = secrets[name].strip()
+        for text in (shown.stdout, shown.stderr, journal, json.dumps(record)):
+            assert value not in text, name
+        assert value.encode() not in state, name

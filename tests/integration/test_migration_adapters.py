@@ -19,9 +19,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shipyard.config import Migrations
 from shipyard.effects.migrations import IrreversibleMigration, Migrator, migrate_to
+from shipyard.effects.migrations.sql import SqlMigrator
 from shipyard.errors import CommandFailed
 from shipyard.targets.local import LocalTarget
 
@@ -261,3 +264,33 @@ def test_sql_tool_behind_the_interface(db: Db) -> None:
     assert state.destructive() == {"0002_gone": ["ALTER TABLE items DROP COLUMN id"]}
     assert migrate_to(tool, "0001") == (None, "0001")
     assert db.columns("items") == ["id"]
+
+
+# --- the interface's invariant ----------------------------------------------------------------
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(targets=st.lists(st.sampled_from([None, "", "0001", "0002", "0003"]), max_size=6))
+def test_migrate_to_lands_exactly_on_the_target(tmp_path: Path, targets: list[str | None]) -> None:
+    """Any sequence of moves ends each one at its target (the head for None), and the
+    schema is the one that revision defines: a table per applied revision, no other."""
+    release = tmp_path / str(uuid.uuid4())
+    folder = release / "migrations"
+    folder.mkdir(parents=True)
+    for n in (1, 2, 3):
+        (folder / f"000{n}_t{n}.up.sql").write_text(f"CREATE TABLE t{n} (id INTEGER);")
+        (folder / f"000{n}_t{n}.down.sql").write_text(f"DROP TABLE t{n};")
+    tool = SqlMigrator(folder, "sqlite:///app.db", release)
+    for target in targets:
+        _before, after = migrate_to(tool, target)
+        expected = "0003" if target is None else (target or None)
+        assert after == expected == tool.current()
+        applied = int(expected or 0)
+        conn = sqlite3.connect(release / "app.db")
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        finally:
+            conn.close()
+        assert {t for t in tables if t.startswith("t")} == {f"t{n}" for n in range(1, applied + 1)}
