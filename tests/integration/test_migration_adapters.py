@@ -66,14 +66,19 @@ def _search_path(url: str, schema: str) -> str:
     return f"{url}{glue}options={quote(f'-csearch_path={schema}')}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+def sqlite_db(tmp_path: Path) -> Db:
     release = tmp_path / "root" / "api" / "releases" / "r1"
     release.mkdir(parents=True)
     (release / "shared").mkdir()
+    return Db("sqlite", "sqlite:///shared/app.db", release)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     if request.param == "sqlite":
-        yield Db("sqlite", "sqlite:///shared/app.db", release)
+        yield sqlite_db(tmp_path)
         return
+    release = sqlite_db(tmp_path).release
     if not PG_URL:
         pytest.skip(NO_PG)
     psycopg = pytest.importorskip("psycopg")
@@ -230,9 +235,9 @@ db.commit()
 """
 
 
-def test_command_tool_runs_the_users_commands_in_the_release(db: Db) -> None:
-    if db.kind != "sqlite":
-        pytest.skip("the user's commands here use SQLite; the adapter does not see the database")
+def test_command_tool_runs_the_users_commands_in_the_release(tmp_path: Path) -> None:
+    # The adapter never sees the database, only the user's commands (here on SQLite).
+    db = sqlite_db(tmp_path)
     (db.release / "tool.py").write_text(COMMAND_TOOL)
     spec = Migrations(
         tool="command",
