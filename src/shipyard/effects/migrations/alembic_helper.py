@@ -13,7 +13,7 @@ import sys
 
 MARK = "SHIPYARD-JSON: "
 # Operations that destroy or rename data; alter_column and add_column are judged by arguments.
-DROPS = {"drop_table", "drop_column", "rename_table", "drop_table_comment"}
+DROPS = {"drop_table", "drop_column", "rename_table"}
 
 
 def _function(tree, name):
