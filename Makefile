@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/shipyard -C examples/shop validate
 	$(BIN)/shipyard -C examples/shop graph
-	$(BIN)/shipyard -C examples/shop deploy --yes
+	$(BIN)/shipyard -C examples/shop deploy --yes --tests smoke
 	@echo
 	@echo "The shop runs: backend http://127.0.0.1:4000/api/products, admin http://127.0.0.1:4001/,"
 	@echo "marketing http://127.0.0.1:4003/. Stop it with: make demo-down"

@@ -33,12 +33,14 @@ from shipyard.effects.changes import Base, detect_changes
 from shipyard.effects.config_at_commit import load_config_at, same_config_text
 from shipyard.effects.git import Repo, check_ref
 from shipyard.effects.secrets import fingerprinter, load_secrets, read_secrets
+from shipyard.engine import stages
 from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
 from shipyard.engine.runner import (
     Deployment,
     DeployOptions,
     EngineContext,
     ProgressSink,
+    component_env,
     probe_spec,
     saved_release_spec,
     short_redacted,
@@ -383,11 +385,13 @@ class Shipyard:
         only: tuple[str, ...] = (),
         ref: str = "HEAD",
         since: str | None = None,
-        tests: TestStage = "none",
+        tests: TestStage | None = None,
         migrate: bool = True,
         allow_dirty: bool = False,
     ) -> Plan:
         """What a deploy would do, without doing it.
+
+        `tests=None` runs the environment's default test stage (its `tests` key; none).
 
         Planned from shipyard.toml as it is at the deployed commit; with `allow_dirty` and
         the commit checked out, from the work tree's (the build uses the work tree too).
@@ -417,16 +421,56 @@ class Shipyard:
             changes=report,
             selection=selection,
             only=only,
-            tests=tests,
+            tests=env.tests if tests is None else tests,
             migrate=migrate,
             base_note=base.missing,
         )
         plan = dataclasses.replace(
-            plan, config_from="work tree" if work_tree else "commit", config_note=config_note
+            plan,
+            config_from="work tree" if work_tree else "commit",
+            config_note=config_note,
+            migrations=self._pending_migrations(env, config, plan, work_tree),
         )
         if plan.components:
             return plan
         return self._reconcile_plan(env, config, plan)
+
+    def _pending_migrations(
+        self, env: Environment, config: Config, plan: Plan, work_tree: bool
+    ) -> dict[str, str]:
+        """What each planned component's migrate step will find, for the plan to show."""
+        comps = config.components_for(env)
+        names = [n for n in plan.components if comps[n].migrations is not None]
+        if not plan.migrate or not names:
+            return {}
+        shown: dict[str, str] = {}
+        try:
+            ctx = self._context(env, config)
+        except ShipyardError as exc:
+            return dict.fromkeys(names, f"not read: {exc.message}")
+        for name in names:
+            comp = comps[name]
+            assert comp.migrations is not None
+            if comp.migrations.tool != "sql":
+                shown[name] = (
+                    f"{comp.migrations.tool}: read and checked by migrate:{name}, from the "
+                    "new release (destructive or irreversible steps stop the deploy there)"
+                )
+                continue
+            try:
+                state = stages.sql_state_at(
+                    repo=self.repo,
+                    project_prefix=self.project_prefix,
+                    comp=comp,
+                    commit=plan.commit,
+                    work_tree=work_tree,
+                    target=ctx.target,
+                    env=component_env(ctx, comp, ctx.target.current(name) or ""),
+                )
+                shown[name] = stages.describe_pending(state)
+            except ShipyardError as exc:
+                shown[name] = ctx.redact(f"not read: {exc.message}")
+        return shown
 
     def _reconcile_plan(self, env: Environment, config: Config, idle: Plan) -> Plan:
         """Nothing changed: still, what runs must be what the last good deployment left, and

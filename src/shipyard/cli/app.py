@@ -166,7 +166,7 @@ def _make_plan(
     changed: bool,
     only: str | None,
     ref: str,
-    tests: TestsChoice,
+    tests: TestsChoice | None,
     migrate: bool,
     allow_dirty: bool = False,
 ) -> Plan:
@@ -176,7 +176,7 @@ def _make_plan(
         selection=selection,
         only=names,
         ref=ref,
-        tests=tests.value,
+        tests=tests.value if tests is not None else None,
         migrate=migrate,
         allow_dirty=allow_dirty,
     )
@@ -194,7 +194,11 @@ OnlyOpt = Annotated[
 ]
 RefOpt = Annotated[str, typer.Option("--ref", help="The git ref to deploy.")]
 TestsOpt = Annotated[
-    TestsChoice, typer.Option("--tests", help="Which tests run: none, smoke, e2e or full.")
+    TestsChoice | None,
+    typer.Option(
+        "--tests",
+        help="Which tests run: none, smoke, e2e or full (default: the environment's `tests`).",
+    ),
 ]
 MigrateOpt = Annotated[
     bool, typer.Option("--migrate/--no-migrate", help="Run database migrations.")
@@ -210,7 +214,7 @@ def plan(
     changed: ChangedOpt = False,
     only: OnlyOpt = None,
     ref: RefOpt = "HEAD",
-    tests: TestsOpt = TestsChoice.none,
+    tests: TestsOpt = None,
     migrate: MigrateOpt = True,
 ) -> None:
     """Show what a deploy would do, without doing it.
@@ -248,7 +252,7 @@ def deploy(
     changed: ChangedOpt = False,
     only: OnlyOpt = None,
     ref: RefOpt = "HEAD",
-    tests: TestsOpt = TestsChoice.none,
+    tests: TestsOpt = None,
     migrate: MigrateOpt = True,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     no_rollback: Annotated[

@@ -82,7 +82,7 @@ class LiveProgress:
                 self._line(f"  {mark} {step}" + (f": {message}" if failed else ""))
                 if failed:
                     self.shown.add(message)
-        elif event.kind in ("build", "migrated", "routed") and message:
+        elif event.kind in ("build", "migrations", "migrated", "tests", "routed") and message:
             self._line(f"    {self.shown.clean(event.component)}: {message}")
         if self.live:
             self.live.update(self._table())

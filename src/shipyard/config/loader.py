@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from shipyard.config.models import (
+    MIGRATION_TOOLS,
     OVERRIDABLE,
     TARGETS,
+    TEST_STAGES,
     TIERS,
     Component,
     Config,
@@ -34,6 +36,7 @@ from shipyard.config.models import (
     Rolling,
     SecretRule,
     SecretsSource,
+    TestStage,
     Tier,
     with_overrides,
 )
@@ -305,6 +308,7 @@ _ENV_KEYS = {
     "secrets",
     "rolling",
     "components",
+    "tests",
 }
 _COMPONENT_KEYS = {
     "path",
@@ -326,7 +330,7 @@ _COMPONENT_KEYS = {
     "drain_timeout",
 }
 _HEALTH_KEYS = {"http", "tcp", "command", "status", "interval", "timeout", "deadline", "stable_for"}
-_MIGRATION_KEYS = {"tool", "dir", "config", "up", "down", "current"}
+_MIGRATION_KEYS = {"tool", "dir", "config", "manage", "up", "down", "current"}
 _RULE_KEYS = {
     "format",
     "schemes",
@@ -559,16 +563,22 @@ def _health(r: _Reader, t: dict[str, Any], path: str) -> HealthCheck:
 
 def _migrations(r: _Reader, m: dict[str, Any], path: str) -> Migrations:
     r.check_keys(m, _MIGRATION_KEYS, path)
-    tool = r.required(m, "tool", path, _one_of("sql", "alembic", "command"))
+    tool = r.required(m, "tool", path, _one_of(*MIGRATION_TOOLS))
     result = Migrations(
         tool=cast(Any, tool),
         dir=r.get(m, "dir", path, _str, cast(str | None, None)),
         config=r.get(m, "config", path, _str, cast(str | None, None)),
+        manage=r.get(m, "manage", path, _str, cast(str | None, None)),
         up=r.get(m, "up", path, _str, cast(str | None, None)),
         down=r.get(m, "down", path, _str, cast(str | None, None)),
         current=r.get(m, "current", path, _str, cast(str | None, None)),
     )
-    needed = {"sql": ("dir",), "alembic": ("config",), "command": ("up", "current")}[tool]
+    needed = {
+        "sql": ("dir",),
+        "alembic": ("config",),
+        "django": (),
+        "command": ("up", "current"),
+    }[tool]
     for key in needed:
         if getattr(result, key) is None:
             r.report(f"{path}.{key}", f"is required when tool = {tool!r}")
@@ -632,6 +642,9 @@ def _environment(
         protected=r.get(t, "protected", path, _bool, False),
         secrets=r.attempt(lambda: _secrets_source(r, t, path), None),
         rolling=r.attempt(lambda: _rolling(r, t, path), Rolling()),
+        tests=r.get(
+            t, "tests", path, cast(Callable[[Any], TestStage], _one_of(*TEST_STAGES)), "none"
+        ),
         overrides=_overrides(r, r.optional_table(t, "components", path), components, path),
     )
 

@@ -12,13 +12,17 @@ from typing import Literal
 
 Tier = Literal["production", "staging", "development"]
 TargetKind = Literal["local", "ssh"]
-MigrationTool = Literal["sql", "alembic", "command"]
 # strict: any change to a contract file makes dependents deploy; semantic: only a change
 # that breaks consumers does (an OpenAPI document compared operation by operation).
 ContractMode = Literal["strict", "semantic"]
+MigrationTool = Literal["sql", "alembic", "django", "command"]
+TestStage = Literal["none", "smoke", "e2e", "full"]
 
 TARGETS: tuple[TargetKind, ...] = ("local", "ssh")
+# The migration tools this version can run; `validate` refuses any other.
+MIGRATION_TOOLS: tuple[MigrationTool, ...] = ("sql", "alembic", "django", "command")
 TIERS: tuple[Tier, ...] = ("production", "staging", "development")
+TEST_STAGES: tuple[TestStage, ...] = ("none", "smoke", "e2e", "full")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class Migrations:
     tool: MigrationTool
     dir: str | None = None  # sql: folder of NNNN_name.up.sql / .down.sql
     config: str | None = None  # alembic: alembic.ini
+    manage: str | None = None  # django: manage.py (default)
     up: str | None = None  # command: apply everything pending
     down: str | None = None  # command: go down to $SHIPYARD_TARGET_REVISION
     current: str | None = None  # command: print the current revision
@@ -115,6 +120,7 @@ class Environment:
     protected: bool = False
     secrets: SecretsSource | None = None
     rolling: Rolling = field(default_factory=Rolling)
+    tests: TestStage = "none"  # the test stage a deploy runs when --tests is not given
     overrides: dict[str, Component] = field(default_factory=dict)  # effective components
 
 

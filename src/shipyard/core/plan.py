@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from shipyard.config import Config
+from shipyard.config.models import TestStage as TestStage  # re-exported: adapters import it here
 from shipyard.core.changes import Breaking, ChangeReport
 from shipyard.core.graph import Graph
 from shipyard.errors import UsageError
 
 Selection = Literal["full", "changed", "only"]
 DeploymentKind = Literal["full", "partial", "promote", "rollback", "reconcile"]
-TestStage = Literal["none", "smoke", "e2e", "full"]
 StepKind = Literal[
     "preflight",
     "snapshot",
@@ -79,6 +79,8 @@ class Plan:
     # promote: component → artifact digest to release (built for the source deployment)
     artifacts: dict[str, str] = field(default_factory=dict)
     promoted_from: str | None = None
+    # component → its pending migrations as read when planning (not hashed: the database moves)
+    migrations: dict[str, str] = field(default_factory=dict)
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)
@@ -105,6 +107,7 @@ class Plan:
             "notes": list(self.notes),
             "artifacts": self.artifacts,
             "promoted_from": self.promoted_from,
+            "migrations": self.migrations,
             "plan_hash": self.plan_hash,
         }
 
@@ -148,6 +151,8 @@ class Plan:
             lines.append(f"  level {index}: {', '.join(level)}")
         for name, why in self.reasons.items():
             lines.append(f"    {name}: {'; '.join(why)}")
+        for name, pending in self.migrations.items():
+            lines.append(f"  migrations: {name}: {pending}")
         lines.append("  steps:")
         for s in self.steps:
             after = f"  ← {', '.join(s.after)}" if s.after else ""

@@ -30,10 +30,11 @@ from shipyard.core.health import HealthJudge
 from shipyard.core.plan import Plan, Step
 from shipyard.core.secrets import Finding, Redactor
 from shipyard.core.spec import release_document, spec_from_dict
-from shipyard.effects import sql_migrations
 from shipyard.effects.artifacts import ArtifactStore, input_digest
 from shipyard.effects.git import Repo
+from shipyard.effects.migrations import IrreversibleMigration
 from shipyard.effects.process import run_command
+from shipyard.engine import stages
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
 from shipyard.errors import (
     AgentError,
@@ -405,6 +406,12 @@ class Deployment:
                     "check `shipyard status` for what is running",
                 ) from None
             self.set_status("rolled_back", reason)
+            if isinstance(exc, PreflightError):
+                # Refused at a component's migrate step (its tool's checks need the release):
+                # nothing was migrated or switched; a refusal, not a failure.
+                raise PreflightError(
+                    f"deployment {self.id} refused and rolled back: {reason}", hint=exc.hint
+                ) from None
             # Interrupted (Ctrl-C) or failed, the outcome is the same: rolled back, exit 1.
             raise DeploymentFailed(
                 f"deployment {self.id} failed and was rolled back: {reason}",
@@ -602,45 +609,30 @@ class Deployment:
                 )
 
     def _check_pending_migrations(self) -> None:
-        """Refuse destructive or irreversible pending migrations unless allowed (exit 3)."""
+        """Refuse destructive or irreversible pending `sql` migrations unless allowed (exit 3);
+        the other tools' steps are checked by the migrate step, from the new release."""
         ctx = self.ctx
         if not self.plan.migrate:
             return
         for name in self.plan.components:
             comp = ctx.components[name]
-            spec = comp.migrations
-            if spec is None or spec.tool != "sql":
+            if comp.migrations is None or comp.migrations.tool != "sql":
                 continue
-            relative = "/".join(p for p in (ctx.project_prefix, comp.path, spec.dir) if p)
-            with tempfile.TemporaryDirectory(prefix="shipyard-migrations-") as tmp:
-                if self.options.dirty:
-                    folder = ctx.repo.toplevel() / relative
-                else:
-                    ctx.repo.export(self.plan.commit, Path(tmp), prefix=relative)
-                    folder = Path(tmp) / relative
-                migrations = sql_migrations.discover(folder)
-                current = ctx.target.current(name) or ""
-                revision = ctx.target.migration_revision(
-                    name, current, spec, self.release_env(comp, current)
-                )
-                pending = [m for m in migrations if revision is None or m.number > int(revision)]
-                destructive = sql_migrations.destructive_changes(pending)
-            if destructive and not self.options.allow_destructive:
-                found = "; ".join(f"{rev}: {', '.join(what)}" for rev, what in destructive.items())
-                raise PreflightError(
-                    f"{name}: pending migrations destroy data ({found})",
-                    hint="migrations run while the current release still serves: split it, "
-                    "expand now (add the new column or table, keep the old one) and contract "
-                    "(drop or rename) in a later deploy, once no running release uses it; "
-                    "or, if losing that data is intended, deploy with --allow-destructive",
-                )
-            irreversible = [m.label for m in pending if not m.reversible]
-            if irreversible and not self.options.allow_irreversible:
-                raise PreflightError(
-                    f"{name}: pending migrations cannot be undone on rollback: "
-                    f"{', '.join(irreversible)} (no .down.sql)",
-                    hint="add the .down.sql files, or deploy with --allow-irreversible",
-                )
+            state = stages.sql_state_at(
+                repo=ctx.repo,
+                project_prefix=ctx.project_prefix,
+                comp=comp,
+                commit=self.plan.commit,
+                work_tree=self.options.dirty,
+                target=ctx.target,
+                env=self.release_env(comp, ctx.target.current(name) or ""),
+            )
+            stages.check_migrations(
+                name,
+                state,
+                allow_destructive=self.options.allow_destructive,
+                allow_irreversible=self.options.allow_irreversible,
+            )
 
     async def _step_snapshot(self, step: Step) -> None:
         ctx = self.ctx
@@ -654,7 +646,9 @@ class Deployment:
             comp = ctx.components[name]
             release = routes.get(name) or await _settled(ctx.target.current, name)
             revision = None
-            if comp.migrations is not None:
+            # Only `sql` reads a revision without a release's files; for the other tools a
+            # first deploy's revision is read by its migrate step, from the new release.
+            if comp.migrations is not None and (release or comp.migrations.tool == "sql"):
                 revision = await _settled(
                     ctx.target.migration_revision,
                     name,
@@ -816,14 +810,16 @@ class Deployment:
             **self._dependency_urls(comp),
             **service_urls(self.ctx, self.ports, self.ports),  # every new release, for e2e tests
         }
-        cwd = self.ctx.target.release_dir(name, self.release)
-        await run_command(
-            comp.tests[stage],
-            cwd=cwd,
+        await stages.run_tests(
+            component=name,
+            stage=stage,
+            command=comp.tests[stage],
+            cwd=self.ctx.target.release_dir(name, self.release),
             env=env,
             timeout=STEP_DEADLINES["test"],
-            where=f"{stage} tests of {name}",
             redact=self.ctx.redact,
+            journal=self.journal,
+            step=step.id,
         )
 
     async def _step_migrate(self, step: Step) -> None:
@@ -839,14 +835,53 @@ class Deployment:
             target_revision = _revision_after(self.ctx.store, self.plan.rollback_to or "", name)
         else:
             release, target_revision = self.release, None
-        before, after = await _settled(
-            self.ctx.target.migrate,
-            name,
-            release,
-            comp.migrations,
-            self.release_env(comp, release),
-            target_revision,
-        )
+            state = await _settled(
+                self.ctx.target.migration_state,
+                name,
+                release,
+                comp.migrations,
+                self.release_env(comp, release),
+            )
+            self.journal(
+                "migrations",
+                step=step.id,
+                component=name,
+                status="pending",
+                message=stages.describe_pending(state),
+                data=state.to_dict(),
+            )
+            entry = self.snapshot[name]
+            if entry.release is None and entry.migration_revision != state.current:
+                self.snapshot[name] = dataclasses.replace(entry, migration_revision=state.current)
+                self.ctx.store.save_snapshot(self.id, self.snapshot.values())
+            stages.check_migrations(
+                name,
+                state,
+                allow_destructive=self.options.allow_destructive,
+                allow_irreversible=self.options.allow_irreversible,
+            )
+        try:
+            before, after = await _settled(
+                self.ctx.target.migrate,
+                name,
+                release,
+                comp.migrations,
+                self.release_env(comp, release),
+                target_revision,
+            )
+        except IrreversibleMigration as exc:
+            if target_revision is None:
+                raise
+            # A rollback over a step without a down step: the code goes back, the schema
+            # stays, and the record says so.
+            self.journal(
+                "migrated",
+                step=step.id,
+                component=name,
+                status="kept",
+                message=f"schema left at the newer revision: {exc.message}",
+            )
+            return
         self.journal(
             "migrated",
             step=step.id,
@@ -1443,6 +1478,16 @@ async def restore(
                     message=f"schema {before or '(none)'} → {after or '(none)'}",
                     data={"before": before, "after": after},
                 )
+        except IrreversibleMigration as exc:
+            # Allowed at deploy time (--allow-irreversible): the code is back, the schema
+            # stays where the irreversible step left it; the record says so.
+            journal(
+                "migrated",
+                step="rollback",
+                component=name,
+                status="kept",
+                message=f"schema left at the newer revision: {exc.message}",
+            )
         except ShipyardError as exc:
             problems.append(
                 f"{name}: schema not restored to "

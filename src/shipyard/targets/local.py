@@ -16,8 +16,9 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ from shipyard.agent.client import AgentClient
 from shipyard.agent.errors import AgentRequestError
 from shipyard.agent.lifecycle import ensure_agent
 from shipyard.config import Migrations
-from shipyard.effects import sql_migrations
-from shipyard.errors import AgentError, DeploymentFailed, PreflightError
+from shipyard.effects.migrations import MigrationState, Migrator, migrate_to, open_migrator
+from shipyard.effects.process import TAIL_LINES
+from shipyard.errors import AgentError, CommandFailed, DeploymentFailed, PreflightError
 from shipyard.targets.base import Observation, ProbeSpec, RunningRelease
 
 ENV_FILE = ".env"
@@ -349,11 +351,31 @@ class LocalTarget:
         (folder / "shared").mkdir(parents=True, exist_ok=True)
         return folder
 
+    def migrator(
+        self, component: str, release: str, spec: Migrations, env: Mapping[str, str]
+    ) -> Migrator:
+        """The component's migration tool, on the files of `release`, with its env."""
+        cwd = self._migration_cwd(component, release)
+        folder = self.release_dir(component, release) if release else cwd
+        where = f"{spec.tool} migrations of {component}"
+        return open_migrator(
+            component,
+            spec,
+            release_dir=folder,
+            cwd=cwd,
+            env=env,
+            run=lambda argv, extra: _run_in(folder, argv, {**env, **extra}, where),
+        )
+
     def migration_revision(
         self, component: str, release: str, spec: Migrations, env: Mapping[str, str]
     ) -> str | None:
-        url = _database_url(component, spec, env)
-        return sql_migrations.current_revision(url, cwd=self._migration_cwd(component, release))
+        return self.migrator(component, release, spec, env).current()
+
+    def migration_state(
+        self, component: str, release: str, spec: Migrations, env: Mapping[str, str]
+    ) -> MigrationState:
+        return self.migrator(component, release, spec, env).state()
 
     def migrate(
         self,
@@ -363,36 +385,61 @@ class LocalTarget:
         env: Mapping[str, str],
         target: str | None,
     ) -> tuple[str | None, str | None]:
-        url = _database_url(component, spec, env)
-        cwd = self._migration_cwd(component, release)
-        folder = self.release_dir(component, release) / (spec.dir or "migrations")
-        before = sql_migrations.current_revision(url, cwd=cwd)
-        if target is None:
-            sql_migrations.upgrade(folder, url, cwd=cwd)
-        elif target == "":
-            sql_migrations.downgrade(folder, url, None, cwd=cwd)
-        else:
-            current = before
-            if current is None or int(current) < int(target):
-                sql_migrations.upgrade(folder, url, target, cwd=cwd)
-            else:
-                sql_migrations.downgrade(folder, url, target, cwd=cwd)
-        return before, sql_migrations.current_revision(url, cwd=cwd)
+        return migrate_to(self.migrator(component, release, spec, env), target)
 
 
-def _database_url(component: str, spec: Migrations, env: Mapping[str, str]) -> str:
-    if spec.tool != "sql":
-        raise DeploymentFailed(
-            f"{component}: migration tool {spec.tool!r} is not supported by this version",
-            hint='use migrations = { tool = "sql", dir = "migrations" }',
+MIGRATION_TIMEOUT_S = 10 * 60.0
+_NOT_FOR_RELEASES = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
+
+
+def _run_in(folder: Path, argv: Sequence[str], env: Mapping[str, str], where: str) -> str:
+    """Run a migration command in a release folder; its stdout, or CommandFailed with the tail."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SHIPYARD_") and k not in _NOT_FOR_RELEASES
+    }
+    shown = " ".join(a if len(a) < 80 and "\n" not in a else "<script>" for a in argv)
+    try:
+        done = subprocess.run(
+            list(argv),
+            cwd=folder,
+            env={**base, **env},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=MIGRATION_TIMEOUT_S,
+            start_new_session=True,
         )
-    url = env.get("DATABASE_URL")
-    if not url:
+    except subprocess.TimeoutExpired as exc:
+        raise CommandFailed(
+            shown, exit_code=None, output_tail=_tail(exc.stdout, exc.stderr), where=where
+        ) from None
+    except OSError as exc:
         raise DeploymentFailed(
-            f"{component}: migrations need DATABASE_URL in the component's secrets or env",
-            hint=f'add "DATABASE_URL" to components.{component}.secrets',
+            f"{where}: cannot run `{shown}`: {exc.strerror or exc}",
+            hint="is the tool installed in the release's environment (on its PATH)?",
+        ) from None
+    if done.returncode != 0:
+        raise CommandFailed(
+            shown,
+            exit_code=done.returncode,
+            output_tail=_tail(done.stdout, done.stderr),
+            where=where,
+            hint="the lines above are the end of its output; run it by hand in the release "
+            "folder to see more",
         )
-    return url
+    return done.stdout
+
+
+def _tail(*outputs: str | bytes | None) -> list[str]:
+    lines: list[str] = []
+    for output in outputs:
+        if isinstance(output, bytes):
+            output = output.decode("utf-8", "replace")
+        lines += (output or "").splitlines()
+    return lines[-TAIL_LINES:]
 
 
 def _write_env_file(path: Path, env: Mapping[str, str]) -> None:
