@@ -457,6 +457,12 @@ class Shipyard:
                     "new release (destructive or irreversible steps stop the deploy there)"
                 )
                 continue
+            current = ctx.target.current(name)
+            if current is None:
+                # Planning touches nothing: reading the schema of a component that has no
+                # release here would create its folder (for `sqlite:///shared/…` paths).
+                shown[name] = "first release here: migrate:" + name + " reads the schema"
+                continue
             try:
                 state = stages.sql_state_at(
                     repo=self.repo,
@@ -465,7 +471,7 @@ class Shipyard:
                     commit=plan.commit,
                     work_tree=work_tree,
                     target=ctx.target,
-                    env=component_env(ctx, comp, ctx.target.current(name) or ""),
+                    env=component_env(ctx, comp, current),
                 )
                 shown[name] = stages.describe_pending(state)
             except ShipyardError as exc:
