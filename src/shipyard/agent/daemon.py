@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -44,6 +45,23 @@ def agent_version() -> str:
         return str(__version__)
     except ImportError:
         return "unknown"
+
+
+def raise_open_file_limit() -> Tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns (before, after).
+
+    Every proxied connection costs the router two descriptors (client and release): with the
+    1,024 many systems give a service, a few hundred concurrent clients would get 502 "too many
+    open files". Releases started from here inherit the raised limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft, soft  # a hard limit above what the kernel allows (nr_open): keep ours
+    return soft, hard
 
 
 class ExitPlan:
@@ -200,6 +218,9 @@ class Agent:
         """Serve until told to stop; returns what to do next (exit, or re-execute)."""
         self.paths.ensure()
         self._acquire_lock()
+        before, after = raise_open_file_limit()
+        if after != before:
+            self.log.info("open-file limit raised from %d to %d", before, after)
         self._stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         state = read_state(self.paths.state)

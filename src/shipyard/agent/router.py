@@ -36,7 +36,11 @@ import h11
 from . import procinfo
 from .errors import AgentRequestError
 
-__all__ = ["DEFAULT_CRASH_WAIT", "Route", "Router", "Upstream", "bind_listener"]
+__all__ = ["DEFAULT_CRASH_WAIT", "LISTEN_BACKLOG", "Route", "Router", "Upstream", "bind_listener"]
+
+# The public sockets' listen backlog (the kernel caps it at net.core.somaxconn). Python's
+# default, 100, leaves a burst of new connections retrying SYNs after 1 s, 3 s, ...
+LISTEN_BACKLOG = 1024
 
 # A request for a release that is restarting after a crash waits this long for it by default.
 DEFAULT_CRASH_WAIT = 10.0
@@ -510,7 +514,10 @@ class Route:
     async def listen(self, sock: socket.socket) -> None:
         self.sock = sock
         handler = self._serve_http if self.mode == "http" else self._serve_tcp
-        self.server = await asyncio.start_server(handler, sock=sock, limit=_READ * 4)
+        # start_server calls listen() again on `sock`: without `backlog` it would shrink to 100.
+        self.server = await asyncio.start_server(
+            handler, sock=sock, limit=_READ * 4, backlog=LISTEN_BACKLOG
+        )
         self.error = None
 
     def switch(self, release: str, port: int) -> Optional[str]:
@@ -1243,7 +1250,7 @@ def bind_listener(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(1024)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except BaseException:
         sock.close()
