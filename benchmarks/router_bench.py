@@ -254,7 +254,7 @@ async def idle_connections(port: int, count: int, pid: int) -> dict[str, float]:
                 if await asyncio.wait_for(_exchange(reader, writer), 10):
                     opened += 1
                 conns.append((reader, writer))
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError):
                 pass
 
     started = time.monotonic()
@@ -286,12 +286,10 @@ async def burst(port: int, count: int) -> dict[str, float]:
         nonlocal failed
         started = time.perf_counter()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", port), 30
-            )
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
             ok = await asyncio.wait_for(_exchange(reader, writer), 30)
             writer.close()
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):
             ok = False
         if ok:
             times.append((time.perf_counter() - started) * 1000)
@@ -318,7 +316,7 @@ def main() -> None:
     opts = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     routers = [r for r in opts.routers.split(",") if r]
     if "haproxy" in routers and not shutil.which("haproxy"):
@@ -390,14 +388,18 @@ def main() -> None:
         print(f"{opts.idle} idle keep-alive connections: opened / reused ok of 100 / RSS MB")
         for t in targets:
             i = results[t]["idle"]
-            print(f"  {t:10} {i['opened']:.0f} in {i['open_seconds']:.1f}s /"
-                  f" {i['reused_ok']:.0f} of {i['reused']:.0f} / {i['rss_mb']:.1f}")
+            print(
+                f"  {t:10} {i['opened']:.0f} in {i['open_seconds']:.1f}s /"
+                f" {i['reused_ok']:.0f} of {i['reused']:.0f} / {i['rss_mb']:.1f}"
+            )
     if opts.burst:
         print(f"burst of {opts.burst} new connections: p50 / p99 / max ms, failed")
         for t in targets:
             b = results[t]["burst"]
-            print(f"  {t:10} {b['p50_ms']:.1f} / {b['p99_ms']:.1f} / {b['max_ms']:.1f},"
-                  f" {b['failed']:.0f}")
+            print(
+                f"  {t:10} {b['p50_ms']:.1f} / {b['p99_ms']:.1f} / {b['max_ms']:.1f},"
+                f" {b['failed']:.0f}"
+            )
 
 
 if __name__ == "__main__":

@@ -143,9 +143,9 @@ class UpstreamConn(asyncio.Protocol):
         early, self.early = self.early, []
         for data in early:
             sink.upstream_data(data)
-        if self.eof and self.sink is sink and not self.closed:
-            if not sink.upstream_eof() and self.transport is not None:
-                self.transport.close()
+        half_open = self.eof and self.sink is sink and not self.closed
+        if half_open and not sink.upstream_eof() and self.transport is not None:
+            self.transport.close()
         if self.closed and self.sink is sink:
             sink.upstream_lost(self, self.lost)
 
