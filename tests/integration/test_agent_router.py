@@ -432,3 +432,32 @@ def test_response_framing_from_the_release(agent: AgentHarness, tmp_path: Path) 
     assert b"hello " in data and data.index(b"hello ") < data.index(b"plain")
     stats = _route_info(agent, "framing")["stats"]
     assert isinstance(stats, dict) and stats["upstream_errors"] == 1  # the /bad one
+
+
+def test_requests_with_ambiguous_framing_are_refused_by_the_router(agent: AgentHarness) -> None:
+    client = agent.client
+    start_app(client, "web", "r1")
+    public = free_port()
+    client.route("web", public, "r1")
+    for request, status in [
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            400,
+        ),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\nab\r\n0\r\n\r\n",  # a chunk-size line ending in a bare LF
+            400,
+        ),
+    ]:
+        with socket.create_connection(("127.0.0.1", public), timeout=5) as raw:
+            raw.sendall(request)
+            data = b""
+            while chunk := raw.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 %d " % status), (request, data)
+        assert b"bad request" in data
+    # The connection after them is served as usual.
+    assert http_get(public) == (200, "r1")
