@@ -5,11 +5,14 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import shutil
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.agent_fixtures.agent_harness import (
     AgentHarness,
@@ -21,6 +24,18 @@ from tests.agent_fixtures.agent_harness import (
 
 pytest_plugins = ["tests.agent_fixtures.agent_plugin"]
 
+# The zero-downtime tests run against both routers (HAProxy's tests skip without it).
+ROUTERS = [
+    "builtin",
+    pytest.param(
+        "haproxy",
+        marks=pytest.mark.skipif(
+            shutil.which("haproxy") is None,
+            reason="haproxy is not installed (make test installs Debian's haproxy as root)",
+        ),
+    ),
+]
+
 
 def _route_info(agent: AgentHarness, component: str) -> dict[str, object]:
     routes = agent.client.list_releases(component)["routes"]
@@ -28,12 +43,13 @@ def _route_info(agent: AgentHarness, component: str) -> dict[str, object]:
     return dict(routes[0])
 
 
-def test_zero_failed_requests_while_switching_under_load(agent: AgentHarness) -> None:
+@pytest.mark.parametrize("router", ROUTERS)
+def test_zero_failed_requests_while_switching_under_load(agent: AgentHarness, router: str) -> None:
     client = agent.client
     start_app(client, "web", "blue")
     start_app(client, "web", "green")
     public = free_port()
-    client.route("web", public, "blue")
+    client.route("web", public, "blue", router=router)
 
     # (called, returned, release): from `returned` on, new requests must reach `release`.
     switches: list[tuple[float, float, str]] = [(0.0, time.monotonic(), "blue")]
@@ -67,7 +83,7 @@ def test_zero_failed_requests_while_switching_under_load(agent: AgentHarness) ->
         for i in range(10):
             target = "green" if i % 2 == 0 else "blue"
             called = time.monotonic()
-            result = client.route("web", public, target)
+            result = client.route("web", public, target, router=router)
             switches.append((called, time.monotonic(), target))
             assert result["previous_release"] == ("blue" if target == "green" else "green")
             time.sleep(0.3)
@@ -94,17 +110,18 @@ def test_zero_failed_requests_while_switching_under_load(agent: AgentHarness) ->
     assert isinstance(stats, dict) and stats["upstream_errors"] == 0
 
 
-def test_inflight_request_drains_on_the_old_release(agent: AgentHarness) -> None:
+@pytest.mark.parametrize("router", ROUTERS)
+def test_inflight_request_drains_on_the_old_release(agent: AgentHarness, router: str) -> None:
     client = agent.client
     start_app(client, "web", "blue")
     start_app(client, "web", "green")
     public = free_port()
-    client.route("web", public, "blue")
+    client.route("web", public, "blue", router=router)
     slow: list[tuple[int, str]] = []
     thread = threading.Thread(target=lambda: slow.append(http_get(public, "/slow?ms=1000")))
     thread.start()
     time.sleep(0.3)
-    assert client.route("web", public, "green")["previous_release"] == "blue"
+    assert client.route("web", public, "green", router=router)["previous_release"] == "blue"
     assert _route_info(agent, "web")["draining"] == ["blue"]
     assert http_get(public) == (200, "green")
     # Stopping the old release waits for its drain; the slow request completes on it.

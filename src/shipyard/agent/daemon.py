@@ -22,7 +22,7 @@ from .links import LINK_HOST, Link, Links
 from .paths import AgentPaths, check_name, hold_pid_lock, unix_address
 from .protocol import Args
 from .retire import RetireItem, RetireSchedule
-from .router import DEFAULT_CRASH_WAIT, Route, Router
+from .router import DEFAULT_CRASH_WAIT, ROUTERS, Route, Router
 from .state import STATE_VERSION, atomic_write_json, read_state
 from .supervisor import PortAllocator, Release, RestartPolicy, Supervisor, base_environment
 
@@ -105,6 +105,7 @@ class Agent:
         )
         self.router = Router(self.log)
         self.router.recovering = self.supervisor.restarting
+        self.router.haproxy_dir = paths.dir / "haproxy"
         self.keeper = keeper
         if keeper is not None:
             self.router.on_listen = keeper.hold
@@ -372,6 +373,9 @@ class Agent:
                 mode = str(data.get("mode", "http"))
                 drain_timeout = float(data.get("drain_timeout", 30.0))
                 crash_wait = float(data.get("crash_wait", DEFAULT_CRASH_WAIT))
+                router = str(data.get("router", "builtin"))
+                if router not in ROUTERS:
+                    raise ValueError(f"unknown router {router!r}")
             except (KeyError, TypeError, ValueError) as exc:
                 self.log.error("ignoring unreadable route record %r: %s", data, exc)
                 continue
@@ -396,12 +400,13 @@ class Agent:
                     upstream_port=rel.port,
                     sock=sock,
                     crash_wait=crash_wait,
+                    router=router,
                 )
             except AgentRequestError as exc:
                 # Keep the route (it is what the user asked for) and retry binding it.
                 self.log.error("%s: %s", component, exc.message)
                 route = self.router.new_route(
-                    component, host, public_port, mode, drain_timeout, crash_wait
+                    component, host, public_port, mode, drain_timeout, crash_wait, router
                 )
                 route.switch(rel.release, rel.port)
                 route.error = exc.message
@@ -595,6 +600,7 @@ class Agent:
         drain_timeout = args.seconds("drain_timeout", 30.0)
         host = args.text("host", "127.0.0.1")
         crash_wait = args.seconds("crash_wait", DEFAULT_CRASH_WAIT)
+        router = args.choice("router", ROUTERS, "builtin")
         args.finish()
         rel = self._running(component, release)
         previous = await self.router.route(
@@ -606,6 +612,7 @@ class Agent:
             release=release,
             upstream_port=rel.port,
             crash_wait=crash_wait,
+            router=router,
         )
         self._set_active(component, release)
         await self.persist()

@@ -20,13 +20,25 @@ import errno
 import logging
 import os
 import socket
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 from . import procinfo
 from .errors import AgentRequestError
 from .proxy import CRASH_POLL, HttpClient, TcpClient, Upstream, UpstreamConn
 
-__all__ = ["DEFAULT_CRASH_WAIT", "LISTEN_BACKLOG", "Route", "Router", "Upstream", "bind_listener"]
+__all__ = [
+    "DEFAULT_CRASH_WAIT",
+    "LISTEN_BACKLOG",
+    "ROUTERS",
+    "Route",
+    "Router",
+    "Upstream",
+    "bind_listener",
+]
+
+# What serves a route: this process (the default, nothing to install) or a HAProxy it steers.
+ROUTERS = ("builtin", "haproxy")
 
 # A request for a release that is restarting after a crash waits this long for it by default.
 DEFAULT_CRASH_WAIT = 10.0
@@ -39,6 +51,8 @@ _REFUSED = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED})
 
 class Route:
     """One component's public port and where it currently sends traffic."""
+
+    router_kind = "builtin"
 
     def __init__(
         self,
@@ -85,7 +99,8 @@ class Route:
 
     # ------------------------------------------------------------ lifecycle
 
-    async def listen(self, sock: socket.socket) -> None:
+    async def listen(self, sock: Optional[socket.socket]) -> None:
+        assert sock is not None  # bound by Router.listen
         self.sock = sock
         client = HttpClient if self.mode == "http" else TcpClient
         # create_server calls listen() again on `sock`: without `backlog` it would shrink to 100.
@@ -93,6 +108,14 @@ class Route:
             lambda: client(self), sock=sock, backlog=LISTEN_BACKLOG
         )
         self.error = None
+
+    def serving(self) -> bool:
+        """Its public port is being served."""
+        return self.server is not None
+
+    async def apply(self, release: str, port: int) -> Optional[str]:
+        """`switch`, for a route already serving (one that steers another process awaits)."""
+        return self.switch(release, port)
 
     def switch(self, release: str, port: int) -> Optional[str]:
         """Send new requests to `release` from now on; the previous upstream starts draining."""
@@ -202,6 +225,7 @@ class Route:
             "public_port": self.public_port,
             "host": self.host,
             "mode": self.mode,
+            "router": self.router_kind,
             "release": self.current.release if self.current else None,
             "upstream_port": self.current.port if self.current else None,
             "draining": [u.release for u in self.draining],
@@ -299,6 +323,8 @@ class Router:
         # ("host:port"): the keeper holds them so they outlive this process.
         self.on_listen: Callable[[str, socket.socket], None] = lambda key, sock: None
         self.on_close: Callable[[str], None] = lambda key: None
+        # Where routes served by HAProxy keep their config, pid and admin socket.
+        self.haproxy_dir = Path("haproxy")
 
     def new_route(
         self,
@@ -308,8 +334,16 @@ class Router:
         mode: str,
         drain_timeout: float,
         crash_wait: float = DEFAULT_CRASH_WAIT,
+        router: str = "builtin",
     ) -> Route:
         """A Route wired to this router's hooks (also used for link listeners)."""
+        if router == "haproxy":
+            from .haproxy import HaproxyRoute  # it builds on Route
+
+            folder = self.haproxy_dir / component
+            return HaproxyRoute(
+                component, host, public_port, mode, drain_timeout, self.log, folder, crash_wait
+            )
         hook = self.recovering
         return Route(
             component,
@@ -384,27 +418,33 @@ class Router:
         upstream_port: int,
         sock: Optional[socket.socket] = None,
         crash_wait: float = DEFAULT_CRASH_WAIT,
+        router: str = "builtin",
     ) -> Optional[str]:
         """Route `component`'s public port to `release`; returns the previously routed release."""
         route = self.routes.get(component)
         if route is not None:
-            if (route.public_port, route.host, route.mode) != (public_port, host, mode):
+            was = (route.public_port, route.host, route.mode, route.router_kind)
+            if was != (public_port, host, mode, router):
                 raise AgentRequestError(
                     "route_conflict",
                     f"component {component!r} is routed on {route.host}:{route.public_port}"
-                    f" ({route.mode}), not {host}:{public_port} ({mode})",
-                    "unroute it first to change its public port, host or mode",
+                    f" ({route.mode}, {route.router_kind} router), not {host}:{public_port}"
+                    f" ({mode}, {router} router)",
+                    "unroute it first (shipyard down) to change its public port, host, mode"
+                    " or router",
                 )
             route.drain_timeout = drain_timeout
             route.crash_wait = crash_wait
-            if route.server is None:
+            if not route.serving():
                 await self.listen(route, sock)
-            previous = route.switch(release, upstream_port)
+            previous = await route.apply(release, upstream_port)
             if previous != release:
                 self.log.info("%s: %s -> %s (port %d)", component, previous, release, public_port)
             return previous
         self._check_port_free(component, host, public_port)
-        route = self.new_route(component, host, public_port, mode, drain_timeout, crash_wait)
+        route = self.new_route(
+            component, host, public_port, mode, drain_timeout, crash_wait, router
+        )
         # Upstream first: the listener may accept (a backlog kept across a re-exec, say) and
         # serve a request before this coroutine resumes.
         route.switch(release, upstream_port)
@@ -415,6 +455,9 @@ class Router:
 
     async def listen(self, route: Route, sock: Optional[socket.socket]) -> None:
         """Bind `route`'s port (or take `sock`, inherited) and serve it; the keeper gets a copy."""
+        if route.router_kind != "builtin":
+            await route.listen(sock)  # the other process binds the port (and keeps it)
+            return
         if sock is None:
             try:
                 sock = bind_listener(route.host, route.public_port)
@@ -437,7 +480,7 @@ class Router:
         """Try again to bind routes restored from state whose port was busy; True if any did."""
         bound = False
         for route in self.routes.values():
-            if route.server is None and route.current is not None:
+            if not route.serving() and route.current is not None:
                 try:
                     await self.listen(route, None)
                 except AgentRequestError as exc:
@@ -478,6 +521,7 @@ class Router:
                 "public_port": r.public_port,
                 "host": r.host,
                 "mode": r.mode,
+                "router": r.router_kind,
                 "drain_timeout": r.drain_timeout,
                 "crash_wait": r.crash_wait,
                 "release": r.current.release if r.current else None,
