@@ -19,6 +19,7 @@ from tests.agent_fixtures.agent_harness import (
     free_port,
     http_get,
     start_app,
+    try_get,
     wait_for,
 )
 
@@ -478,3 +479,18 @@ def test_requests_with_ambiguous_framing_are_refused_by_the_router(agent: AgentH
         assert b"bad request" in data
     # The connection after them is served as usual.
     assert http_get(public) == (200, "r1")
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+def test_the_environment_router_reaches_the_agent(agent: AgentHarness, router: str) -> None:
+    from shipyard.targets.local import LocalTarget
+
+    start_app(agent.client, "web", "blue")
+    public = free_port()
+    target = LocalTarget(agent.root, router=router)  # what `router = "..."` in shipyard.toml sets
+    target.route("web", public, "blue", http=True, drain_timeout=5.0)
+    assert _route_info(agent, "web")["router"] == router
+    assert http_get(public) == (200, "blue")
+    target.unroute("web")
+    assert agent.client.list_releases("web")["routes"] == []
+    assert try_get(public, timeout=1.0) is None  # the public port is closed

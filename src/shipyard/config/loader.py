@@ -22,6 +22,7 @@ from typing import Any, TypeVar, cast
 
 from shipyard.config.models import (
     OVERRIDABLE,
+    ROUTER_KINDS,
     TARGETS,
     TIERS,
     Component,
@@ -31,6 +32,7 @@ from shipyard.config.models import (
     Migrations,
     Project,
     Rolling,
+    RouterKind,
     SecretRule,
     SecretsSource,
     Tier,
@@ -291,6 +293,7 @@ _PROJECT_KEYS = {
 }
 _ENV_KEYS = {
     "target",
+    "router",
     "root",
     "hosts",
     "tier",
@@ -609,6 +612,13 @@ def _environment(
         secrets=r.attempt(lambda: _secrets_source(r, t, path), None),
         rolling=r.attempt(lambda: _rolling(r, t, path), Rolling()),
         overrides=_overrides(r, r.optional_table(t, "components", path), components, path),
+        router=r.get(
+            t,
+            "router",
+            path,
+            cast(Callable[[Any], RouterKind], _one_of(*ROUTER_KINDS)),
+            "builtin",
+        ),
     )
 
 

@@ -12,10 +12,13 @@ from typing import Literal
 
 Tier = Literal["production", "staging", "development"]
 TargetKind = Literal["local", "ssh"]
+RouterKind = Literal["builtin", "haproxy"]
 MigrationTool = Literal["sql", "alembic", "command"]
 
 TARGETS: tuple[TargetKind, ...] = ("local", "ssh")
 TIERS: tuple[Tier, ...] = ("production", "staging", "development")
+# What serves public ports: the agent itself (nothing to install) or a HAProxy it steers.
+ROUTER_KINDS: tuple[RouterKind, ...] = ("builtin", "haproxy")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ class Environment:
     secrets: SecretsSource | None = None
     rolling: Rolling = field(default_factory=Rolling)
     overrides: dict[str, Component] = field(default_factory=dict)  # effective components
+    router: RouterKind = "builtin"
 
 
 @dataclass(frozen=True)
