@@ -31,14 +31,16 @@ import os
 import platform
 import re
 import resource
+import select
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -165,15 +167,28 @@ def builtin_router(upstream: int, src: Path) -> Iterator[tuple[int, int]]:
         yield port, proc.pid
 
 
+def _worker_pid(master: int) -> int:
+    """HAProxy's worker (the master's child), whose memory is the router's."""
+    with suppress(OSError, ValueError, IndexError):
+        for task in os.listdir(f"/proc/{master}/task"):
+            children = Path(f"/proc/{master}/task/{task}/children").read_text().split()
+            if children:
+                return int(children[0])
+    return master
+
+
 @contextmanager
 def haproxy_router(upstream: int, tmp: Path) -> Iterator[tuple[int, int]]:
-    from shipyard.agent.haproxy import HaproxyRouter
+    """HAProxy as the agent runs it: `Router.route(..., router="haproxy")`."""
+    from shipyard.agent.haproxy import HaproxyRoute
+    from shipyard.agent.router import Router
 
     port = free_port()
-
-    async def start() -> HaproxyRouter:
-        router = HaproxyRouter(tmp / f"haproxy-{port}")
-        await router.route(
+    router = Router()
+    router.haproxy_dir = tmp / f"haproxy-{port}"
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(
+        router.route(
             "web",
             host="127.0.0.1",
             public_port=port,
@@ -181,14 +196,14 @@ def haproxy_router(upstream: int, tmp: Path) -> Iterator[tuple[int, int]]:
             drain_timeout=5.0,
             release="r1",
             upstream_port=upstream,
+            router="haproxy",
         )
-        return router
-
-    loop = asyncio.new_event_loop()
-    router = loop.run_until_complete(start())
+    )
     try:
         wait_port(port)
-        yield port, router.worker_pid() or 0
+        route = router.routes["web"]
+        assert isinstance(route, HaproxyRoute) and route.pid is not None
+        yield port, _worker_pid(route.pid)
     finally:
         loop.run_until_complete(router.close_all(0.0))
         loop.close()
@@ -249,9 +264,9 @@ async def idle_connections(port: int, count: int, pid: int) -> dict[str, float]:
         async with sem:
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection("127.0.0.1", port), 10
+                    asyncio.open_connection("127.0.0.1", port), 3
                 )
-                if await asyncio.wait_for(_exchange(reader, writer), 10):
+                if await asyncio.wait_for(_exchange(reader, writer), 3):
                     opened += 1
                 conns.append((reader, writer))
             except (TimeoutError, OSError, asyncio.IncompleteReadError):
@@ -277,26 +292,56 @@ async def idle_connections(port: int, count: int, pid: int) -> dict[str, float]:
     }
 
 
-async def burst(port: int, count: int) -> dict[str, float]:
-    """`count` new connections at once, one request each: time to a complete response."""
+def burst(port: int, count: int) -> dict[str, float]:
+    """`count` new connections at once, one request each: time to a complete response.
+
+    Raw non-blocking sockets and epoll (not asyncio streams), so that the client itself adds
+    as little as it can to what is measured.
+    """
+    poller = select.epoll()
+    socks: dict[int, tuple[socket.socket, float]] = {}
+    received: dict[int, bytes] = {}
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        started = time.perf_counter()
+        sock.connect_ex(("127.0.0.1", port))
+        socks[sock.fileno()] = (sock, started)
+        received[sock.fileno()] = b""
+        poller.register(sock.fileno(), select.EPOLLOUT)
     times: list[float] = []
     failed = 0
-
-    async def one() -> None:
-        nonlocal failed
-        started = time.perf_counter()
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
-            ok = await asyncio.wait_for(_exchange(reader, writer), 30)
-            writer.close()
-        except (TimeoutError, OSError, asyncio.IncompleteReadError):
-            ok = False
-        if ok:
-            times.append((time.perf_counter() - started) * 1000)
-        else:
-            failed += 1
-
-    await asyncio.gather(*(one() for _ in range(count)))
+    deadline = time.monotonic() + 60
+    while socks and time.monotonic() < deadline:
+        for fd, event in poller.poll(1.0):
+            sock, started = socks[fd]
+            done = False
+            try:
+                if event & select.EPOLLOUT:
+                    sock.send(REQUEST)
+                    poller.modify(fd, select.EPOLLIN)
+                    continue
+                data = sock.recv(65536)
+                received[fd] += data
+                head, sep, body = received[fd].partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                if sep and length and len(body) >= int(length.group(1)):
+                    times.append((time.perf_counter() - started) * 1000)
+                    done = True
+                elif not data:
+                    failed += 1
+                    done = True
+            except OSError:
+                failed += 1
+                done = True
+            if done:
+                poller.unregister(fd)
+                sock.close()
+                del socks[fd]
+    failed += len(socks)
+    for sock, _ in socks.values():
+        sock.close()
+    poller.close()
     times.sort()
 
     def pct(q: float) -> float:
@@ -307,7 +352,8 @@ async def burst(port: int, count: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="each wrk run")
+    parser.add_argument("--seconds", type=float, default=2.0, help="each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per target, interleaved")
     parser.add_argument("--idle", type=int, default=10000, help="idle connections held")
     parser.add_argument("--burst", type=int, default=1000, help="new connections at once")
     parser.add_argument("--routers", default="builtin,haproxy")
@@ -323,38 +369,57 @@ def main() -> None:
         print("haproxy is not installed: its column is left out", file=sys.stderr)
         routers.remove("haproxy")
     targets = ["direct", *routers]
+    scenarios = [("fast", 1), ("fast", 8), ("fast", 64), ("app", 8)]
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     results: dict[str, dict[str, Any]] = {t: {} for t in targets}
 
-    with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-
-        @contextmanager
-        def target(name: str, upstream: int) -> Iterator[tuple[int, int]]:
-            if name == "direct":
-                yield upstream, 0
-            elif name == "builtin":
-                with builtin_router(upstream, opts.builtin_src) as got:
-                    yield got
-            else:
-                with haproxy_router(upstream, tmp) as got:
-                    yield got
-
-        with fast_upstream(tmp) as (fast, fast_kind):
-            for name in targets:
-                with target(name, fast) as (port, pid):
-                    wrk(port, 8, 1.0)  # warm-up
-                    for conns in (1, 8, 64):
-                        results[name][f"fast_c{conns}"] = wrk(port, conns, opts.seconds)
-                    if opts.idle:
-                        results[name]["idle"] = asyncio.run(idle_connections(port, opts.idle, pid))
-                    if opts.burst:
-                        results[name]["burst"] = asyncio.run(burst(port, opts.burst))
-        with app_upstream() as app:
-            for name in targets:
-                with target(name, app) as (port, _):
-                    wrk(port, 8, 1.0)
-                    results[name]["app_c8"] = wrk(port, 8, opts.seconds)
-
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="router-bench-")))
+        fast, fast_kind = stack.enter_context(fast_upstream(tmp))
+        app = stack.enter_context(app_upstream())
+        ports: dict[tuple[str, str], tuple[int, int]] = {}
+        for upstream, up_port in (("fast", fast), ("app", app)):
+            ports["direct", upstream] = (up_port, 0)
+            if "builtin" in routers:
+                ports["builtin", upstream] = stack.enter_context(
+                    builtin_router(up_port, opts.builtin_src)
+                )
+            if "haproxy" in routers:
+                ports["haproxy", upstream] = stack.enter_context(haproxy_router(up_port, tmp))
+        for target in targets:
+            for upstream in ("fast", "app"):
+                wrk(ports[target, upstream][0], 8, 1.0)  # warm-up
+        # Targets interleaved, in a rotating order, so that load from elsewhere on the
+        # machine falls on all of them alike; medians of the rounds.
+        for round_no in range(opts.rounds):
+            order = targets[round_no % len(targets) :] + targets[: round_no % len(targets)]
+            for upstream, conns in scenarios:
+                for target in order:
+                    got = wrk(ports[target, upstream][0], conns, opts.seconds)
+                    runs.setdefault((target, f"{upstream}_c{conns}"), []).append(got)
+        for (target, key), got in runs.items():
+            direct = runs["direct", key]
+            results[target][key] = {
+                "rps": statistics.median(r["rps"] for r in got),
+                "p99_ms": statistics.median(r["p99_ms"] for r in got),
+                "non_2xx": sum(r["non_2xx"] for r in got),
+                "rounds": [r["rps"] for r in got],
+                # Each round's ratio to the direct run next to it, then their median.
+                "ratio": statistics.median(
+                    got[i]["rps"] / direct[i]["rps"] for i in range(len(got))
+                ),
+            }
+        # The burst before the idle connections: closing 10,000 of them keeps a router busy
+        # for a while after.
+        for target in targets:
+            if opts.burst:
+                results[target]["burst"] = burst(ports[target, "fast"][0], opts.burst)
+                time.sleep(0.5)
+        for target in targets:
+            port, pid = ports[target, "fast"]
+            if opts.idle:
+                results[target]["idle"] = asyncio.run(idle_connections(port, opts.idle, pid))
+                time.sleep(2.0)
     report = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -377,11 +442,10 @@ def main() -> None:
         ("fast_c64", "fast, 64 conns"),
         ("app_c8", "1 ms app, 8 conns"),
     ]:
-        direct = results["direct"][key]["rps"]
         cells = []
         for t in targets:
             r = results[t][key]
-            ratio = "" if t == "direct" else f" ({r['rps'] / direct:.2f})"
+            ratio = "" if t == "direct" else f" ({r['ratio']:.2f})"
             cells.append(f"{r['rps']:>8.0f}{ratio} p99 {r['p99_ms']:.1f}")
         print(f"{label:28}" + "".join(f"{c:>22}" for c in cells))
     if opts.idle:
