@@ -1,9 +1,9 @@
 """Router benchmark: direct upstream vs the builtin router vs HAProxy, side by side in one run.
 
-    .venv/bin/python benchmarks/router_bench.py [--seconds 3] [--idle 10000] [--burst 1000]
-        [--routers builtin,haproxy] [--builtin-src PATH] [--json]
+    .venv/bin/python benchmarks/router_bench.py [--seconds 2] [--rounds 3] [--idle 10000]
+        [--burst 1000] [--routers builtin,haproxy] [--before-src OTHER/src] [--json]
 
-Everything runs on 127.0.0.1 and is bounded (about 90 s with the defaults). Needs `wrk`
+Everything runs on 127.0.0.1 and is bounded (about 2 minutes with the defaults). Needs `wrk`
 (Debian package `wrk`); the haproxy column needs `haproxy` (it is left out when missing).
 
 Upstreams:
@@ -12,14 +12,16 @@ Upstreams:
   app    a Python app doing 1 ms of CPU work per request (stdlib asyncio, one process).
 
 The builtin router runs in its own process exactly as the agent runs it (`Router.route`);
-`--builtin-src` points it at another checkout's `src/` to compare versions. HAProxy runs as
-the agent runs it (`HaproxyRouter`: master-worker, runtime API). Measured per target:
-  1. wrk, keep-alive, 1/8/64 connections against the fast upstream: req/s and p99;
-  2. wrk, 8 connections against the 1 ms app: req/s and p99;
-  3. N idle keep-alive connections opened, each after one request, held; then one more
-     request on each of 100 of them: how many were still served, and the router's RSS;
-  4. a burst of N new connections at once, one request each: p50/p99/max time to response.
-Ratios are to the direct upstream measured in the same run.
+`--before-src` adds a column with another checkout's builtin router (before/after in one run).
+HAProxy runs as the agent runs it (`router="haproxy"`: master-worker, runtime API).
+Measured per target, the targets interleaved in rotating order over `--rounds` rounds:
+  1. wrk, keep-alive, 1/8/64 connections against the fast upstream: req/s, p99, and the
+     router's CPU time per request (from /proc: what limits it on a busy machine);
+  2. the same with 8 connections against the 1 ms app;
+  3. a burst of N new connections at once, one request each: p50/p99/max time to response;
+  4. N idle keep-alive connections opened, each after one request, held; then one more
+     request on each of 100 of them: how many were still served, and the router's RSS.
+Ratios are each round's proxied rate over the direct rate measured next to it (median).
 """
 
 from __future__ import annotations
@@ -213,6 +215,17 @@ _RATE = re.compile(r"Requests/sec:\s+([0-9.]+)")
 _P99 = re.compile(r"^\s+99%\s+([0-9.]+)(us|ms|s)\s*$", re.M)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (all its threads), in seconds."""
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(port: int, connections: int, seconds: float) -> dict[str, float]:
     out = subprocess.run(
         [
@@ -358,6 +371,11 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1000, help="new connections at once")
     parser.add_argument("--routers", default="builtin,haproxy")
     parser.add_argument("--builtin-src", type=Path, default=SRC)
+    parser.add_argument(
+        "--before-src",
+        type=Path,
+        help="another checkout's src/: its builtin router runs as one more column, 'before'",
+    )
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_args()
     if not shutil.which("wrk"):
@@ -369,6 +387,8 @@ def main() -> None:
         print("haproxy is not installed: its column is left out", file=sys.stderr)
         routers.remove("haproxy")
     targets = ["direct", *routers]
+    if opts.before_src:
+        targets.append("before")
     scenarios = [("fast", 1), ("fast", 8), ("fast", 64), ("app", 8)]
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     results: dict[str, dict[str, Any]] = {t: {} for t in targets}
@@ -386,6 +406,10 @@ def main() -> None:
                 )
             if "haproxy" in routers:
                 ports["haproxy", upstream] = stack.enter_context(haproxy_router(up_port, tmp))
+            if opts.before_src:
+                ports["before", upstream] = stack.enter_context(
+                    builtin_router(up_port, opts.before_src)
+                )
         for target in targets:
             for upstream in ("fast", "app"):
                 wrk(ports[target, upstream][0], 8, 1.0)  # warm-up
@@ -395,7 +419,12 @@ def main() -> None:
             order = targets[round_no % len(targets) :] + targets[: round_no % len(targets)]
             for upstream, conns in scenarios:
                 for target in order:
-                    got = wrk(ports[target, upstream][0], conns, opts.seconds)
+                    port, pid = ports[target, upstream]
+                    before = cpu_seconds(pid)
+                    got = wrk(port, conns, opts.seconds)
+                    if pid:  # the router's CPU time per request: what limits it
+                        spent = cpu_seconds(pid) - before
+                        got["cpu_us"] = spent / max(1.0, got["rps"] * opts.seconds) * 1e6
                     runs.setdefault((target, f"{upstream}_c{conns}"), []).append(got)
         for (target, key), got in runs.items():
             direct = runs["direct", key]
@@ -405,6 +434,7 @@ def main() -> None:
                 "non_2xx": sum(r["non_2xx"] for r in got),
                 "rounds": [r["rps"] for r in got],
                 # Each round's ratio to the direct run next to it, then their median.
+                "cpu_us": statistics.median(r.get("cpu_us", 0.0) for r in got),
                 "ratio": statistics.median(
                     got[i]["rps"] / direct[i]["rps"] for i in range(len(got))
                 ),
@@ -434,7 +464,7 @@ def main() -> None:
         return
     print(f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load {os.getloadavg()}")
     print(f"fast upstream: {fast_kind}")
-    header = f"{'':28}" + "".join(f"{t:>22}" for t in targets)
+    header = f"{'':28}" + "".join(f"{t:>30}" for t in targets)
     print(header)
     for key, label in [
         ("fast_c1", "fast, 1 conn"),
@@ -446,8 +476,9 @@ def main() -> None:
         for t in targets:
             r = results[t][key]
             ratio = "" if t == "direct" else f" ({r['ratio']:.2f})"
-            cells.append(f"{r['rps']:>8.0f}{ratio} p99 {r['p99_ms']:.1f}")
-        print(f"{label:28}" + "".join(f"{c:>22}" for c in cells))
+            cpu = f" {r['cpu_us']:.0f}us" if r.get("cpu_us") else ""
+            cells.append(f"{r['rps']:>8.0f}{ratio} p99 {r['p99_ms']:.1f}{cpu}")
+        print(f"{label:28}" + "".join(f"{c:>30}" for c in cells))
     if opts.idle:
         print(f"{opts.idle} idle keep-alive connections: opened / reused ok of 100 / RSS MB")
         for t in targets:
