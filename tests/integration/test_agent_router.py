@@ -219,13 +219,14 @@ def test_forwarded_headers_hop_by_hop_and_502(agent: AgentHarness) -> None:
     assert status == 502 and "r1" in body and "did not answer" in body
 
 
-def test_tcp_mode_pass_through(agent: AgentHarness) -> None:
+@pytest.mark.parametrize("router", ROUTERS)
+def test_tcp_mode_pass_through(agent: AgentHarness, router: str) -> None:
     client = agent.client
     for name in ("e1", "e2"):
         info = start_app(client, "echo", name, "--tcp-echo", wait_healthy=False)
         wait_for(lambda p=info["port"]: client.probe(kind="tcp", port=p, timeout=1)["ok"], 10)
     public = free_port()
-    client.route("echo", public, "e1", mode="tcp", drain_timeout=10)
+    client.route("echo", public, "e1", mode="tcp", drain_timeout=10, router=router)
 
     def connect() -> tuple[socket.socket, bytes]:
         sock = socket.create_connection(("127.0.0.1", public), timeout=5)
@@ -235,7 +236,7 @@ def test_tcp_mode_pass_through(agent: AgentHarness) -> None:
     assert greeting == b"e1\n"
     first.sendall(b"ping")
     assert first.recv(64) == b"ping"
-    client.route("echo", public, "e2", mode="tcp")
+    client.route("echo", public, "e2", mode="tcp", router=router)
     second, greeting = connect()
     assert greeting == b"e2\n"
     # The connection opened before the switch stays on e1 until it closes.
@@ -247,12 +248,13 @@ def test_tcp_mode_pass_through(agent: AgentHarness) -> None:
     second.close()
 
 
-def test_upgrade_switches_the_connection_to_a_pipe(agent: AgentHarness) -> None:
+@pytest.mark.parametrize("router", ROUTERS)
+def test_upgrade_switches_the_connection_to_a_pipe(agent: AgentHarness, router: str) -> None:
     client = agent.client
     start_app(client, "web", "r1")
     start_app(client, "web", "r2")
     public = free_port()
-    client.route("web", public, "r1")
+    client.route("web", public, "r1", router=router)
     with socket.create_connection(("127.0.0.1", public), timeout=5) as sock:
         sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
         head = b""
@@ -261,7 +263,8 @@ def test_upgrade_switches_the_connection_to_a_pipe(agent: AgentHarness) -> None:
         assert head.startswith(b"HTTP/1.1 101")
         sock.sendall(b"frame-1")
         assert sock.recv(64) == b"frame-1"
-        client.route("web", public, "r2")  # an upgraded connection is not moved mid-stream
+        # An upgraded connection is not moved mid-stream.
+        client.route("web", public, "r2", router=router)
         sock.sendall(b"frame-2")
         assert sock.recv(64) == b"frame-2"
         assert _route_info(agent, "web")["draining"] == ["r1"]
