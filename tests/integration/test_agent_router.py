@@ -497,3 +497,24 @@ def test_the_environment_router_reaches_the_agent(agent: AgentHarness, router: s
     target.unroute("web")
     assert agent.client.list_releases("web")["routes"] == []
     assert try_get(public, timeout=1.0) is None  # the public port is closed
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_a_killed_haproxy_is_started_again_with_the_routed_release(agent: AgentHarness) -> None:
+    import os
+    import signal
+
+    client = agent.client
+    start_app(client, "web", "blue")
+    start_app(client, "web", "green")
+    public = free_port()
+    client.route("web", public, "blue", router="haproxy")
+    client.route("web", public, "green", router="haproxy")
+    pid = int(_route_info(agent, "web")["pid"])
+    os.killpg(pid, signal.SIGKILL)  # master and worker
+    # The agent's watch loop notices and starts it again from its config: the routed release.
+    wait_for(lambda: try_get(public, timeout=1.0) == (200, "green"), 10.0)
+    info = _route_info(agent, "web")
+    assert info["pid"] != pid and info["listening"] is True and info["release"] == "green"
+    assert client.route("web", public, "blue", router="haproxy")["previous_release"] == "green"
+    assert http_get(public) == (200, "blue")

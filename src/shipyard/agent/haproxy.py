@@ -180,7 +180,12 @@ class HaproxyRoute(Route):
         self.error = None
 
     async def _spawn(self, binary: str) -> None:
-        # Only the routed release gets a slot in a fresh HAProxy.
+        # Only the routed release gets a slot in a fresh HAProxy: what drained through the last
+        # one (if it died) went with it.
+        for upstream in list(self.draining):
+            if upstream.drain_task is not None:
+                upstream.drain_task.cancel()
+            self._retire(upstream)
         self.slots = [self.current] + [None] * (_SLOTS - 1)
         self._write_config()
         with contextlib.suppress(FileNotFoundError):
@@ -237,15 +242,22 @@ class HaproxyRoute(Route):
 
     async def command(self, line: str) -> str:
         """One line for HAProxy's admin socket (`;` separates commands); its answer."""
-        with unix_address(self.admin) as address:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(address), _COMMAND_TIMEOUT
-            )
         try:
-            writer.write(line.encode() + b"\n")
-            answer = await asyncio.wait_for(reader.read(), _COMMAND_TIMEOUT)
-        finally:
-            writer.close()
+            with unix_address(self.admin) as address:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_unix_connection(address), _COMMAND_TIMEOUT
+                )
+            try:
+                writer.write(line.encode() + b"\n")
+                answer = await asyncio.wait_for(reader.read(), _COMMAND_TIMEOUT)
+            finally:
+                writer.close()
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise AgentRequestError(
+                "router_failed",
+                f"haproxy for {self.component!r} did not answer on {self.admin}: {exc}",
+                "the agent starts it again within a second if it died; see agent.log",
+            ) from exc
         text = answer.decode("utf-8", "replace")
         refused = [t for t in text.splitlines() if t.strip().lower().startswith(_REFUSED)]
         if refused:
@@ -340,7 +352,7 @@ class HaproxyRoute(Route):
         if upstream.drain_task is not None:
             upstream.drain_task.cancel()
             upstream.drain_task = None
-        with contextlib.suppress(AgentRequestError, OSError, asyncio.TimeoutError):
+        with contextlib.suppress(AgentRequestError):
             await self.command(
                 f"set server releases/s{index} state maint; shutdown sessions server"
                 f" releases/s{index}"
@@ -365,7 +377,7 @@ class HaproxyRoute(Route):
             while True:
                 try:
                     sessions = int((await self._servers()).get(name, {}).get("scur") or 0)
-                except (AgentRequestError, OSError, asyncio.TimeoutError, ValueError):
+                except (AgentRequestError, ValueError):
                     sessions = 0  # HAProxy is gone: nothing drains through it any more
                 if not sessions:
                     break
