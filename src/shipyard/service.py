@@ -126,7 +126,9 @@ class Shipyard:
         self.project_dir = project_dir.resolve()
         self.sink = sink
         self.environ = dict(os.environ) if environ is None else environ
-        self._target_factory = target_factory or (lambda env, root: LocalTarget(root))
+        self._target_factory = target_factory or (
+            lambda env, root: LocalTarget(root, router=env.router)
+        )
         self._targets: dict[str, Target] = {}
         self._commit_configs: dict[str, Config] = {}
         self._redactors: dict[str, Redactor] = {}

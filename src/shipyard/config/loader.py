@@ -23,6 +23,7 @@ from typing import Any, TypeVar, cast
 from shipyard.config.models import (
     MIGRATION_TOOLS,
     OVERRIDABLE,
+    ROUTER_KINDS,
     TARGETS,
     TEST_STAGES,
     TIERS,
@@ -34,6 +35,7 @@ from shipyard.config.models import (
     Migrations,
     Project,
     Rolling,
+    RouterKind,
     SecretRule,
     SecretsSource,
     TestStage,
@@ -301,6 +303,7 @@ _PROJECT_KEYS = {
 }
 _ENV_KEYS = {
     "target",
+    "router",
     "root",
     "hosts",
     "tier",
@@ -646,6 +649,13 @@ def _environment(
             t, "tests", path, cast(Callable[[Any], TestStage], _one_of(*TEST_STAGES)), "none"
         ),
         overrides=_overrides(r, r.optional_table(t, "components", path), components, path),
+        router=r.get(
+            t,
+            "router",
+            path,
+            cast(Callable[[Any], RouterKind], _one_of(*ROUTER_KINDS)),
+            "builtin",
+        ),
     )
 
 

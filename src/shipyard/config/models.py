@@ -17,12 +17,15 @@ TargetKind = Literal["local", "ssh"]
 ContractMode = Literal["strict", "semantic"]
 MigrationTool = Literal["sql", "alembic", "django", "command"]
 TestStage = Literal["none", "smoke", "e2e", "full"]
+RouterKind = Literal["builtin", "haproxy"]
 
 TARGETS: tuple[TargetKind, ...] = ("local", "ssh")
 # The migration tools this version can run; `validate` refuses any other.
 MIGRATION_TOOLS: tuple[MigrationTool, ...] = ("sql", "alembic", "django", "command")
 TIERS: tuple[Tier, ...] = ("production", "staging", "development")
 TEST_STAGES: tuple[TestStage, ...] = ("none", "smoke", "e2e", "full")
+# What serves public ports: the agent itself (nothing to install) or a HAProxy it steers.
+ROUTER_KINDS: tuple[RouterKind, ...] = ("builtin", "haproxy")
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class Environment:
     rolling: Rolling = field(default_factory=Rolling)
     tests: TestStage = "none"  # the test stage a deploy runs when --tests is not given
     overrides: dict[str, Component] = field(default_factory=dict)  # effective components
+    router: RouterKind = "builtin"
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,12 @@ class LocalTarget:
 
     host = "local"
 
-    def __init__(self, root: Path, *, python: str = sys.executable) -> None:
+    def __init__(
+        self, root: Path, *, python: str = sys.executable, router: str = "builtin"
+    ) -> None:
         self.root = root.resolve()
         self.python = python
+        self.router = router  # what serves the public ports: "builtin" or "haproxy"
         self._client: AgentClient | None = None
         self._had_agent = _agent_was_serving(self.root / "agent" / "state.json")
         self.agent_restarted = False  # set when this target had to start a dead agent again
@@ -254,6 +257,7 @@ class LocalTarget:
                 release,
                 mode="http" if http else "tcp",
                 drain_timeout=drain_timeout,
+                router=self.router,
             )
 
     def unroute(self, component: str) -> None:
