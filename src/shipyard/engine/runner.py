@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -33,7 +31,7 @@ from shipyard.core.spec import release_document, spec_from_dict
 from shipyard.effects import sql_migrations
 from shipyard.effects.artifacts import ArtifactStore, input_digest
 from shipyard.effects.git import Repo
-from shipyard.effects.process import run_command
+from shipyard.effects.process import child_environment, child_path, run_command
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
 from shipyard.errors import (
     AgentError,
@@ -740,8 +738,8 @@ class Deployment:
 
     def _build_env(self) -> dict[str, str]:
         # Builds see no secrets: one artifact serves every environment.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
-        env["PATH"] = search_path()
+        env = {k: v for k, v in child_environment().items() if not k.startswith("SHIPYARD_")}
+        env["PATH"] = search_path(self.ctx)
         env["SHIPYARD_COMMIT"] = self.plan.commit
         return env
 
@@ -773,7 +771,7 @@ class Deployment:
         comp = self.ctx.components[name]
         stage = self.plan.tests
         env = {
-            **os.environ,
+            **child_environment(),
             **self.release_env(comp, self.release),
             **self._dependency_urls(comp),
             **service_urls(self.ctx, self.ports, self.ports),  # every new release, for e2e tests
@@ -1476,16 +1474,14 @@ def component_env(
             "SHIPYARD_COMPONENT": comp.name,
         }
     )
-    env.setdefault("PATH", search_path())
+    env.setdefault("PATH", search_path(ctx))
     return env
 
 
-def search_path() -> str:
-    """PATH with the running interpreter's folder first, so `python` in a command is ours
-    (a fresh machine may only have `python3`)."""
-    here = os.path.dirname(sys.executable)
-    rest = [p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if p and p != here]
-    return os.pathsep.join([here, *rest])
+def search_path(ctx: EngineContext, first: Iterable[str] = ()) -> str:
+    """PATH for the component's processes: `first`, then the user's PATH without shipyard's
+    own venv (a `python` link to the system's python3 last, when only that exists)."""
+    return child_path(first=first, shims=ctx.config.root / ".shipyard" / "bin")
 
 
 async def _route(ctx: EngineContext, comp: Component, release: str) -> None:

@@ -27,6 +27,7 @@ from shipyard.agent.errors import AgentRequestError
 from shipyard.agent.lifecycle import ensure_agent
 from shipyard.config import Migrations
 from shipyard.effects import sql_migrations
+from shipyard.effects.process import child_path
 from shipyard.errors import AgentError, DeploymentFailed, PreflightError
 from shipyard.targets.base import Observation, ProbeSpec, RunningRelease
 
@@ -299,6 +300,8 @@ class LocalTarget:
             args["port"] = spec.port
         else:
             args["command"] = spec.command
+            # The agent's own PATH may hold shipyard's venv (the shell that started it).
+            args["env"] = {"PATH": child_path()}
             if spec.cwd:
                 args["cwd"] = spec.cwd
         with _agent_errors("health probe failed to run"):

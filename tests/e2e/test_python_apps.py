@@ -1,0 +1,95 @@
+"""Python applications: clean child environments and relocatable artifacts, through the CLI.
+
+Each test deploys a tiny project in its own git repository with the real console script and
+host agent; what a child process saw is written by the process itself into its folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunCli, commit_all, free_ports, git
+
+# Prints what decides which Python a command gets: one `key=value` line each.
+REPORT = (
+    "python -c 'import os, sys; "
+    'print("prefix=" + sys.prefix); '
+    'print("PYTHONPATH=" + os.environ.get("PYTHONPATH", "")); '
+    'print("VIRTUAL_ENV=" + os.environ.get("VIRTUAL_ENV", ""))'
+    '\'; echo "python=$(command -v python)"; '
+    "python -c 'import shipyard' 2>/dev/null && echo imports_shipyard=yes "
+    "|| echo imports_shipyard=no"
+)
+
+
+def write_project(folder: Path, components: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "shipyard.toml").write_text(
+        '[project]\nname = "py"\ndefault_environment = "local"\n\n'
+        '[environments.local]\ntarget = "local"\nroot = ".shipyard/local"\n\n' + components
+    )
+    git(folder, "init", "-q")
+    return folder
+
+
+@pytest.fixture
+def project(short_tmp: Path, run_cli: RunCli) -> Iterator[Path]:
+    folder = short_tmp / "py"
+    yield folder
+    if (folder / ".shipyard" / "local" / "agent").exists():
+        run_cli("-C", str(folder), "down", timeout=60)
+
+
+def seen(path: Path) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def leaky_environment(tmp: Path) -> dict[str, str]:
+    """What a user who activated shipyard's venv and set PYTHONPATH runs shipyard with."""
+    extra = tmp / "pythonpath"
+    extra.mkdir(exist_ok=True)
+    return {
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
+        "VIRTUAL_ENV": sys.prefix,
+        "PYTHONPATH": str(extra),
+    }
+
+
+def test_no_child_process_sees_shipyards_interpreter(
+    project: Path, short_tmp: Path, run_cli: RunCli
+) -> None:
+    (port,) = free_ports(1)
+    app = project / "app"
+    app.mkdir(parents=True)
+    (app / "report.sh").write_text(REPORT + "\n")
+    write_project(
+        project,
+        f"""[components.app]
+path = "app"
+build = "sh report.sh > built.txt"
+start = "sh report.sh > started.txt; exec python -m http.server $PORT"
+port = {port}
+tests = {{ full = "sh report.sh > tested.txt" }}
+""",
+    )
+    commit_all(project, "v1")
+    result = run_cli(
+        "-C", str(project), "deploy", "--tests", "full",
+        env=leaky_environment(short_tmp), timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    release = next((project / ".shipyard/local/app/releases").iterdir())
+    own_bin = os.path.dirname(sys.executable)
+    for what in ("built.txt", "tested.txt", "started.txt"):
+        values = seen(release / what)
+        assert values["PYTHONPATH"] == "", what
+        assert values["VIRTUAL_ENV"] == "", what
+        assert values["prefix"] != sys.prefix, what
+        assert values["python"] and not values["python"].startswith(own_bin), what
+        assert values["imports_shipyard"] == "no", what
