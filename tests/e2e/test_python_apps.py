@@ -93,3 +93,30 @@ tests = {{ full = "sh report.sh > tested.txt" }}
         assert values["prefix"] != sys.prefix, what
         assert values["python"] and not values["python"].startswith(own_bin), what
         assert values["imports_shipyard"] == "no", what
+
+
+def test_a_venv_made_by_the_build_is_refused_naming_its_file(
+    project: Path, run_cli: RunCli
+) -> None:
+    (port,) = free_ports(1)
+    (project / "app").mkdir(parents=True)
+    (project / "app" / "app.py").write_text("print('hello')\n")
+    write_project(
+        project,
+        f"""[components.app]
+path = "app"
+build = "python3 -m venv --without-pip .venv"
+start = ".venv/bin/python -m http.server $PORT"
+port = {port}
+""",
+    )
+    commit_all(project, "v1")
+    result = run_cli("-C", str(project), "deploy", timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    said = result.stdout + result.stderr
+    assert "app would break once its build folder is deleted" in said
+    assert ".venv/pyvenv.cfg: pyvenv.cfg names the build folder" in said
+    assert "python = { requirements" in said
+    assert not (project / ".shipyard" / "artifacts" / "app").exists() or not any(
+        p for p in (project / ".shipyard" / "artifacts" / "app").iterdir() if p.is_dir()
+    )

@@ -44,6 +44,47 @@ def input_digest(
     return hashlib.sha256(encoded).hexdigest()
 
 
+SCAN_LIMIT = 1 << 16  # bytes of a pyvenv.cfg or .pth file read: they are a few lines
+
+
+def build_path_references(folder: Path, build_root: Path) -> list[str]:
+    """Files in `folder` that name `build_root` by its absolute path, where that breaks a
+    release once the build folder is gone: shebang lines of executables, `pyvenv.cfg`,
+    `.pth` files and symbolic links. Each item is "relative/path: what holds the path"."""
+    needles = {str(build_root).encode(), os.path.realpath(build_root).encode()}
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(f"{dirpath}/{d}")]:
+            full = os.path.join(dirpath, name)
+            relative = os.path.relpath(full, folder)
+            if os.path.islink(full):
+                if any(os.readlink(full).encode().startswith(n) for n in needles):
+                    found.append(f"{relative}: a symbolic link into the build folder")
+                continue
+            what = _reference_in(full, name, needles)
+            if what:
+                found.append(f"{relative}: {what}")
+    return found
+
+
+def _reference_in(path: str, name: str, needles: set[bytes]) -> str | None:
+    try:
+        if name == "pyvenv.cfg" or name.endswith(".pth"):
+            with open(path, "rb") as handle:
+                text = handle.read(SCAN_LIMIT)
+            return f"{name} names the build folder" if any(n in text for n in needles) else None
+        if not os.stat(path).st_mode & 0o111:
+            return None
+        with open(path, "rb") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        return None
+    if first.startswith(b"#!") and any(n in first for n in needles):
+        return "its #! line runs an interpreter inside the build folder"
+    return None
+
+
 class ArtifactStore:
     """Built artifacts on this machine, one folder per component and digest."""
 

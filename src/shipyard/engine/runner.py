@@ -29,7 +29,7 @@ from shipyard.core.plan import Plan, Step
 from shipyard.core.secrets import Redactor
 from shipyard.core.spec import release_document, spec_from_dict
 from shipyard.effects import sql_migrations
-from shipyard.effects.artifacts import ArtifactStore, input_digest
+from shipyard.effects.artifacts import ArtifactStore, build_path_references, input_digest
 from shipyard.effects.git import Repo
 from shipyard.effects.process import child_environment, child_path, run_command
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
@@ -687,6 +687,18 @@ class Deployment:
             raise DeploymentFailed(
                 f"the build of {name} did not produce its artifact folder {comp.artifact!r}",
                 hint=f"check components.{name}.artifact and the build command",
+            )
+        stuck = await _settled(build_path_references, source, export)
+        if stuck:
+            shown = "; ".join(stuck[:5]) + (
+                f"; and {len(stuck) - 5} more" if len(stuck) > 5 else ""
+            )
+            raise DeploymentFailed(
+                f"the artifact of {name} would break once its build folder is deleted: {shown}",
+                hint="a virtual environment made by `build` keeps the build folder's path: "
+                f'declare components.{name}.python = {{ requirements = "requirements.txt" }} '
+                "instead (shipyard builds a relocatable environment), or run tools as "
+                "`python -m NAME` rather than by their script",
             )
         path, size = await _settled(ctx.artifacts.put, name, digest, source)
         ctx.store.record_artifact(
