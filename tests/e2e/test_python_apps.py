@@ -6,8 +6,10 @@ host agent; what a child process saw is written by the process itself into its f
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +35,7 @@ def write_project(folder: Path, components: str) -> Path:
         '[project]\nname = "py"\ndefault_environment = "local"\n\n'
         '[environments.local]\ntarget = "local"\nroot = ".shipyard/local"\n\n' + components
     )
+    (folder / ".gitignore").write_text(".shipyard/\n")
     git(folder, "init", "-q")
     return folder
 
@@ -120,3 +123,86 @@ port = {port}
     assert not (project / ".shipyard" / "artifacts" / "app").exists() or not any(
         p for p in (project / ".shipyard" / "artifacts" / "app").iterdir() if p.is_dir()
     )
+
+
+SERVE = """\
+import http.server, os, sys
+import six
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{six.__file__}\\n{sys.prefix}\\n".encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+def deploy(run_cli: RunCli, project: Path, *args: str) -> tuple[str, str]:
+    """Deploy; return (deployment id, its journal as text)."""
+    result = run_cli("-C", str(project), "--json", "deploy", *args, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    deployment_id = json.loads(result.stdout)["id"]
+    logs = run_cli("-C", str(project), "logs", deployment_id, timeout=60)
+    return deployment_id, logs.stdout
+
+
+def python_project(project: Path, ports: list[int]) -> None:
+    for name in ("api", "worker"):
+        folder = project / name
+        folder.mkdir(parents=True)
+        (folder / "app.py").write_text(SERVE)
+        (folder / "requirements.txt").write_text("six==1.17.0\n")
+    write_project(
+        project,
+        "".join(
+            f"""[components.{name}]
+path = "{name}"
+python = {{ requirements = "requirements.txt" }}
+build = "python -c 'import six' && echo built > built.txt"
+start = "python app.py"
+port = {port}
+
+"""
+            for name, port in zip(("api", "worker"), ports, strict=True)
+        ),
+    )
+    commit_all(project, "v1")
+
+
+def test_a_python_table_builds_one_shared_relocatable_environment(
+    project: Path, run_cli: RunCli
+) -> None:
+    ports = free_ports(2)
+    python_project(project, ports)
+    first, journal = deploy(run_cli, project)
+    # Two components with the same lock: one environment installed, the other reuses it.
+    assert journal.count("installed with uv") == 1, journal
+    assert journal.count("reused (nothing installed)") == 1, journal
+    envs = [p for p in (project / ".shipyard" / "pyenvs").iterdir() if not p.name.startswith(".")]
+    assert len(envs) == 1
+    for name, port in zip(("api", "worker"), ports, strict=True):
+        release = project / ".shipyard" / "local" / name / "releases" / first
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            six_file, prefix = response.read().decode().splitlines()
+        assert six_file.startswith(str(release / ".venv")), six_file  # its own env, first
+        assert prefix == str(release / ".venv")
+        # The environment's files are the store's, hard-linked: no copy per release.
+        linked = release / ".venv" / Path(six_file).relative_to(release / ".venv")
+        stored = envs[0] / Path(six_file).relative_to(release / ".venv")
+        assert linked.stat().st_ino == stored.stat().st_ino
+        assert (release / "app.py").stat().st_nlink >= 2  # the artifact's file, linked
+
+    # Code changed, requirements not: nothing is installed again.
+    (project / "api" / "app.py").write_text(SERVE + "# v2\n")
+    commit_all(project, "v2")
+    _, journal = deploy(run_cli, project)
+    assert "installed with" not in journal
+    assert "python environment" in journal and "reused" in journal
+
+    # Nothing changed, everything deployed: both artifacts reused, no environment touched.
+    _, journal = deploy(run_cli, project, "--full")
+    assert "installed with" not in journal
+    assert journal.count("already built") == 2, journal

@@ -30,6 +30,7 @@ from shipyard.config.models import (
     HealthCheck,
     Migrations,
     Project,
+    PythonEnv,
     Rolling,
     SecretRule,
     SecretsSource,
@@ -316,9 +317,12 @@ _COMPONENT_KEYS = {
     "stop_timeout",
     "warm_for",
     "drain_timeout",
+    "python",
 }
 _HEALTH_KEYS = {"http", "tcp", "command", "status", "interval", "timeout", "deadline", "stable_for"}
 _MIGRATION_KEYS = {"tool", "dir", "config", "up", "down", "current"}
+_PYTHON_KEYS = {"requirements", "project", "version"}
+_PYTHON_VERSION = re.compile(r"^3(\.[0-9]+){0,2}$")
 _RULE_KEYS = {
     "format",
     "schemes",
@@ -481,6 +485,12 @@ def _component(r: _Reader, name: str, t: dict[str, Any], root: Path) -> Componen
             lambda: _migrations(r, r.table(t, "migrations", path), f"{path}.migrations"), None
         )
     health = r.attempt(lambda: _health(r, t, path), HealthCheck(tcp="port" in t))
+    python = None
+    if "python" in t:
+        python = r.attempt(
+            lambda: _python(r, r.table(t, "python", path), f"{path}.python", root / (folder or "")),
+            None,
+        )
     component = Component(
         name=name,
         path=folder or "",
@@ -499,6 +509,7 @@ def _component(r: _Reader, name: str, t: dict[str, Any], root: Path) -> Componen
         stop_timeout=r.get(t, "stop_timeout", path, _duration, 10.0),
         warm_for=r.get(t, "warm_for", path, _duration, 30.0),
         drain_timeout=r.get(t, "drain_timeout", path, _duration, 30.0),
+        python=python,
     )
     if folder is None or start is None:
         raise _Skip  # read to the end for its other errors, but unusable
@@ -531,6 +542,54 @@ def _health(r: _Reader, t: dict[str, Any], path: str) -> HealthCheck:
     if check.kind in ("http", "tcp") and "port" not in t:
         r.report(hp, f"a {check.kind} health check needs the component's `port`")
     return check
+
+
+def _python(r: _Reader, p: dict[str, Any], path: str, folder: Path) -> PythonEnv:
+    r.check_keys(p, _PYTHON_KEYS, path)
+    kinds = [k for k in ("requirements", "project") if k in p]
+    if len(kinds) != 1:
+        raise r.error(
+            path,
+            "choose one of `requirements` and `project`"
+            if kinds
+            else "needs `requirements` or `project`",
+            hint='python = { requirements = "requirements.txt" } (a pinned requirements file) '
+            'or python = { project = "." } (a folder with pyproject.toml and uv.lock)',
+        )
+    env = PythonEnv(
+        requirements=r.get(p, "requirements", path, _str, cast(str | None, None)),
+        project=r.get(p, "project", path, _str, cast(str | None, None)),
+        version=r.get(p, "version", path, _str, cast(str | None, None)),
+    )
+    if env.version is not None and not _PYTHON_VERSION.match(env.version):
+        r.report(
+            f"{path}.version",
+            f'expected a Python version such as "3.12", got {_show(env.version)}',
+        )
+    named = env.requirements if env.requirements is not None else env.project
+    if named is not None and (named.startswith("/") or ".." in Path(named).parts):
+        r.report(
+            f"{path}.{kinds[0]}",
+            f"{named!r} is outside the component's folder",
+            hint="give a path relative to the component's folder, inside it",
+        )
+    elif env.requirements is not None and folder.is_dir():
+        if not (folder / env.requirements).is_file():
+            r.report(
+                f"{path}.requirements",
+                f"file {env.requirements!r} does not exist in {folder}",
+                hint="create it (`pip freeze > requirements.txt` pins what you run) "
+                "or fix the path (relative to the component's folder)",
+            )
+    elif env.project is not None and folder.is_dir():
+        for needed, how in (("pyproject.toml", "`uv init`"), ("uv.lock", "`uv lock`")):
+            if not (folder / env.project / needed).is_file():
+                r.report(
+                    f"{path}.project",
+                    f"{needed} is missing in {folder / env.project}",
+                    hint=f"create it ({how} in that folder) and commit it",
+                )
+    return env
 
 
 def _migrations(r: _Reader, m: dict[str, Any], path: str) -> Migrations:

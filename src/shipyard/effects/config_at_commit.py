@@ -1,9 +1,9 @@
 """shipyard.toml as it is at a commit: a deploy of commit X is planned from X's config.
 
-The loader checks that every component's folder exists under the project root; at a
-commit, "exists" means "is in that commit's tree", so the folders of the commit are
-mirrored (empty) in a scratch folder for validation, and the config then points back at
-the real project folder.
+The loader checks that every component's folder (and file it names, such as a
+requirements file) exists under the project root; at a commit, "exists" means "is in
+that commit's tree", so the folders and files of the commit are mirrored (empty) in a
+scratch folder for validation, and the config then points back at the real project folder.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ def load_config_at(repo: Repo, commit: str, project_dir: Path, prefix: str) -> C
         root = Path(scratch)
         strip = len(prefix) + 1 if prefix else 0
         for entry in repo.tree(commit, prefix):
-            parent = PurePosixPath(entry.path[strip:]).parent
-            if str(parent) != ".":
-                (root / parent).mkdir(parents=True, exist_ok=True)
+            relative = PurePosixPath(entry.path[strip:])
+            if str(relative.parent) != ".":
+                (root / relative.parent).mkdir(parents=True, exist_ok=True)
+            (root / relative).touch()
         config = parse_config(text, file=shown, root=root)
     return dataclasses.replace(config, root=project_dir, file=project_dir / CONFIG_FILE)
 

@@ -27,6 +27,7 @@ from shipyard.agent.errors import AgentRequestError
 from shipyard.agent.lifecycle import ensure_agent
 from shipyard.config import Migrations
 from shipyard.effects import sql_migrations
+from shipyard.effects.artifacts import link_tree
 from shipyard.effects.process import child_path
 from shipyard.errors import AgentError, DeploymentFailed, PreflightError
 from shipyard.targets.base import Observation, ProbeSpec, RunningRelease
@@ -111,7 +112,8 @@ class LocalTarget:
         shared.mkdir(parents=True, exist_ok=True)
         staging = final.with_name(f".{release}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(artifact, staging, symlinks=True)
+        # Hard links to the artifact's files: a release costs folders, not a copy of its data.
+        link_tree(artifact, staging)
         link = staging / "shared"
         if not link.exists() and not link.is_symlink():
             link.symlink_to(shared)
