@@ -352,11 +352,13 @@ class EnvStore:
         self, run: _Run, spec: PythonEnv, folder: Path, staging: Path, python: str
     ) -> None:
         assert spec.requirements is not None
-        await run(f"{_quote(python)} -m venv {_quote(staging)}", folder)
+        # The interpreter's own pip installs into the venv (no pip copied into each one).
         # pip reads its own configuration: the machine's index settings apply as they are.
+        await run(f"{_quote(python)} -m venv --without-pip {_quote(staging)}", folder)
         await run(
-            f"{_quote(staging / 'bin' / 'python')} -m pip install --quiet --no-input "
-            f"--disable-pip-version-check -r {_quote(spec.requirements)}",
+            f"{_quote(python)} -m pip --python {_quote(staging / 'bin' / 'python')} install "
+            f"--quiet --no-input --disable-pip-version-check --compile "
+            f"-r {_quote(spec.requirements)}",
             folder,
         )
         make_relocatable(staging)
