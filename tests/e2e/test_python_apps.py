@@ -206,3 +206,41 @@ def test_a_python_table_builds_one_shared_relocatable_environment(
     _, journal = deploy(run_cli, project, "--full")
     assert "installed with" not in journal
     assert journal.count("already built") == 2, journal
+
+    # One component's requirements change: only its environment is installed.
+    (project / "api" / "requirements.txt").write_text("six==1.17.0\nidna\n")
+    commit_all(project, "api needs idna")
+    _, journal = deploy(run_cli, project, "--full")
+    assert journal.count("installed with") == 1, journal
+    assert "worker" in journal and journal.count("already built") == 1, journal
+
+
+def test_an_artifact_digest_is_the_same_whatever_the_selection(
+    project: Path, run_cli: RunCli
+) -> None:
+    (port,) = free_ports(1)
+    for name in ("lib", "web"):
+        (project / name).mkdir(parents=True)
+        (project / name / "VERSION").write_text("1\n")
+    write_project(
+        project,
+        f"""[components.lib]
+path = "lib"
+build = "echo built"
+start = "sleep 600"
+health = {{ command = "true" }}
+
+[components.web]
+path = "web"
+depends_on = ["lib"]
+build = "echo built"
+start = "python -m http.server $PORT"
+port = {port}
+""",
+    )
+    commit_all(project, "v1")
+    _, journal = deploy(run_cli, project, "--only", "web")
+    assert "artifact" in journal and "already built" not in journal
+    _, journal = deploy(run_cli, project, "--full")
+    web = [line for line in journal.splitlines() if "build:web" in line and "artifact" in line]
+    assert web and all("already built" in line for line in web), journal
