@@ -24,6 +24,7 @@ from shipyard.effects.artifacts import ArtifactStore
 from shipyard.effects.config_at_commit import load_config_at, same_config_text
 from shipyard.effects.git import Repo
 from shipyard.effects.secrets import load_secrets
+from shipyard.engine.gc import GcReport, collect_garbage, disk_usage
 from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
 from shipyard.engine.runner import (
     Deployment,
@@ -31,6 +32,7 @@ from shipyard.engine.runner import (
     EngineContext,
     ProgressSink,
     probe_spec,
+    reachable_releases,
     saved_release_spec,
     short_redacted,
 )
@@ -448,7 +450,72 @@ class Shipyard:
             specs = {n: ctx.release_spec(n, r)[0] for n, r in plan.releases.items()}
             ctx.components = {**ctx.components, **specs}
         record = asyncio.run(Deployment(ctx, plan, options).run())
+        self._gc_after(record.id)
         return self.view(record)
+
+    # --- disk -------------------------------------------------------------------------------
+
+    def gc(self, env_name: str | None = None, *, dry_run: bool = False) -> GcReport:
+        """Remove artifacts and Python environments no kept release, rollback target or
+        other environment's active release needs; with `env_name`, first prune that
+        environment's old release folders (as a successful deploy does)."""
+        if env_name is not None and not dry_run:
+            env = self.environment(env_name)
+            target = self.target(env)
+            keep = self.config.project.keep_releases
+            protected = reachable_releases(self.store, env.name, keep)
+            for name in self.config.components:
+                target.prune(name, keep, {r for c, r in protected if c == name})
+        state = self.project_dir / ".shipyard"
+        return collect_garbage(
+            self.store,
+            ArtifactStore(state / "artifacts"),
+            state / "pyenvs",
+            self._environment_roots(),
+            self.config.project.keep_releases,
+            dry_run=dry_run,
+        )
+
+    def _gc_after(self, deployment_id: str) -> None:
+        """After a successful deploy: collect garbage, and say what went in its journal.
+        Housekeeping: a failure here never fails the deployment (the next one retries)."""
+        try:
+            report = self.gc()
+        except (ShipyardError, OSError) as exc:
+            message = f"skipped: {getattr(exc, 'message', exc)}"
+        else:
+            message = (
+                f"skipped: {report.skipped}"
+                if report.skipped
+                else f"removed {len(report.artifacts)} artifacts and {len(report.pyenvs)} "
+                f"python environments ({report.freed_bytes} bytes freed)"
+            )
+        self.store.append_event(deployment_id, "gc", status="done", message=message)
+
+    def _environment_roots(self) -> dict[str, Path]:
+        return {
+            env.name: (self.project_dir / env.root).resolve()
+            for env in self.config.environments.values()
+            if env.target == "local"
+        }
+
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes on disk (each file once) of releases, artifacts, Python environments and
+        the wheel cache, for `status`."""
+        state = self.project_dir / ".shipyard"
+        releases = [
+            folder
+            for root in self._environment_roots().values()
+            for folder in root.glob("*/releases")
+        ]
+        return disk_usage(
+            {
+                "environments": [state / "pyenvs"],
+                "artifacts": [state / "artifacts"],
+                "releases": releases,
+                "cache": [state / "cache"],
+            }
+        )
 
     def rollback(
         self,
@@ -590,6 +657,7 @@ class Shipyard:
             "rollback_failed": [
                 {"id": d.id, "error": d.error} for d in self._rollback_failed(env.name)
             ],
+            "disk": self.disk_usage(),
         }
 
     def _release_spec(

@@ -244,3 +244,51 @@ port = {port}
     _, journal = deploy(run_cli, project, "--full")
     web = [line for line in journal.splitlines() if "build:web" in line and "artifact" in line]
     assert web and all("already built" in line for line in web), journal
+
+
+def test_gc_frees_what_no_rollback_needs_and_keeps_the_rest(project: Path, run_cli: RunCli) -> None:
+    (port,) = free_ports(1)
+    app = project / "app"
+    app.mkdir(parents=True)
+    (app / "app.py").write_text(SERVE)
+    (app / "requirements.txt").write_text("six==1.17.0\n")
+    write_project(
+        project,
+        f"""[components.app]
+path = "app"
+python = {{ requirements = "requirements.txt" }}
+start = "python app.py"
+port = {port}
+warm_for = "0s"
+""",
+    )
+    config = project / "shipyard.toml"
+    config.write_text(config.read_text().replace("[project]\n", "[project]\nkeep_releases = 1\n"))
+    commit_all(project, "v1")
+    deploy(run_cli, project)
+    pyenvs = project / ".shipyard" / "pyenvs"
+    first_env = {p.name for p in pyenvs.iterdir() if not p.name.startswith(".")}
+    (app / "requirements.txt").write_text("six==1.17.0\nidna\n")
+    commit_all(project, "v2: a new requirement")
+    v2, _ = deploy(run_cli, project)
+    assert first_env < {p.name for p in pyenvs.iterdir()}  # v1's is what rollback needs
+    (app / "app.py").write_text(SERVE + "# v3\n")
+    commit_all(project, "v3: code only")
+    v3, journal = deploy(run_cli, project)
+    # v1 is neither kept (keep_releases = 1) nor where a rollback goes (v2): its artifact
+    # and environment are gone, said in the journal.
+    assert "removed 1 artifacts and 1 python environments" in journal, journal
+    envs = {p.name for p in pyenvs.iterdir() if not p.name.startswith(".")}
+    assert len(envs) == 1 and not envs & first_env
+    artifacts = project / ".shipyard" / "artifacts" / "app"
+    assert len([p for p in artifacts.iterdir() if p.is_dir()]) == 2
+    dry = run_cli("-C", str(project), "--json", "gc", "--dry-run")
+    assert json.loads(dry.stdout)["artifacts"] == [], dry.stdout + dry.stderr
+    status = run_cli("-C", str(project), "--json", "status")
+    disk = json.loads(status.stdout)["disk"]
+    assert set(disk) == {"environments", "artifacts", "releases", "cache", "total"}
+    assert 0 < disk["releases"] < disk["artifacts"] < disk["environments"]  # hard links
+    rollback = run_cli("-C", str(project), "--json", "rollback", timeout=300)
+    assert rollback.returncode == 0, rollback.stdout + rollback.stderr
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+        assert f"/releases/{v2}/.venv/" in response.read().decode()
