@@ -274,7 +274,7 @@ warm_for = "0s"
     assert first_env < {p.name for p in pyenvs.iterdir()}  # v1's is what rollback needs
     (app / "app.py").write_text(SERVE + "# v3\n")
     commit_all(project, "v3: code only")
-    v3, journal = deploy(run_cli, project)
+    _, journal = deploy(run_cli, project)
     # v1 is neither kept (keep_releases = 1) nor where a rollback goes (v2): its artifact
     # and environment are gone, said in the journal.
     assert "removed 1 artifacts and 1 python environments" in journal, journal
