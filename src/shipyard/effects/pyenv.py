@@ -6,7 +6,8 @@ its uv project's lock) by **uv** (`uv venv --relocatable`, then `uv pip install`
 `<project>/.shipyard/pyenvs/<digest>/`, where the digest covers the lock's content, the
 interpreter's version and platform and the tool: an unchanged lock never reinstalls, and
 components or releases with the same lock share one environment, hard-linked into their
-artifacts (`.venv`). Wheels are cached in `.shipyard/cache/`, so a rebuild is offline-fast.
+artifacts (`.venv`). Wheels are cached in `.shipyard/cache/` (or where UV_CACHE_DIR or
+PIP_CACHE_DIR say), so a rebuild is offline-fast.
 
 uv is given the package index settings pip has on this machine (pip's configuration
 files and `PIP_*` variables), so it installs from the same places.
@@ -287,9 +288,11 @@ class EnvStore:
         try:
             env = child_environment()
             env.update(self.index.uv_environment())
-            env["UV_CACHE_DIR"] = str(self.cache / "uv")
+            # uv's cache of the user's choice (UV_CACHE_DIR), else one in .shipyard/: uv
+            # hard-links from it, so it should be on the same file system as the project.
+            env.setdefault("UV_CACHE_DIR", str(self.cache / "uv"))
             env["UV_PYTHON_DOWNLOADS"] = "never"
-            env["PIP_CACHE_DIR"] = str(self.cache / "pip")
+            env.setdefault("PIP_CACHE_DIR", str(self.cache / "pip"))
 
             async def run(command: str, cwd: Path, extra: Mapping[str, str] = {}) -> None:
                 await run_command(
