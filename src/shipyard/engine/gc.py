@@ -59,7 +59,7 @@ def needed_artifacts(
     needed: set[tuple[str, str]] = set()
     releases: set[tuple[str, str]] = set(on_disk)
     for env in environments:
-        for record in store.list_deployments(env, limit=None):
+        for record in store.list_deployments(env, limit=500):
             components = store.components(record.id)
             for c in components:
                 if c.release and c.artifact:
