@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -21,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from shipyard.effects.pyenv import pip_index_settings
 from tests.conftest import REPO, RunCli, commit_all, free_ports, git
+from tests.e2e.pyindex import unavailable
 
 PYSTACK = REPO / "examples" / "pystack"
 # Kept between runs on the project's file system (uv hard-links from it).
@@ -35,25 +34,7 @@ def pinned(component: str) -> list[str]:
 
 
 def packages_available() -> str | None:
-    """None when every pinned package can be installed here, else why not."""
-    local = [
-        Path(url.removeprefix("file://"))
-        for url in pip_index_settings().extra_index_urls
-        if url.startswith("file://")
-    ]
-    missing = [
-        name
-        for component in ("api", "web")
-        for name in pinned(component)
-        if not any((index / name).is_dir() for index in local)
-    ]
-    if not missing:
-        return None
-    try:
-        socket.create_connection(("pypi.org", 443), timeout=5).close()
-    except OSError as exc:
-        return f"no package index offers {', '.join(missing)} (pypi.org: {exc})"
-    return None
+    return unavailable([name for c in ("api", "web") for name in pinned(c)])
 
 
 @pytest.fixture

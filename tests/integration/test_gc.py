@@ -103,7 +103,7 @@ def must_keep(
     return needed
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(history=st.lists(deployment, min_size=1, max_size=12), keep=st.integers(1, 3))
 def test_gc_never_removes_what_a_rollback_needs(
     store: Store, history: list[tuple[str, str, dict[str, str]]], keep: int
