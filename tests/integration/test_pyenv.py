@@ -150,3 +150,49 @@ def test_a_pip_made_venv_is_made_relocatable(tmp_path: Path) -> None:
     assert tool.stat().st_mode & 0o111
     assert not (venv / "bin" / "activate").exists()
     assert (venv / "pyvenv.cfg").read_text() == "home = /usr/bin\nversion = 3.11.7\n"
+
+
+def test_a_uv_project_is_installed_from_its_lock_without_the_project_itself(
+    tmp_path: Path,
+) -> None:
+    uv = find_uv()
+    if uv is None:
+        pytest.skip("uv is not installed")
+    index = next(
+        (u for u in pip_index_settings().extra_index_urls if Path(u[7:], "six").is_dir()), None
+    )
+    if index is None:
+        pytest.skip("no local package index with `six` on this machine (pip config)")
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "app"\nversion = "1.0"\nrequires-python = ">=3.9"\n'
+        'dependencies = ["six==1.17.0"]\n'
+    )
+    locked = subprocess.run(
+        [uv, "lock", "--index-url", index, "--cache-dir", str(tmp_path / "cache")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert locked.returncode == 0, locked.stderr
+    store = EnvStore(tmp_path / "envs", tmp_path / "cache", uv, IndexSettings())
+    env = store.path(build(store, tmp_path, PythonEnv(project=".")))
+    done = subprocess.run(
+        [str(env / "bin" / "python"), "-c", "import six; print(six.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "1.17.0", done.stderr
+    # The project's code is the artifact: it is not installed into its environment.
+    assert not list(env.glob("lib/python*/site-packages/app*"))
+    assert build_path_references(env, tmp_path) == []
+
+
+def test_an_interpreter_is_found_by_version_or_not_at_all() -> None:
+    found = find_interpreter(None)
+    assert found is not None and found.version.startswith("3.")
+    assert found.platform.startswith(("cpython-", "pypy-"))
+    same = find_interpreter(".".join(found.version.split(".")[:2]))
+    assert same is not None and same.version == found.version
+    assert find_interpreter("3.99") is None
