@@ -50,3 +50,13 @@ def test_a_machine_with_only_python3_gets_a_python_link_last(tmp_path: Path) -> 
     executable(system, "python")
     assert child_path({"PATH": str(system)}, shims=tmp_path / "unused") == str(system)
     assert not (tmp_path / "unused").exists()
+
+
+def test_the_agent_gives_releases_no_path_into_shipyards_venv() -> None:
+    from shipyard.agent.supervisor import base_environment
+
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("the tests do not run from a venv: there is no venv of shipyard's to hide")
+    own = os.path.join(sys.prefix, "bin")
+    env = base_environment({"PATH": os.pathsep.join([own, "/usr/bin"]), "VIRTUAL_ENV": sys.prefix})
+    assert env == {"PATH": "/usr/bin"}
