@@ -450,7 +450,7 @@ class Shipyard:
             specs = {n: ctx.release_spec(n, r)[0] for n, r in plan.releases.items()}
             ctx.components = {**ctx.components, **specs}
         record = asyncio.run(Deployment(ctx, plan, options).run())
-        self._gc_after(record.id)
+        self._gc_after()
         return self.view(record)
 
     # --- disk -------------------------------------------------------------------------------
@@ -476,21 +476,22 @@ class Shipyard:
             dry_run=dry_run,
         )
 
-    def _gc_after(self, deployment_id: str) -> None:
-        """After a successful deploy: collect garbage, and say what went in its journal.
-        Housekeeping: a failure here never fails the deployment (the next one retries)."""
+    def _gc_after(self) -> None:
+        """After a successful deploy: collect garbage and tell the user (a notice; the
+        deployment's journal is closed). Housekeeping: a failure here never fails the
+        deployment, the next one tries again."""
         try:
             report = self.gc()
         except (ShipyardError, OSError) as exc:
-            message = f"skipped: {getattr(exc, 'message', exc)}"
-        else:
-            message = (
-                f"skipped: {report.skipped}"
-                if report.skipped
-                else f"removed {len(report.artifacts)} artifacts and {len(report.pyenvs)} "
+            self.notices.append(f"gc skipped: {getattr(exc, 'message', exc)}")
+            return
+        if report.skipped:
+            self.notices.append(f"gc skipped: {report.skipped}")
+        elif report.artifacts or report.pyenvs:
+            self.notices.append(
+                f"gc: removed {len(report.artifacts)} artifacts and {len(report.pyenvs)} "
                 f"python environments ({report.freed_bytes} bytes freed)"
             )
-        self.store.append_event(deployment_id, "gc", status="done", message=message)
 
     def _environment_roots(self) -> dict[str, Path]:
         return {

@@ -327,6 +327,7 @@ def _run_deployment(
             raise
         cli.emit_json({**data, "failure": exc.to_dict()})
         raise typer.Exit(exc.exit_code) from None
+    _notices(cli, svc)
     if cli.json:
         cli.emit_json(view.to_dict())
     else:
