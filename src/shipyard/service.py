@@ -34,6 +34,7 @@ from shipyard.effects.config_at_commit import load_config_at, same_config_text
 from shipyard.effects.git import Repo, check_ref
 from shipyard.effects.secrets import fingerprinter, load_secrets, read_secrets
 from shipyard.engine import stages
+from shipyard.engine.gc import GcReport, collect_garbage, disk_usage
 from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
 from shipyard.engine.runner import (
     Deployment,
@@ -42,6 +43,7 @@ from shipyard.engine.runner import (
     ProgressSink,
     component_env,
     probe_spec,
+    reachable_releases,
     saved_release_spec,
     short_redacted,
 )
@@ -671,7 +673,73 @@ class Shipyard:
             specs = {n: ctx.release_spec(n, r)[0] for n, r in plan.releases.items()}
             ctx.components = {**ctx.components, **specs}
         record = asyncio.run(Deployment(ctx, plan, options).run())
+        self._gc_after()
         return self.view(record)
+
+    # --- disk -------------------------------------------------------------------------------
+
+    def gc(self, env_name: str | None = None, *, dry_run: bool = False) -> GcReport:
+        """Remove artifacts and Python environments no kept release, rollback target or
+        other environment's active release needs; with `env_name`, first prune that
+        environment's old release folders (as a successful deploy does)."""
+        if env_name is not None and not dry_run:
+            env = self.environment(env_name)
+            target = self.target(env)
+            keep = self.config.project.keep_releases
+            protected = reachable_releases(self.store, env.name, keep)
+            for name in self.config.components:
+                target.prune(name, keep, {r for c, r in protected if c == name})
+        state = self.project_dir / ".shipyard"
+        return collect_garbage(
+            self.store,
+            ArtifactStore(state / "artifacts"),
+            state / "pyenvs",
+            self._environment_roots(),
+            self.config.project.keep_releases,
+            dry_run=dry_run,
+        )
+
+    def _gc_after(self) -> None:
+        """After a successful deploy: collect garbage and tell the user (a notice; the
+        deployment's journal is closed). Housekeeping: a failure here never fails the
+        deployment, the next one tries again."""
+        try:
+            report = self.gc()
+        except (ShipyardError, OSError) as exc:
+            self.notices.append(f"gc skipped: {getattr(exc, 'message', exc)}")
+            return
+        if report.skipped:
+            self.notices.append(f"gc skipped: {report.skipped}")
+        elif report.artifacts or report.pyenvs:
+            self.notices.append(
+                f"gc: removed {len(report.artifacts)} artifacts and {len(report.pyenvs)} "
+                f"python environments ({report.freed_bytes} bytes freed)"
+            )
+
+    def _environment_roots(self) -> dict[str, Path]:
+        return {
+            env.name: (self.project_dir / env.root).resolve()
+            for env in self.config.environments.values()
+            if env.target == "local"
+        }
+
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes on disk (each file once) of releases, artifacts, Python environments and
+        the wheel cache, for `status`."""
+        state = self.project_dir / ".shipyard"
+        releases = [
+            folder
+            for root in self._environment_roots().values()
+            for folder in root.glob("*/releases")
+        ]
+        return disk_usage(
+            {
+                "environments": [state / "pyenvs"],
+                "artifacts": [state / "artifacts"],
+                "releases": releases,
+                "cache": [state / "cache"],
+            }
+        )
 
     def rollback(
         self,
@@ -951,6 +1019,7 @@ class Shipyard:
             "rollback_failed": [
                 {"id": d.id, "error": d.error} for d in self._rollback_failed(env.name)
             ],
+            "disk": self.disk_usage(),
         }
 
     def _release_spec(

@@ -17,6 +17,7 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
@@ -71,6 +72,10 @@ def base_environment(environ: Optional[Dict[str, str]] = None) -> Dict[str, str]
     source = os.environ if environ is None else environ
     env = {k: v for k, v in source.items() if k in ALLOWED_BASE_ENV or k.startswith("LC_")}
     env.setdefault("PATH", os.defpath)
+    if sys.prefix != sys.base_prefix:  # the agent runs from shipyard's venv: never a release's
+        own = os.path.realpath(os.path.join(sys.prefix, "bin"))
+        kept = [p for p in env["PATH"].split(os.pathsep) if p and os.path.realpath(p) != own]
+        env["PATH"] = os.pathsep.join(kept) or os.defpath
     return env
 
 

@@ -331,6 +331,7 @@ def _run_deployment(
             raise
         cli.emit_json({**data, "failure": exc.to_dict()})
         raise typer.Exit(exc.exit_code) from None
+    _notices(cli, svc)
     if cli.json:
         cli.emit_json(view.to_dict())
     else:
@@ -730,6 +731,11 @@ _ClickException = cast(type[Exception], _ClickUsageError.__bases__[0])
 
 
 _GLOBAL_OPTIONS = ("-C", "--project", "--json", "--verbose", "-v")
+
+
+from shipyard.cli.gc import gc as _gc  # noqa: E402
+
+app.command(name="gc")(_gc)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -34,6 +34,7 @@ from shipyard.config.models import (
     HealthCheck,
     Migrations,
     Project,
+    PythonEnv,
     Rolling,
     RouterKind,
     SecretRule,
@@ -331,9 +332,12 @@ _COMPONENT_KEYS = {
     "stop_timeout",
     "warm_for",
     "drain_timeout",
+    "python",
 }
 _HEALTH_KEYS = {"http", "tcp", "command", "status", "interval", "timeout", "deadline", "stable_for"}
 _MIGRATION_KEYS = {"tool", "dir", "config", "manage", "up", "down", "current"}
+_PYTHON_KEYS = {"requirements", "project", "version"}
+_PYTHON_VERSION = re.compile(r"^3(\.[0-9]+){0,2}$")
 _RULE_KEYS = {
     "format",
     "schemes",
@@ -382,13 +386,19 @@ def decode_config(raw: bytes, file: Path) -> str:
 
 
 def parse_config(
-    text: str, *, file: Path, root: Path, folder_exists: Callable[[str], bool] | None = None
+    text: str,
+    *,
+    file: Path,
+    root: Path,
+    folder_exists: Callable[[str], bool] | None = None,
+    file_exists: Callable[[str], bool] | None = None,
 ) -> Config:
     """Validate TOML text as a shipyard.toml; `root` is where component paths resolve.
 
-    `folder_exists` answers whether a component's folder exists (default: under `root` on
-    disk; for a commit, in its tree)."""
+    `folder_exists` and `file_exists` answer whether a path relative to `root` is there
+    (default: on disk; for a commit, in its tree)."""
     exists = folder_exists or (lambda folder: (root / folder).is_dir())
+    is_file = file_exists or (lambda name: (root / name).is_file())
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -405,7 +415,8 @@ def parse_config(
     r.check_keys(data, {"project", "environments", "components", "secrets"}, "")
     no_components: dict[str, Component] = {}
     components = r.attempt(
-        lambda: _components(r, r.table(data, "components", ""), root, exists), no_components
+        lambda: _components(r, r.table(data, "components", ""), root, exists, is_file),
+        no_components,
     )
     unreadable: dict[str, Environment] | None = None
     read_environments = r.attempt(
@@ -463,7 +474,11 @@ def _project(r: _Reader, data: dict[str, Any], envs: dict[str, Environment] | No
 
 
 def _components(
-    r: _Reader, data: dict[str, Any], root: Path, exists: Callable[[str], bool]
+    r: _Reader,
+    data: dict[str, Any],
+    root: Path,
+    exists: Callable[[str], bool],
+    is_file: Callable[[str], bool],
 ) -> dict[str, Component]:
     if not data:
         raise r.error(
@@ -483,14 +498,19 @@ def _components(
                 )
             if not isinstance(table, dict):
                 raise r.error(path, f"expected a table, got {_show(table)}")
-            result[name] = _component(r, name, table, root, exists)
+            result[name] = _component(r, name, table, root, exists, is_file)
         if name not in result:
             r.skipped_components.add(name)
     return result
 
 
 def _component(
-    r: _Reader, name: str, t: dict[str, Any], root: Path, exists: Callable[[str], bool]
+    r: _Reader,
+    name: str,
+    t: dict[str, Any],
+    root: Path,
+    exists: Callable[[str], bool],
+    is_file: Callable[[str], bool],
 ) -> Component:
     path = f"components.{name}"
     r.check_keys(t, _COMPONENT_KEYS, path)
@@ -508,6 +528,20 @@ def _component(
             lambda: _migrations(r, r.table(t, "migrations", path), f"{path}.migrations"), None
         )
     health = r.attempt(lambda: _health(r, t, path), HealthCheck(tcp="port" in t))
+    python = None
+    if "python" in t:
+        python = r.attempt(
+            lambda: _python(
+                r,
+                r.table(t, "python", path),
+                f"{path}.python",
+                root,
+                folder or "",
+                # Its files are looked up only when the folder is there (else: one error).
+                is_file if folder is not None and exists(folder) else None,
+            ),
+            None,
+        )
     component = Component(
         name=name,
         path=folder or "",
@@ -530,6 +564,7 @@ def _component(
         stop_timeout=r.get(t, "stop_timeout", path, _duration, 10.0),
         warm_for=r.get(t, "warm_for", path, _duration, 30.0),
         drain_timeout=r.get(t, "drain_timeout", path, _duration, 30.0),
+        python=python,
     )
     if folder is None or start is None:
         raise _Skip  # read to the end for its other errors, but unusable
@@ -562,6 +597,70 @@ def _health(r: _Reader, t: dict[str, Any], path: str) -> HealthCheck:
     if check.kind in ("http", "tcp") and "port" not in t:
         r.report(hp, f"a {check.kind} health check needs the component's `port`")
     return check
+
+
+def _python(
+    r: _Reader,
+    p: dict[str, Any],
+    path: str,
+    root: Path,
+    relative: str,
+    is_file: Callable[[str], bool] | None,
+) -> PythonEnv:
+    """The `python` table; the files it names are looked up where the folder is (on disk,
+    or in a commit's tree)."""
+    folder = root / relative
+
+    def there(*parts: str) -> bool:
+        if is_file is None:
+            return True
+        return is_file("/".join(x.strip("/") for x in (relative, *parts) if x not in ("", ".")))
+
+    r.check_keys(p, _PYTHON_KEYS, path)
+    kinds = [k for k in ("requirements", "project") if k in p]
+    if len(kinds) != 1:
+        raise r.error(
+            path,
+            "choose one of `requirements` and `project`"
+            if kinds
+            else "needs `requirements` or `project`",
+            hint='python = { requirements = "requirements.txt" } (a pinned requirements file) '
+            'or python = { project = "." } (a folder with pyproject.toml and uv.lock)',
+        )
+    env = PythonEnv(
+        requirements=r.get(p, "requirements", path, _str, cast(str | None, None)),
+        project=r.get(p, "project", path, _str, cast(str | None, None)),
+        version=r.get(p, "version", path, _str, cast(str | None, None)),
+    )
+    if env.version is not None and not _PYTHON_VERSION.match(env.version):
+        r.report(
+            f"{path}.version",
+            f'expected a Python version such as "3.12", got {_show(env.version)}',
+        )
+    named = env.requirements if env.requirements is not None else env.project
+    if named is not None and (named.startswith("/") or ".." in Path(named).parts):
+        r.report(
+            f"{path}.{kinds[0]}",
+            f"{named!r} is outside the component's folder",
+            hint="give a path relative to the component's folder, inside it",
+        )
+    elif env.requirements is not None:
+        if not there(env.requirements):
+            r.report(
+                f"{path}.requirements",
+                f"file {env.requirements!r} does not exist in {folder}",
+                hint="create it (`pip freeze > requirements.txt` pins what you run) "
+                "or fix the path (relative to the component's folder)",
+            )
+    elif env.project is not None:
+        for needed, how in (("pyproject.toml", "`uv init`"), ("uv.lock", "`uv lock`")):
+            if not there(env.project, needed):
+                r.report(
+                    f"{path}.project",
+                    f"{needed} is missing in {folder / env.project}",
+                    hint=f"create it ({how} in that folder) and commit it",
+                )
+    return env
 
 
 def _migrations(r: _Reader, m: dict[str, Any], path: str) -> Migrations:

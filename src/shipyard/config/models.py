@@ -66,6 +66,26 @@ class Migrations:
 
 
 @dataclass(frozen=True)
+class PythonEnv:
+    """The component's Python dependencies: one of a requirements file or a uv project.
+
+    Paths are relative to the component's folder. shipyard builds a relocatable environment
+    from it, cached by the digest of the file (or lock), the Python version and the platform.
+    """
+
+    requirements: str | None = None  # requirements.txt, pinned (pip freeze, uv pip compile)
+    project: str | None = None  # folder with pyproject.toml and uv.lock
+    version: str | None = None  # "3.12": a Python of this version; default: the system's python3
+
+    @property
+    def lock_file(self) -> str:
+        """The file whose content decides the environment (relative to the component)."""
+        if self.requirements is not None:
+            return self.requirements
+        return f"{(self.project or '.').rstrip('/')}/uv.lock"
+
+
+@dataclass(frozen=True)
 class Component:
     """One deployable part of the project."""
 
@@ -87,6 +107,7 @@ class Component:
     stop_timeout: float = 10.0
     warm_for: float = 30.0
     drain_timeout: float = 30.0
+    python: PythonEnv | None = None
 
 
 # Fields an environment may override for one component.

@@ -1,8 +1,9 @@
 """shipyard.toml as it is at a commit: a deploy of commit X is planned from X's config.
 
-The loader checks that every component's folder exists; at a commit, "exists" means "is
-in that commit's tree": one `git ls-tree -d` for the folders the config names (never the
-whole tree: a monorepo has 100,000 files) answers it.
+The loader checks that every component's folder (and file it names, such as a
+requirements file) exists; at a commit, "exists" means "is in that commit's tree": one
+`git ls-tree -d` for the folders the config names (never the whole tree: a monorepo has
+100,000 files) answers it, and one `git ls-tree` per named file.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def load_config_at(repo: Repo, commit: str, project_dir: Path, prefix: str) -> C
     folders = _Folders(repo, commit, prefix, _PATH.findall(text))
     shown = Path(f"{CONFIG_FILE}@{commit[:12]}")
     cached = _parsed.get((text, project_dir))
-    if cached is not None and all(folders.exists(f) == found for f, found in cached[1].items()):
+    if cached is not None and all(folders.known_as(f) == found for f, found in cached[1].items()):
         config = cached[0]
     else:
         asked: dict[str, bool] = {}
@@ -38,7 +39,13 @@ def load_config_at(repo: Repo, commit: str, project_dir: Path, prefix: str) -> C
             asked[path] = folders.exists(path)
             return asked[path]
 
-        config = parse_config(text, file=shown, root=project_dir, folder_exists=exists)
+        def is_file(path: str) -> bool:
+            asked["file:" + path] = folders.is_file(path)
+            return asked["file:" + path]
+
+        config = parse_config(
+            text, file=shown, root=project_dir, folder_exists=exists, file_exists=is_file
+        )
         _parsed[(text, project_dir)] = (config, asked)
         while len(_parsed) > 8:
             del _parsed[next(iter(_parsed))]
@@ -74,6 +81,17 @@ class _Folders:
         folder = _folder(path)
         self._ask([folder])
         return self.known[folder]
+
+    def is_file(self, path: str) -> bool:
+        name = _folder(path)
+        full = f"{self.prefix}/{name}" if self.prefix else name
+        return bool(name) and full in self.repo.files(self.commit, [full])
+
+    def known_as(self, key: str) -> bool:
+        """The answer for a key of a cached parse: a folder, or "file:" and a file."""
+        if key.startswith("file:"):
+            return self.is_file(key[len("file:") :])
+        return self.exists(key)
 
 
 def _folder(path: str) -> str:

@@ -201,6 +201,19 @@ class Repo:
         out = self._run("ls-tree", "-d", "-z", "--name-only", "--full-tree", commit, "--", *clean)
         return {p.decode("utf-8", "surrogateescape") for p in out.stdout.split(b"\0") if p}
 
+    def files(self, commit: str, paths: list[str]) -> set[str]:
+        """Which of `paths` (relative to the root) are files in `commit`: one `git ls-tree`."""
+        clean = [p for p in paths if p and not p.startswith("-")]
+        if not clean:
+            return set()
+        out = self._run("ls-tree", "-z", "--full-tree", commit, "--", *clean)
+        listed = set()
+        for line in out.stdout.split(b"\0"):
+            head, _, name = line.partition(b"\t")
+            if head.split(b" ")[1:2] == [b"blob"]:
+                listed.add(name.decode("utf-8", "surrogateescape"))
+        return listed & set(clean)
+
 
 GITLINK = "160000"  # the mode of a submodule pointer
 

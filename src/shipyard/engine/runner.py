@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -24,16 +24,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from shipyard.config import Component, Config, Environment
+from shipyard.config import Component, Config, Environment, PythonEnv
 from shipyard.core.graph import Graph
 from shipyard.core.health import HealthJudge
 from shipyard.core.plan import Plan, Step
 from shipyard.core.secrets import Finding, Redactor
 from shipyard.core.spec import release_document, spec_from_dict
-from shipyard.effects.artifacts import ArtifactStore, input_digest
+from shipyard.effects.artifacts import ArtifactStore, build_path_references, input_digest
 from shipyard.effects.git import Repo
 from shipyard.effects.migrations import IrreversibleMigration
-from shipyard.effects.process import run_command
+from shipyard.effects.process import child_environment, child_path, run_command
+from shipyard.effects.pyenv import (
+    VENV,
+    EnvStore,
+    Interpreter,
+    env_digest,
+    find_interpreter,
+    find_uv,
+    git_blob_id,
+    pip_index_settings,
+)
 from shipyard.engine import stages
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
 from shipyard.errors import (
@@ -126,6 +136,9 @@ class EngineContext:
     # The specs this deployment activates, component → resolved settings (default: the
     # config's, for its environment). A rollback passes the specs of the releases it restores.
     components: dict[str, Component] = field(default_factory=dict)
+    # Python environments of components (default: under the project's .shipyard/, with uv
+    # when it runs here and pip's index settings).
+    pyenvs: EnvStore | None = None
     _specs: dict[tuple[str, str], tuple[Component, str | None]] = field(
         default_factory=dict, repr=False
     )
@@ -133,6 +146,15 @@ class EngineContext:
     def __post_init__(self) -> None:
         if not self.components:
             self.components = self.config.components_for(self.env)
+
+    @property
+    def python_envs(self) -> EnvStore:
+        if self.pyenvs is None:
+            state = self.config.root / ".shipyard"
+            self.pyenvs = EnvStore(
+                state / "pyenvs", state / "cache", find_uv(), pip_index_settings()
+            )
+        return self.pyenvs
 
     @property
     def graph(self) -> Graph:
@@ -239,6 +261,12 @@ class Deployment:
         self._records: dict[str, ComponentRecord] = {}
         self._files_cache: dict[str, str] | None = None
         self._files_lock = threading.Lock()
+        # Digests of every component this deployment asked about (dependencies outside the
+        # selection too), each with its Python environment's digest: (artifact, pyenv).
+        self._digest_memo: dict[str, tuple[str, str | None]] = {}
+        self._digest_lock = threading.RLock()
+        self._interpreters: dict[str | None, Interpreter] = {}
+        self._env_locks: dict[str, asyncio.Lock] = {}
         self.committed = False
         self.leased = False
 
@@ -697,9 +725,7 @@ class Deployment:
         name = step.component
         assert name is not None
         comp = ctx.components[name]
-        files = await _settled(self._input_files)
-        deps = {d: self.digests[d] for d in comp.depends_on if d in self.digests}
-        digest = input_digest(comp, files, ctx.config.project.global_inputs, deps)
+        digest, env_digest = await _settled(self._component_digest, name)
         self.digests[name] = digest
         self.component_record(name, status="building", artifact=digest, started_at=_now())
         if ctx.artifacts.has(name, digest):
@@ -707,11 +733,14 @@ class Deployment:
             return
         export = await self._export()
         build_dir = export / self.ctx.project_prefix / comp.path
+        env_path = None
+        if comp.python is not None and env_digest is not None:
+            env_path = await self._python_env(step, comp, comp.python, env_digest, build_dir)
         if comp.build:
             await run_command(
                 comp.build,
                 cwd=build_dir,
-                env=self._build_env(),
+                env=self._build_env([str(env_path / "bin")] if env_path else []),
                 timeout=STEP_DEADLINES["build"],
                 where=f"build of {name}",
                 redact=ctx.redact,
@@ -722,7 +751,38 @@ class Deployment:
                 f"the build of {name} did not produce its artifact folder {comp.artifact!r}",
                 hint=f"check components.{name}.artifact and the build command",
             )
-        path, size = await _settled(ctx.artifacts.put, name, digest, source)
+        stuck = await _settled(build_path_references, source, export)
+        if stuck:
+            shown = "; ".join(stuck[:5]) + (
+                f"; and {len(stuck) - 5} more" if len(stuck) > 5 else ""
+            )
+            raise DeploymentFailed(
+                f"the artifact of {name} would break once its build folder is deleted: {shown}",
+                hint="a virtual environment made by `build` keeps the build folder's path: "
+                f'declare components.{name}.python = {{ requirements = "requirements.txt" }} '
+                "instead (shipyard builds a relocatable environment), or run tools as "
+                "`python -m NAME` rather than by their script",
+            )
+        links: dict[str, Path] = {}
+        if env_path is not None:
+            if (source / VENV).exists():
+                raise DeploymentFailed(
+                    f"the artifact of {name} has a {VENV} folder of its own, where its Python "
+                    "environment goes",
+                    hint=f"do not create or commit {VENV}: shipyard builds it from "
+                    f"components.{name}.python",
+                )
+            links[VENV] = env_path
+        path, size = await _settled(
+            functools.partial(
+                ctx.artifacts.put,
+                name,
+                digest,
+                source,
+                links=links,
+                metadata={"pyenv": env_digest} if env_digest else {},
+            )
+        )
         ctx.store.record_artifact(
             ArtifactRecord(
                 component=name,
@@ -736,6 +796,85 @@ class Deployment:
             )
         )
         self._built(step, name, digest, "built", f"({size} bytes)")
+
+    def _component_digest(self, name: str) -> tuple[str, str | None]:
+        """The artifact digest of a component and its Python environment's digest: a
+        function of its inputs, build settings, environment and its dependencies' digests
+        (computed the same way whether or not they are in this deployment)."""
+        with self._digest_lock:
+            if name not in self._digest_memo:
+                comp = self.ctx.components[name]
+                files = self._input_files()
+                deps = {d: self._component_digest(d)[0] for d in comp.depends_on}
+                env = self._env_digest(comp, comp.python, files) if comp.python else None
+                digest = input_digest(comp, files, self.ctx.config.project.global_inputs, deps, env)
+                self._digest_memo[name] = (digest, env)
+            return self._digest_memo[name]
+
+    def _env_digest(self, comp: Component, spec: PythonEnv, files: Mapping[str, str]) -> str:
+        relative = os.path.normpath(os.path.join(comp.path, spec.lock_file))
+        if self.options.dirty:
+            file = self.ctx.repo.toplevel() / self.ctx.project_prefix / relative
+            lock_id = git_blob_id(file.read_bytes()) if file.is_file() else None
+        else:
+            lock_id = files.get(relative)
+        if lock_id is None:
+            raise DeploymentFailed(
+                f"{comp.name}: {relative} (from components.{comp.name}.python) is not in "
+                f"commit {self.plan.commit[:12]}",
+                hint="commit it (the environment is built from the committed file)",
+            )
+        interpreter = self._interpreter(comp, spec.version)
+        return env_digest(spec, lock_id, interpreter, self.ctx.python_envs.tool)
+
+    def _interpreter(self, comp: Component, version: str | None) -> Interpreter:
+        if version not in self._interpreters:
+            found = find_interpreter(version, self.ctx.python_envs.uv)
+            if found is None:
+                raise DeploymentFailed(
+                    f"{comp.name}: no Python {version or '3'} on this machine "
+                    "(shipyard's own interpreter is never used for an application)",
+                    hint=f"install python{version or '3'}, or change "
+                    f"components.{comp.name}.python.version",
+                )
+            self._interpreters[version] = found
+        return self._interpreters[version]
+
+    async def _python_env(
+        self, step: Step, comp: Component, spec: PythonEnv, digest: str, folder: Path
+    ) -> Path:
+        """The component's environment, built unless one with its digest exists already."""
+        envs = self.ctx.python_envs
+        async with self._env_locks.setdefault(digest, asyncio.Lock()):
+            if envs.has(digest):
+                self.journal(
+                    "pyenv",
+                    step=step.id,
+                    component=comp.name,
+                    status="reused",
+                    message=f"python environment {digest[:12]} reused (nothing installed)",
+                    data={"digest": digest},
+                )
+                return envs.path(digest)
+            built = await envs.build(
+                digest,
+                spec,
+                folder,
+                self._interpreter(comp, spec.version),
+                where=f"python environment of {comp.name}",
+                redact=self.ctx.redact,
+                timeout=STEP_DEADLINES["build"],
+            )
+            self.journal(
+                "pyenv",
+                step=step.id,
+                component=comp.name,
+                status="built",
+                message=f"python environment {digest[:12]} installed with {built.tool}: "
+                f"{built.packages} packages in {built.seconds:.1f}s",
+                data={"digest": digest, "tool": built.tool, "packages": built.packages},
+            )
+            return envs.path(digest)
 
     def _built(self, step: Step, name: str, digest: str, how: str, note: str) -> None:
         self.journal(
@@ -770,10 +909,10 @@ class Deployment:
                 self._files_cache = {e.path[strip:]: e.blob for e in entries}
         return self._files_cache
 
-    def _build_env(self) -> dict[str, str]:
+    def _build_env(self, first: Iterable[str] = ()) -> dict[str, str]:
         # Builds see no secrets: one artifact serves every environment.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
-        env["PATH"] = search_path()
+        env = {k: v for k, v in child_environment().items() if not k.startswith("SHIPYARD_")}
+        env["PATH"] = search_path(self.ctx, first)
         env["SHIPYARD_COMMIT"] = self.plan.commit
         return env
 
@@ -805,7 +944,7 @@ class Deployment:
         comp = self.ctx.components[name]
         stage = self.plan.tests
         env = {
-            **os.environ,
+            **child_environment(),
             **self.release_env(comp, self.release),
             **self._dependency_urls(comp),
             **service_urls(self.ctx, self.ports, self.ports),  # every new release, for e2e tests
@@ -1559,16 +1698,17 @@ def component_env(
             "SHIPYARD_COMPONENT": comp.name,
         }
     )
-    env.setdefault("PATH", search_path())
+    first = []
+    if comp.python is not None and release:
+        first.append(str(ctx.target.release_dir(comp.name, release) / VENV / "bin"))
+    env.setdefault("PATH", search_path(ctx, first))
     return env
 
 
-def search_path() -> str:
-    """PATH with the running interpreter's folder first, so `python` in a command is ours
-    (a fresh machine may only have `python3`)."""
-    here = os.path.dirname(sys.executable)
-    rest = [p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if p and p != here]
-    return os.pathsep.join([here, *rest])
+def search_path(ctx: EngineContext, first: Iterable[str] = ()) -> str:
+    """PATH for the component's processes: `first`, then the user's PATH without shipyard's
+    own venv (a `python` link to the system's python3 last, when only that exists)."""
+    return child_path(first=first, shims=ctx.config.root / ".shipyard" / "bin")
 
 
 async def _route(ctx: EngineContext, comp: Component, release: str) -> None:

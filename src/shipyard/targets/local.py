@@ -27,8 +27,9 @@ from shipyard.agent.client import AgentClient
 from shipyard.agent.errors import AgentRequestError
 from shipyard.agent.lifecycle import ensure_agent
 from shipyard.config import Migrations
+from shipyard.effects.artifacts import link_tree
 from shipyard.effects.migrations import MigrationState, Migrator, migrate_to, open_migrator
-from shipyard.effects.process import TAIL_LINES
+from shipyard.effects.process import TAIL_LINES, child_path
 from shipyard.errors import AgentError, CommandFailed, DeploymentFailed, PreflightError
 from shipyard.targets.base import Observation, ProbeSpec, RunningRelease
 
@@ -115,7 +116,8 @@ class LocalTarget:
         shared.mkdir(parents=True, exist_ok=True)
         staging = final.with_name(f".{release}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(artifact, staging, symlinks=True)
+        # Hard links to the artifact's files: a release costs folders, not a copy of its data.
+        link_tree(artifact, staging)
         link = staging / "shared"
         if not link.exists() and not link.is_symlink():
             link.symlink_to(shared)
@@ -305,6 +307,8 @@ class LocalTarget:
             args["port"] = spec.port
         else:
             args["command"] = spec.command
+            # The agent's own PATH may hold shipyard's venv (the shell that started it).
+            args["env"] = {"PATH": child_path()}
             if spec.cwd:
                 args["cwd"] = spec.cwd
         with _agent_errors("health probe failed to run"):
