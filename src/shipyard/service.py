@@ -7,33 +7,21 @@ context with a target, and turns results into plain records.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shipyard.config import CONFIG_FILE, Component, Config, Environment, load_config
 from shipyard.core.graph import Graph
 from shipyard.core.plan import Plan, Selection, TestStage, plan_deploy, plan_rollback
 from shipyard.core.secrets import Redactor
-from shipyard.effects.artifacts import ArtifactStore
 from shipyard.effects.config_at_commit import load_config_at, same_config_text
 from shipyard.effects.git import Repo
 from shipyard.effects.secrets import load_secrets
-from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
-from shipyard.engine.runner import (
-    Deployment,
-    DeployOptions,
-    EngineContext,
-    ProgressSink,
-    probe_spec,
-    saved_release_spec,
-    short_redacted,
-)
 from shipyard.errors import (
     HealthCheckError,
     PreflightError,
@@ -41,10 +29,21 @@ from shipyard.errors import (
     StoreError,
     UsageError,
 )
-from shipyard.store import DeploymentRecord, EventRecord, LockOwner, LockRecord, Store, new_id
-from shipyard.store.urls import normalize_url, sqlite_path
 from shipyard.targets.base import Observation, ProbeSpec, RunningRelease, Target
-from shipyard.targets.local import LocalTarget
+
+# The engine, the store (SQLAlchemy) and the local target (the agent client) are imported
+# where they are used: `validate` and `graph` need none of them, and every CLI command pays
+# for what this module imports at its top (docs/architecture.md, "Start-up").
+if TYPE_CHECKING:
+    from shipyard.engine.runner import EngineContext, ProgressSink
+    from shipyard.store import DeploymentRecord, EventRecord, LockRecord, Store
+
+
+def _local_target(env: Environment, root: Path) -> Target:
+    from shipyard.targets.local import LocalTarget
+
+    return LocalTarget(root)
+
 
 STATE_URL_VARIABLE = "SHIPYARD_STATE_URL"
 
@@ -111,7 +110,7 @@ class Shipyard:
         self.project_dir = project_dir.resolve()
         self.sink = sink
         self.environ = dict(os.environ) if environ is None else environ
-        self._target_factory = target_factory or (lambda env, root: LocalTarget(root))
+        self._target_factory = target_factory or _local_target
         self._targets: dict[str, Target] = {}
         self._commit_configs: dict[str, Config] = {}
         self._redactors: dict[str, Redactor] = {}
@@ -149,6 +148,8 @@ class Shipyard:
 
     @cached_property
     def store(self) -> Store:
+        from shipyard.store import Store
+
         self._refuse_lost_state_file()
         return Store.open(self.state_url)
 
@@ -158,6 +159,8 @@ class Shipyard:
         An empty history would make a deployed project look never deployed (a full deploy
         with no previous release to roll back to), so that needs the user's say-so.
         """
+        from shipyard.store.urls import normalize_url, sqlite_path
+
         path = sqlite_path(normalize_url(self.state_url))
         if path is None or path.exists():
             return
@@ -226,6 +229,9 @@ class Shipyard:
         return self._commit_configs[commit]
 
     def _context(self, env: Environment, config: Config | None = None) -> EngineContext:
+        from shipyard.effects.artifacts import ArtifactStore
+        from shipyard.engine.runner import EngineContext
+
         values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
         return EngineContext(
             config=config or self.config,
@@ -330,6 +336,8 @@ class Shipyard:
 
     def _observe(self, env: Environment, target: Target, spec: ProbeSpec) -> Observation:
         """One probe, its detail redacted and cut short as it is observed."""
+        from shipyard.engine.observe import short_redacted
+
         seen = target.probe(spec)
         return dataclasses.replace(seen, detail=short_redacted(self._redactor(env), seen.detail))
 
@@ -368,6 +376,8 @@ class Shipyard:
     def _drift(self, env: Environment, target: Target, desired: dict[str, str]) -> dict[str, str]:
         """component → how what runs differs from `desired` (not running, not routed, or
         unhealthy by its own spec)."""
+        from shipyard.engine.observe import probe_spec
+
         routes = target.routes()
         running = target.running()
         today = self.config.components_for(env)
@@ -422,6 +432,10 @@ class Shipyard:
         """Run a plan. Raises DeploymentFailed (exit 1) after rolling back, LockedError (4)…
 
         `created_by` names who asked (an MCP client, an API token); default user@host."""
+        import asyncio
+
+        from shipyard.engine.runner import Deployment, DeployOptions
+
         config = self.config_at(plan.commit, work_tree=plan.config_from == "work tree")
         env = config.environment(plan.environment)
         dirty = [
@@ -459,6 +473,10 @@ class Shipyard:
         created_by: str | None = None,
     ) -> DeploymentView:
         """Back to the previous good deployment (or the one named), as a new deployment."""
+        import asyncio
+
+        from shipyard.engine.runner import Deployment, DeployOptions
+
         env = self.environment(env_name)
         good = self._good_deployments(env.name)  # newest first, with what each left active
         if to is not None:
@@ -546,6 +564,8 @@ class Shipyard:
 
     def environment_status(self, env_name: str | None = None) -> dict[str, Any]:
         """What is active now in an environment (the `status --env` shape of docs/cli.md)."""
+        from shipyard.engine.observe import probe_spec
+
         env = self.environment(env_name)
         target = self.target(env)
         last = self.store.last_good_deployment(env.name)
@@ -596,6 +616,8 @@ class Shipyard:
         self, env: Environment, target: Target, today: Component, release: str | None
     ) -> tuple[Component, str | None]:
         """A release's own spec and commit (today's config for one made before specs)."""
+        from shipyard.engine.observe import saved_release_spec
+
         if release:
             found = saved_release_spec(self.store, target, env.name, today.name, release)
             if found is not None:
@@ -604,6 +626,8 @@ class Shipyard:
 
     def health(self, env_name: str | None = None) -> list[ComponentHealth]:
         """Run every component's health check now (through its public port)."""
+        from shipyard.engine.observe import probe_spec
+
         env = self.environment(env_name)
         target = self.target(env)
         running: dict[tuple[str, str], RunningRelease] = {}
@@ -643,6 +667,8 @@ class Shipyard:
                 f"({held.owner}); releasing another deployment's lock needs --force",
                 hint="make sure that deployment is really dead first",
             )
+        from shipyard.store import LockOwner
+
         return self.store.force_release_lock(env.name, by=str(LockOwner.current()))
 
     def recover(self, env_name: str | None = None) -> list[DeploymentView]:
@@ -650,8 +676,14 @@ class Shipyard:
 
         Also retries the newest deployment if its rollback failed earlier.
         """
+        import asyncio
+
+        from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
+
         env = self.environment(env_name)
         ctx = self._context(env)
+        from shipyard.store import new_id
+
         holder = new_id()
 
         async def run() -> list[str]:
@@ -696,6 +728,8 @@ class Shipyard:
         return found if found is not None and not left else None
 
     def down(self, env_name: str | None = None, component: str | None = None) -> list[str]:
+        from shipyard.targets.local import LocalTarget
+
         env = self.environment(env_name)
         if component is not None and component not in self.config.components:
             raise UsageError(f"unknown component {component!r}")

@@ -29,11 +29,12 @@ from shipyard.core.graph import Graph
 from shipyard.core.health import HealthJudge
 from shipyard.core.plan import Plan, Step
 from shipyard.core.secrets import Redactor
-from shipyard.core.spec import release_document, spec_from_dict
+from shipyard.core.spec import release_document
 from shipyard.effects import sql_migrations
 from shipyard.effects.artifacts import ArtifactStore, input_digest
 from shipyard.effects.git import Repo
 from shipyard.effects.process import run_command
+from shipyard.engine.observe import probe_spec, saved_release_spec, short_redacted
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
 from shipyard.errors import (
     AgentError,
@@ -171,22 +172,6 @@ class EngineContext:
         )
         self.target.write_release_document(comp.name, release, document)
         self._specs[(comp.name, release)] = (comp, commit)
-
-
-def saved_release_spec(
-    store: Store, target: Target, environment: str, name: str, release: str
-) -> tuple[Component, str | None] | None:
-    """(spec, commit) saved for a release: in the store, else in its `release.json`."""
-    record = store.release_spec(environment, name, release)
-    if record is not None:
-        return spec_from_dict(record.spec), record.commit
-    document = target.read_release_document(name, release)
-    if document is not None and isinstance(document.get("spec"), dict):
-        try:
-            return spec_from_dict(document["spec"]), document.get("commit")
-        except (TypeError, ValueError):
-            return None  # a damaged file: treated as a release without a saved spec
-    return None
 
 
 def graph_of(components: Mapping[str, Component]) -> Graph:
@@ -1132,22 +1117,11 @@ async def wait_healthy(
         await ctx.sleep(comp.health.interval)
 
 
-OBSERVED_DETAIL_CHARS = 300
-
-
 async def observe(ctx: EngineContext, spec: ProbeSpec) -> Observation:
     """Run one probe on the host. Its detail (an excerpt of what the release answered, which
     may echo a secret) is redacted and cut short here, the moment it is observed."""
     seen = await _settled(ctx.target.probe, spec)
     return dataclasses.replace(seen, detail=short_redacted(ctx.redact, seen.detail))
-
-
-def short_redacted(redact: Callable[[str], str], text: str) -> str:
-    """Secrets out first (a cut could split one and hide it from the redactor), then short."""
-    safe = redact(text)
-    if len(safe) > OBSERVED_DETAIL_CHARS:
-        safe = safe[: OBSERVED_DETAIL_CHARS - 1] + "…"
-    return safe
 
 
 async def _settled(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -1169,18 +1143,6 @@ async def _settled(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             except asyncio.CancelledError:
                 continue
         raise
-
-
-def probe_spec(comp: Component, port: int | None) -> ProbeSpec:
-    health = comp.health
-    kind = health.kind
-    if kind == "http":
-        return ProbeSpec(
-            "http", port=port, path=health.http or "/", status=health.status, timeout=health.timeout
-        )
-    if kind == "command":
-        return ProbeSpec("command", command=health.command, timeout=health.timeout)
-    return ProbeSpec("tcp", port=port, timeout=health.timeout)
 
 
 def _reason(exc: BaseException) -> str:
