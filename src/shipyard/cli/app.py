@@ -4,7 +4,7 @@ Start-up rule: this module and the command modules it registers import only type
 helpers and `shipyard.errors` at their top. The service, the store (SQLAlchemy), the engine,
 the agent and Rich's tables are imported inside the command functions that use them, so
 `--help` or `validate` do not pay for `deploy` (docs/architecture.md, "Start-up";
-tests/unit/test_cli_imports.py checks it).
+tests/e2e/test_cli_imports.py checks it).
 """
 
 from __future__ import annotations
