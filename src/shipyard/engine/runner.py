@@ -18,7 +18,9 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1122,6 +1124,27 @@ async def observe(ctx: EngineContext, spec: ProbeSpec) -> Observation:
     may echo a secret) is redacted and cut short here, the moment it is observed."""
     seen = await _settled(ctx.target.probe, spec)
     return dataclasses.replace(seen, detail=short_redacted(ctx.redact, seen.detail))
+
+
+# Host operations (agent requests, probes, file work) and store calls are blocking and run
+# in threads. asyncio's default pool has min(32, cpus + 4) threads, 6 on 2 cores: fewer than
+# the calls one level of components makes at once (a start, then a probe every `interval`,
+# per component), so they queued behind each other.
+_host_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ThreadPoolExecutor] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def use_host_pool(max_parallel: int) -> None:
+    """Give the running loop a thread pool sized for `max_parallel` components (once per
+    loop; `asyncio.run` shuts it down with the loop)."""
+    loop = asyncio.get_running_loop()
+    if loop not in _host_pools:
+        pool = ThreadPoolExecutor(
+            max_workers=max(16, 4 * max_parallel), thread_name_prefix="shipyard-host"
+        )
+        _host_pools[loop] = pool
+        loop.set_default_executor(pool)
 
 
 async def _settled(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
