@@ -20,7 +20,8 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,6 +199,61 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class JournalWriter:
+    """A deployment's journal and component records, written in order on a thread of their own.
+
+    Each write took 1–4 ms of the event loop (SQLAlchemy building the statement, then SQLite),
+    about 20 per component. Here the loop only queues them; one thread writes them, in the
+    order they were made. The durability order is kept by `durable()`: every host operation
+    (`_settled`) and every direct store call of the deployment first waits until everything
+    journaled before it is written, so the journal never lags behind what was done to the host.
+    A failed write is raised by the next `durable()`/`wait()`, in the step that waited.
+    """
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipyard-journal")
+        self._last: Future[None] | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, write: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        self._last = self._thread.submit(self._run, write, args, kwargs)
+
+    def _run(self, write: Callable[..., object], args: Any, kwargs: Any) -> None:
+        try:
+            write(*args, **kwargs)
+        except BaseException as exc:  # kept for the step that waits next
+            if self._error is None:
+                self._error = exc
+
+    def _raise(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    async def durable(self) -> None:
+        """Return once every write queued so far is in the store (without blocking the loop)."""
+        last = self._last
+        if last is not None and not last.done():
+            await asyncio.wrap_future(last)
+        self._raise()
+
+    def wait(self) -> None:
+        """`durable()` for synchronous code (blocks the caller)."""
+        last = self._last
+        if last is not None:
+            last.result()
+        self._raise()
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+
+
+# What `_settled` waits for before a host operation: the running deployment's journal.
+_durable: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "shipyard_durable", default=None
+)
+
+
 class Deployment:
     """One run of a Plan against one environment."""
 
@@ -223,6 +279,7 @@ class Deployment:
         self._files_lock = threading.Lock()
         self.committed = False
         self.leased = False
+        self.writes = JournalWriter()
 
     # --- journal -------------------------------------------------------------------------
 
@@ -237,7 +294,8 @@ class Deployment:
         data: dict[str, Any] | None = None,
     ) -> None:
         safe = self.ctx.redact(message) if message else None
-        self.ctx.store.append_event(
+        self.writes.submit(
+            self.ctx.store.append_event,
             self.id,
             kind,
             step=step,
@@ -245,6 +303,7 @@ class Deployment:
             status=status,
             message=safe,
             data=self.ctx.redact.data(data) if data is not None else None,
+            at=self.ctx.store.now(),  # when it happened, not when the writer got to it
         )
         self.ctx.sink(
             ProgressEvent(self.id, kind, step, component, status, safe, self.ctx.monotonic())
@@ -263,6 +322,7 @@ class Deployment:
             fields["started_at"] = fields["finished_at"] = _now()
         if error is not None:
             fields["error"] = self.ctx.redact(error)
+        self.writes.wait()  # the status after everything journaled before it
         self.ctx.store.update_deployment(self.id, **fields)
         self.status = new
         self.journal("deployment", status=new, message=error)
@@ -276,7 +336,7 @@ class Deployment:
                 changes[key] = self.ctx.redact.data(changes[key])
         updated = current.replace(**changes)
         self._records[name] = updated
-        self.ctx.store.set_component(updated)
+        self.writes.submit(self.ctx.store.set_component, updated)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -307,14 +367,20 @@ class Deployment:
                 )
             )
             self.journal("deployment", status="pending", message=self.plan.why)
+            durable = _durable.set(self.writes.durable)  # tasks made from here inherit it
             heartbeat = asyncio.create_task(self._heartbeat())
             try:
                 await self._execute()
             finally:
                 heartbeat.cancel()
+                _durable.reset(durable)
         finally:
-            ctx.store.release_lock(ctx.env.name, self.id)
-            self._cleanup_export()
+            try:
+                self.writes.wait()
+            finally:
+                self.writes.close()
+                ctx.store.release_lock(ctx.env.name, self.id)
+                self._cleanup_export()
         record = ctx.store.get_deployment(self.id)
         assert record is not None
         return record
@@ -361,6 +427,7 @@ class Deployment:
             if not self.snapshot:
                 # Refused or failed before anything changed: nothing to undo.
                 self.set_status("failed", reason)
+                self.writes.wait()
                 self.ctx.store.update_deployment(self.id, finished_at=_now())
                 if isinstance(exc, ShipyardError):
                     raise
@@ -456,6 +523,8 @@ class Deployment:
         self.journal("step", step=step.id, component=step.component, status="running")
         try:
             try:
+                # The step is in the journal before anything it does reaches the host.
+                await self.writes.durable()
                 if slots is not None:
                     async with slots:
                         await asyncio.wait_for(handler(step), deadline)
@@ -629,6 +698,7 @@ class Deployment:
             entries.append(entry)
             self.snapshot[name] = entry
             self.component_record(name, previous_release=release, status="pending")
+        await self.writes.durable()
         ctx.store.save_snapshot(self.id, entries)
         await self._lease()
 
@@ -678,6 +748,7 @@ class Deployment:
                 hint=f"check components.{name}.artifact and the build command",
             )
         path, size = await _settled(ctx.artifacts.put, name, digest, source)
+        await self.writes.durable()
         ctx.store.record_artifact(
             ArtifactRecord(
                 component=name,
@@ -985,11 +1056,14 @@ async def finish_deployment(
                 continue  # routed again by a newer change: not ours to stop
             old[name] = previous
     specs: dict[str, Component] = {}
-    for name, release in old.items():
+
+    async def spec_of(name: str, release: str) -> None:
         try:
             specs[name] = (await _settled(ctx.release_spec, name, release))[0]
         except ShipyardError:
             specs[name] = ctx.components.get(name) or Component(name=name, path=".", start="")
+
+    await asyncio.gather(*(spec_of(name, release) for name, release in old.items()))
     # The host agent stops them later, dependents first, each after its drain, once its
     # `warm_for` has passed: a rollback inside that window is a route switch.
     items = [
@@ -1011,12 +1085,15 @@ async def finish_deployment(
                 )
         except ShipyardError as exc:
             problems.append(f"old releases not scheduled to stop: {exc.message}")
-    for name, release in new.items():
+
+    async def point(name: str, release: str) -> None:
         try:
             if ctx.target.current(name) != release:
                 await _settled(ctx.target.set_current, name, release)
         except OSError as exc:
             problems.append(f"{name}: `current` not pointed at {release}: {_reason(exc)}")
+
+    await asyncio.gather(*(point(name, release) for name, release in new.items()))
     return problems
 
 
@@ -1066,12 +1143,14 @@ async def prune_releases(ctx: EngineContext, components: Iterable[str]) -> None:
     """Remove old release folders of closed deployments; never a release a rollback needs."""
     keep = ctx.config.project.keep_releases
     protected = await _settled(reachable_releases, ctx.store, ctx.env.name, keep)
-    for name in components:
+
+    async def prune(name: str) -> None:
         mine = {release for comp, release in protected if comp == name}
-        try:
+        # Pruning is housekeeping: a failure is left for the next deployment to retry.
+        with contextlib.suppress(ShipyardError, OSError):
             await _settled(ctx.target.prune, name, keep, mine)
-        except (ShipyardError, OSError):
-            continue  # pruning is housekeeping: the next deployment tries again
+
+    await asyncio.gather(*(prune(name) for name in components))
 
 
 async def wait_healthy(
@@ -1156,6 +1235,9 @@ async def _settled(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     release is left running. Here the cancellation waits until the call has finished, and
     only then goes on, so whatever the call did is there for the rollback to undo.
     """
+    durable = _durable.get()
+    if durable is not None:
+        await durable()  # the journal first, then the host (see JournalWriter)
     task = asyncio.ensure_future(asyncio.to_thread(call, *args, **kwargs))
     try:
         return await asyncio.shield(task)

@@ -436,8 +436,10 @@ class Store:
         status: str | None = None,
         message: str | None = None,
         data: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
     ) -> EventRecord:
-        """Append to a deployment's journal; `seq` is the next number (from 1), `at` now."""
+        """Append to a deployment's journal; `seq` is the next number (from 1), `at` now
+        unless given (a writer that queues events passes the time each happened)."""
         with self._write(f"journal {kind!r} for deployment {deployment_id}") as conn:
             seq = conn.execute(
                 update(_deployments)
@@ -450,7 +452,7 @@ class Store:
             record = EventRecord(
                 deployment_id=deployment_id,
                 seq=seq,
-                at=self.now(),
+                at=self.now() if at is None else at.astimezone(UTC),
                 kind=kind,
                 step=step,
                 component=component,
