@@ -204,26 +204,47 @@ class JournalWriter:
 
     Each write took 1–4 ms of the event loop (SQLAlchemy building the statement, then SQLite),
     about 20 per component. Here the loop only queues them; one thread writes them, in the
-    order they were made. The durability order is kept by `durable()`: every host operation
-    (`_settled`) and every direct store call of the deployment first waits until everything
-    journaled before it is written, so the journal never lags behind what was done to the host.
-    A failed write is raised by the next `durable()`/`wait()`, in the step that waited.
+    order they were made, everything queued meanwhile in one transaction. The durability order
+    is kept by `durable()`: every host operation (`_settled`) and every direct store call of
+    the deployment first waits until everything journaled before it is written, so the journal
+    never lags behind what was done to the host. A failed write is raised by the next
+    `durable()`/`wait()`, in the step that waited.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, store: Store) -> None:
+        self._store = store
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipyard-journal")
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Callable[..., object], Any, Any, Future[None]]] = []
         self._last: Future[None] | None = None
         self._error: BaseException | None = None
 
     def submit(self, write: Callable[..., object], *args: Any, **kwargs: Any) -> None:
-        self._last = self._thread.submit(self._run, write, args, kwargs)
+        done: Future[None] = Future()
+        with self._lock:
+            self._pending.append((write, args, kwargs, done))
+            first = len(self._pending) == 1
+        self._last = done
+        if first:  # otherwise the drain already scheduled takes it too
+            self._thread.submit(self._drain)
 
-    def _run(self, write: Callable[..., object], args: Any, kwargs: Any) -> None:
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
         try:
-            write(*args, **kwargs)
-        except BaseException as exc:  # kept for the step that waits next
-            if self._error is None:
-                self._error = exc
+            with self._store.batch("write the deployment's journal"):
+                for write, args, kwargs, _done in batch:
+                    write(*args, **kwargs)
+        except Exception:
+            # The transaction was rolled back: write them one by one, keeping the good ones.
+            for write, args, kwargs, _done in batch:
+                try:
+                    write(*args, **kwargs)
+                except Exception as exc:  # kept for the step that waits next
+                    if self._error is None:
+                        self._error = exc
+        for *_, done in batch:
+            done.set_result(None)
 
     def _raise(self) -> None:
         error, self._error = self._error, None
@@ -279,7 +300,7 @@ class Deployment:
         self._files_lock = threading.Lock()
         self.committed = False
         self.leased = False
-        self.writes = JournalWriter()
+        self.writes = JournalWriter(ctx.store)
 
     # --- journal -------------------------------------------------------------------------
 

@@ -185,6 +185,7 @@ class Store:
         self._masked = mask_url(display if display is not None else url)
         self._clock = clock
         self._closed = False
+        self._batch = threading.local()  # the connection of a `batch()` in this thread
         # An in-memory SQLite database is one shared connection: serialize its users.
         self._mutex: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if is_memory_sqlite(url) else contextlib.nullcontext()
@@ -943,9 +944,27 @@ class Store:
         return StoreError(f"state store {self._masked}: could not {action}: {text}", hint=hint)
 
     @contextlib.contextmanager
+    def batch(self, action: str) -> Iterator[None]:
+        """The writes this thread makes inside the block share one transaction: all are
+        stored, or none (StoreError). For the engine's journal writer: one commit for the
+        events and records queued meanwhile instead of one each."""
+        self._check_open()
+        with self._mutex, self._translating(action), self._engine.begin() as conn:
+            self._batch.conn = conn
+            try:
+                yield
+            finally:
+                self._batch.conn = None
+
+    @contextlib.contextmanager
     def _write(self, action: str, integrity_hint: str | None = None) -> Iterator[Connection]:
         """A write transaction (BEGIN IMMEDIATE on SQLite: the file's write lock up front)."""
         self._check_open()
+        batched: Connection | None = getattr(self._batch, "conn", None)
+        if batched is not None:
+            with self._translating(action, integrity_hint):
+                yield batched
+            return
         with self._mutex, self._translating(action, integrity_hint), self._engine.begin() as conn:
             yield conn
 
