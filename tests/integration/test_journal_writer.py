@@ -102,3 +102,30 @@ def test_a_host_operation_waits_for_the_journal_entries_made_before_it(store: St
         release_writer.set()
         writer.close()
     assert seen == [["step"]]
+
+
+def test_a_cancelled_step_does_not_stop_the_writes_it_waited_for(store: Store) -> None:
+    """A step cancelled while waiting (another step failed) leaves the journal whole, and the
+    rollback's own waits still return."""
+    deployment_id = new_deployment(store)
+    writer = JournalWriter(store)
+    release_writer = threading.Event()
+
+    async def scenario() -> None:
+        writer.submit(release_writer.wait)
+        writer.submit(store.append_event, deployment_id, "step", status="running")
+        waiting = asyncio.ensure_future(writer.durable())
+        await asyncio.sleep(0.05)
+        waiting.cancel()  # the step is cancelled while its entry is queued
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        writer.submit(store.append_event, deployment_id, "step", status="cancelled")
+        release_writer.set()
+        await asyncio.wait_for(writer.durable(), 60)  # the rollback's wait returns
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release_writer.set()
+        writer.close()
+    assert [e.status for e in store.events(deployment_id)] == ["running", "cancelled"]

@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -244,7 +244,8 @@ class JournalWriter:
                     if self._error is None:
                         self._error = exc
         for *_, done in batch:
-            done.set_result(None)
+            with contextlib.suppress(InvalidStateError):  # nobody may cancel it, but never hang
+                done.set_result(None)
 
     def _raise(self) -> None:
         error, self._error = self._error, None
@@ -255,7 +256,9 @@ class JournalWriter:
         """Return once every write queued so far is in the store (without blocking the loop)."""
         last = self._last
         if last is not None and not last.done():
-            await asyncio.wrap_future(last)
+            # Shielded: a cancelled step must not cancel the write it waited for (wrap_future
+            # would), which would leave the writes after it unconfirmed and their waiters stuck.
+            await asyncio.shield(asyncio.wrap_future(last))
         self._raise()
 
     def wait(self) -> None:
