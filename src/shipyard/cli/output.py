@@ -29,7 +29,8 @@ class CliState:
     The consoles are made on first use (`out`, `err`): `--help` and `--json` never import
     Rich's console. `redact` holds every known secret value of the environment at hand, set
     by a command as soon as it knows the environment: whatever reaches stdout or stderr
-    passes it. None until then (no secret is known, so there is nothing to redact).
+    passes it. It is made on first use too: until a command sets or reads it, no secret is
+    known and text passes as it is (without importing the redactor's module).
     """
 
     def __init__(
@@ -45,10 +46,22 @@ class CliState:
         self.project_dir = project_dir
         self.json = json
         self.verbose = verbose
-        self.redact = redact
+        self._redact = redact
         self._out = out
         self._err = err
         self.shown = Shown(self.text)
+
+    @property
+    def redact(self) -> Redactor:
+        if self._redact is None:
+            from shipyard.core.secrets import Redactor
+
+            self._redact = Redactor()
+        return self._redact
+
+    @redact.setter
+    def redact(self, redactor: Redactor) -> None:
+        self._redact = redactor
 
     @property
     def out(self) -> Console:
@@ -65,7 +78,7 @@ class CliState:
     def text(self, value: object) -> str:
         """Untrusted text, ready for a console: redacted, control characters made visible."""
         text = str(value)
-        return visible(self.redact(text) if self.redact is not None else text)
+        return visible(self._redact(text) if self._redact is not None else text)
 
     def emit_json(self, data: Any) -> None:
         """One JSON document on stdout, every string in it redacted."""
@@ -79,7 +92,7 @@ class CliState:
     def _redacted(self, data: Any) -> Any:
         # Through JSON once first, so every value is a plain str/number/list/dict.
         plain = json.loads(json.dumps(data, default=str))
-        return self.redact.data(plain) if self.redact is not None else plain
+        return self._redact.data(plain) if self._redact is not None else plain
 
     def error(self, message: str, hint: str | None) -> None:
         """The `error:` (and `hint:`) lines on stderr; the text is never read as markup."""
