@@ -7,7 +7,6 @@ context with a target, and turns results into plain records.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 from collections.abc import Callable
@@ -28,25 +27,10 @@ from shipyard.core.plan import (
     plan_rollback,
 )
 from shipyard.core.secrets import Finding, Fingerprinter, Redactor, SecretsReport
-from shipyard.effects.artifacts import ArtifactStore
 from shipyard.effects.changes import Base, detect_changes
 from shipyard.effects.config_at_commit import load_config_at, same_config_text
 from shipyard.effects.git import Repo, check_ref
 from shipyard.effects.secrets import fingerprinter, load_secrets, read_secrets
-from shipyard.engine import stages
-from shipyard.engine.gc import GcReport, collect_garbage, disk_usage
-from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
-from shipyard.engine.runner import (
-    Deployment,
-    DeployOptions,
-    EngineContext,
-    ProgressSink,
-    component_env,
-    probe_spec,
-    reachable_releases,
-    saved_release_spec,
-    short_redacted,
-)
 from shipyard.errors import (
     GitError,
     HealthCheckError,
@@ -55,10 +39,22 @@ from shipyard.errors import (
     StoreError,
     UsageError,
 )
-from shipyard.store import DeploymentRecord, EventRecord, LockOwner, LockRecord, Store, new_id
-from shipyard.store.urls import normalize_url, sqlite_path
 from shipyard.targets.base import Observation, ProbeSpec, RunningRelease, Target
-from shipyard.targets.local import LocalTarget
+
+# The engine, the store (SQLAlchemy) and the local target (the agent client) are imported
+# where they are used: `validate` and `graph` need none of them, and every CLI command pays
+# for what this module imports at its top (docs/architecture.md, "Start-up").
+if TYPE_CHECKING:
+    from shipyard.engine.gc import GcReport
+    from shipyard.engine.runner import EngineContext, ProgressSink
+    from shipyard.store import DeploymentRecord, EventRecord, LockRecord, Store
+
+
+def _local_target(env: Environment, root: Path) -> Target:
+    from shipyard.targets.local import LocalTarget
+
+    return LocalTarget(root, router=env.router)
+
 
 if TYPE_CHECKING:
     from shipyard.effects.leaks import Leak
@@ -128,9 +124,7 @@ class Shipyard:
         self.project_dir = project_dir.resolve()
         self.sink = sink
         self.environ = dict(os.environ) if environ is None else environ
-        self._target_factory = target_factory or (
-            lambda env, root: LocalTarget(root, router=env.router)
-        )
+        self._target_factory = target_factory or _local_target
         self._targets: dict[str, Target] = {}
         self._commit_configs: dict[str, Config] = {}
         self._redactors: dict[str, Redactor] = {}
@@ -170,6 +164,8 @@ class Shipyard:
 
     @cached_property
     def store(self) -> Store:
+        from shipyard.store import Store
+
         self._refuse_lost_state_file()
         return Store.open(self.state_url)
 
@@ -179,6 +175,8 @@ class Shipyard:
         An empty history would make a deployed project look never deployed (a full deploy
         with no previous release to roll back to), so that needs the user's say-so.
         """
+        from shipyard.store.urls import normalize_url, sqlite_path
+
         path = sqlite_path(normalize_url(self.state_url))
         if path is None or path.exists():
             return
@@ -259,6 +257,9 @@ class Shipyard:
         return self._commit_configs[commit]
 
     def _context(self, env: Environment, config: Config | None = None) -> EngineContext:
+        from shipyard.effects.artifacts import ArtifactStore
+        from shipyard.engine.runner import EngineContext
+
         values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
         redact = Redactor(values)
         redact.add(self.scanned_secrets)
@@ -443,6 +444,9 @@ class Shipyard:
         self, env: Environment, config: Config, plan: Plan, work_tree: bool
     ) -> dict[str, str]:
         """What each planned component's migrate step will find, for the plan to show."""
+        from shipyard.engine import stages
+        from shipyard.engine.runner import component_env
+
         comps = config.components_for(env)
         names = [n for n in plan.components if comps[n].migrations is not None]
         if not plan.migrate or not names:
@@ -517,6 +521,8 @@ class Shipyard:
 
     def _observe(self, env: Environment, target: Target, spec: ProbeSpec) -> Observation:
         """One probe, its detail redacted and cut short as it is observed."""
+        from shipyard.engine.observe import short_redacted
+
         seen = target.probe(spec)
         return dataclasses.replace(seen, detail=short_redacted(self._redactor(env), seen.detail))
 
@@ -556,6 +562,8 @@ class Shipyard:
     def _drift(self, env: Environment, target: Target, desired: dict[str, str]) -> dict[str, str]:
         """component → how what runs differs from `desired` (not running, not routed, or
         unhealthy by its own spec)."""
+        from shipyard.engine.observe import probe_spec
+
         routes = target.routes()
         running = target.running()
         today = self.config.components_for(env)
@@ -647,6 +655,10 @@ class Shipyard:
         """Run a plan. Raises DeploymentFailed (exit 1) after rolling back, LockedError (4)…
 
         `created_by` names who asked (an MCP client, an API token); default user@host."""
+        import asyncio
+
+        from shipyard.engine.runner import Deployment, DeployOptions
+
         config = self.config_at(plan.commit, work_tree=plan.config_from == "work tree")
         env = config.environment(plan.environment)
         dirty = [
@@ -682,6 +694,10 @@ class Shipyard:
         """Remove artifacts and Python environments no kept release, rollback target or
         other environment's active release needs; with `env_name`, first prune that
         environment's old release folders (as a successful deploy does)."""
+        from shipyard.effects.artifacts import ArtifactStore
+        from shipyard.engine.gc import collect_garbage
+        from shipyard.engine.runner import reachable_releases
+
         if env_name is not None and not dry_run:
             env = self.environment(env_name)
             target = self.target(env)
@@ -726,6 +742,8 @@ class Shipyard:
     def disk_usage(self) -> dict[str, int]:
         """Bytes on disk (each file once) of releases, artifacts, Python environments and
         the wheel cache, for `status`."""
+        from shipyard.engine.gc import disk_usage
+
         state = self.project_dir / ".shipyard"
         releases = [
             folder
@@ -750,6 +768,10 @@ class Shipyard:
         created_by: str | None = None,
     ) -> DeploymentView:
         """Back to the previous good deployment (or the one named), as a new deployment."""
+        import asyncio
+
+        from shipyard.engine.runner import Deployment, DeployOptions
+
         env = self.environment(env_name)
         good = self._good_deployments(env.name)  # newest first, with what each left active
         if to is not None:
@@ -807,6 +829,10 @@ class Shipyard:
         last good one): the same artifacts by digest, nothing rebuilt, the same release specs
         but for `target`'s own secrets and per-environment overrides, after `target`'s
         preflight. The new deployment (kind `promote`) names its source in `promoted_from`."""
+        import asyncio
+
+        from shipyard.engine.runner import Deployment, DeployOptions
+
         plan, config, specs = self._plan_promote(source, target, deployment_id)
         ctx = self._context(config.environment(target), config)
         ctx.components = {**ctx.components, **specs}
@@ -920,6 +946,9 @@ class Shipyard:
 
     def _context_for_specs(self, env: Environment) -> EngineContext:
         """An engine context that only reads release specs (no secrets are loaded)."""
+        from shipyard.effects.artifacts import ArtifactStore
+        from shipyard.engine.runner import EngineContext
+
         return EngineContext(
             config=self.config,
             env=env,
@@ -975,6 +1004,8 @@ class Shipyard:
 
     def environment_status(self, env_name: str | None = None) -> dict[str, Any]:
         """What is active now in an environment (the `status --env` shape of docs/cli.md)."""
+        from shipyard.engine.observe import probe_spec
+
         env = self.environment(env_name)
         target = self.target(env)
         last = self.store.last_good_deployment(env.name)
@@ -1026,6 +1057,8 @@ class Shipyard:
         self, env: Environment, target: Target, today: Component, release: str | None
     ) -> tuple[Component, str | None]:
         """A release's own spec and commit (today's config for one made before specs)."""
+        from shipyard.engine.observe import saved_release_spec
+
         if release:
             found = saved_release_spec(self.store, target, env.name, today.name, release)
             if found is not None:
@@ -1034,6 +1067,8 @@ class Shipyard:
 
     def health(self, env_name: str | None = None) -> list[ComponentHealth]:
         """Run every component's health check now (through its public port)."""
+        from shipyard.engine.observe import probe_spec
+
         env = self.environment(env_name)
         target = self.target(env)
         running: dict[tuple[str, str], RunningRelease] = {}
@@ -1073,6 +1108,8 @@ class Shipyard:
                 f"({held.owner}); releasing another deployment's lock needs --force",
                 hint="make sure that deployment is really dead first",
             )
+        from shipyard.store import LockOwner
+
         return self.store.force_release_lock(env.name, by=str(LockOwner.current()))
 
     def recover(self, env_name: str | None = None) -> list[DeploymentView]:
@@ -1080,8 +1117,14 @@ class Shipyard:
 
         Also retries the newest deployment if its rollback failed earlier.
         """
+        import asyncio
+
+        from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
+
         env = self.environment(env_name)
         ctx = self._context(env)
+        from shipyard.store import new_id
+
         holder = new_id()
 
         async def run() -> list[str]:
@@ -1126,6 +1169,8 @@ class Shipyard:
         return found if found is not None and not left else None
 
     def down(self, env_name: str | None = None, component: str | None = None) -> list[str]:
+        from shipyard.targets.local import LocalTarget
+
         env = self.environment(env_name)
         if component is not None and component not in self.config.components:
             raise UsageError(f"unknown component {component!r}")

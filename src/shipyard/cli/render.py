@@ -7,7 +7,7 @@ control characters made visible) and is printed as plain text, never as markup.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -15,7 +15,9 @@ from rich.table import Table
 
 from shipyard.cli.output import Shown
 from shipyard.cli.safe import styled
-from shipyard.engine.runner import ProgressEvent
+
+if TYPE_CHECKING:
+    from shipyard.engine.runner import ProgressEvent
 
 STATUS_STYLE = {
     "succeeded": "green",

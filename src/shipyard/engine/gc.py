@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.effects.artifacts import ArtifactStore
-from shipyard.engine.runner import reachable_releases
 from shipyard.store import Store
 
 _OPEN = ("pending", "running", "rolling_back", "failed", "rollback_failed")
@@ -55,6 +54,9 @@ def needed_artifacts(
     on_disk: Iterable[tuple[str, str]] = (),
 ) -> set[tuple[str, str]]:
     """(component, digest) of every artifact a release may still need (see the module)."""
+    # Here, not at the top: `status` measures disk through this module without the engine.
+    from shipyard.engine.runner import reachable_releases
+
     made: dict[tuple[str, str], str] = {}  # (component, release) → the artifact it unpacked
     needed: set[tuple[str, str]] = set()
     releases: set[tuple[str, str]] = set(on_disk)

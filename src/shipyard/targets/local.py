@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -162,11 +163,7 @@ class LocalTarget:
         releases_dir = self._component_dir(component) / "releases"
         if not releases_dir.is_dir():
             return []
-        live = {
-            r.release
-            for r in self.running().values()
-            if r.component == component and r.state != "stopped"
-        }
+        live = {r.release for r in self._releases_of(component) if r.state != "stopped"}
         keep_always = protect | live | {self.current(component) or ""}
         releases = sorted(p.name for p in releases_dir.iterdir() if not p.name.startswith("."))
         removed = []
@@ -186,7 +183,7 @@ class LocalTarget:
         env: Mapping[str, str],
         stop_timeout: float,
     ) -> RunningRelease:
-        existing = self.running().get((component, release))
+        existing = next((r for r in self._releases_of(component) if r.release == release), None)
         if existing is not None and existing.state not in ("stopped", "crashed"):
             return existing
         if not self.has_release(component, release):
@@ -221,6 +218,12 @@ class LocalTarget:
         with _agent_errors("cannot list releases"):
             listing = self.agent.list_releases()
         return {(r["component"], r["release"]): _running(r) for r in listing["releases"]}
+
+    def _releases_of(self, component: str) -> list[RunningRelease]:
+        """The agent's releases of one component (a listing of all grows with the project)."""
+        with _agent_errors("cannot list releases"):
+            listing = self.agent.list_releases(component)
+        return [_running(r) for r in listing["releases"]]
 
     def routes(self) -> dict[str, str]:
         with _agent_errors("cannot list routes"):
@@ -327,17 +330,23 @@ class LocalTarget:
             return []
 
     def down(self, component: str | None = None) -> list[str]:
-        stopped = []
+        """Close the public ports, then stop every release at once: each stop waits for its
+        drain and its process to exit, and one after another that added up."""
+        agent = self.agent
         with _agent_errors("cannot stop the environment"):
-            listing = self.agent.list_releases()
+            listing = agent.list_releases(component)
             for route in listing["routes"]:
                 if component is None or route["component"] == component:
-                    self.agent.unroute(route["component"])
-            for r in listing["releases"]:
-                if (component is None or r["component"] == component) and r["state"] != "stopped":
-                    self.agent.stop_release(r["component"], r["release"], force=True)
-                    stopped.append(f"{r['component']}/{r['release']}")
-        return stopped
+                    agent.unroute(route["component"])
+            todo = [
+                (r["component"], r["release"])
+                for r in listing["releases"]
+                if (component is None or r["component"] == component) and r["state"] != "stopped"
+            ]
+            if todo:
+                with ThreadPoolExecutor(max_workers=min(32, len(todo))) as pool:
+                    list(pool.map(lambda cr: agent.stop_release(*cr, force=True), todo))
+        return [f"{c}/{r}" for c, r in todo]
 
     def shutdown_agent(self) -> None:
         """Stop the agent itself (after `down`), if it runs."""
