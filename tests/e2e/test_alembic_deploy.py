@@ -1,6 +1,7 @@
 """An Alembic project deployed through the whole pipeline (console script, agent, releases).
 
-The release's `python` runs Alembic in the release folder with the release's secrets
+The component declares its requirements (Alembic, SQLAlchemy), so shipyard builds its Python
+environment; the release's `python` runs Alembic in the release folder with the release's secrets
 (DATABASE_URL from the environment's dotenv); a failed health check takes the schema back to
 the snapshot revision with the code; an irreversible pending revision is refused (exit 3) with
 nothing migrated.
@@ -11,9 +12,13 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import RunCli, commit_all, free_ports, git
+from tests.e2e.pyindex import unavailable
 
 PROJECT = Path(__file__).parent.parent / "migration_projects" / "alembic"
 CONFIG = """\
@@ -33,7 +38,12 @@ port = {port}
 secrets = ["DATABASE_URL"]
 health = {{ http = "{health}", interval = "100ms", deadline = "3s", stable_for = "200ms" }}
 migrations = {{ tool = "alembic", config = "alembic.ini" }}
+python = {{ requirements = "requirements.txt" }}
 """
+# The versions this test runs with, so the release's environment installs from the wheel cache.
+REQUIREMENTS = [f"{name}=={version(name)}" for name in ("alembic", "sqlalchemy")]
+# Kept between runs (uv hard-links from it), as in test_pystack.
+WHEEL_CACHE = {"UV_CACHE_DIR": "/tmp/shipyard-test-uv-cache"}
 
 
 def write_release(project: Path, port: int, health: str, *revisions: str) -> None:
@@ -58,9 +68,13 @@ def columns(project: Path) -> list[str]:
 def test_alembic_deploy_rolls_back_with_the_code_and_refuses_irreversible(
     short_tmp: Path, run_cli: RunCli
 ) -> None:
+    why = unavailable(["alembic", "sqlalchemy"])
+    if why:
+        pytest.skip(why)
     project = short_tmp / "app"
     api = project / "api"
     api.mkdir(parents=True)
+    (api / "requirements.txt").write_text("\n".join(REQUIREMENTS) + "\n")
     shutil.copy(PROJECT / "alembic.ini", api / "alembic.ini")
     (api / "migrations").mkdir()
     shutil.copy(PROJECT / "migrations" / "env.py", api / "migrations" / "env.py")
@@ -71,13 +85,13 @@ def test_alembic_deploy_rolls_back_with_the_code_and_refuses_irreversible(
     git(project, "init", "-q")
     commit_all(project, "v1")
     try:
-        v1 = run_cli("-C", str(project), "--json", "deploy", timeout=180)
+        v1 = run_cli("-C", str(project), "--json", "deploy", env=WHEEL_CACHE, timeout=300)
         assert v1.returncode == 0, v1.stdout + v1.stderr
         assert columns(project) == ["id", "name"]
 
         write_release(project, port, "/missing", "a1_products", "a2_price")
         commit_all(project, "v2: a price column, and a health check that never passes")
-        v2 = run_cli("-C", str(project), "--json", "deploy", timeout=180)
+        v2 = run_cli("-C", str(project), "--json", "deploy", env=WHEEL_CACHE, timeout=300)
         assert v2.returncode == 1, v2.stdout + v2.stderr
         record = json.loads(v2.stdout)
         assert record["status"] == "rolled_back"
@@ -87,7 +101,7 @@ def test_alembic_deploy_rolls_back_with_the_code_and_refuses_irreversible(
 
         write_release(project, port, "/", "a1_products", "a2_price", "a4_backfill")
         commit_all(project, "v3: a backfill without a downgrade")
-        v3 = run_cli("-C", str(project), "--json", "deploy", timeout=180)
+        v3 = run_cli("-C", str(project), "--json", "deploy", env=WHEEL_CACHE, timeout=300)
         assert v3.returncode == 3, v3.stdout + v3.stderr
         error = json.loads(v3.stdout)["error"]
         assert "a4 (backfill prices (no way back))" in error["message"]
