@@ -611,7 +611,10 @@ def test_a_release_stopped_while_it_starts_is_stopped() -> None:
             shutil.copytree(target.release_dir("c0", v1.record.id), target.release_dir("c0", name))
             env = {"SHIPYARD_RELEASE": name, "PATH": os.environ["PATH"]}
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                starting = pool.submit(target.start, "c0", name, comp.start, env, 2.0)
+                # The shell counts for a while before it runs the program: the agent's start
+                # watch (which ends once a program runs) is still on when the stop comes.
+                spin = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; "
+                starting = pool.submit(target.start, "c0", name, spin + comp.start, env, 2.0)
                 deadline = time.monotonic() + 10
                 while ("c0", name) not in target.running() and not starting.done():
                     if time.monotonic() > deadline:
