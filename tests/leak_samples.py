@@ -32,9 +32,9 @@ def mixed(rng: random.Random, size: int, alphabet: str = ALNUM) -> str:
     digits = any(c.isdigit() for c in alphabet)
     while True:
         text = pick(rng, alphabet, size)
-        if any(c.isupper() for c in text) and any(c.islower() for c in text):
-            if any(c.isdigit() for c in text) or not digits:
-                return text
+        cased = any(c.isupper() for c in text) and any(c.islower() for c in text)
+        if cased and (any(c.isdigit() for c in text) or not digits):
+            return text
 
 
 def b62(number: int) -> str:
@@ -73,17 +73,29 @@ MAKERS: dict[str, Callable[[random.Random], str]] = {
     "azure": lambda r: pick(r, ALNUM, 3) + "8Q~" + mixed(r, 34),
     "github": github_token,
     "gitlab": lambda r: "glpat-" + mixed(r, 20),
-    "slack": lambda r: "xoxb-" + pick(r, string.digits, 12) + "-" + pick(r, string.digits, 13)
-    + "-" + mixed(r, 24),
-    "slack-webhook": lambda r: "https://hooks.slack.com/services/T" + pick(r, "ABCDEFGH0123", 8)
-    + "/B" + pick(r, "ABCDEFGH0123", 8) + "/" + mixed(r, 24),
-    "discord": lambda r: "https://discord.com/api/webhooks/" + pick(r, string.digits, 18) + "/"
-    + mixed(r, 68, URLSAFE),
+    "slack": lambda r: (
+        "xoxb-" + pick(r, string.digits, 12) + "-" + pick(r, string.digits, 13) + "-" + mixed(r, 24)
+    ),
+    "slack-webhook": lambda r: (
+        "https://hooks.slack.com/services/T"
+        + pick(r, "ABCDEFGH0123", 8)
+        + "/B"
+        + pick(r, "ABCDEFGH0123", 8)
+        + "/"
+        + mixed(r, 24)
+    ),
+    "discord": lambda r: (
+        "https://discord.com/api/webhooks/"
+        + pick(r, string.digits, 18)
+        + "/"
+        + mixed(r, 68, URLSAFE)
+    ),
     "telegram": lambda r: pick(r, string.digits, 9) + ":AA" + mixed(r, 33, URLSAFE),
     "stripe": lambda r: "sk_" + "live_" + mixed(r, 32),
     "square": lambda r: "sq0atp-" + mixed(r, 22, URLSAFE),
-    "braintree": lambda r: "access_token$" + "production$" + pick(r, HEX + "xyz", 16) + "$"
-    + pick(r, HEX, 32),
+    "braintree": lambda r: (
+        "access_token$" + "production$" + pick(r, HEX + "xyz", 16) + "$" + pick(r, HEX, 32)
+    ),
     "shopify": lambda r: "shpat_" + pick(r, HEX, 32),
     "openai": lambda r: "sk-proj-" + mixed(r, 40, URLSAFE) + "T3Blbk" + "FJ" + mixed(r, 40),
     "anthropic": lambda r: "sk-ant-" + "api03-" + mixed(r, 93, URLSAFE) + "AA",

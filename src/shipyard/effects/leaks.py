@@ -178,6 +178,7 @@ class Scanner:
                                   rule.description, severity, commit, lines, name)  # fmt: skip
                 if leak is not None:
                     found.append(leak)
+        found = _without_generic_repeats(found)
         if self._values is not None:
             for match in self._values.finditer(data):
                 secret = match.group().decode("utf-8", "replace")
@@ -189,7 +190,8 @@ class Scanner:
                 )  # fmt: skip
                 if leak is not None:
                     found.append(leak)
-        return found
+        allowed = self.allowlist.fingerprints
+        return [leak for leak in found if leak.fingerprint not in allowed]
 
     def _leak(
         self,
@@ -218,10 +220,22 @@ class Scanner:
         rest = text.replace(secret.encode("utf-8", "replace"), b"").strip()
         digest = hashlib.sha256(b"\0".join((rule.encode(), path.encode(), rest))).hexdigest()
         fingerprint = "fp:" + digest[:16]
-        if fingerprint in self.allowlist.fingerprints:
-            return None
         return Leak(rule, kind, description, path, line, fingerprint, severity, commit, name,
                     environment, secret)  # fmt: skip
+
+
+def _without_generic_repeats(leaks: list[Leak]) -> list[Leak]:
+    """A credential a format rule named is not reported again by the generic rule."""
+    named = [leak for leak in leaks if leak.rule != "generic-secret"]
+    return named + [
+        leak
+        for leak in leaks
+        if leak.rule == "generic-secret"
+        and not any(
+            other.line == leak.line and (other.secret in leak.secret or leak.secret in other.secret)
+            for other in named
+        )
+    ]
 
 
 def readable(path: str, data: bytes) -> bool:
