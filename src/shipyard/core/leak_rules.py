@@ -150,7 +150,9 @@ _CODE = re.compile(
 
 def secret_like(value: str) -> bool:
     """A free-form value (after `password =`) that is a credential, not code or a word."""
-    if len(value) < 8 or any(c in value for c in "()[]{}<>$%\\|"):
+    if not 8 <= len(value) <= 200 or any(c in value for c in "()[]{}<>\\|"):
+        return False
+    if "${" in value or "%(" in value or value.startswith(("$", "%")):
         return False
     if _CODE.match(value) or _UUID.match(value) or _HASH.match(value):
         return False
@@ -165,10 +167,12 @@ _DUMMY_PASSWORDS = {
 
 def url_credentials(value: str) -> bool:
     """`scheme://user:password@host`: a real password, not a documentation stand-in."""
-    match = re.match(r"[a-zA-Z][\w+.-]*://([^:/@\s]*):([^@\s]+)@([^/:?#\s]+)", value)
+    match = re.match(r"[a-zA-Z][\w+.-]{0,20}://([^:/@\s]*):([^@\s]+)@([^/:?#\s]+)", value)
     if not match:
         return False
     user, password, host = match.groups()
+    if len(user) > 64 or not 3 <= len(password) <= 128:
+        return False
     host = host.lower()
     if password.lower() in _DUMMY_PASSWORDS or password == user:
         return False
@@ -535,8 +539,9 @@ RULES: tuple[Rule, ...] = (
         "url-credentials",
         "Password inside a URL (scheme://user:password@host)",
         ("://",),
-        r"([a-zA-Z][a-zA-Z0-9+.-]{1,20}://[^\s:/@\"'<>`]{0,64}:[^\s/@\"'<>`]{3,128}"
-        r"@[A-Za-z0-9.-]+)",
+        # Unbounded repeats (lengths are checked after): bounded ones unroll into a DFA
+        # too big for RE2's memory budget, which then falls back to a much slower engine.
+        r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@\"'<>`]*:[^\s/@\"'<>`]+@[A-Za-z0-9.-]+)",
         (url_credentials,),
     ),
     # --- generic assignments -------------------------------------------------------------
@@ -556,9 +561,10 @@ RULES: tuple[Rule, ...] = (
             "private_key",
             "access_key",
         ),
-        r"(?i)(?:^|[^A-Za-z0-9])([A-Za-z0-9_.-]{0,30}(?:passw(?:or)?d|\bpwd|secret|api[_-]?key"
-        r"|token|credentials?|private[_-]?key|access[_-]?key)[A-Za-z0-9_.-]{0,30})[\"']?[ \t]*"
-        r"(?::=|=>|=|:|\|\|=)[ \t]*(?:[\"'`]([^\s\"'`]{8,200})[\"'`]|([^\s\"'`,;#]{8,200}))",
+        r"(?i)(?:^|[^A-Za-z0-9])([A-Za-z0-9_.-]*(?:passw(?:or)?d|\bpwd|secret|api[_-]?key"
+        r"|token|credentials?|private[_-]?key|access[_-]?key)[A-Za-z0-9_.-]*)[\"']?[ \t]*"
+        r"(?::=|=>|=|:|\|\|=)[ \t]*(?:[\"'`]([^\s\"'`]+)[\"'`]"
+        r"|([^\s\"'`,;(){}<>\[\]]+)(?:[ \t]*(?:[,;#]|$)))",
         (secret_like,),
         secret_groups=(2, 3),
         name_group=1,

@@ -134,7 +134,9 @@ class Scanner:
                     self._by_keyword.append([])
                 self._by_keyword[index[keyword]].append(number)
         self._keywords.Compile()
-        self._patterns = [re2.compile(rule.regex.encode()) for rule in self.rules]
+        big = re2.Options()
+        big.max_mem = 256 << 20  # the generic rule's DFA outgrows RE2's 8 MB on long lines
+        self._patterns = [re2.compile(rule.regex.encode(), big) for rule in self.rules]
         self._test_mode = [re2.compile(r.test_mode) if r.test_mode else None for r in self.rules]
         self.values = {v: who for v, who in (values or {}).items() if len(v) >= 8}
         self._values = (
@@ -260,12 +262,15 @@ def tree_files(root: Path, *, use_git: bool = True) -> Iterator[tuple[str, Path]
                 yield relative, file
         return
     skip = SKIP_DIRS if use_git else SKIP_DIRS - {".shipyard"}
-    for folder, dirs, files in os.walk(root):
+    top = str(root)
+    for folder, dirs, files in os.walk(top):
         dirs[:] = sorted(d for d in dirs if d not in skip)
+        here = os.path.relpath(folder, top)
         for name in sorted(files):
-            file = Path(folder) / name
-            if not file.is_symlink():
-                yield file.relative_to(root).as_posix(), file
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                relative = name if here == "." else f"{here}/{name}".replace(os.sep, "/")
+                yield relative, Path(path)
 
 
 def _git_files(root: Path) -> list[str] | None:
@@ -291,12 +296,14 @@ def scan_paths(
     leaks: list[Leak] = []
     total = 0
     for target in paths:
+        base = _relative(root, target)
         if target.is_dir():
+            above = "" if base in (".", "") else base + "/"
             entries: Iterable[tuple[str, Path]] = (
-                (_relative(root, file), file) for _rel, file in tree_files(target, use_git=use_git)
+                (above + rel, file) for rel, file in tree_files(target, use_git=use_git)
             )
         else:
-            entries = [(_relative(root, target), target)]
+            entries = [(base, target)]
         for relative, file in entries:
             data = _read(file)
             if data is None or not readable(relative, data):
