@@ -333,7 +333,7 @@ def build_tree(root: Path, megabytes: float, rng: random.Random) -> dict[tuple[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mb", type=float, default=100.0, help="size of the tree (MB)")
+    parser.add_argument("--mb", type=float, default=108.0, help="text to generate (MB)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -18,7 +18,7 @@ from tests.leak_samples import MAKERS, github_token, lookalikes, planted
 
 
 def scan(run_cli: RunCli, folder: Path, *args: str) -> tuple[int, dict[str, object], str]:
-    done = run_cli("-C", str(folder), "--json", "secrets", "scan", *args)
+    done = run_cli("-C", str(folder), "--json", "secrets", "scan", *args, timeout=180)
     assert "Traceback" not in done.stderr
     return done.returncode, json.loads(done.stdout), done.stdout + done.stderr
 

@@ -140,7 +140,8 @@ _HASH = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64}|[0-9a-f]{128})$")
 _CODE = re.compile(
     r"""^(?:[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*|\[[^\]]*\])+   # a.b.c, env["X"]
         | [a-z]+(?:[-_.][a-z]+)*                                   # words: read-only, db_pass
-        | [A-Z]+(?:_[A-Z]+)*                                       # a constant's name
+        | [A-Z]+ | [A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+                   # a constant's name
+        | _*(?:[A-Z][a-z]+)+ | _*[a-z]+(?:[A-Z][a-z]+)+            # a CamelCase type name
         | \d+ | true | false | null | none | nil | undefined
         | [a-z]+://[^@\s]* | /[\w./-]*                              # a URL without creds, a path
         )$""",
@@ -162,6 +163,7 @@ def secret_like(value: str) -> bool:
 _DUMMY_PASSWORDS = {
     "password", "passwd", "pass", "secret", "user", "username", "admin", "root", "test",
     "changeme", "postgres", "mysql", "guest", "example", "pwd", "xxx", "foo", "bar",
+    "p@ssw0rd", "passw0rd", "password1", "password123", "secret123", "s3cr3t", "pa55word",
 }  # fmt: skip
 
 
@@ -171,10 +173,12 @@ def url_credentials(value: str) -> bool:
     if not match:
         return False
     user, password, host = match.groups()
-    if len(user) > 64 or not 3 <= len(password) <= 128:
-        return False
+    if len(user) > 64 or not 3 <= len(password) <= 128 or ":" in password:
+        return False  # a second `:` is no password (URLs escape it): `host:1,h2:2@h3`
     host = host.lower()
     if password.lower() in _DUMMY_PASSWORDS or password == user:
+        return False
+    if re.fullmatch(r"[a-z]+|[A-Z]+|\d{1,6}", password):  # a word (scott:tiger), not a secret
         return False
     if host.endswith(("example.com", "example.org", "example.net")) or host in ("host", "hostname"):
         return False
