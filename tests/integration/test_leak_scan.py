@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import random
+import string
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from shipyard.core.leak_rules import github_checksum
+from shipyard.core.leak_rules import github_checksum, secret_like
 from shipyard.effects.leaks import Allowlist, Scanner
 from tests.conftest import RunCli, commit_all, git
 from tests.leak_samples import MAKERS, github_token, lookalikes, planted
@@ -135,3 +138,12 @@ def test_allowlists(tmp_path: Path, run_cli: RunCli) -> None:
 )
 def test_ignore_paths(patterns: str, path: str, allowed: bool) -> None:
     assert Allowlist.parse(patterns).path_allowed(path) is allowed
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=string.ascii_letters + string.digits + "._-$[]", max_size=200))
+def test_free_form_values_are_judged_without_backtracking_blowups(value: str) -> None:
+    """Long identifier-like values once made a case-insensitive regex backtrack for seconds;
+    whatever the value, the judgement is a plain yes or no (placeholders always no)."""
+    assert secret_like(value) in (True, False)
+    assert not secret_like(value + "EXAMPLE")

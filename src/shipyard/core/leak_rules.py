@@ -137,15 +137,17 @@ def not_placeholder(value: str) -> bool:
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _HASH = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64}|[0-9a-f]{128})$")
+# Case-sensitive on purpose: with IGNORECASE, `(?:[A-Z][a-z]+)+` is ambiguous and backtracks
+# exponentially (10 s on a 150-character JWT).
 _CODE = re.compile(
     r"""^(?:[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*|\[[^\]]*\])+   # a.b.c, env["X"]
-        | [a-z]+(?:[-_.][a-z]+)*                                   # words: read-only, db_pass
+        | [a-z]+(?:[-_.][a-z]+)* | [A-Z][a-z]+(?:[-_.][a-z]+)*      # words: read-only, Password
         | [A-Z]+ | [A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+                   # a constant's name
         | _*(?:[A-Z][a-z]+)+ | _*[a-z]+(?:[A-Z][a-z]+)+            # a CamelCase type name
-        | \d+ | true | false | null | none | nil | undefined
-        | [a-z]+://[^@\s]* | /[\w./-]*                              # a URL without creds, a path
+        | \d+ | (?i:true|false|null|none|nil|undefined)
+        | [A-Za-z]+://[^@\s]* | /[\w./-]*                          # a URL without creds, a path
         )$""",
-    re.VERBOSE | re.IGNORECASE,
+    re.VERBOSE,
 )
 
 
