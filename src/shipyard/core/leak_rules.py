@@ -143,7 +143,7 @@ _CODE = re.compile(
     r"""^(?:[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*|\[[^\]]*\])+   # a.b.c, env["X"]
         | [a-z]+(?:[-_.][a-z]+)* | [A-Z][a-z]+(?:[-_.][a-z]+)*      # words: read-only, Password
         | [A-Z]+ | [A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+                   # a constant's name
-        | _*(?:[A-Z][a-z]+)+ | _*[a-z]+(?:[A-Z][a-z]+)+            # a CamelCase type name
+        | _*[A-Za-z]+(?:[_.][A-Za-z]+)*                            # a name: HTTPPasswordMgr
         | \d+ | (?i:true|false|null|none|nil|undefined)
         | [A-Za-z]+://[^@\s]* | /[\w./-]*                          # a URL without creds, a path
         )$""",
