@@ -190,3 +190,31 @@ def test_a_committed_credential_refuses_the_deploy_and_a_test_key_is_redacted(
     assert test_key not in journal
     stored = (shop / ".shipyard" / "state.db").read_bytes()
     assert test_key.encode() not in stored and live.encode() not in stored
+
+
+def test_scan_finds_a_secret_value_in_a_release_log(shop: Path, run_cli: RunCli) -> None:
+    """A backend that prints its JWT secret at start: the value is in shipyard's log of the
+    release, and `secrets scan` finds it there without showing it."""
+    secret = parse_dotenv((shop / ".env.local").read_text())["JWT_SECRET"]
+    config = shop / "shipyard.toml"
+    config.write_text(
+        config.read_text().replace(
+            'start = "python app.py --port $PORT"\nport',
+            'start = "echo boot with $JWT_SECRET; exec python app.py --port $PORT"\nport',
+            1,
+        )
+    )
+    commit_all(shop, "the backend prints its secret at start")
+    deployed = run_cli("-C", str(shop), "deploy", timeout=180)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    scan = run_cli("-C", str(shop), "--json", "secrets", "scan", timeout=180)
+    assert scan.returncode == 3, scan.stdout + scan.stderr
+    report = json.loads(scan.stdout)
+    in_logs = [
+        f
+        for f in report["findings"]
+        if f["rule"] == "secret-value" and "/agent/logs/backend/" in f["location"]
+    ]
+    assert in_logs and in_logs[0]["name"] == "JWT_SECRET"
+    assert re.search(r"\.log:\d+$", in_logs[0]["location"])
+    assert secret not in scan.stdout + scan.stderr
