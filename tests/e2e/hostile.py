@@ -102,6 +102,10 @@ class HostileProject:
         env = "".join(f"{k}='{v}'\n" for k, v in self.secrets.items())
         (self.root / ".env").write_text(env)
         (self.root / ".gitignore").write_text(".shipyard/\n")
+        # The build prints one committed file and the app serves another; both hold the
+        # secrets on purpose (to test redaction): allowed, or the preflight's leak scan would
+        # refuse the deploy.
+        (self.root / ".shipyardignore").write_text("app/build_output.bin\napp/health.json\n")
         if not (self.root / ".git").exists():
             git(self.root, "init", "-q")
         commit_all(self.root, "change")

@@ -144,3 +144,77 @@ def test_the_fingerprint_key_is_private_and_stable(tmp_path: Path) -> None:
     assert fingerprinter(tmp_path)("value") == first
     assert key.stat().st_mode & 0o777 == 0o600
     assert fingerprinter(tmp_path / "other")("value") != first
+
+
+def test_a_committed_credential_refuses_the_deploy_and_a_test_key_is_redacted(
+    shop: Path, run_cli: RunCli
+) -> None:
+    live = "sk_" + "live_" + "Tq8Vz3Lm9Xc2Kd7Rp4Wn5YbQ"
+    (shop / "backend" / "billing.py").write_text(f'STRIPE = "{live}"\n')
+    commit_all(shop, "a live key in the code")
+    refused = run_cli("-C", str(shop), "deploy", timeout=120)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    said = refused.stdout + refused.stderr
+    assert "backend/billing.py:1: Stripe secret or restricted key" in said
+    assert live not in said
+    assert not (shop / ".shipyard" / "local").exists()  # nothing was touched
+
+    # A test-mode key is a warning: the deploy goes on, and the key, now known, is
+    # redacted from the build's output like any secret.
+    test_key = "sk_" + "test_" + "Hn6Bv2Qx8Zc4Lm1Tr7Wd3YsK"
+    (shop / "backend" / "billing.py").write_text(f'STRIPE = "{test_key}"\n')
+    config = shop / "shipyard.toml"
+    config.write_text(
+        config.read_text().replace(
+            'build = "python -m compileall -q ."', 'build = "cat billing.py; exit 1"', 1
+        )
+    )
+    commit_all(shop, "a test key, and a build that prints it")
+    failed = run_cli("-C", str(shop), "deploy", timeout=120)
+    said = failed.stdout + failed.stderr
+    assert failed.returncode == 1, said
+    assert 'STRIPE = "[redacted stripe-secret-key@backend/billing.py:1]"' in said
+    assert test_key not in said
+    logs = run_cli("-C", str(shop), "--json", "history")
+    deployment = json.loads(logs.stdout)[0]["id"]
+    journal = run_cli("-C", str(shop), "--json", "logs", deployment).stdout
+    warnings = [
+        event["message"]
+        for event in map(json.loads, journal.splitlines())
+        if event["kind"] == "secrets"
+    ]
+    assert (
+        "[stripe-secret-key] backend/billing.py:1: Stripe secret or restricted key (test mode)"
+        in warnings
+    )
+    assert test_key not in journal
+    stored = (shop / ".shipyard" / "state.db").read_bytes()
+    assert test_key.encode() not in stored and live.encode() not in stored
+
+
+def test_scan_finds_a_secret_value_in_a_release_log(shop: Path, run_cli: RunCli) -> None:
+    """A backend that prints its JWT secret at start: the value is in shipyard's log of the
+    release, and `secrets scan` finds it there without showing it."""
+    secret = parse_dotenv((shop / ".env.local").read_text())["JWT_SECRET"]
+    config = shop / "shipyard.toml"
+    config.write_text(
+        config.read_text().replace(
+            'start = "python app.py --port $PORT"\nport',
+            'start = "echo boot with $JWT_SECRET; exec python app.py --port $PORT"\nport',
+            1,
+        )
+    )
+    commit_all(shop, "the backend prints its secret at start")
+    deployed = run_cli("-C", str(shop), "deploy", timeout=180)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    scan = run_cli("-C", str(shop), "--json", "secrets", "scan", timeout=180)
+    assert scan.returncode == 3, scan.stdout + scan.stderr
+    report = json.loads(scan.stdout)
+    in_logs = [
+        f
+        for f in report["findings"]
+        if f["rule"] == "secret-value" and "/agent/logs/backend/" in f["location"]
+    ]
+    assert in_logs and in_logs[0]["name"] == "JWT_SECRET"
+    assert re.search(r"\.log:\d+$", in_logs[0]["location"])
+    assert secret not in scan.stdout + scan.stderr

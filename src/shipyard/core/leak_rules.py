@@ -137,20 +137,25 @@ def not_placeholder(value: str) -> bool:
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _HASH = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64}|[0-9a-f]{128})$")
+# Case-sensitive on purpose: with IGNORECASE, `(?:[A-Z][a-z]+)+` is ambiguous and backtracks
+# exponentially (10 s on a 150-character JWT).
 _CODE = re.compile(
     r"""^(?:[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*|\[[^\]]*\])+   # a.b.c, env["X"]
-        | [a-z]+(?:[-_.][a-z]+)*                                   # words: read-only, db_pass
-        | [A-Z]+(?:_[A-Z]+)*                                       # a constant's name
-        | \d+ | true | false | null | none | nil | undefined
-        | [a-z]+://[^@\s]* | /[\w./-]*                              # a URL without creds, a path
+        | [a-z]+(?:[-_.][a-z]+)* | [A-Z][a-z]+(?:[-_.][a-z]+)*      # words: read-only, Password
+        | [A-Z]+ | [A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+                   # a constant's name
+        | _*[A-Za-z]+(?:[_.][A-Za-z]+)*                            # a name: HTTPPasswordMgr
+        | \d+ | (?i:true|false|null|none|nil|undefined)
+        | [A-Za-z]+://[^@\s]* | /[\w./-]*                          # a URL without creds, a path
         )$""",
-    re.VERBOSE | re.IGNORECASE,
+    re.VERBOSE,
 )
 
 
 def secret_like(value: str) -> bool:
     """A free-form value (after `password =`) that is a credential, not code or a word."""
-    if len(value) < 8 or any(c in value for c in "()[]{}<>$%\\|"):
+    if not 8 <= len(value) <= 200 or any(c in value for c in "()[]{}<>\\|"):
+        return False
+    if "${" in value or "%(" in value or value.startswith(("$", "%")):
         return False
     if _CODE.match(value) or _UUID.match(value) or _HASH.match(value):
         return False
@@ -160,17 +165,22 @@ def secret_like(value: str) -> bool:
 _DUMMY_PASSWORDS = {
     "password", "passwd", "pass", "secret", "user", "username", "admin", "root", "test",
     "changeme", "postgres", "mysql", "guest", "example", "pwd", "xxx", "foo", "bar",
+    "p@ssw0rd", "passw0rd", "password1", "password123", "secret123", "s3cr3t", "pa55word",
 }  # fmt: skip
 
 
 def url_credentials(value: str) -> bool:
     """`scheme://user:password@host`: a real password, not a documentation stand-in."""
-    match = re.match(r"[a-zA-Z][\w+.-]*://([^:/@\s]*):([^@\s]+)@([^/:?#\s]+)", value)
+    match = re.match(r"[a-zA-Z][\w+.-]{0,20}://([^:/@\s]*):([^@\s]+)@([^/:?#\s]+)", value)
     if not match:
         return False
     user, password, host = match.groups()
+    if len(user) > 64 or not 3 <= len(password) <= 128 or ":" in password:
+        return False  # a second `:` is no password (URLs escape it): `host:1,h2:2@h3`
     host = host.lower()
     if password.lower() in _DUMMY_PASSWORDS or password == user:
+        return False
+    if re.fullmatch(r"[a-z]+|[A-Z]+|\d{1,6}", password):  # a word (scott:tiger), not a secret
         return False
     if host.endswith(("example.com", "example.org", "example.net")) or host in ("host", "hostname"):
         return False
@@ -535,8 +545,9 @@ RULES: tuple[Rule, ...] = (
         "url-credentials",
         "Password inside a URL (scheme://user:password@host)",
         ("://",),
-        r"([a-zA-Z][a-zA-Z0-9+.-]{1,20}://[^\s:/@\"'<>`]{0,64}:[^\s/@\"'<>`]{3,128}"
-        r"@[A-Za-z0-9.-]+)",
+        # Unbounded repeats (lengths are checked after): bounded ones unroll into a DFA
+        # too big for RE2's memory budget, which then falls back to a much slower engine.
+        r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@\"'<>`]*:[^\s/@\"'<>`]+@[A-Za-z0-9.-]+)",
         (url_credentials,),
     ),
     # --- generic assignments -------------------------------------------------------------
@@ -556,9 +567,10 @@ RULES: tuple[Rule, ...] = (
             "private_key",
             "access_key",
         ),
-        r"(?i)(?:^|[^A-Za-z0-9])([A-Za-z0-9_.-]{0,30}(?:passw(?:or)?d|\bpwd|secret|api[_-]?key"
-        r"|token|credentials?|private[_-]?key|access[_-]?key)[A-Za-z0-9_.-]{0,30})[\"']?[ \t]*"
-        r"(?::=|=>|=|:|\|\|=)[ \t]*(?:[\"'`]([^\s\"'`]{8,200})[\"'`]|([^\s\"'`,;#]{8,200}))",
+        r"(?i)(?:^|[^A-Za-z0-9])([A-Za-z0-9_.-]*(?:passw(?:or)?d|\bpwd|secret|api[_-]?key"
+        r"|token|credentials?|private[_-]?key|access[_-]?key)[A-Za-z0-9_.-]*)[\"']?[ \t]*"
+        r"(?::=|=>|=|:|\|\|=)[ \t]*(?:[\"'`]([^\s\"'`]+)[\"'`]"
+        r"|([^\s\"'`,;(){}<>\[\]]+)(?:[ \t]*(?:[,;#]|$)))",
         (secret_like,),
         secret_groups=(2, 3),
         name_group=1,

@@ -134,7 +134,9 @@ class Scanner:
                     self._by_keyword.append([])
                 self._by_keyword[index[keyword]].append(number)
         self._keywords.Compile()
-        self._patterns = [re2.compile(rule.regex.encode()) for rule in self.rules]
+        big = re2.Options()
+        big.max_mem = 256 << 20  # the generic rule's DFA outgrows RE2's 8 MB on long lines
+        self._patterns = [re2.compile(rule.regex.encode(), big) for rule in self.rules]
         self._test_mode = [re2.compile(r.test_mode) if r.test_mode else None for r in self.rules]
         self.values = {v: who for v, who in (values or {}).items() if len(v) >= 8}
         self._values = (
@@ -178,6 +180,7 @@ class Scanner:
                                   rule.description, severity, commit, lines, name)  # fmt: skip
                 if leak is not None:
                     found.append(leak)
+        found = _without_generic_repeats(found)
         if self._values is not None:
             for match in self._values.finditer(data):
                 secret = match.group().decode("utf-8", "replace")
@@ -189,7 +192,8 @@ class Scanner:
                 )  # fmt: skip
                 if leak is not None:
                     found.append(leak)
-        return found
+        allowed = self.allowlist.fingerprints
+        return [leak for leak in found if leak.fingerprint not in allowed]
 
     def _leak(
         self,
@@ -218,10 +222,22 @@ class Scanner:
         rest = text.replace(secret.encode("utf-8", "replace"), b"").strip()
         digest = hashlib.sha256(b"\0".join((rule.encode(), path.encode(), rest))).hexdigest()
         fingerprint = "fp:" + digest[:16]
-        if fingerprint in self.allowlist.fingerprints:
-            return None
         return Leak(rule, kind, description, path, line, fingerprint, severity, commit, name,
                     environment, secret)  # fmt: skip
+
+
+def _without_generic_repeats(leaks: list[Leak]) -> list[Leak]:
+    """A credential a format rule named is not reported again by the generic rule."""
+    named = [leak for leak in leaks if leak.rule != "generic-secret"]
+    return named + [
+        leak
+        for leak in leaks
+        if leak.rule == "generic-secret"
+        and not any(
+            other.line == leak.line and (other.secret in leak.secret or leak.secret in other.secret)
+            for other in named
+        )
+    ]
 
 
 def readable(path: str, data: bytes) -> bool:
@@ -246,12 +262,15 @@ def tree_files(root: Path, *, use_git: bool = True) -> Iterator[tuple[str, Path]
                 yield relative, file
         return
     skip = SKIP_DIRS if use_git else SKIP_DIRS - {".shipyard"}
-    for folder, dirs, files in os.walk(root):
+    top = str(root)
+    for folder, dirs, files in os.walk(top):
         dirs[:] = sorted(d for d in dirs if d not in skip)
+        here = os.path.relpath(folder, top)
         for name in sorted(files):
-            file = Path(folder) / name
-            if not file.is_symlink():
-                yield file.relative_to(root).as_posix(), file
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                relative = name if here == "." else f"{here}/{name}".replace(os.sep, "/")
+                yield relative, Path(path)
 
 
 def _git_files(root: Path) -> list[str] | None:
@@ -277,12 +296,14 @@ def scan_paths(
     leaks: list[Leak] = []
     total = 0
     for target in paths:
+        base = _relative(root, target)
         if target.is_dir():
+            above = "" if base in (".", "") else base + "/"
             entries: Iterable[tuple[str, Path]] = (
-                (_relative(root, file), file) for _rel, file in tree_files(target, use_git=use_git)
+                (above + rel, file) for rel, file in tree_files(target, use_git=use_git)
             )
         else:
-            entries = [(_relative(root, target), target)]
+            entries = [(base, target)]
         for relative, file in entries:
             data = _read(file)
             if data is None or not readable(relative, data):
