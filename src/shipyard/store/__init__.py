@@ -19,6 +19,7 @@ from shipyard.store.records import (
     LockEventRecord,
     LockOwner,
     LockRecord,
+    PlanRecord,
     ReleaseSpecRecord,
     SnapshotEntry,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "LockEventRecord",
     "LockOwner",
     "LockRecord",
+    "PlanRecord",
     "ReleaseSpecRecord",
     "SnapshotEntry",
     "Store",
