@@ -235,7 +235,8 @@ def build_server(
             if isinstance(data, Confirmation) and data.confirm:
                 return "confirmed by the user"
             raise ToolError(f"{what} was not confirmed; nothing was changed")
-        raise ToolError(f"{what} was {outcome.action}d by the user; nothing was changed")
+        said = {"decline": "declined", "cancel": "cancelled"}.get(outcome.action, outcome.action)
+        raise ToolError(f"{what} was {said} by the user; nothing was changed")
 
     # --- running a deployment with progress ---------------------------------------------------
 

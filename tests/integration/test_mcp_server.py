@@ -1,0 +1,374 @@
+"""The MCP server through the SDK's own in-process client, on both protocol revisions.
+
+A tiny real project (one component: Python's http.server, in a git repository) is planned,
+deployed, rolled back and inspected through every tool; a protected environment is confirmed
+(or not) through elicitation. Deployments are real: a host agent runs, ports are free ones.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp_types import CallToolResult, ElicitRequestParams, ElicitResult, Implementation
+
+from shipyard.errors import UsageError
+from shipyard.mcp import McpOptions, build_server
+from shipyard.service import Shipyard
+from tests.conftest import commit_all, free_ports, git
+
+MODES = ("legacy", "2026-07-28")  # legacy negotiates 2025-11-25 with the initialize handshake
+SECRET = "tok-Zq8rVb2KxW4mNp7LdS3f"
+Answer = Callable[[Any, ElicitRequestParams], Awaitable[ElicitResult]]
+
+
+def _config(local_port: int, prod_port: int) -> str:
+    return f"""
+[project]
+name = "tiny"
+default_environment = "local"
+
+[environments.local]
+target = "local"
+root = ".shipyard/local"
+secrets = {{ dotenv = ".env.local" }}
+
+[environments.prod]
+target = "local"
+root = ".shipyard/prod"
+protected = true
+secrets = {{ dotenv = ".env.local" }}
+
+[environments.prod.components.web]
+port = {prod_port}
+
+[components.web]
+path = "web"
+start = "python3 -m http.server $PORT --bind 127.0.0.1"
+port = {local_port}
+secrets = ["API_TOKEN"]
+health = {{ http = "/", interval = "100ms", deadline = "10s", stable_for = "200ms" }}
+"""
+
+
+@pytest.fixture
+def project(short_tmp: Path) -> Iterator[Path]:
+    """One component serving web/index.html ("v1"), local and protected prod environments."""
+    root = short_tmp / "tiny"
+    (root / "web").mkdir(parents=True)
+    (root / "web" / "index.html").write_text("v1\n")
+    (root / "shipyard.toml").write_text(_config(*free_ports(2)))
+    (root / ".env.local").write_text(f"API_TOKEN={SECRET}\n")
+    (root / ".gitignore").write_text(".shipyard/\n")
+    git(root, "init", "-q")
+    commit_all(root, "v1")
+    yield root
+    for env in ("local", "prod"):
+        if (root / ".shipyard" / env / "agent").exists():
+            Shipyard(root).down(env)  # stops its processes and its agent
+
+
+def port_of(project: Path, env: str) -> int:
+    svc = Shipyard(project)
+    port = svc.config.components_for(svc.environment(env))["web"].port
+    assert port is not None
+    return port
+
+
+def served(project: Path, env: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port_of(project, env)}/", timeout=5) as r:
+        return str(r.read().decode())
+
+
+def answering(action: str, confirm: bool = True, asked: list[str] | None = None) -> Answer:
+    async def answer(_ctx: Any, params: ElicitRequestParams) -> ElicitResult:
+        if asked is not None:
+            asked.append(params.message)
+        content = {"confirm": confirm} if action == "accept" else None
+        return ElicitResult(action=action, content=content)  # type: ignore[arg-type]
+
+    return answer
+
+
+def client(server: Any, mode: str, answer: Answer | None = None) -> Client:
+    return Client(
+        server,
+        mode=mode,
+        client_info=Implementation(name="test-client", version="1"),
+        elicitation_callback=answer,
+    )
+
+
+def ok(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+def error_text(result: CallToolResult) -> str:
+    assert result.is_error, result.structured_content
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+def run(coro: Callable[[], Awaitable[None]]) -> None:
+    anyio.run(coro)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_tool_is_listed_with_annotations_and_an_output_schema(
+    project: Path, mode: str
+) -> None:
+    async def body() -> None:
+        async with client(build_server(project), mode) as c:
+            tools = {t.name: t for t in (await c.list_tools()).tools}
+            templates = (await c.list_resource_templates()).resource_templates
+        assert set(tools) == {"plan", "deploy", "rollback", "status", "history", "health"}
+        for name, tool in tools.items():
+            hints = tool.annotations
+            assert hints is not None and hints.read_only_hint is not None, name
+            assert tool.output_schema is not None, name
+        assert tools["deploy"].annotations.destructive_hint is True  # type: ignore[union-attr]
+        assert tools["rollback"].annotations.read_only_hint is False  # type: ignore[union-attr]
+        assert tools["history"].annotations.read_only_hint is True  # type: ignore[union-attr]
+        # The confirmation is asked of the person, never an argument the model could fill in.
+        assert set(tools["deploy"].input_schema["properties"]) == {
+            "plan_id",
+            "allow_destructive",
+            "allow_irreversible",
+        }
+        assert "plan_id" in tools["plan"].output_schema["properties"]  # type: ignore[index]
+        assert [t.uri_template for t in templates] == ["shipyard://deployments/{deployment_id}/log"]
+
+    run(body)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_plan_deploy_then_follow_it_with_status_history_health_and_its_log(
+    project: Path, mode: str
+) -> None:
+    progress: list[str] = []
+
+    async def on_progress(_done: float, _total: float | None, message: str | None) -> None:
+        progress.append(message or "")
+
+    async def body() -> None:
+        async with client(build_server(project), mode) as c:
+            plan = ok(await c.call_tool("plan", {"environment": "local"}))
+            assert plan["deployable"] and plan["components"] == ["web"]
+            assert plan["kind"] == "full" and not plan["protected"]
+            assert "plan " + plan["plan_hash"] in plan["summary"]
+            deployed = ok(
+                await c.call_tool(
+                    "deploy", {"plan_id": plan["plan_id"]}, progress_callback=on_progress
+                )
+            )
+            assert deployed["status"] == "succeeded"
+            assert deployed["created_by"].startswith("mcp:test-client (")
+            assert served(project, "local") == "v1\n"
+            deployment_id = deployed["id"]
+            # The client learns the id from the first notification, long before the end.
+            assert progress[0].startswith(f"deployment {deployment_id}: ")
+            assert any("step activate:web web succeeded" in m for m in progress)
+
+            followed = ok(
+                await c.call_tool(
+                    "status", {"environment": "local", "deployment_id": deployment_id[:13]}
+                )
+            )
+            assert followed["deployment"]["status"] == "succeeded"
+            active = ok(await c.call_tool("status", {"environment": "local"}))["active"]
+            assert active["last_good_deployment"] == deployment_id
+            assert active["components"][0]["healthy"] is True
+            listed = ok(await c.call_tool("history", {"environment": "local", "limit": 5}))
+            assert [d["id"] for d in listed["deployments"]] == [deployment_id]
+            health = ok(await c.call_tool("health", {"environment": "local"}))
+            assert health["ok"] is True and health["components"][0]["name"] == "web"
+            journal = await c.read_resource(f"shipyard://deployments/{deployment_id}/log")
+            text = journal.contents[0].text  # type: ignore[union-attr]
+            assert "step switch succeeded" in text and "deployment succeeded" in text
+
+            elsewhere = await c.call_tool(
+                "status", {"environment": "prod", "deployment_id": deployment_id}
+            )
+            assert "is in environment 'local', not 'prod'" in error_text(elsewhere)
+
+    run(body)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_deploy_refuses_a_plan_the_repository_moved_past(project: Path, mode: str) -> None:
+    async def body() -> None:
+        async with client(build_server(project), mode) as c:
+            plan = ok(await c.call_tool("plan", {"environment": "local"}))
+            (project / "web" / "index.html").write_text("v2\n")
+            head = commit_all(project, "v2")
+            refused = await c.call_tool("deploy", {"plan_id": plan["plan_id"]})
+            text = error_text(refused)
+            assert "PreflightError" in text and "no longer matches" in text
+            assert f"HEAD moved from {plan['commit'][:12]} to {head[:12]}" in text
+            assert "make a new plan" in text
+            assert ok(await c.call_tool("history", {"environment": "local"}))["deployments"] == []
+            unknown = await c.call_tool("deploy", {"plan_id": "no-such-plan"})
+            assert "no saved plan 'no-such-plan'" in error_text(unknown)
+
+    run(body)
+
+
+def test_deploy_refuses_a_plan_the_environment_moved_past(project: Path) -> None:
+    async def body() -> None:
+        async with client(build_server(project), "legacy") as c:
+            first = ok(await c.call_tool("plan", {"environment": "local"}))
+            second = ok(await c.call_tool("plan", {"environment": "local"}))
+            ok(await c.call_tool("deploy", {"plan_id": first["plan_id"]}))
+            refused = await c.call_tool("deploy", {"plan_id": second["plan_id"]})
+            assert "local changed: its last good deployment is now" in error_text(refused)
+
+    run(body)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("answer", "refusal"),
+    [
+        (answering("decline"), "was declined by the user; nothing was changed"),
+        (answering("cancel"), "was cancelled by the user; nothing was changed"),
+        (answering("accept", confirm=False), "was not confirmed; nothing was changed"),
+        (None, "cannot ask for it (no elicitation support); nothing was changed"),
+    ],
+    ids=["declined", "cancelled", "unchecked", "unsupported"],
+)
+def test_a_protected_environment_is_not_touched_without_a_yes(
+    project: Path, mode: str, answer: Answer | None, refusal: str
+) -> None:
+    async def body() -> None:
+        async with client(build_server(project), mode, answer) as c:
+            plan = ok(await c.call_tool("plan", {"environment": "prod"}))
+            assert plan["protected"] is True
+            refused = await c.call_tool("deploy", {"plan_id": plan["plan_id"]})
+            assert refusal in error_text(refused)
+            rollback = await c.call_tool("rollback", {"environment": "prod"})
+            assert "nothing was changed" in error_text(rollback)
+            assert ok(await c.call_tool("history", {"environment": "prod"}))["deployments"] == []
+        assert not (project / ".shipyard" / "prod" / "agent").exists()  # nothing started
+
+    run(body)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_protected_environment_is_deployed_and_rolled_back_once_the_person_says_yes(
+    project: Path, mode: str
+) -> None:
+    asked: list[str] = []
+
+    async def body() -> None:
+        async with client(build_server(project), mode, answering("accept", asked=asked)) as c:
+            first = ok(await c.call_tool("plan", {"environment": "prod"}))
+            deployed = ok(await c.call_tool("deploy", {"plan_id": first["plan_id"]}))
+            assert deployed["status"] == "succeeded"
+            assert deployed["created_by"].endswith(", confirmed by the user")
+            assert served(project, "prod") == "v1\n"
+            (project / "web" / "index.html").write_text("v2\n")
+            commit_all(project, "v2")
+            second = ok(await c.call_tool("plan", {"environment": "prod"}))
+            ok(await c.call_tool("deploy", {"plan_id": second["plan_id"]}))
+            assert served(project, "prod") == "v2\n"
+            back = ok(await c.call_tool("rollback", {"environment": "prod"}))
+            assert back["kind"] == "rollback" and back["status"] == "succeeded"
+            assert back["created_by"].startswith("mcp:test-client (")
+            assert served(project, "prod") == "v1\n"
+        assert asked[0] == (
+            f"Deploy commit {first['commit'][:12]} to the protected environment prod "
+            f"(full: web; plan {first['plan_hash']})?"
+        )
+        assert asked[2] == (
+            "Roll the protected environment prod back to its previous good deployment?"
+        )
+
+    run(body)
+
+
+def test_allow_unconfirmed_lets_a_client_without_elicitation_through_and_says_so(
+    project: Path,
+) -> None:
+    async def body() -> None:
+        server = build_server(project, McpOptions(allow_unconfirmed=True))
+        async with client(server, "legacy") as c:
+            plan = ok(await c.call_tool("plan", {"environment": "prod"}))
+            deployed = ok(await c.call_tool("deploy", {"plan_id": plan["plan_id"]}))
+        assert deployed["created_by"].endswith(
+            "unconfirmed: the client cannot ask, --allow-unconfirmed"
+        )
+
+    run(body)
+
+
+def test_read_only_mode_registers_no_write_tool(project: Path) -> None:
+    async def body() -> None:
+        async with client(build_server(project, McpOptions(read_only=True)), "legacy") as c:
+            names = {t.name for t in (await c.list_tools()).tools}
+            assert names == {"plan", "status", "history", "health"}
+            refused = await c.call_tool("deploy", {"plan_id": "x"})
+            assert "Unknown tool: deploy" in error_text(refused)
+
+    run(body)
+
+
+def test_the_allow_list_registers_only_what_it_names_and_refuses_unknown_names(
+    project: Path,
+) -> None:
+    async def body() -> None:
+        server = build_server(project, McpOptions(tools=frozenset({"plan", "status"})))
+        async with client(server, "2026-07-28") as c:
+            assert {t.name for t in (await c.list_tools()).tools} == {"plan", "status"}
+
+    run(body)
+    with pytest.raises(UsageError, match=r"unknown MCP tool 'deplyo'") as unknown:
+        build_server(project, McpOptions(tools=frozenset({"plan", "deplyo"})))
+    assert "deploy" in (unknown.value.hint or "")
+    with pytest.raises(UsageError, match=r"read-only mode offers no write tool.*deploy"):
+        build_server(project, McpOptions(read_only=True, tools=frozenset({"deploy"})))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_secret_value_in_any_result_error_progress_or_log(project: Path, mode: str) -> None:
+    """A failing start prints the secret; the assistant typed it as a ref, too."""
+    config = project / "shipyard.toml"
+    config.write_text(
+        config.read_text()
+        .replace(
+            'start = "python3 -m http.server $PORT --bind 127.0.0.1"',
+            "start = \"sh -c 'echo token=$API_TOKEN; exit 3'\"",
+        )
+        .replace('deadline = "10s"', 'deadline = "1s"')
+    )
+    commit_all(project, "a start that fails and prints its secret")
+    seen: list[str] = []
+
+    async def on_progress(_done: float, _total: float | None, message: str | None) -> None:
+        seen.append(message or "")
+
+    async def body() -> None:
+        async with client(build_server(project), mode) as c:
+            plan = ok(await c.call_tool("plan", {"environment": "local"}))
+            failed = await c.call_tool(
+                "deploy", {"plan_id": plan["plan_id"]}, progress_callback=on_progress
+            )
+            assert failed.is_error and failed.structured_content is not None
+            doc = failed.structured_content
+            assert doc["status"] == "rolled_back" and doc["failure"]["type"]
+            typed = await c.call_tool("plan", {"environment": "local", "ref": SECRET})
+            assert "[redacted API_TOKEN]" in error_text(typed)
+            journal = await c.read_resource(f"shipyard://deployments/{doc['id']}/log")
+            history = await c.call_tool("history", {"environment": "local"})
+            seen.extend(
+                json.dumps(x.model_dump(mode="json")) for x in (failed, typed, journal, history)
+            )
+        assert seen and all(SECRET not in text for text in seen)
+
+    run(body)
