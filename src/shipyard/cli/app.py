@@ -709,6 +709,11 @@ def _emit(cli: CliState, data: Any, text: str) -> None:
         cli.out.print(cli.text(text))
 
 
+from shipyard.cli import mcp as _mcp  # noqa: E402 - registered last, light module
+
+_mcp.register(app)
+
+
 # Typer exports only BadParameter; its bases are click's UsageError and ClickException
 # (click is vendored inside newer Typer releases, so they are reached this way).
 _ClickUsageError = cast(type[Exception], typer.BadParameter.__bases__[0])

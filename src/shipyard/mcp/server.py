@@ -17,6 +17,7 @@ annotations at registration, and those name closures (the resolvers) it cannot l
 """
 
 import functools
+import inspect
 import json
 import logging
 import traceback
@@ -67,6 +68,7 @@ CLIENT_NAME_CHARS = 64
 log = logging.getLogger("shipyard.mcp")
 Ctx = Context[Any, Any]
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,16 @@ def build_server(
 
     # --- the tools ---------------------------------------------------------------------------
 
+    def tool(title: str, annotations: ToolAnnotations) -> Callable[[F], F]:
+        """`server.tool`, with the docstring's indentation taken out of the description."""
+
+        def register(fn: F) -> F:
+            description = inspect.cleandoc(fn.__doc__ or "")
+            server.tool(title=title, description=description, annotations=annotations)(fn)
+            return fn
+
+        return register
+
     read = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
     write = ToolAnnotations(
         read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
@@ -308,7 +320,7 @@ def build_server(
 
     if "plan" in enabled:
 
-        @server.tool(
+        @tool(
             title="Plan a deploy",
             annotations=ToolAnnotations(
                 read_only_hint=True,
@@ -352,7 +364,7 @@ def build_server(
 
     if "deploy" in enabled:
 
-        @server.tool(title="Deploy a plan", annotations=write)
+        @tool(title="Deploy a plan", annotations=write)
         async def deploy(
             plan_id: Annotated[str, Field(description="A plan_id from the plan tool.")],
             ctx: Ctx,
@@ -386,7 +398,7 @@ def build_server(
 
     if "rollback" in enabled:
 
-        @server.tool(title="Roll back an environment", annotations=write)
+        @tool(title="Roll back an environment", annotations=write)
         async def rollback(
             environment: Annotated[str, Field(description="The environment to roll back.")],
             ctx: Ctx,
@@ -407,7 +419,7 @@ def build_server(
 
     if "status" in enabled:
 
-        @server.tool(
+        @tool(
             title="Status",
             annotations=ToolAnnotations(
                 read_only_hint=True, destructive_hint=False, open_world_hint=True
@@ -440,7 +452,7 @@ def build_server(
 
     if "history" in enabled:
 
-        @server.tool(title="History", annotations=read)
+        @tool(title="History", annotations=read)
         async def history(
             environment: Annotated[str, Field(description="The environment.")],
             limit: Annotated[int, Field(ge=1, le=500, description="How many, newest first.")] = 20,
@@ -455,7 +467,7 @@ def build_server(
 
     if "health" in enabled:
 
-        @server.tool(
+        @tool(
             title="Health",
             annotations=ToolAnnotations(
                 read_only_hint=True, destructive_hint=False, open_world_hint=True
