@@ -275,11 +275,46 @@ def test_no_secret_value_in_any_result_error_progress_or_log(project: Path, mode
             assert doc["status"] == "rolled_back" and doc["failure"]["type"]
             typed = await c.call_tool("plan", {"environment": "local", "ref": SECRET})
             assert "[redacted API_TOKEN]" in error_text(typed)
+            # The SDK's own complaint about a wrong type would quote the value it was sent.
+            mistyped = await c.call_tool("plan", {"environment": "local", "full": SECRET})
+            assert "full\n  Input should be a valid boolean" in error_text(mistyped)
             journal = await c.read_resource(f"shipyard://deployments/{doc['id']}/log")
             history = await c.call_tool("history", {"environment": "local"})
             seen.extend(
-                json.dumps(x.model_dump(mode="json")) for x in (failed, typed, journal, history)
+                json.dumps(x.model_dump(mode="json"))
+                for x in (failed, typed, mistyped, journal, history)
             )
         assert seen and all(SECRET not in text for text in seen)
+
+    run(body)
+
+
+@pytest.mark.parametrize("hostile", ["\x00", "\ud800", "x" * 300], ids=["nul", "surrogate", "long"])
+def test_a_hostile_text_argument_is_refused_by_name_not_crashed_on(
+    project: Path, hostile: str
+) -> None:
+    async def body() -> None:
+        async with client(build_server(project), "legacy") as c:
+            for tool, arguments in (
+                ("plan", {"environment": "local", "ref": hostile}),
+                ("plan", {"environment": "local", "only": ["web", hostile]}),
+                ("status", {"environment": hostile}),
+                ("deploy", {"plan_id": hostile}),
+            ):
+                text = error_text(await c.call_tool(tool, arguments))
+                assert "expected printable text of at most 256 characters" in text, text
+                assert "internal error" not in text
+            # (the SDK itself refuses a NUL in a resource URI)
+            with pytest.raises(Exception, match=r"expected printable text|Unknown resource"):
+                await c.read_resource(f"shipyard://deployments/{hostile}/log")
+
+    run(body)
+
+
+def test_the_log_of_an_unknown_deployment_says_so(project: Path) -> None:
+    async def body() -> None:
+        async with client(build_server(project), "2026-07-28") as c:
+            with pytest.raises(Exception, match="no deployment 'nope'"):
+                await c.read_resource("shipyard://deployments/nope/log")
 
     run(body)

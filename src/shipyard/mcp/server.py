@@ -29,6 +29,7 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import (
     AcceptedElicitation,
     Context,
@@ -37,7 +38,7 @@ from mcp.server.mcpserver import (
     MCPServer,
     Resolve,
 )
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -64,6 +65,7 @@ READ_TOOLS = ("plan", "status", "history", "health")
 WRITE_TOOLS = ("deploy", "rollback")
 POLL_S = 0.25  # how often a running deployment's journal is read for progress notifications
 CLIENT_NAME_CHARS = 64
+MAX_ARGUMENT_CHARS = 256
 
 log = logging.getLogger("shipyard.mcp")
 Ctx = Context[Any, Any]
@@ -180,8 +182,33 @@ def build_server(
         log_level="WARNING",
     )
 
+    async def redact_tool_errors(
+        ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        """The text of a failed tool call, on its way out (in its wire form), without the
+        values the SDK's own argument errors quote, and through every environment's redactor."""
+        result = await call_next(ctx)
+        if ctx.method == "tools/call" and isinstance(result, dict) and result.get("isError"):
+            redact = await _call(every_secret)
+            for block in result.get("content") or []:
+                if isinstance(block, dict) and isinstance(block.get("text"), str):
+                    block["text"] = redact(_unquoted(block["text"]))
+        return result
+
+    def every_secret() -> Callable[[str], str]:
+        try:
+            with opened() as svc:
+                redactors = [svc.redactor(name) for name in svc.config.environments]
+        except ShipyardError:
+            return str  # no config, no secrets: nothing to redact
+        return lambda text: functools.reduce(lambda t, r: r(t), redactors, text)
+
+    server.middleware.append(redact_tool_errors)
+
     @contextmanager
-    def opened() -> Iterator[Shipyard]:
+    def opened(**arguments: str | list[str] | None) -> Iterator[Shipyard]:
+        """A Shipyard for one call, once the call's text `arguments` are found usable."""
+        _check_text(arguments)
         svc = make()
         try:
             yield svc
@@ -209,7 +236,7 @@ def build_server(
         )
 
     def confirm_deploy(plan_id: str, ctx: Ctx) -> _NoQuestion | Elicit[Confirmation]:
-        with opened() as svc, _boundary(svc.redactor(None)):
+        with opened(plan_id=plan_id) as svc, _boundary(svc.redactor(None)):
             saved = svc.saved_plan(plan_id)
             env = svc.environment(saved.environment)
             plan = saved.plan["plan"]
@@ -223,7 +250,7 @@ def build_server(
     def confirm_rollback(
         environment: str, ctx: Ctx, to: str | None = None
     ) -> _NoQuestion | Elicit[Confirmation]:
-        with opened() as svc, _boundary(svc.redactor(None)):
+        with opened(environment=environment, to=to) as svc, _boundary(svc.redactor(None)):
             env = svc.environment(environment)
         target = f"deployment {to}" if to else "its previous good deployment"
         return gate(ctx, env, f"Roll the protected environment {env.name} back to {target}?")
@@ -344,7 +371,10 @@ def build_server(
 
             Without full/changed/only: changed when the environment has a last good
             deployment, full otherwise (`why` says which)."""
-            with opened() as svc, _boundary(redact := svc.redactor(environment)):
+            with (
+                opened(environment=environment, ref=ref, only=only) as svc,
+                _boundary(redact := svc.redactor(environment)),
+            ):
                 names = tuple(only or ())
                 selection = _selection(full, changed, names)
                 made = await _call(
@@ -379,7 +409,7 @@ def build_server(
             """Run a saved plan: build, migrate, start in dependency order with health checks,
             switch; roll back on failure. Refused if the plan no longer matches the repository
             or the environment (make a new plan then). Progress names the deployment id."""
-            with opened() as svc:
+            with opened(plan_id=plan_id) as svc:
                 with _boundary(svc.redactor(None)):
                     saved = await _call(svc.saved_plan, plan_id)
                 with _boundary(redact := svc.redactor(saved.environment)):
@@ -410,7 +440,10 @@ def build_server(
         ) -> Annotated[CallToolResult, DeploymentDoc]:
             """Go back to the previous good deployment (or `to`), as a new deployment of kind
             rollback. Progress names the deployment id."""
-            with opened() as svc, _boundary(redact := svc.redactor(environment)):
+            with (
+                opened(environment=environment, to=to) as svc,
+                _boundary(redact := svc.redactor(environment)),
+            ):
                 note = confirmed(confirmation, f"rolling back {environment}")
                 run = functools.partial(
                     svc.rollback, environment, to=to, created_by=created_by(ctx, note)
@@ -433,7 +466,10 @@ def build_server(
         ) -> StatusResult:
             """A deployment (poll it while it runs), or what is active now in an environment
             (this one probes each component's health)."""
-            with opened() as svc, _boundary(redact := svc.redactor(environment)):
+            with (
+                opened(environment=environment, deployment_id=deployment_id) as svc,
+                _boundary(redact := svc.redactor(environment)),
+            ):
                 if deployment_id:
                     view = await _call(svc.deployment, deployment_id)
                     if view.record.environment != environment:
@@ -458,7 +494,10 @@ def build_server(
             limit: Annotated[int, Field(ge=1, le=500, description="How many, newest first.")] = 20,
         ) -> HistoryResult:
             """Past deployments of an environment, newest first."""
-            with opened() as svc, _boundary(redact := svc.redactor(environment)):
+            with (
+                opened(environment=environment) as svc,
+                _boundary(redact := svc.redactor(environment)),
+            ):
                 views = await _call(svc.history, environment, limit)
                 docs = [redact.data(_plain(v.to_dict())) for v in views]
                 return HistoryResult.model_validate(
@@ -477,7 +516,10 @@ def build_server(
             environment: Annotated[str, Field(description="The environment.")],
         ) -> HealthResult:
             """Run every component's health check now (ok is false when one fails)."""
-            with opened() as svc, _boundary(redact := svc.redactor(environment)):
+            with (
+                opened(environment=environment) as svc,
+                _boundary(redact := svc.redactor(environment)),
+            ):
                 try:
                     results, ok = await _call(svc.health, environment), True
                 except UnhealthyReport as report:
@@ -495,7 +537,13 @@ def build_server(
         mime_type="text/plain",
     )
     async def deployment_log(deployment_id: str) -> str:
-        with opened() as svc, _boundary(svc.redactor(None)):
+        try:
+            return await read_log(deployment_id)
+        except ToolError as exc:  # a resource reports its failure as a ResourceError
+            raise ResourceError(str(exc)) from None
+
+    async def read_log(deployment_id: str) -> str:
+        with opened(deployment_id=deployment_id) as svc, _boundary(svc.redactor(None)):
             view = await _call(svc.deployment, deployment_id)
             events = await _call(svc.events, view.record.id)
             lines = [
@@ -509,6 +557,25 @@ def build_server(
 async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """A blocking service call, in a worker thread (the event loop keeps serving)."""
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+def _unquoted(text: str) -> str:
+    """A pydantic error text without the rejected input: its `[type=…, input_value=…]` part
+    (the value, cut in the middle, would slip past a redactor) and its link lines go."""
+    lines = [line.split(" [type=", 1)[0] for line in text.splitlines()]
+    return "\n".join(line for line in lines if "For further information visit" not in line)
+
+
+def _check_text(arguments: dict[str, str | list[str] | None]) -> None:
+    """Refuse a text argument with control characters (a NUL, a lone surrogate) or of an
+    unreasonable length, naming it without echoing it (it could be anything, even a secret)."""
+    for name, value in arguments.items():
+        values = [value] if isinstance(value, str) else value or []
+        if any(not v.isprintable() or len(v) > MAX_ARGUMENT_CHARS for v in values):
+            raise ToolError(
+                f"{name}: expected printable text of at most {MAX_ARGUMENT_CHARS} characters "
+                "(no control characters); nothing was done"
+            )
 
 
 def _selection(full: bool, changed: bool, only: tuple[str, ...]) -> Selection | None:
