@@ -184,6 +184,11 @@ def test_a_protected_environment_is_deployed_and_rolled_back_once_the_person_say
             assert deployed["status"] == "succeeded"
             assert deployed["created_by"].endswith(", confirmed by the user")
             assert served(project, "prod") == "v1\n"
+            idle = ok(await c.call_tool("plan", {"environment": "prod"}))
+            assert idle["deployable"] is False
+            nothing = await c.call_tool("deploy", {"plan_id": idle["plan_id"]})
+            assert "UsageError: nothing to deploy: changed since" in error_text(nothing)
+            assert len(asked) == 1  # nothing would have run: nobody was asked
             (project / "web" / "index.html").write_text("v2\n")
             commit_all(project, "v2")
             second = ok(await c.call_tool("plan", {"environment": "prod"}))
@@ -197,7 +202,7 @@ def test_a_protected_environment_is_deployed_and_rolled_back_once_the_person_say
             f"Deploy commit {first['commit'][:12]} to the protected environment prod "
             f"(full: web; plan {first['plan_hash']})?"
         )
-        assert asked[2] == (
+        assert asked[-1] == (
             "Roll the protected environment prod back to its previous good deployment?"
         )
 

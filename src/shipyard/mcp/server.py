@@ -240,6 +240,8 @@ def build_server(
             saved = svc.saved_plan(plan_id)
             env = svc.environment(saved.environment)
             plan = saved.plan["plan"]
+            if not plan["components"]:
+                return _NoQuestion("")  # nothing would run: the tool says so, nobody is asked
             question = (
                 f"Deploy commit {(saved.commit or '?')[:12]} to the protected environment "
                 f"{env.name} ({plan['kind']}: {', '.join(plan['components'])}; "
@@ -281,13 +283,13 @@ def build_server(
                 started.append(event.deployment_id)
 
         svc.sink = sink
-        outcome: list[DeploymentView | BaseException] = []
+        outcome: list[DeploymentView | Exception] = []
         done = anyio.Event()
 
         async def worker() -> None:
             try:
                 outcome.append(await anyio.to_thread.run_sync(run))
-            except BaseException as exc:  # re-raised below, after the last progress
+            except Exception as exc:  # re-raised below, after the last progress
                 outcome.append(exc)
             finally:
                 done.set()
