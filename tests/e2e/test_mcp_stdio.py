@@ -21,7 +21,7 @@ from mcp import Client, StdioServerParameters
 from mcp_types import ElicitRequestParams, ElicitResult, Implementation
 
 from shipyard.service import Shipyard
-from tests.conftest import commit_all, shipyard_executable
+from tests.conftest import RunCli, commit_all, shipyard_executable
 
 INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"  # pinned: its CLI's output is asserted on
 
@@ -115,3 +115,14 @@ def test_the_mcp_inspector_lists_the_tools_and_runs_a_plan(shop: Path) -> None:
     assert plan["environment"] == "local" and plan["kind"] == "full"
     assert plan["components"] == ["backend", "admin", "marketing"]
     assert len(plan["plan_id"]) == 36 and len(plan["plan_hash"]) == 16
+
+
+def test_a_wrong_start_exits_2_saying_why(shop: Path, run_cli: RunCli, short_tmp: Path) -> None:
+    unknown = run_cli("-C", str(shop), "--json", "mcp", "--tools", "plan,deplyo")
+    assert unknown.returncode == 2
+    error = json.loads(unknown.stdout)["error"]
+    assert error["message"] == "unknown MCP tool 'deplyo' in the allow-list"
+    assert "deploy" in error["hint"]
+    nowhere = run_cli("-C", str(short_tmp / "none"), "mcp")
+    assert nowhere.returncode == 2 and "no shipyard.toml" in nowhere.stderr
+    assert "Traceback" not in unknown.stderr + nowhere.stderr

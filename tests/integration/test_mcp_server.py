@@ -323,3 +323,24 @@ def test_the_log_of_an_unknown_deployment_says_so(project: Path) -> None:
                 await c.read_resource("shipyard://deployments/nope/log")
 
     run(body)
+
+
+def test_plan_arguments_mirror_the_cli_flags(project: Path) -> None:
+    async def body() -> None:
+        async with client(build_server(project), "2026-07-28") as c:
+            only = ok(await c.call_tool("plan", {"environment": "local", "only": ["web"]}))
+            assert only["components"] == ["web"] and only["tests"] == "none"
+            full = ok(await c.call_tool("plan", {"environment": "local", "full": True}))
+            assert full["kind"] == "full" and full["plan_id"] != only["plan_id"]
+            both = await c.call_tool(
+                "plan", {"environment": "local", "full": True, "only": ["web"]}
+            )
+            assert "choose one of full, only" in error_text(both)
+            unknown = await c.call_tool("plan", {"environment": "local", "only": ["nope"]})
+            assert "unknown component(s) in --only: nope" in error_text(unknown)
+            stage = await c.call_tool("plan", {"environment": "local", "tests": "some"})
+            assert "tests\n  Input should be 'none', 'smoke', 'e2e' or 'full'" in error_text(stage)
+            nowhere = await c.call_tool("plan", {"environment": "staging"})
+            assert "staging" in error_text(nowhere) and "UsageError" in error_text(nowhere)
+
+    run(body)

@@ -365,7 +365,7 @@ def build_server(
             changed: Annotated[
                 bool, Field(description="What changed since the last good deployment.")
             ] = False,
-            only: Annotated[list[str] | None, Field(description="Only these components.")] = None,
+            only: Annotated[tuple[str, ...], Field(description="Only these components.")] = (),
             ref: Annotated[str, Field(description="The git ref to deploy.")] = "HEAD",
             tests: Annotated[TestStage, Field(description="Which tests run.")] = "none",
         ) -> PlanResult:
@@ -374,15 +374,14 @@ def build_server(
             Without full/changed/only: changed when the environment has a last good
             deployment, full otherwise (`why` says which)."""
             with (
-                opened(environment=environment, ref=ref, only=only) as svc,
+                opened(environment=environment, ref=ref, only=list(only)) as svc,
                 _boundary(redact := svc.redactor(environment)),
             ):
-                names = tuple(only or ())
-                selection = _selection(full, changed, names)
+                selection = _selection(full, changed, only)
                 made = await _call(
-                    svc.plan, environment, selection=selection, only=names, ref=ref, tests=tests
+                    svc.plan, environment, selection=selection, only=only, ref=ref, tests=tests
                 )
-                request = PlanRequest(made.environment, selection, names, ref, tests)
+                request = PlanRequest(made.environment, selection, only, ref, tests)
                 plan_id = await _call(svc.save_plan, made, request, created_by(ctx, ""))
                 env = await _call(svc.environment, made.environment)
                 doc = {
