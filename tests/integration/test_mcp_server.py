@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 
 from shipyard.errors import UsageError
@@ -342,5 +344,55 @@ def test_plan_arguments_mirror_the_cli_flags(project: Path) -> None:
             assert "tests\n  Input should be 'none', 'smoke', 'e2e' or 'full'" in error_text(stage)
             nowhere = await c.call_tool("plan", {"environment": "staging"})
             assert "staging" in error_text(nowhere) and "UsageError" in error_text(nowhere)
+
+    run(body)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_running_deployment_can_be_polled_by_the_id_its_first_progress_names(
+    project: Path, mode: str
+) -> None:
+    """The release only listens once the test creates `gate`: the deploy is surely still
+    running when `status` and the journal are read."""
+    gate = project.parent / "gate"
+    config = project / "shipyard.toml"
+    config.write_text(
+        config.read_text().replace(
+            'start = "python3 -m http.server $PORT --bind 127.0.0.1"',
+            f"start = \"sh -c 'while [ ! -e {gate} ]; do sleep 0.05; done; "
+            "exec python3 -m http.server $PORT --bind 127.0.0.1'\"",
+        )
+    )
+    commit_all(project, "starts when the gate opens")
+    ids: list[str] = []
+    named = anyio.Event()
+
+    async def on_progress(_done: float, _total: float | None, message: str | None) -> None:
+        if not ids:
+            ids.append((message or "").split(":")[0].removeprefix("deployment "))
+            named.set()
+
+    async def body() -> None:
+        async with client(build_server(project), mode) as c:
+            plan = ok(await c.call_tool("plan", {"environment": "local"}))
+            finished: list[dict[str, Any]] = []
+
+            async def deploy() -> None:
+                result = await c.call_tool(
+                    "deploy", {"plan_id": plan["plan_id"]}, progress_callback=on_progress
+                )
+                finished.append(ok(result))
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(deploy)
+                await named.wait()
+                polled = ok(
+                    await c.call_tool("status", {"environment": "local", "deployment_id": ids[0]})
+                )
+                journal = await c.read_resource(f"shipyard://deployments/{ids[0]}/log")
+                gate.touch()
+            assert polled["deployment"]["status"] in ("pending", "running")
+            assert "deployment succeeded" not in journal.contents[0].text  # type: ignore[union-attr]
+            assert finished[0]["id"] == ids[0] and finished[0]["status"] == "succeeded"
 
     run(body)
