@@ -21,8 +21,8 @@ import inspect
 import json
 import logging
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -215,6 +215,17 @@ def build_server(
         finally:
             svc.close()
 
+    @asynccontextmanager
+    async def calling(
+        secrets_of: str | None, /, **arguments: str | list[str] | None
+    ) -> AsyncIterator[tuple[Shipyard, Redactor]]:
+        """`opened`, plus the redactor of environment `secrets_of` (read in a worker thread:
+        a secrets source may run a command) and the error boundary that uses it."""
+        with opened(**arguments) as svc:
+            redact = await _call(svc.redactor, secrets_of)
+            with _boundary(redact):
+                yield svc, redact
+
     def created_by(ctx: Ctx, note: str) -> str:
         who = LockOwner.current()
         return f"mcp:{_client(ctx)} ({who.user}@{who.host})" + (f", {note}" if note else "")
@@ -373,9 +384,9 @@ def build_server(
 
             Without full/changed/only: changed when the environment has a last good
             deployment, full otherwise (`why` says which)."""
-            with (
-                opened(environment=environment, ref=ref, only=list(only)) as svc,
-                _boundary(redact := svc.redactor(environment)),
+            async with calling(environment, environment=environment, ref=ref, only=list(only)) as (
+                svc,
+                redact,
             ):
                 selection = _selection(full, changed, only)
                 made = await _call(
@@ -410,10 +421,10 @@ def build_server(
             """Run a saved plan: build, migrate, start in dependency order with health checks,
             switch; roll back on failure. Refused if the plan no longer matches the repository
             or the environment (make a new plan then). Progress names the deployment id."""
-            with opened(plan_id=plan_id) as svc:
-                with _boundary(svc.redactor(None)):
-                    saved = await _call(svc.saved_plan, plan_id)
-                with _boundary(redact := svc.redactor(saved.environment)):
+            async with calling(None, plan_id=plan_id) as (svc, _):
+                saved = await _call(svc.saved_plan, plan_id)
+                redact = await _call(svc.redactor, saved.environment)
+                with _boundary(redact):
                     note = confirmed(confirmation, f"deploying to {saved.environment}")
                     the_plan = await _call(svc.replan, plan_id)
                     if not the_plan.components:
@@ -441,10 +452,7 @@ def build_server(
         ) -> Annotated[CallToolResult, DeploymentDoc]:
             """Go back to the previous good deployment (or `to`), as a new deployment of kind
             rollback. Progress names the deployment id."""
-            with (
-                opened(environment=environment, to=to) as svc,
-                _boundary(redact := svc.redactor(environment)),
-            ):
+            async with calling(environment, environment=environment, to=to) as (svc, redact):
                 note = confirmed(confirmation, f"rolling back {environment}")
                 run = functools.partial(
                     svc.rollback, environment, to=to, created_by=created_by(ctx, note)
@@ -467,10 +475,9 @@ def build_server(
         ) -> StatusResult:
             """A deployment (poll it while it runs), or what is active now in an environment
             (this one probes each component's health)."""
-            with (
-                opened(environment=environment, deployment_id=deployment_id) as svc,
-                _boundary(redact := svc.redactor(environment)),
-            ):
+            async with calling(
+                environment, environment=environment, deployment_id=deployment_id
+            ) as (svc, redact):
                 if deployment_id:
                     view = await _call(svc.deployment, deployment_id)
                     if view.record.environment != environment:
@@ -495,10 +502,7 @@ def build_server(
             limit: Annotated[int, Field(ge=1, le=500, description="How many, newest first.")] = 20,
         ) -> HistoryResult:
             """Past deployments of an environment, newest first."""
-            with (
-                opened(environment=environment) as svc,
-                _boundary(redact := svc.redactor(environment)),
-            ):
+            async with calling(environment, environment=environment) as (svc, redact):
                 views = await _call(svc.history, environment, limit)
                 docs = [redact.data(_plain(v.to_dict())) for v in views]
                 return HistoryResult.model_validate(
@@ -517,10 +521,7 @@ def build_server(
             environment: Annotated[str, Field(description="The environment.")],
         ) -> HealthResult:
             """Run every component's health check now (ok is false when one fails)."""
-            with (
-                opened(environment=environment) as svc,
-                _boundary(redact := svc.redactor(environment)),
-            ):
+            async with calling(environment, environment=environment) as (svc, redact):
                 try:
                     results, ok = await _call(svc.health, environment), True
                 except UnhealthyReport as report:
@@ -544,13 +545,14 @@ def build_server(
             raise ResourceError(str(exc)) from None
 
     async def read_log(deployment_id: str) -> str:
-        with opened(deployment_id=deployment_id) as svc, _boundary(svc.redactor(None)):
+        async with calling(None, deployment_id=deployment_id) as (svc, _):
             view = await _call(svc.deployment, deployment_id)
             events = await _call(svc.events, view.record.id)
+            redact = await _call(svc.redactor, view.record.environment)
             lines = [
                 f"{e.at.isoformat(timespec='milliseconds')} {_journal_line(e)}" for e in events
             ]
-            return svc.redactor(view.record.environment)("\n".join(lines) + "\n")
+            return redact("\n".join(lines) + "\n")
 
     return server
 
