@@ -102,10 +102,13 @@ def test_the_mcp_inspector_lists_the_tools_and_runs_a_plan(shop: Path) -> None:
     assert {t["name"] for t in listed["tools"]} == {
         "plan",
         "deploy",
+        "promote",
         "rollback",
         "status",
         "history",
         "health",
+        "validate_secrets",
+        "detect_changes",
     }
     planned = _inspector(
         shop, "--method", "tools/call", "--tool-name", "plan", "--tool-arg", "environment=local"

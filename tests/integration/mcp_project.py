@@ -18,6 +18,7 @@ from tests.conftest import commit_all, free_ports, git
 
 MODES = ("legacy", "2026-07-28")  # legacy negotiates 2025-11-25 with the initialize handshake
 SECRET = "tok-Zq8rVb2KxW4mNp7LdS3f"
+PROD_SECRET = "tok-Hc5wYt9QeR1uJx6KvB0g"
 R = TypeVar("R")
 Answer = Callable[[Any, ElicitRequestParams], Awaitable[ElicitResult]]
 
@@ -37,7 +38,7 @@ secrets = {{ dotenv = ".env.local" }}
 target = "local"
 root = ".shipyard/prod"
 protected = true
-secrets = {{ dotenv = ".env.local" }}
+secrets = {{ dotenv = ".env.prod" }}
 
 [environments.prod.components.web]
 port = {prod_port}
@@ -59,7 +60,8 @@ def project(short_tmp: Path) -> Iterator[Path]:
     (root / "web" / "index.html").write_text("v1\n")
     (root / "shipyard.toml").write_text(_config(*free_ports(2)))
     (root / ".env.local").write_text(f"API_TOKEN={SECRET}\n")
-    (root / ".gitignore").write_text(".shipyard/\n")
+    (root / ".env.prod").write_text(f"API_TOKEN={PROD_SECRET}\n")  # never committed
+    (root / ".gitignore").write_text(".shipyard/\n.env.prod\n")
     git(root, "init", "-q")
     commit_all(root, "v1")
     yield root

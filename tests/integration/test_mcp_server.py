@@ -16,7 +16,7 @@ import pytest
 
 from shipyard.errors import UsageError
 from shipyard.mcp import McpOptions, build_server
-from tests.conftest import commit_all
+from tests.conftest import commit_all, git
 from tests.integration.mcp_project import (
     MODES,
     SECRET,
@@ -41,13 +41,24 @@ def test_every_tool_is_listed_with_annotations_and_an_output_schema(
         async with client(build_server(project), mode) as c:
             tools = {t.name: t for t in (await c.list_tools()).tools}
             templates = (await c.list_resource_templates()).resource_templates
-        assert set(tools) == {"plan", "deploy", "rollback", "status", "history", "health"}
+        assert set(tools) == {
+            "plan",
+            "deploy",
+            "promote",
+            "rollback",
+            "status",
+            "history",
+            "health",
+            "validate_secrets",
+            "detect_changes",
+        }
         for name, tool in tools.items():
             hints = tool.annotations
             assert hints is not None and hints.read_only_hint is not None, name
             assert tool.output_schema is not None, name
         assert tools["deploy"].annotations.destructive_hint is True  # type: ignore[union-attr]
         assert tools["rollback"].annotations.read_only_hint is False  # type: ignore[union-attr]
+        assert tools["promote"].annotations.destructive_hint is True  # type: ignore[union-attr]
         assert tools["history"].annotations.read_only_hint is True  # type: ignore[union-attr]
         # The confirmation is asked of the person, never an argument the model could fill in.
         assert set(tools["deploy"].input_schema["properties"]) == {
@@ -230,7 +241,14 @@ def test_read_only_mode_registers_no_write_tool(project: Path) -> None:
     async def body() -> None:
         async with client(build_server(project, McpOptions(read_only=True)), "legacy") as c:
             names = {t.name for t in (await c.list_tools()).tools}
-            assert names == {"plan", "status", "history", "health"}
+            assert names == {
+                "plan",
+                "status",
+                "history",
+                "health",
+                "validate_secrets",
+                "detect_changes",
+            }
             refused = await c.call_tool("deploy", {"plan_id": "x"})
             assert "Unknown tool: deploy" in error_text(refused)
 
@@ -394,5 +412,59 @@ def test_a_running_deployment_can_be_polled_by_the_id_its_first_progress_names(
             assert polled["deployment"]["status"] in ("pending", "running")
             assert "deployment succeeded" not in journal.contents[0].text  # type: ignore[union-attr]
             assert finished[0]["id"] == ids[0] and finished[0]["status"] == "succeeded"
+
+    run(body)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_promote_deploys_what_local_runs_to_prod_once_the_person_says_yes(
+    project: Path, mode: str
+) -> None:
+    asked: list[str] = []
+
+    async def body() -> None:
+        async with client(build_server(project), mode, answering("decline")) as c:
+            plan = ok(await c.call_tool("plan", {"environment": "local"}))
+            source = ok(await c.call_tool("deploy", {"plan_id": plan["plan_id"]}))
+            refused = await c.call_tool("promote", {"source": "local", "target": "prod"})
+            assert "promoting to prod was declined by the user" in error_text(refused)
+        yes = answering("accept", asked=asked)
+        async with client(build_server(project), mode, yes) as c:
+            promoted = ok(await c.call_tool("promote", {"source": "local", "target": "prod"}))
+        assert promoted["kind"] == "promote" and promoted["status"] == "succeeded"
+        assert promoted["promoted_from"] == source["id"]
+        assert promoted["created_by"].endswith(", confirmed by the user")
+        assert asked == [
+            f"Promote the last good deployment of local (commit {source['commit'][:12]}: web) "
+            "to the protected environment prod?"
+        ]
+        assert served(project, "prod") == "v1\n"
+
+    run(body)
+
+
+def test_validate_secrets_and_detect_changes_answer_like_the_cli(project: Path) -> None:
+    config = project / "shipyard.toml"
+    config.write_text(config.read_text() + "\n[secrets.rules]\nAPI_TOKEN = { min_length = 64 }\n")
+    commit_all(project, "a rule the token does not meet")
+
+    async def body() -> None:
+        async with client(build_server(project), "2026-07-28") as c:
+            report = ok(await c.call_tool("validate_secrets", {"environment": "local"}))
+            assert report["ok"] is False and report["checked"] == ["local"]
+            assert {(f["name"], f["severity"]) for f in report["findings"]} >= {
+                ("API_TOKEN", "error")
+            }
+            changes = ok(await c.call_tool("detect_changes", {"environment": "local"}))
+            assert changes["full_deploy_required"] is True and changes["why_full"]
+            first = git(project, "rev-parse", "HEAD")
+            (project / "web" / "index.html").write_text("v2\n")
+            commit_all(project, "v2")
+            since = ok(
+                await c.call_tool("detect_changes", {"environment": "local", "since": first})
+            )
+            assert since["changed_files"] == ["web/index.html"]
+            assert [a["name"] for a in since["affected"]] == ["web"]
+            assert SECRET not in json.dumps([report, changes, since])
 
     run(body)

@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
 def mcp(
     ctx: typer.Context,
     read_only: Annotated[
-        bool, typer.Option("--read-only", help="Offer no write tool (deploy, rollback) at all.")
+        bool,
+        typer.Option("--read-only", help="Offer no write tool (deploy, promote, rollback) at all."),
     ] = False,
     tools: Annotated[
         str | None,
@@ -32,7 +33,8 @@ def mcp(
         ),
     ] = False,
 ) -> None:
-    """MCP server on stdio: plan, deploy(plan_id), rollback, status, history, health.
+    """MCP server on stdio: plan, deploy(plan_id), promote, rollback, status, history, health,
+    validate_secrets, detect_changes.
 
     Protected environments are confirmed by the user through the client (elicitation); a
     client that cannot ask is refused unless --allow-unconfirmed. Exits 2 at start when

@@ -113,3 +113,42 @@ class HealthResult(BaseModel):
     environment: str
     ok: bool
     components: list[ComponentHealthDoc]
+
+
+class SecretFinding(_Open):
+    rule: str
+    name: str
+    severity: str = Field(description="error or warning")
+    location: str
+    message: str
+
+
+class SecretsResult(_Open):
+    """The `secrets check --json` document: names, places and fingerprints, never a value."""
+
+    ok: bool
+    checked: list[str] = Field(default_factory=list)
+    findings: list[SecretFinding]
+
+
+class AffectedComponent(_Open):
+    name: str
+    reasons: list[str]
+
+
+class BreakingChange(_Open):
+    kind: str
+    component: str | None = None
+    detail: str
+
+
+class ChangesResult(_Open):
+    """The `changes --json` document."""
+
+    base: str | None = None
+    head: str
+    changed_files: list[str]
+    affected: list[AffectedComponent]
+    breaking: list[BreakingChange]
+    full_deploy_required: bool
+    why_full: str | None = None

@@ -49,11 +49,13 @@ from shipyard.core.secrets import Redactor
 from shipyard.engine.runner import ProgressEvent
 from shipyard.errors import DeploymentFailed, RollbackFailed, ShipyardError, UsageError
 from shipyard.mcp.models import (
+    ChangesResult,
     DeploymentDoc,
     ErrorInfo,
     HealthResult,
     HistoryResult,
     PlanResult,
+    SecretsResult,
     StatusResult,
 )
 from shipyard.service import DeploymentView, PlanRequest, Shipyard, UnhealthyReport
@@ -61,8 +63,8 @@ from shipyard.store import EventRecord, LockOwner
 
 __all__ = ["READ_TOOLS", "WRITE_TOOLS", "McpOptions", "build_server"]
 
-READ_TOOLS = ("plan", "status", "history", "health")
-WRITE_TOOLS = ("deploy", "rollback")
+READ_TOOLS = ("plan", "status", "history", "health", "validate_secrets", "detect_changes")
+WRITE_TOOLS = ("deploy", "promote", "rollback")
 POLL_S = 0.25  # how often a running deployment's journal is read for progress notifications
 CLIENT_NAME_CHARS = 64
 MAX_ARGUMENT_CHARS = 256
@@ -268,6 +270,22 @@ def build_server(
         target = f"deployment {to}" if to else "its previous good deployment"
         return gate(ctx, env, f"Roll the protected environment {env.name} back to {target}?")
 
+    def confirm_promote(
+        source: str, target: str, ctx: Ctx, deployment_id: str | None = None
+    ) -> _NoQuestion | Elicit[Confirmation]:
+        arguments = {"source": source, "target": target, "deployment_id": deployment_id}
+        with opened(**arguments) as svc, _boundary(svc.redactor(None)):
+            env = svc.environment(target)
+            if not env.protected:
+                return _NoQuestion("")
+            plan = svc.plan_promote(source, target, deployment_id)
+            what = f"deployment {deployment_id}" if deployment_id else "the last good deployment"
+            question = (
+                f"Promote {what} of {source} (commit {plan.commit[:12]}: "
+                f"{', '.join(plan.components)}) to the protected environment {env.name}?"
+            )
+        return gate(ctx, env, question)
+
     def confirmed(outcome: ElicitationResult[Confirmation], what: str) -> str:
         """The note for `created_by`, or ToolError when the person did not say yes."""
         if isinstance(outcome, AcceptedElicitation):
@@ -459,6 +477,30 @@ def build_server(
                 )
                 return await run_deployment(ctx, svc, redact, run)
 
+    if "promote" in enabled:
+
+        @tool(title="Promote to another environment", annotations=write)
+        async def promote(
+            source: Annotated[str, Field(description="The environment promoted from.")],
+            target: Annotated[str, Field(description="The environment to deploy to.")],
+            ctx: Ctx,
+            confirmation: Annotated[ElicitationResult[Confirmation], Resolve(confirm_promote)],
+            deployment_id: Annotated[
+                str | None,
+                Field(description="A good deployment of source (default: its last good one)."),
+            ] = None,
+        ) -> Annotated[CallToolResult, DeploymentDoc]:
+            """Deploy to target exactly what a deployment of source released: the same
+            artifacts (nothing rebuilt), with target's own secrets and settings, as a new
+            deployment of kind promote. Progress names the deployment id."""
+            arguments = {"source": source, "target": target, "deployment_id": deployment_id}
+            async with calling(target, **arguments) as (svc, redact):
+                note = confirmed(confirmation, f"promoting to {target}")
+                run = functools.partial(
+                    svc.promote, source, target, deployment_id, created_by=created_by(ctx, note)
+                )
+                return await run_deployment(ctx, svc, redact, run)
+
     if "status" in enabled:
 
         @tool(
@@ -530,6 +572,39 @@ def build_server(
                 return HealthResult.model_validate(
                     {"environment": environment, "ok": ok, "components": components}
                 )
+
+    if "validate_secrets" in enabled:
+
+        @tool(title="Check secrets", annotations=read)
+        async def validate_secrets(
+            environment: Annotated[
+                str | None, Field(description="The environment (default: every one).")
+            ] = None,
+        ) -> SecretsResult:
+            """Presence, rules and environment match of the secrets, as `shipyard secrets
+            check`: names, places and fingerprints only, never a value (ok is false when a
+            finding is an error)."""
+            async with calling(environment, environment=environment) as (svc, redact):
+                report = await _call(svc.secrets_check, environment)
+                return SecretsResult.model_validate(redact.data(_plain(report.to_dict())))
+
+    if "detect_changes" in enabled:
+
+        @tool(title="Detect changes", annotations=read)
+        async def detect_changes(
+            environment: Annotated[str, Field(description="The environment.")],
+            since: Annotated[
+                str | None,
+                Field(description="Count from this ref (default: the last good deployment)."),
+            ] = None,
+            ref: Annotated[str, Field(description="Up to this git ref.")] = "HEAD",
+        ) -> ChangesResult:
+            """Changed files → affected components with reasons, breaking changes, and
+            whether a full deploy is required, as `shipyard changes`."""
+            arguments = {"environment": environment, "since": since, "ref": ref}
+            async with calling(environment, **arguments) as (svc, redact):
+                report = await _call(svc.changes, since, ref, environment)
+                return ChangesResult.model_validate(redact.data(_plain(report.to_dict())))
 
     @server.resource(
         "shipyard://deployments/{deployment_id}/log",
