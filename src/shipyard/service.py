@@ -47,7 +47,7 @@ from shipyard.targets.base import Observation, ProbeSpec, RunningRelease, Target
 if TYPE_CHECKING:
     from shipyard.engine.gc import GcReport
     from shipyard.engine.runner import EngineContext, ProgressSink
-    from shipyard.store import DeploymentRecord, EventRecord, LockRecord, Store
+    from shipyard.store import DeploymentRecord, EventRecord, LockRecord, PlanRecord, Store
 
 
 def _local_target(env: Environment, root: Path) -> Target:
@@ -108,6 +108,25 @@ class ComponentHealth:
             "healthy": bool(obs and obs.ok),
             **(obs.to_dict() if obs else {"detail": "not running"}),
         }
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What a plan was asked for (the plan flags), kept with a saved plan to make it again."""
+
+    environment: str
+    selection: Selection | None = None
+    only: tuple[str, ...] = ()
+    ref: str = "HEAD"
+    tests: TestStage = "none"
+    migrate: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "only": list(self.only)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlanRequest:
+        return cls(**{**data, "only": tuple(data.get("only", ()))})
 
 
 class Shipyard:
@@ -1089,6 +1108,69 @@ class Shipyard:
         if bad:
             raise UnhealthyReport(results, bad, env.name)
         return results
+
+    # --- saved plans: deploy exactly what was shown (MCP, API) -----------------------------
+
+    def save_plan(self, plan: Plan, request: PlanRequest, created_by: str | None = None) -> str:
+        """Keep `plan` and the request that made it; returns the plan id for `replan`."""
+        from shipyard.store import PlanRecord, new_id
+
+        plan_id = new_id()
+        self.store.save_plan(
+            PlanRecord(
+                id=plan_id,
+                environment=plan.environment,
+                plan_hash=plan.plan_hash,
+                commit=plan.commit,
+                plan={"request": request.to_dict(), "plan": plan.to_dict()},
+                created_by=created_by,
+            )
+        )
+        return plan_id
+
+    def saved_plan(self, plan_id: str) -> PlanRecord:
+        found = self.store.get_plan(plan_id.strip())
+        if found is None:
+            raise UsageError(
+                f"no saved plan {plan_id!r}",
+                hint="make one with the plan tool (its answer carries the plan_id)",
+            )
+        return found
+
+    def replan(self, plan_id: str) -> Plan:
+        """The saved plan, made again from its request: refused (PreflightError) unless it
+        is still the same plan, for the same base, so a deploy runs what was reviewed."""
+        saved = self.saved_plan(plan_id)
+        request = PlanRequest.from_dict(saved.plan["request"])
+        before = saved.plan["plan"]
+        now = self.plan(
+            request.environment,
+            selection=request.selection,
+            only=request.only,
+            ref=request.ref,
+            tests=request.tests,
+            migrate=request.migrate,
+        )
+        changes = []
+        if now.commit != saved.commit:
+            changes.append(
+                f"{request.ref} moved from {(saved.commit or '?')[:12]} to {now.commit[:12]}"
+            )
+        if now.base_commit != before.get("base_commit"):
+            last = self.store.last_good_deployment(now.environment)
+            changes.append(
+                f"{now.environment} changed: its last good deployment is now "
+                f"{last.id if last else 'none'}"
+            )
+        if now.plan_hash != saved.plan_hash and not changes:
+            changes.append(f"what it would do differs: {now.why}")
+        if changes:
+            raise PreflightError(
+                f"plan {saved.id} (hash {saved.plan_hash}) no longer matches the repository "
+                f"and the environment: {'; '.join(changes)}; nothing was deployed",
+                hint="make a new plan and review it",
+            )
+        return now
 
     # --- locks, recovery, down ---------------------------------------------------------------
 

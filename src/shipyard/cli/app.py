@@ -753,6 +753,9 @@ from shipyard.cli.secrets import secrets_app  # noqa: E402
 
 app.command()(promote)
 app.add_typer(secrets_app, name="secrets")
+from shipyard.cli import mcp as _mcp  # noqa: E402 - registered last, light module
+
+_mcp.register(app)
 
 
 # Typer exports only BadParameter; its bases are click's UsageError and ClickException

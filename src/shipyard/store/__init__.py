@@ -26,6 +26,7 @@ from shipyard.store.records import (
     LockEventRecord,
     LockOwner,
     LockRecord,
+    PlanRecord,
     ReleaseSpecRecord,
     SnapshotEntry,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "LockEventRecord",
     "LockOwner",
     "LockRecord",
+    "PlanRecord",
     "ReleaseSpecRecord",
     "SnapshotEntry",
     "Store",

@@ -34,6 +34,7 @@ __all__ = [
     "LockEventRecord",
     "LockOwner",
     "LockRecord",
+    "PlanRecord",
     "ReleaseSpecRecord",
     "SnapshotEntry",
     "iso",
@@ -290,6 +291,26 @@ class ReleaseSpecRecord:
             "spec": self.spec,
             "created_at": iso(self.created_at),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRecord:
+    """A plan kept for a later `deploy(plan_id)`: `plan` holds the plan's JSON shape and
+    the request that made it (selection, ref, tests), so it can be made again and compared.
+
+    `created_at` is filled in by the store (from its clock) when left as None.
+    """
+
+    id: str
+    environment: str
+    plan_hash: str
+    commit: str | None
+    plan: dict[str, Any]
+    created_at: datetime | None = None
+    created_by: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_aware(self, "created_at")
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ from shipyard.store.models import (
     Lock,
     LockEvent,
     ReleaseSpec,
+    SavedPlan,
     Snapshot,
 )
 from shipyard.store.records import (
@@ -57,6 +58,7 @@ from shipyard.store.records import (
     LockEventRecord,
     LockOwner,
     LockRecord,
+    PlanRecord,
     ReleaseSpecRecord,
     SnapshotEntry,
     iso,
@@ -79,6 +81,7 @@ _artifacts = cast(Table, Artifact.__table__)
 _release_specs = cast(Table, ReleaseSpec.__table__)
 _locks = cast(Table, Lock.__table__)
 _lock_events = cast(Table, LockEvent.__table__)
+_plans = cast(Table, SavedPlan.__table__)
 
 _DEPLOYMENT_FIELDS = (
     "id",
@@ -158,6 +161,7 @@ class Store:
     - the journal: `append_event` (per-deployment `seq` from 1, assigned atomically;
       `at` from the clock), `events`;
     - `save_snapshot` / `snapshot`: what was active before a deployment;
+    - saved plans (deploy exactly what was shown): `save_plan`, `get_plan`;
     - artifacts: `record_artifact` (idempotent on component+digest), `get_artifact`,
       `list_artifacts`;
     - the per-environment lease: `acquire_lock`, `heartbeat`, `release_lock`, `get_lock`,
@@ -625,6 +629,40 @@ class Store:
             query = query.where(_artifacts.c.component == component)
         with self._read("list artifacts") as conn:
             return [_artifact(r) for r in conn.execute(query)]
+
+    # ---------------------------------------------------------------- saved plans
+
+    def save_plan(self, rec: PlanRecord) -> None:
+        """Keep a plan for a later `deploy(plan_id)`; its id must be new."""
+        values = {
+            "id": rec.id,
+            "environment": rec.environment,
+            "plan_hash": rec.plan_hash,
+            "commit": rec.commit,
+            "plan": dict(rec.plan),
+            "created_at": rec.created_at or self.now(),
+            "created_by": rec.created_by,
+        }
+        with self._write(
+            f"save plan {rec.id}", integrity_hint="plan ids must be unique (use new_id())"
+        ) as conn:
+            conn.execute(insert(_plans).values(values))
+
+    def get_plan(self, plan_id: str) -> PlanRecord | None:
+        """A saved plan by its exact id (None if there is none)."""
+        with self._read(f"read plan {plan_id}") as conn:
+            row = conn.execute(select(_plans).where(_plans.c.id == plan_id)).one_or_none()
+        if row is None:
+            return None
+        return PlanRecord(
+            id=row.id,
+            environment=row.environment,
+            plan_hash=row.plan_hash,
+            commit=row.commit,
+            plan=dict(row.plan),
+            created_at=row.created_at,
+            created_by=row.created_by,
+        )
 
     # ---------------------------------------------------------------- locks
 
