@@ -24,7 +24,7 @@ from shipyard.effects.artifacts import ArtifactStore
 from shipyard.effects.config_at_commit import load_config_at, same_config_text
 from shipyard.effects.git import Repo
 from shipyard.effects.secrets import load_secrets
-from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
+from shipyard.engine.recovery import hold_lock, owner_is_dead, recover_deployment, supersede
 from shipyard.engine.runner import (
     Deployment,
     DeployOptions,
@@ -459,6 +459,18 @@ class Shipyard:
         created_by: str | None = None,
     ) -> DeploymentView:
         """Back to the previous good deployment (or the one named), as a new deployment."""
+        plan = self.rollback_plan(env_name, to=to)
+        env = self.environment(plan.environment)
+        ctx = self._context(env)
+        # Each release comes back with its own spec, never today's shipyard.toml.
+        specs = {n: ctx.release_spec(n, r)[0] for n, r in plan.releases.items()}
+        ctx.components = {**ctx.components, **specs}
+        options = DeployOptions(wait_lock=wait_lock, created_by=created_by or "")
+        record = asyncio.run(Deployment(ctx, plan, options).run())
+        return self.view(record)
+
+    def rollback_plan(self, env_name: str | None = None, *, to: str | None = None) -> Plan:
+        """What `rollback` would do (its plan, with the hash a confirmation names)."""
         env = self.environment(env_name)
         good = self._good_deployments(env.name)  # newest first, with what each left active
         if to is not None:
@@ -488,10 +500,8 @@ class Shipyard:
                 )
             target, releases = earlier[0]
         ctx = self._context(env)
-        # Each release comes back with its own spec, never today's shipyard.toml.
         specs = {name: ctx.release_spec(name, release)[0] for name, release in releases.items()}
-        ctx.components = {**ctx.components, **specs}
-        plan = plan_rollback(
+        return plan_rollback(
             dataclasses.replace(self.config, components={**self.config.components, **specs}),
             env.name,
             commit=target.commit or "",
@@ -499,9 +509,6 @@ class Shipyard:
             rollback_to=target.id,
             current_commit=good[0][0].commit if good else None,
         )
-        options = DeployOptions(wait_lock=wait_lock, created_by=created_by or "")
-        record = asyncio.run(Deployment(ctx, plan, options).run())
-        return self.view(record)
 
     def _good_deployments(
         self, environment: str, limit: int = 500
@@ -543,6 +550,43 @@ class Shipyard:
     def events(self, deployment_id: str, after_seq: int = 0) -> list[EventRecord]:
         record = self.deployment(deployment_id).record
         return self.store.events(record.id, after_seq)
+
+    def deployments(
+        self,
+        env_name: str | None = None,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[DeploymentView]:
+        """Deployments newest first (of every environment when `env_name` is None), filtered
+        by status and kind, one page of `limit` after `offset`. Never asks an agent."""
+        env = None if env_name is None else self.environment(env_name).name
+        wanted = (status is not None) or (kind is not None)
+        records = self.store.list_deployments(env, limit=None if wanted else offset + limit)
+        chosen = [
+            d
+            for d in records
+            if (status is None or d.status == status) and (kind is None or d.kind == kind)
+        ]
+        return [self.view(d) for d in chosen[offset : offset + limit]]
+
+    def interrupted(self, env_name: str | None = None) -> list[DeploymentRecord]:
+        """Unfinished deployments whose orchestrator is gone: no live lease holds the lock
+        (it is free, expired, or its holder ran here and died). `recover` finishes them."""
+        env = self.environment(env_name)
+        unfinished = self.store.unfinished_deployments(env.name)
+        if not unfinished:
+            return []
+        lock = self.store.get_lock(env.name)
+        if (
+            lock is not None
+            and not lock.expired(self.store.now())
+            and not owner_is_dead(lock.owner)
+        ):
+            return []
+        return unfinished
 
     def environment_status(self, env_name: str | None = None) -> dict[str, Any]:
         """What is active now in an environment (the `status --env` shape of docs/cli.md)."""

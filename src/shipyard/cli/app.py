@@ -718,6 +718,11 @@ _ClickException = cast(type[Exception], _ClickUsageError.__bases__[0])
 _GLOBAL_OPTIONS = ("-C", "--project", "--json", "--verbose", "-v")
 
 
+from shipyard.cli.serve import serve  # noqa: E402 (a command module registers here)
+
+app.command()(serve)
+
+
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point: every outcome, usage errors included, exits as docs/cli.md says.
 
