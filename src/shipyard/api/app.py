@@ -160,7 +160,7 @@ def authenticate(tokens: Tokens, authorization: str | None, cookie: str | None) 
 def require(scope: str, caller: Caller) -> Caller:
     if caller.allows(scope):
         return caller
-    if caller.scope is None:
+    if caller.anonymous:
         raise ProblemError(401, f"this needs a token with the {scope} scope", hint=_TOKEN_HINT)
     raise ProblemError(
         403,
@@ -321,7 +321,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
             _known_environment(svc, name)
             found = svc.plan(
                 name,
-                selection=selection,
+                selection=selection or ("only" if only else None),
                 only=tuple(only),
                 ref=ref,
                 tests=tests,
@@ -446,7 +446,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         with settings.service() as svc:
             the_plan = svc.plan(
                 body.environment,
-                selection=body.selection,
+                selection=body.selection or ("only" if body.only else None),
                 only=tuple(body.only),
                 ref=body.ref,
                 tests=body.tests,

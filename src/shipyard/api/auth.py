@@ -36,6 +36,7 @@ class Caller:
 
     name: str
     scope: str | None
+    anonymous: bool = False
 
     def allows(self, needed: str) -> bool:
         return self.scope is not None and SCOPES.index(self.scope) >= SCOPES.index(needed)
@@ -56,7 +57,7 @@ class Tokens:
         """The caller for a presented value (anonymous when none was presented and that is
         allowed); None when the value matches no token."""
         if not presented:
-            return Caller("anonymous", self.anonymous_scope)
+            return Caller("anonymous", self.anonymous_scope, anonymous=True)
         found = None
         wanted = presented.encode()
         for token in self.tokens:  # every token is compared: the time says nothing about which

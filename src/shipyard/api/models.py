@@ -136,8 +136,8 @@ class Selection(BaseModel):
     environment: str | None = Field(None, pattern=NAME_PATTERN)
     selection: Literal["full", "changed", "only"] | None = Field(
         None,
-        description="default: changed when the environment has a reachable last good "
-        "deployment, full otherwise",
+        description="default: `only` when `only` names components, else changed when the "
+        "environment has a reachable last good deployment, full otherwise",
     )
     only: list[str] = Field(default_factory=list, max_length=200)
     ref: str = Field("HEAD", pattern=REF_PATTERN)
