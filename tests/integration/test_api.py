@@ -3,16 +3,21 @@ problem+json with the CLI's types and hints, escaping and redaction in the dashb
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from shipyard.api.app import create_app
-from shipyard.api.auth import Tokens, load_tokens, parse_tokens
+from shipyard.api.auth import Caller, Tokens, load_tokens, parse_tokens
 from shipyard.errors import UsageError
-from shipyard.store import DeploymentRecord, Store, new_id
+from shipyard.service import Shipyard
+from shipyard.store import DeploymentRecord, LockOwner, Store, new_id
 from tests.api_fixtures import TOKENS, auth, tokens
 from tests.conftest import RunCli
 
@@ -168,6 +173,13 @@ def test_login_sets_a_cookie_that_works_like_the_token(shop: Path) -> None:
     page = api.get("/")
     assert page.status_code == 200 and "deploy…" in page.text and TOKENS["deploy"] not in page.text
     assert api.get("/api/v1/whoami").json() == {"name": "t-deploy", "scope": "deploy"}
+    # A page elsewhere can post a form with the cookie, never a JSON body: refused.
+    forged = api.post(
+        "/api/v1/deployments",
+        content='{"environment": "local"}',
+        headers={"content-type": "text/plain"},
+    )
+    assert forged.status_code == 400 and forged.json()["type"] == "UsageError"
 
 
 def test_token_sources(tmp_path: Path) -> None:
@@ -186,3 +198,60 @@ def test_token_sources(tmp_path: Path) -> None:
     assert "some-long-secret" not in str(bad.value)
     with pytest.raises(UsageError, match="shorter than 16"):
         parse_tokens("a:read:short", "SHIPYARD_API_TOKENS")
+
+
+def test_the_controller_recovers_only_what_no_live_process_holds(shop: Path) -> None:
+    """`interrupted` (what the controller recovers): an unfinished deployment whose lock is
+    free, expired, or held by a dead process here; never one a live process holds."""
+    url = f"sqlite:///{shop / '.shipyard' / 'state.db'}"
+    an_hour_ago = lambda: datetime.now(UTC) - timedelta(hours=1)  # noqa: E731
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    me = LockOwner.current()
+    cases = {
+        "free": None,
+        "live": (me, Store.open(url)),
+        "expired": (LockOwner("ci", "elsewhere", 1), Store.open(url, clock=an_hour_ago)),
+        "dead pid": (dataclasses.replace(me, pid=dead.pid), Store.open(url)),
+    }
+    found = {}
+    for case, holder in cases.items():
+        deployment_id = new_id()
+        with Store.open(url) as store:
+            store.create_deployment(
+                DeploymentRecord(
+                    id=deployment_id, environment="staging", kind="full", status="running"
+                )
+            )
+        if holder is not None:
+            owner, store = holder
+            store.acquire_lock("staging", deployment_id, owner, ttl_s=60)
+            store.close()
+        svc = Shipyard(shop)
+        found[case] = [d.id for d in svc.interrupted("staging")] == [deployment_id]
+        svc.close()
+        with Store.open(url) as store:  # the next case starts from a free lock again
+            store.force_release_lock("staging", by="test")
+            store.update_deployment(deployment_id, status="failed")
+    assert found == {"free": True, "live": False, "expired": True, "dead pid": True}
+
+
+def test_mounted_apps_sit_behind_the_same_tokens(shop: Path) -> None:
+    seen: list[object] = []
+
+    async def mounted(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["shipyard.caller"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"mounted"})
+
+    app = create_app(
+        shop,
+        tokens=tokens(),
+        mounts=[("/mcp", mounted)],
+        recover_interval=None,
+        allowed_hosts=("testserver",),
+    )
+    api = TestClient(app)
+    assert api.get("/mcp/").status_code == 401
+    answer = api.get("/mcp/", headers=auth("deploy"))
+    assert answer.text == "mounted" and seen == [Caller("t-deploy", "deploy")]
