@@ -255,3 +255,22 @@ def test_mounted_apps_sit_behind_the_same_tokens(shop: Path) -> None:
     assert api.get("/mcp/").status_code == 401
     answer = api.get("/mcp/", headers=auth("deploy"))
     assert answer.text == "mounted" and seen == [Caller("t-deploy", "deploy")]
+
+
+def test_serve_refuses_what_it_cannot_serve_safely(shop: Path, run_cli: RunCli) -> None:
+    """Exit 2 before listening: no token on a non-loopback address; a token file others can
+    read; a malformed token line (named by file and line, never by its value)."""
+    exposed = run_cli("-C", str(shop), "--json", "serve", "--host", "0.0.0.0", "--port", "1")
+    assert exposed.returncode == 2
+    assert "needs at least one token" in json.loads(exposed.stdout)["error"]["message"]
+
+    file = shop / "tokens"
+    file.write_text("ci deploy a-long-enough-token-value\nbroken-line-secret-value-here\n")
+    file.chmod(0o644)
+    readable = run_cli("-C", str(shop), "serve", "--tokens-file", str(file), "--port", "1")
+    assert readable.returncode == 2 and "chmod 600" in readable.stderr
+    file.chmod(0o600)
+    broken = run_cli("-C", str(shop), "serve", "--tokens-file", str(file), "--port", "1")
+    assert broken.returncode == 2 and f"{file}:2" in broken.stderr
+    assert "a-long-enough" not in broken.stderr + broken.stdout
+    assert "broken-line-secret" not in broken.stderr + broken.stdout

@@ -45,8 +45,9 @@ from shipyard.api.models import (
 from shipyard.api.problems import ProblemError
 from shipyard.api.runs import Runs
 from shipyard.core.plan import Plan
+from shipyard.engine.runner import ProgressSink
 from shipyard.errors import ShipyardError, UsageError
-from shipyard.service import Shipyard, UnhealthyReport
+from shipyard.service import DeploymentView, Shipyard, UnhealthyReport
 from shipyard.store.records import FINISHED_STATUSES, EventRecord
 
 log = logging.getLogger("shipyard.api")
@@ -457,7 +458,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
                 nothing = NothingToDeploy(plan=plan_out(svc, the_plan))
                 return JSONResponse(nothing.model_dump(mode="json"), status_code=200)
 
-        def run(sink: Any) -> Any:
+        def run(sink: ProgressSink) -> DeploymentView:
             with settings.service() as runner:
                 runner.sink = sink
                 return runner.deploy(
@@ -478,7 +479,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
             the_plan = svc.rollback_plan(body.environment, to=body.to)
             _confirmed(svc, the_plan, body.confirm)
 
-        def run(sink: Any) -> Any:
+        def run(sink: ProgressSink) -> DeploymentView:
             with settings.service() as runner:
                 runner.sink = sink
                 return runner.rollback(

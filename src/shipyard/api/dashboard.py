@@ -255,7 +255,8 @@ def add_dashboard(app: FastAPI, settings: Settings) -> None:
 
 def _local(path: str) -> str:
     """Only a path on this server is a place to go back to (no open redirect)."""
-    return path if path.startswith("/") and not path.startswith("//") else "/"
+    local = path.startswith("/") and not path.startswith(("//", "/\\")) and "\\" not in path
+    return path if local else "/"
 
 
 def _graph_of(svc: Shipyard, data: dict[str, Any]) -> dict[str, Any]:
