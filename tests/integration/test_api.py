@@ -274,3 +274,19 @@ def test_serve_refuses_what_it_cannot_serve_safely(shop: Path, run_cli: RunCli) 
     assert broken.returncode == 2 and f"{file}:2" in broken.stderr
     assert "a-long-enough" not in broken.stderr + broken.stdout
     assert "broken-line-secret" not in broken.stderr + broken.stdout
+
+
+def test_a_deploy_while_another_holds_the_lock_is_409(shop: Path) -> None:
+    holder = new_id()
+    with Store.open(f"sqlite:///{shop / '.shipyard' / 'state.db'}") as store:
+        store.create_deployment(
+            DeploymentRecord(id=holder, environment="local", kind="full", status="running")
+        )
+        store.acquire_lock("local", holder, LockOwner.current(), ttl_s=300)
+        answer = client(shop).post("/api/v1/deployments", json={}, headers=auth("deploy"))
+        store.force_release_lock("local", by="test")
+        store.update_deployment(holder, status="failed")
+    assert answer.status_code == 409 and answer.headers["content-type"] == PROBLEM
+    problem = answer.json()
+    assert (problem["type"], problem["exit_code"]) == ("LockedError", 4)
+    assert holder in problem["detail"]
