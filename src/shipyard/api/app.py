@@ -118,7 +118,7 @@ def create_app(
     )
     app.state.settings = settings
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOOPBACK_HOSTS, *allowed_hosts])
-    _errors(app, settings)
+    _errors(app)
     _routes(app, settings)
     from shipyard.api.dashboard import add_dashboard
 
@@ -152,9 +152,7 @@ _TOKEN_HINT = (
 def authenticate(tokens: Tokens, authorization: str | None, cookie: str | None) -> Caller:
     caller = tokens.check(presented_token(authorization, cookie))
     if caller is None:
-        raise ProblemError(
-            401, "the token is not valid", hint=_TOKEN_HINT, extra={"www_authenticate": "Bearer"}
-        )
+        raise ProblemError(401, "the token is not valid", hint=_TOKEN_HINT)
     return caller
 
 
@@ -185,7 +183,7 @@ class Authenticated:
         try:
             caller = require("read", authenticate(self.tokens, headers.get("authorization"), None))
         except ProblemError as problem:
-            await problems.response(problem)(scope, receive, send)
+            await problems.response(problem, _challenge(problem))(scope, receive, send)
             return
         await self.app({**scope, "shipyard.caller": caller}, receive, send)
 
@@ -193,11 +191,14 @@ class Authenticated:
 # --- errors ----------------------------------------------------------------------------------
 
 
-def _errors(app: FastAPI, settings: Settings) -> None:
+def _challenge(problem: ProblemError) -> dict[str, str] | None:
+    return {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+
+
+def _errors(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def on_problem(request: Request, exc: ProblemError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return problems.response(exc, headers)
+        return problems.response(exc, _challenge(exc))
 
     @app.exception_handler(ShipyardError)
     async def on_shipyard(request: Request, exc: ShipyardError) -> JSONResponse:
@@ -215,6 +216,18 @@ def _errors(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problems.response(ProblemError(exc.status_code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+        # A bug in shipyard: the client gets a problem, the server log the traceback.
+        return problems.response(
+            ProblemError(
+                500,
+                f"internal error: {type(exc).__name__} (the server log has the details)",
+                type="InternalError",
+                exit_code=70,  # the CLI exits 70 (EX_SOFTWARE) on a bug too
+            )
+        )
 
 
 def _problem_content_types(app: FastAPI) -> None:

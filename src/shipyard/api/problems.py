@@ -46,7 +46,7 @@ TITLES = {
     409: "Conflict",
     422: "Refused",
     428: "Confirmation required",
-    500: "Deployment error",
+    500: "Server error",
     503: "State store unavailable",
 }
 
