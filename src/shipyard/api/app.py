@@ -417,8 +417,8 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         responses={
             **read_errors,
             200: {
-                "description": "server-sent events: `id` is the event's seq, `event` its kind, "
-                "`data` the event as JSON; a last `end` event carries the final deployment",
+                "description": "server-sent events: `id` is the event's seq, `data` the event "
+                "as JSON; a last `event: end` carries the final deployment",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             },
         },
@@ -596,7 +596,7 @@ async def _sse(
             for event in events:
                 seq = event.seq
                 data = json.dumps(redact.data(event.to_dict()))
-                yield f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode()
+                yield f"id: {event.seq}\ndata: {data}\n\n".encode()
             last_says_done = (
                 bool(events)
                 and events[-1].kind == "deployment"

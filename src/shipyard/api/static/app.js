@@ -43,8 +43,8 @@ function follow(article) {
     source.close();
     const final = JSON.parse(message.data);
     showStatus(final.status);
-    // The full page (timeline, health, components) once the deployment is over.
-    setTimeout(() => window.location.reload(), 1500);
+    // The timeline, health observations and components are rendered by the server.
+    document.getElementById("full-record").hidden = false;
   });
 }
 
