@@ -156,6 +156,15 @@ def test_dashboard_escapes_and_redacts(shop: Path) -> None:
         assert "<script>alert" not in page.text and "&lt;script&gt;" in page.text
         assert "script-src 'self'" in page.headers["content-security-policy"]
     assert "<img src=x" not in pages[0].text
+    # The history's filters: "all" environments, then one, then a status that matches nothing.
+    every = api.get("/history", params={"environment": "", "status": ""}, headers=auth("read"))
+    assert every.status_code == 200 and deployment_id[:13] in every.text
+    failed = api.get(
+        "/history", params={"environment": "local", "status": "failed"}, headers=auth("read")
+    )
+    assert deployment_id[:13] in failed.text
+    none = api.get("/history", params={"status": "succeeded"}, headers=auth("read"))
+    assert deployment_id[:13] not in none.text and "no deployments" in none.text
 
 
 def test_login_sets_a_cookie_that_works_like_the_token(shop: Path) -> None:
