@@ -45,7 +45,10 @@ class Runs:
         start = _Start()
 
         def sink(event: ProgressEvent) -> None:
-            if start.deployment_id is None:
+            # The new deployment's first line; events before it belong to dead deployments
+            # that taking the lock recovered first (they never go back to pending).
+            new = event.kind == "deployment" and event.status == "pending"
+            if new and start.deployment_id is None:
                 start.deployment_id = event.deployment_id
                 start.ready.set()
 
