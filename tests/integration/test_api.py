@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -300,27 +299,3 @@ def test_a_deploy_while_another_holds_the_lock_is_409(shop: Path) -> None:
     problem = answer.json()
     assert (problem["type"], problem["exit_code"]) == ("LockedError", 4)
     assert holder in problem["detail"]
-
-
-def test_202_names_the_new_deployment_even_after_recovering_a_dead_one(shop: Path) -> None:
-    """Taking the lock first recovers what a dead orchestrator left (journaling it): the
-    answer still names the deployment the request started."""
-    dead = new_id()
-    with Store.open(f"sqlite:///{shop / '.shipyard' / 'state.db'}") as store:
-        store.create_deployment(
-            DeploymentRecord(id=dead, environment="local", kind="full", status="running")
-        )
-    api = client(shop)
-    answer = api.post("/api/v1/deployments", json={}, headers=auth("deploy"))
-    assert answer.status_code == 202, answer.text
-    started = answer.json()["id"]
-    assert started != dead
-    deadline = time.monotonic() + 120
-    while (now := api.get(f"/api/v1/deployments/{started}", headers=auth("read")).json())[
-        "status"
-    ] in ("pending", "running", "rolling_back"):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    assert now["status"] == "succeeded"
-    recovered = api.get(f"/api/v1/deployments/{dead}", headers=auth("read")).json()
-    assert recovered["status"] == "rolled_back" and "orchestrator died" in recovered["error"]

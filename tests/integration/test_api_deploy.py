@@ -8,6 +8,7 @@ import json
 import urllib.request
 from pathlib import Path
 
+from shipyard.store import DeploymentRecord, Store, new_id
 from tests.api_fixtures import Server, auth, serve, sse_events, wait_finished
 from tests.conftest import commit_all
 from tests.e2e.test_deploy_shop import ports
@@ -40,13 +41,21 @@ def test_deploy_stream_rollback_and_protected_confirmation(shop: Path) -> None:
         )
     )
     commit_all(shop, "staging is protected")
+    # A deployment whose orchestrator died: taking the lock recovers it first (journaling
+    # that), and the 202 still names the deployment the request started.
+    dead = new_id()
+    with Store.open(f"sqlite:///{shop / '.shipyard' / 'state.db'}") as store:
+        store.create_deployment(
+            DeploymentRecord(id=dead, environment="local", kind="full", status="running")
+        )
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(contextlib.contextmanager(serve)(shop))
+        server = stack.enter_context(contextlib.contextmanager(serve)(shop, recover_interval=None))
         client = stack.enter_context(server.client("deploy"))
 
         started = client.post("/api/v1/deployments", json={})
         assert started.status_code == 202, started.text
         v1 = started.json()["id"]
+        assert v1 != dead
         assert started.json()["stream"] == f"/api/v1/deployments/{v1}/stream"
 
         # A client that reads one event and hangs up does not stop the deployment.
@@ -70,6 +79,8 @@ def test_deploy_stream_rollback_and_protected_confirmation(shop: Path) -> None:
         resumed = stream(server, v1, **{"Last-Event-ID": "10"})
         assert [e["data"]["seq"] for e in resumed[:-1]] == list(range(11, len(journal) + 1))
 
+        recovered = client.get(f"/api/v1/deployments/{dead}").json()
+        assert recovered["status"] == "rolled_back" and "orchestrator died" in recovered["error"]
         record = client.get(f"/api/v1/deployments/{v1}").json()
         assert record["status"] == "succeeded" and record["created_by"] == "api:t-deploy"
         assert {c["release"] for c in record["components"]} == {v1}
