@@ -88,7 +88,8 @@ def create_app(
     the caller is in `scope["shipyard.caller"]`).
 
     `recover_interval`: seconds between the controller's passes (None: no controller).
-    `allowed_hosts`: Host header values served besides loopback names (DNS rebinding).
+    `allowed_hosts`: Host header values served besides loopback names (DNS rebinding;
+    `"*"`: any).
     """
     settings = Settings(project_dir.resolve(), tokens or Tokens([]), poll_interval)
 

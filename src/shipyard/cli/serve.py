@@ -58,7 +58,9 @@ def serve(
     app = create_app(
         project,
         tokens=Tokens(tokens, anonymous_scope=None if tokens else "read"),
-        allowed_hosts=(host,),
+        # On loopback only loopback names: a page that rebinds its own name to 127.0.0.1
+        # must not reach the (maybe anonymous) API. Elsewhere every request needs a token.
+        allowed_hosts=(host,) if host in LOOPBACK else ("*",),
     )
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("shipyard").setLevel(logging.INFO)
