@@ -7,44 +7,57 @@ context with a target, and turns results into plain records.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shipyard.config import CONFIG_FILE, Component, Config, Environment, load_config
+from shipyard.core.changes import ChangeReport
 from shipyard.core.graph import Graph
-from shipyard.core.plan import Plan, Selection, TestStage, plan_deploy, plan_rollback
-from shipyard.core.secrets import Redactor
-from shipyard.effects.artifacts import ArtifactStore
-from shipyard.effects.config_at_commit import load_config_at, same_config_text
-from shipyard.effects.git import Repo
-from shipyard.effects.secrets import load_secrets
-from shipyard.engine.recovery import hold_lock, owner_is_dead, recover_deployment, supersede
-from shipyard.engine.runner import (
-    Deployment,
-    DeployOptions,
-    EngineContext,
-    ProgressSink,
-    probe_spec,
-    saved_release_spec,
-    short_redacted,
+from shipyard.core.plan import (
+    Plan,
+    Selection,
+    TestStage,
+    plan_deploy,
+    plan_promote,
+    plan_rollback,
 )
+from shipyard.core.secrets import Finding, Fingerprinter, Redactor, SecretsReport
+from shipyard.effects.changes import Base, detect_changes
+from shipyard.effects.config_at_commit import load_config_at, same_config_text
+from shipyard.effects.git import Repo, check_ref
+from shipyard.effects.secrets import fingerprinter, load_secrets, read_secrets
 from shipyard.errors import (
+    GitError,
     HealthCheckError,
     PreflightError,
     ShipyardError,
     StoreError,
     UsageError,
 )
-from shipyard.store import DeploymentRecord, EventRecord, LockOwner, LockRecord, Store, new_id
-from shipyard.store.urls import normalize_url, sqlite_path
 from shipyard.targets.base import Observation, ProbeSpec, RunningRelease, Target
-from shipyard.targets.local import LocalTarget
+
+# The engine, the store (SQLAlchemy) and the local target (the agent client) are imported
+# where they are used: `validate` and `graph` need none of them, and every CLI command pays
+# for what this module imports at its top (docs/architecture.md, "Start-up").
+if TYPE_CHECKING:
+    from shipyard.engine.gc import GcReport
+    from shipyard.engine.runner import EngineContext, ProgressSink
+    from shipyard.store import DeploymentRecord, EventRecord, LockRecord, Store
+
+
+def _local_target(env: Environment, root: Path) -> Target:
+    from shipyard.targets.local import LocalTarget
+
+    return LocalTarget(root, router=env.router)
+
+
+if TYPE_CHECKING:
+    from shipyard.effects.leaks import Leak
 
 STATE_URL_VARIABLE = "SHIPYARD_STATE_URL"
 
@@ -111,10 +124,12 @@ class Shipyard:
         self.project_dir = project_dir.resolve()
         self.sink = sink
         self.environ = dict(os.environ) if environ is None else environ
-        self._target_factory = target_factory or (lambda env, root: LocalTarget(root))
+        self._target_factory = target_factory or _local_target
         self._targets: dict[str, Target] = {}
         self._commit_configs: dict[str, Config] = {}
         self._redactors: dict[str, Redactor] = {}
+        # Credentials the leak scanner found (by rule@location): redacted like secrets.
+        self.scanned_secrets: dict[str, str] = {}
         # What adapters should tell the user besides the result (an agent that was restarted).
         self.notices: list[str] = []
 
@@ -149,6 +164,8 @@ class Shipyard:
 
     @cached_property
     def store(self) -> Store:
+        from shipyard.store import Store
+
         self._refuse_lost_state_file()
         return Store.open(self.state_url)
 
@@ -158,6 +175,8 @@ class Shipyard:
         An empty history would make a deployed project look never deployed (a full deploy
         with no previous release to roll back to), so that needs the user's say-so.
         """
+        from shipyard.store.urls import normalize_url, sqlite_path
+
         path = sqlite_path(normalize_url(self.state_url))
         if path is None or path.exists():
             return
@@ -214,6 +233,18 @@ class Shipyard:
         except ShipyardError:
             return Redactor()
 
+    def redactor_all(self) -> Redactor:
+        """Every secret value of every environment (for output about all of them)."""
+        everything = Redactor()
+        for env in self.config.environments.values():
+            try:
+                values = read_secrets(env.secrets, self.project_dir, self.environ).values
+            except ShipyardError:
+                continue
+            everything.add({f"{name}@{env.name}": v for name, v in values.items()})
+        everything.add(self.scanned_secrets)
+        return everything
+
     def config_at(self, commit: str, *, work_tree: bool = False) -> Config:
         """shipyard.toml as it is at `commit` (the work tree's with `work_tree`, for
         --allow-dirty): a deploy of a commit runs with that commit's settings."""
@@ -226,7 +257,12 @@ class Shipyard:
         return self._commit_configs[commit]
 
     def _context(self, env: Environment, config: Config | None = None) -> EngineContext:
+        from shipyard.effects.artifacts import ArtifactStore
+        from shipyard.engine.runner import EngineContext
+
         values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
+        redact = Redactor(values)
+        redact.add(self.scanned_secrets)
         return EngineContext(
             config=config or self.config,
             env=env,
@@ -236,9 +272,113 @@ class Shipyard:
             repo=self.repo,
             project_prefix=self.project_prefix,
             secrets=values,
-            redact=Redactor(values),
+            redact=redact,
             sink=self.sink or (lambda event: None),
+            preflight_findings=lambda plan: self._preflight_findings(env, config, plan, redact),
         )
+
+    # --- secrets ----------------------------------------------------------------------------
+
+    @cached_property
+    def fingerprint(self) -> Fingerprinter:
+        """Keyed fingerprints of values (the project's key in `.shipyard/`, mode 0600)."""
+        return fingerprinter(self.project_dir)
+
+    def secrets_check(self, env_name: str | None = None) -> SecretsReport:
+        """Presence, rules and environment match of one environment's secrets (every
+        environment's without a name), each compared with every other environment."""
+        from shipyard.secrets_check import secret_findings
+
+        config = self.config
+        envs = [self.environment(env_name)] if env_name else list(config.environments.values())
+        findings = secret_findings(
+            config,
+            envs,
+            project_dir=self.project_dir,
+            environ=self.environ,
+            fingerprint=self.fingerprint,
+        )
+        return SecretsReport(findings, checked=[e.name for e in envs])
+
+    def _preflight_findings(
+        self, env: Environment, config: Config | None, plan: Plan, redact: Redactor
+    ) -> list[Finding]:
+        """The secrets checks of a deployment: those of `secrets check` for the deployed
+        components (as configured at the deployed commit), and a leak scan of the tree of
+        the deployed commit (whatever it finds joins the deployment's redactor)."""
+        from shipyard.effects.leaks import Allowlist, Scanner, scan_commit_tree
+        from shipyard.secrets_check import environment_values, leak_findings, secret_findings
+
+        config = config or self.config
+        chosen = config.components_for(config.environment(env.name))
+        findings = secret_findings(
+            config,
+            [config.environment(env.name)],
+            project_dir=self.project_dir,
+            environ=self.environ,
+            fingerprint=self.fingerprint,
+            components={env.name: {n: chosen[n] for n in plan.components if n in chosen}},
+        )
+        ignore = self.repo.blob_text(plan.commit, self._in_repo(".shipyardignore"))
+        scanner = Scanner(
+            values=environment_values(config, self.project_dir, self.environ),
+            allowlist=Allowlist.parse(ignore or ""),
+        )
+        leaks = scan_commit_tree(scanner, self.repo.toplevel(), plan.commit, self.project_prefix)
+        self._learn(redact, leaks)
+        return findings + leak_findings(leaks, config)
+
+    def secrets_scan(
+        self, paths: list[Path] | None = None, *, history: bool = False
+    ) -> SecretsReport:
+        """Leaked credentials in files (default: the project folder; in a shipyard project
+        also its build artifacts and shipyard's logs) and, with `history`, in the lines every
+        commit added. Works on any folder, with or without shipyard.toml or git."""
+        from shipyard.effects.leaks import Allowlist, Scanner, scan_history, scan_paths
+        from shipyard.secrets_check import environment_values, leak_findings
+
+        root = self.project_dir
+        config = self.config if (root / CONFIG_FILE).exists() else None
+        values = environment_values(config, root, self.environ) if config else {}
+        scanner = Scanner(values=values, allowlist=Allowlist.load(root))
+        targets = [p.resolve() for p in paths] if paths else [root]
+        leaks, _size = scan_paths(scanner, root, targets)
+        checked = [str(t) for t in targets]
+        if config is not None and not paths:
+            # No secret value belongs in a build artifact (builds see none) or a log.
+            extra = [root / ".shipyard" / "artifacts"] + [
+                root / env.root / "agent" for env in config.environments.values()
+            ]
+            extra = [folder for folder in extra if folder.is_dir()]
+            more, _size = scan_paths(scanner, root, extra, use_git=False)
+            leaks += more
+            checked += [str(folder) for folder in extra]
+        if history:
+            try:
+                top, prefix = self.repo.toplevel(), self.project_prefix
+            except ShipyardError:
+                raise UsageError(
+                    f"{root} is not in a git repository: --history needs one",
+                    hint="scan without --history, or scan a clone",
+                ) from None
+            seen = {leak.fingerprint for leak in leaks}
+            leaks += [
+                leak for leak in scan_history(scanner, top, prefix) if leak.fingerprint not in seen
+            ]
+            checked.append("git history")
+        self._learn(None, leaks)
+        return SecretsReport(leak_findings(leaks, config), checked=checked)
+
+    def _learn(self, redact: Redactor | None, leaks: list[Leak]) -> None:
+        """Credentials the scanner found are redacted from then on, wherever shown."""
+        found = {f"{leak.rule}@{leak.location}": leak.secret for leak in leaks if leak.secret}
+        self.scanned_secrets.update(found)
+        for known in (redact, *self._redactors.values()):
+            if known is not None:
+                known.add(found)
+
+    def _in_repo(self, relative: str) -> str:
+        return f"{self.project_prefix}/{relative}" if self.project_prefix else relative
 
     # --- plan and deploy ------------------------------------------------------------------
 
@@ -250,11 +390,13 @@ class Shipyard:
         only: tuple[str, ...] = (),
         ref: str = "HEAD",
         since: str | None = None,
-        tests: TestStage = "none",
+        tests: TestStage | None = None,
         migrate: bool = True,
         allow_dirty: bool = False,
     ) -> Plan:
         """What a deploy would do, without doing it.
+
+        `tests=None` runs the environment's default test stage (its `tests` key; none).
 
         Planned from shipyard.toml as it is at the deployed commit; with `allow_dirty` and
         the commit checked out, from the work tree's (the build uses the work tree too).
@@ -263,10 +405,10 @@ class Shipyard:
         work_tree = allow_dirty and commit == self.repo.resolve("HEAD")
         config = self.config_at(commit, work_tree=work_tree)
         env = config.environment(env_name or self.config.project.default_environment)
-        base, note = self._base_commit(env, since)
-        changed = None
-        if base is not None:
-            changed = self._project_files(self.repo.changed_files(base, commit))
+        base = self._base(env.name, since)
+        report = None
+        if base.commit is not None and selection in (None, "changed"):
+            report = self._detect(commit, base, env.name, work_tree=work_tree)
         config_note = None
         if not work_tree and not same_config_text(
             self.repo, commit, self.project_dir, self.project_prefix
@@ -280,20 +422,69 @@ class Shipyard:
             config,
             env.name,
             commit=commit,
-            base_commit=base,
-            changed_files=changed,
+            base_commit=base.commit,
+            changes=report,
             selection=selection,
             only=only,
-            tests=tests,
+            tests=env.tests if tests is None else tests,
             migrate=migrate,
-            base_note=note,
+            base_note=base.missing,
         )
         plan = dataclasses.replace(
-            plan, config_from="work tree" if work_tree else "commit", config_note=config_note
+            plan,
+            config_from="work tree" if work_tree else "commit",
+            config_note=config_note,
+            migrations=self._pending_migrations(env, config, plan, work_tree),
         )
         if plan.components:
             return plan
         return self._reconcile_plan(env, config, plan)
+
+    def _pending_migrations(
+        self, env: Environment, config: Config, plan: Plan, work_tree: bool
+    ) -> dict[str, str]:
+        """What each planned component's migrate step will find, for the plan to show."""
+        from shipyard.engine import stages
+        from shipyard.engine.runner import component_env
+
+        comps = config.components_for(env)
+        names = [n for n in plan.components if comps[n].migrations is not None]
+        if not plan.migrate or not names:
+            return {}
+        shown: dict[str, str] = {}
+        try:
+            ctx = self._context(env, config)
+        except ShipyardError as exc:
+            return dict.fromkeys(names, f"not read: {exc.message}")
+        for name in names:
+            comp = comps[name]
+            assert comp.migrations is not None
+            if comp.migrations.tool != "sql":
+                shown[name] = (
+                    f"{comp.migrations.tool}: read and checked by migrate:{name}, from the "
+                    "new release (destructive or irreversible steps stop the deploy there)"
+                )
+                continue
+            current = ctx.target.current(name)
+            if current is None:
+                # Planning touches nothing: reading the schema of a component that has no
+                # release here would create its folder (for `sqlite:///shared/…` paths).
+                shown[name] = "first release here: migrate:" + name + " reads the schema"
+                continue
+            try:
+                state = stages.sql_state_at(
+                    repo=self.repo,
+                    project_prefix=self.project_prefix,
+                    comp=comp,
+                    commit=plan.commit,
+                    work_tree=work_tree,
+                    target=ctx.target,
+                    env=component_env(ctx, comp, current),
+                )
+                shown[name] = stages.describe_pending(state)
+            except ShipyardError as exc:
+                shown[name] = ctx.redact(f"not read: {exc.message}")
+        return shown
 
     def _reconcile_plan(self, env: Environment, config: Config, idle: Plan) -> Plan:
         """Nothing changed: still, what runs must be what the last good deployment left, and
@@ -330,6 +521,8 @@ class Shipyard:
 
     def _observe(self, env: Environment, target: Target, spec: ProbeSpec) -> Observation:
         """One probe, its detail redacted and cut short as it is observed."""
+        from shipyard.engine.observe import short_redacted
+
         seen = target.probe(spec)
         return dataclasses.replace(seen, detail=short_redacted(self._redactor(env), seen.detail))
 
@@ -340,6 +533,7 @@ class Shipyard:
             except ShipyardError:
                 values = {}  # no secrets could be read: none can leak from here either
             self._redactors[env.name] = Redactor(values)
+            self._redactors[env.name].add(self.scanned_secrets)
         return self._redactors[env.name]
 
     @staticmethod
@@ -368,6 +562,8 @@ class Shipyard:
     def _drift(self, env: Environment, target: Target, desired: dict[str, str]) -> dict[str, str]:
         """component → how what runs differs from `desired` (not running, not routed, or
         unhealthy by its own spec)."""
+        from shipyard.engine.observe import probe_spec
+
         routes = target.routes()
         running = target.running()
         today = self.config.components_for(env)
@@ -389,24 +585,61 @@ class Shipyard:
                     drift[name] = f"release {release} is unhealthy: {observation.detail}"
         return drift
 
-    def _base_commit(self, env: Environment, since: str | None) -> tuple[str | None, str | None]:
+    def changes(
+        self, since: str | None = None, ref: str = "HEAD", env_name: str | None = None
+    ) -> ChangeReport:
+        """Changed files → affected components with reasons, breaking changes, and whether a
+        partial deploy is safe: from `since` (default: the environment's last good
+        deployment) to `ref`. The store is opened only when the base comes from it."""
+        check_ref(ref)
         if since is not None:
-            return self.repo.resolve(since), None
-        last = self.store.last_good_deployment(env.name)
-        if last is None or not last.commit:
-            return None, f"no previous good deployment of {env.name}"
-        if not self.repo.has_commit(last.commit):
-            return None, (
-                f"the last good deployment's commit {last.commit[:12]} is not in this "
-                "repository (shallow clone or rewritten history)"
-            )
-        return last.commit, None
+            check_ref(since)
+        head = self.repo.resolve(ref)
+        env = self.config_at(head).environment(env_name)  # its default environment
+        return self._detect(head, self._base(env.name, since), env.name)
 
-    def _project_files(self, paths: list[str]) -> list[str]:
-        prefix = self.project_prefix
-        if not prefix:
-            return paths
-        return [p[len(prefix) + 1 :] for p in paths if p.startswith(prefix + "/")]
+    def _detect(
+        self, head: str, base: Base, env_name: str, *, work_tree: bool = False
+    ) -> ChangeReport:
+        return detect_changes(
+            self.repo,
+            self.project_prefix,
+            head=head,
+            base=base,
+            config_at=lambda commit: self.config_at(commit, work_tree=work_tree and commit == head),
+            env_name=env_name,
+        )
+
+    def _base(self, env_name: str, since: str | None) -> Base:
+        """The commit changes are counted from: `since`, else the last good deployment's."""
+        if since is not None:
+            try:
+                return Base(self.repo.resolve(since), deployed=False)
+            except GitError:
+                if not self.repo.is_shallow():
+                    raise
+                return Base(
+                    None,
+                    deployed=False,
+                    missing=f"{since} is not in this shallow clone "
+                    "(`git fetch --unshallow` fetches the rest)",
+                )
+        last = self.store.last_good_deployment(env_name)
+        if last is None or not last.commit:
+            return Base(None, deployed=True, missing=f"no previous good deployment of {env_name}")
+        if not self.repo.has_commit(last.commit):
+            cause = (
+                "this is a shallow clone: `git fetch --unshallow` fetches the rest"
+                if self.repo.is_shallow()
+                else "rewritten history, or fetch it"
+            )
+            return Base(
+                None,
+                deployed=True,
+                missing=f"the last good deployment's commit {last.commit[:12]} is not in this "
+                f"repository ({cause})",
+            )
+        return Base(last.commit, deployed=True)
 
     def deploy(
         self,
@@ -422,6 +655,10 @@ class Shipyard:
         """Run a plan. Raises DeploymentFailed (exit 1) after rolling back, LockedError (4)…
 
         `created_by` names who asked (an MCP client, an API token); default user@host."""
+        import asyncio
+
+        from shipyard.engine.runner import Deployment, DeployOptions
+
         config = self.config_at(plan.commit, work_tree=plan.config_from == "work tree")
         env = config.environment(plan.environment)
         dirty = [
@@ -448,7 +685,79 @@ class Shipyard:
             specs = {n: ctx.release_spec(n, r)[0] for n, r in plan.releases.items()}
             ctx.components = {**ctx.components, **specs}
         record = asyncio.run(Deployment(ctx, plan, options).run())
+        self._gc_after()
         return self.view(record)
+
+    # --- disk -------------------------------------------------------------------------------
+
+    def gc(self, env_name: str | None = None, *, dry_run: bool = False) -> GcReport:
+        """Remove artifacts and Python environments no kept release, rollback target or
+        other environment's active release needs; with `env_name`, first prune that
+        environment's old release folders (as a successful deploy does)."""
+        from shipyard.effects.artifacts import ArtifactStore
+        from shipyard.engine.gc import collect_garbage
+        from shipyard.engine.runner import reachable_releases
+
+        if env_name is not None and not dry_run:
+            env = self.environment(env_name)
+            target = self.target(env)
+            keep = self.config.project.keep_releases
+            protected = reachable_releases(self.store, env.name, keep)
+            for name in self.config.components:
+                target.prune(name, keep, {r for c, r in protected if c == name})
+        state = self.project_dir / ".shipyard"
+        return collect_garbage(
+            self.store,
+            ArtifactStore(state / "artifacts"),
+            state / "pyenvs",
+            self._environment_roots(),
+            self.config.project.keep_releases,
+            dry_run=dry_run,
+        )
+
+    def _gc_after(self) -> None:
+        """After a successful deploy: collect garbage and tell the user (a notice; the
+        deployment's journal is closed). Housekeeping: a failure here never fails the
+        deployment, the next one tries again."""
+        try:
+            report = self.gc()
+        except (ShipyardError, OSError) as exc:
+            self.notices.append(f"gc skipped: {getattr(exc, 'message', exc)}")
+            return
+        if report.skipped:
+            self.notices.append(f"gc skipped: {report.skipped}")
+        elif report.artifacts or report.pyenvs:
+            self.notices.append(
+                f"gc: removed {len(report.artifacts)} artifacts and {len(report.pyenvs)} "
+                f"python environments ({report.freed_bytes} bytes freed)"
+            )
+
+    def _environment_roots(self) -> dict[str, Path]:
+        return {
+            env.name: (self.project_dir / env.root).resolve()
+            for env in self.config.environments.values()
+            if env.target == "local"
+        }
+
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes on disk (each file once) of releases, artifacts, Python environments and
+        the wheel cache, for `status`."""
+        from shipyard.engine.gc import disk_usage
+
+        state = self.project_dir / ".shipyard"
+        releases = [
+            folder
+            for root in self._environment_roots().values()
+            for folder in root.glob("*/releases")
+        ]
+        return disk_usage(
+            {
+                "environments": [state / "pyenvs"],
+                "artifacts": [state / "artifacts"],
+                "releases": releases,
+                "cache": [state / "cache"],
+            }
+        )
 
     def rollback(
         self,
@@ -459,6 +768,10 @@ class Shipyard:
         created_by: str | None = None,
     ) -> DeploymentView:
         """Back to the previous good deployment (or the one named), as a new deployment."""
+        import asyncio
+
+        from shipyard.engine.runner import Deployment, DeployOptions
+
         plan = self.rollback_plan(env_name, to=to)
         env = self.environment(plan.environment)
         ctx = self._context(env)
@@ -508,6 +821,151 @@ class Shipyard:
             releases=releases,
             rollback_to=target.id,
             current_commit=good[0][0].commit if good else None,
+        )
+
+    def promote(
+        self,
+        source: str,
+        target: str,
+        deployment_id: str | None = None,
+        *,
+        created_by: str | None = None,
+        wait_lock: float = 0.0,
+    ) -> DeploymentView:
+        """Deploy to `target` exactly what a deployment of `source` released (default: its
+        last good one): the same artifacts by digest, nothing rebuilt, the same release specs
+        but for `target`'s own secrets and per-environment overrides, after `target`'s
+        preflight. The new deployment (kind `promote`) names its source in `promoted_from`."""
+        import asyncio
+
+        from shipyard.engine.runner import Deployment, DeployOptions
+
+        plan, config, specs = self._plan_promote(source, target, deployment_id)
+        ctx = self._context(config.environment(target), config)
+        ctx.components = {**ctx.components, **specs}
+        options = DeployOptions(wait_lock=wait_lock, created_by=created_by or "")
+        record = asyncio.run(Deployment(ctx, plan, options).run())
+        return self.view(record)
+
+    def plan_promote(self, source: str, target: str, deployment_id: str | None = None) -> Plan:
+        """What `promote` would do, without doing it."""
+        return self._plan_promote(source, target, deployment_id)[0]
+
+    def _plan_promote(
+        self, source: str, target: str, deployment_id: str | None
+    ) -> tuple[Plan, Config, dict[str, Component]]:
+        """A promotion's plan, the config at its commit and the specs its releases run with."""
+        src, dst = self.environment(source), self.environment(target)
+        if src.name == dst.name:
+            raise UsageError(
+                f"cannot promote {src.name} to itself",
+                hint="`shipyard rollback` or `shipyard deploy` change one environment",
+            )
+        record = self._promotion_source(src.name, deployment_id)
+        artifacts: dict[str, str] = {}
+        for comp in self.store.components(record.id):
+            if not comp.release:
+                continue
+            digest = comp.artifact or self._artifact_of_release(comp.component, comp.release)
+            if digest is None:
+                raise UsageError(
+                    f"deployment {record.id} did not record the artifact of {comp.component}",
+                    hint=f"promote the deployment that built it (`shipyard history --env "
+                    f"{src.name}`)",
+                )
+            artifacts[comp.component] = digest
+        if not artifacts or not record.commit:
+            raise UsageError(f"deployment {record.id} of {src.name} released nothing to promote")
+        config = self.config_at(record.commit, work_tree=record.dirty)
+        if dst.name not in config.environments:
+            raise UsageError(
+                f"environment {dst.name!r} is not in {CONFIG_FILE} at {record.commit[:12]}, "
+                f"the commit of deployment {record.id}",
+                hint="deploy a commit that defines it to the source environment, then promote",
+            )
+        env = config.environment(dst.name)
+        specs = self._promoted_specs(src, env, config, artifacts, record)
+        last = self.store.last_good_deployment(dst.name)
+        plan = plan_promote(
+            dataclasses.replace(config, components={**config.components, **specs}),
+            dst.name,
+            commit=record.commit,
+            artifacts=artifacts,
+            promoted_from=record.id,
+            source_environment=src.name,
+            current_commit=last.commit if last else None,
+        )
+        return plan, config, specs
+
+    def _promotion_source(self, environment: str, deployment_id: str | None) -> DeploymentRecord:
+        if deployment_id is None:
+            found = self.store.last_good_deployment(environment)
+            if found is None:
+                raise UsageError(
+                    f"environment {environment!r} has no good deployment to promote",
+                    hint=f"deploy to {environment} first",
+                )
+            return found
+        found = self.store.get_deployment(deployment_id)
+        if found is None or found.environment != environment:
+            raise UsageError(
+                f"no deployment {deployment_id!r} in environment {environment!r}",
+                hint=f"`shipyard history --env {environment}` lists them",
+            )
+        if found.status != "succeeded":
+            raise UsageError(
+                f"deployment {found.id} did not succeed ({found.status}); only what passed "
+                "its health checks can be promoted"
+            )
+        return found
+
+    def _artifact_of_release(self, component: str, release: str) -> str | None:
+        """The digest a release was made from: recorded by the deployment that made it (a
+        release's id is its deployment's id), for a source that only re-activated it."""
+        for comp in self.store.components(release):
+            if comp.component == component and comp.release == release:
+                return comp.artifact
+        return None
+
+    def _promoted_specs(
+        self,
+        src: Environment,
+        dst: Environment,
+        config: Config,
+        artifacts: dict[str, str],
+        record: DeploymentRecord,
+    ) -> dict[str, Component]:
+        """Each source release's own spec, with the target's per-environment settings."""
+        from shipyard.config.models import OVERRIDABLE
+
+        ctx = self._context_for_specs(src)
+        today = config.components_for(dst)
+        specs = {}
+        for comp in self.store.components(record.id):
+            if comp.component not in artifacts or not comp.release:
+                continue
+            spec, _commit = ctx.release_spec(comp.component, comp.release)
+            mine = today.get(comp.component, spec)
+            specs[comp.component] = dataclasses.replace(
+                spec, **{key: getattr(mine, key) for key in OVERRIDABLE}
+            )
+        return specs
+
+    def _context_for_specs(self, env: Environment) -> EngineContext:
+        """An engine context that only reads release specs (no secrets are loaded)."""
+        from shipyard.effects.artifacts import ArtifactStore
+        from shipyard.engine.runner import EngineContext
+
+        return EngineContext(
+            config=self.config,
+            env=env,
+            store=self.store,
+            target=self.target(env),
+            artifacts=ArtifactStore(self.project_dir / ".shipyard" / "artifacts"),
+            repo=self.repo,
+            project_prefix=self.project_prefix,
+            secrets={},
+            redact=Redactor(),
         )
 
     def _good_deployments(
@@ -575,6 +1033,8 @@ class Shipyard:
     def interrupted(self, env_name: str | None = None) -> list[DeploymentRecord]:
         """Unfinished deployments whose orchestrator is gone: no live lease holds the lock
         (it is free, expired, or its holder ran here and died). `recover` finishes them."""
+        from shipyard.engine.recovery import owner_is_dead
+
         env = self.environment(env_name)
         unfinished = self.store.unfinished_deployments(env.name)
         if not unfinished:
@@ -590,6 +1050,8 @@ class Shipyard:
 
     def environment_status(self, env_name: str | None = None) -> dict[str, Any]:
         """What is active now in an environment (the `status --env` shape of docs/cli.md)."""
+        from shipyard.engine.observe import probe_spec
+
         env = self.environment(env_name)
         target = self.target(env)
         last = self.store.last_good_deployment(env.name)
@@ -634,12 +1096,15 @@ class Shipyard:
             "rollback_failed": [
                 {"id": d.id, "error": d.error} for d in self._rollback_failed(env.name)
             ],
+            "disk": self.disk_usage(),
         }
 
     def _release_spec(
         self, env: Environment, target: Target, today: Component, release: str | None
     ) -> tuple[Component, str | None]:
         """A release's own spec and commit (today's config for one made before specs)."""
+        from shipyard.engine.observe import saved_release_spec
+
         if release:
             found = saved_release_spec(self.store, target, env.name, today.name, release)
             if found is not None:
@@ -648,6 +1113,8 @@ class Shipyard:
 
     def health(self, env_name: str | None = None) -> list[ComponentHealth]:
         """Run every component's health check now (through its public port)."""
+        from shipyard.engine.observe import probe_spec
+
         env = self.environment(env_name)
         target = self.target(env)
         running: dict[tuple[str, str], RunningRelease] = {}
@@ -687,6 +1154,8 @@ class Shipyard:
                 f"({held.owner}); releasing another deployment's lock needs --force",
                 hint="make sure that deployment is really dead first",
             )
+        from shipyard.store import LockOwner
+
         return self.store.force_release_lock(env.name, by=str(LockOwner.current()))
 
     def recover(self, env_name: str | None = None) -> list[DeploymentView]:
@@ -694,8 +1163,14 @@ class Shipyard:
 
         Also retries the newest deployment if its rollback failed earlier.
         """
+        import asyncio
+
+        from shipyard.engine.recovery import hold_lock, recover_deployment, supersede
+
         env = self.environment(env_name)
         ctx = self._context(env)
+        from shipyard.store import new_id
+
         holder = new_id()
 
         async def run() -> list[str]:
@@ -740,6 +1215,8 @@ class Shipyard:
         return found if found is not None and not left else None
 
     def down(self, env_name: str | None = None, component: str | None = None) -> list[str]:
+        from shipyard.targets.local import LocalTarget
+
         env = self.environment(env_name)
         if component is not None and component not in self.config.components:
             raise UsageError(f"unknown component {component!r}")

@@ -128,6 +128,9 @@ def main() -> None:
         server: ThreadingTCPServer = ThreadingTCPServer(("127.0.0.1", opts.port), EchoHandler)
     else:
         ThreadingHTTPServer.daemon_threads = True
+        # Like a production server's (gunicorn, uvicorn: 2048): socketserver's default of 5
+        # drops the SYNs of a burst the router forwards, which then wait 1 s, 3 s, ...
+        ThreadingHTTPServer.request_queue_size = 1024
         server = ThreadingHTTPServer(("127.0.0.1", opts.port), Handler)
 
     def on_term(signum: int, frame: object) -> None:

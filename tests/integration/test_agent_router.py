@@ -5,21 +5,37 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import shutil
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.agent_fixtures.agent_harness import (
     AgentHarness,
     free_port,
     http_get,
     start_app,
+    try_get,
     wait_for,
 )
 
 pytest_plugins = ["tests.agent_fixtures.agent_plugin"]
+
+# The zero-downtime tests run against both routers (HAProxy's tests skip without it).
+ROUTERS = [
+    "builtin",
+    pytest.param(
+        "haproxy",
+        marks=pytest.mark.skipif(
+            shutil.which("haproxy") is None,
+            reason="haproxy is not installed (make test installs Debian's haproxy as root)",
+        ),
+    ),
+]
 
 
 def _route_info(agent: AgentHarness, component: str) -> dict[str, object]:
@@ -28,12 +44,13 @@ def _route_info(agent: AgentHarness, component: str) -> dict[str, object]:
     return dict(routes[0])
 
 
-def test_zero_failed_requests_while_switching_under_load(agent: AgentHarness) -> None:
+@pytest.mark.parametrize("router", ROUTERS)
+def test_zero_failed_requests_while_switching_under_load(agent: AgentHarness, router: str) -> None:
     client = agent.client
     start_app(client, "web", "blue")
     start_app(client, "web", "green")
     public = free_port()
-    client.route("web", public, "blue")
+    client.route("web", public, "blue", router=router)
 
     # (called, returned, release): from `returned` on, new requests must reach `release`.
     switches: list[tuple[float, float, str]] = [(0.0, time.monotonic(), "blue")]
@@ -67,7 +84,7 @@ def test_zero_failed_requests_while_switching_under_load(agent: AgentHarness) ->
         for i in range(10):
             target = "green" if i % 2 == 0 else "blue"
             called = time.monotonic()
-            result = client.route("web", public, target)
+            result = client.route("web", public, target, router=router)
             switches.append((called, time.monotonic(), target))
             assert result["previous_release"] == ("blue" if target == "green" else "green")
             time.sleep(0.3)
@@ -94,17 +111,18 @@ def test_zero_failed_requests_while_switching_under_load(agent: AgentHarness) ->
     assert isinstance(stats, dict) and stats["upstream_errors"] == 0
 
 
-def test_inflight_request_drains_on_the_old_release(agent: AgentHarness) -> None:
+@pytest.mark.parametrize("router", ROUTERS)
+def test_inflight_request_drains_on_the_old_release(agent: AgentHarness, router: str) -> None:
     client = agent.client
     start_app(client, "web", "blue")
     start_app(client, "web", "green")
     public = free_port()
-    client.route("web", public, "blue")
+    client.route("web", public, "blue", router=router)
     slow: list[tuple[int, str]] = []
     thread = threading.Thread(target=lambda: slow.append(http_get(public, "/slow?ms=1000")))
     thread.start()
     time.sleep(0.3)
-    assert client.route("web", public, "green")["previous_release"] == "blue"
+    assert client.route("web", public, "green", router=router)["previous_release"] == "blue"
     assert _route_info(agent, "web")["draining"] == ["blue"]
     assert http_get(public) == (200, "green")
     # Stopping the old release waits for its drain; the slow request completes on it.
@@ -201,13 +219,14 @@ def test_forwarded_headers_hop_by_hop_and_502(agent: AgentHarness) -> None:
     assert status == 502 and "r1" in body and "did not answer" in body
 
 
-def test_tcp_mode_pass_through(agent: AgentHarness) -> None:
+@pytest.mark.parametrize("router", ROUTERS)
+def test_tcp_mode_pass_through(agent: AgentHarness, router: str) -> None:
     client = agent.client
     for name in ("e1", "e2"):
         info = start_app(client, "echo", name, "--tcp-echo", wait_healthy=False)
         wait_for(lambda p=info["port"]: client.probe(kind="tcp", port=p, timeout=1)["ok"], 10)
     public = free_port()
-    client.route("echo", public, "e1", mode="tcp", drain_timeout=10)
+    client.route("echo", public, "e1", mode="tcp", drain_timeout=10, router=router)
 
     def connect() -> tuple[socket.socket, bytes]:
         sock = socket.create_connection(("127.0.0.1", public), timeout=5)
@@ -217,7 +236,7 @@ def test_tcp_mode_pass_through(agent: AgentHarness) -> None:
     assert greeting == b"e1\n"
     first.sendall(b"ping")
     assert first.recv(64) == b"ping"
-    client.route("echo", public, "e2", mode="tcp")
+    client.route("echo", public, "e2", mode="tcp", router=router)
     second, greeting = connect()
     assert greeting == b"e2\n"
     # The connection opened before the switch stays on e1 until it closes.
@@ -229,12 +248,13 @@ def test_tcp_mode_pass_through(agent: AgentHarness) -> None:
     second.close()
 
 
-def test_upgrade_switches_the_connection_to_a_pipe(agent: AgentHarness) -> None:
+@pytest.mark.parametrize("router", ROUTERS)
+def test_upgrade_switches_the_connection_to_a_pipe(agent: AgentHarness, router: str) -> None:
     client = agent.client
     start_app(client, "web", "r1")
     start_app(client, "web", "r2")
     public = free_port()
-    client.route("web", public, "r1")
+    client.route("web", public, "r1", router=router)
     with socket.create_connection(("127.0.0.1", public), timeout=5) as sock:
         sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
         head = b""
@@ -243,7 +263,8 @@ def test_upgrade_switches_the_connection_to_a_pipe(agent: AgentHarness) -> None:
         assert head.startswith(b"HTTP/1.1 101")
         sock.sendall(b"frame-1")
         assert sock.recv(64) == b"frame-1"
-        client.route("web", public, "r2")  # an upgraded connection is not moved mid-stream
+        # An upgraded connection is not moved mid-stream.
+        client.route("web", public, "r2", router=router)
         sock.sendall(b"frame-2")
         assert sock.recv(64) == b"frame-2"
         assert _route_info(agent, "web")["draining"] == ["r1"]
@@ -432,3 +453,68 @@ def test_response_framing_from_the_release(agent: AgentHarness, tmp_path: Path) 
     assert b"hello " in data and data.index(b"hello ") < data.index(b"plain")
     stats = _route_info(agent, "framing")["stats"]
     assert isinstance(stats, dict) and stats["upstream_errors"] == 1  # the /bad one
+
+
+def test_requests_with_ambiguous_framing_are_refused_by_the_router(agent: AgentHarness) -> None:
+    client = agent.client
+    start_app(client, "web", "r1")
+    public = free_port()
+    client.route("web", public, "r1")
+    for request, status in [
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            400,
+        ),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\nab\r\n0\r\n\r\n",  # a chunk-size line ending in a bare LF
+            400,
+        ),
+    ]:
+        with socket.create_connection(("127.0.0.1", public), timeout=5) as raw:
+            raw.sendall(request)
+            data = b""
+            while chunk := raw.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 %d " % status), (request, data)
+        assert b"bad request" in data
+    # The connection after them is served as usual.
+    assert http_get(public) == (200, "r1")
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+def test_the_environment_router_reaches_the_agent(agent: AgentHarness, router: str) -> None:
+    from shipyard.targets.local import LocalTarget
+
+    start_app(agent.client, "web", "blue")
+    public = free_port()
+    target = LocalTarget(agent.root, router=router)  # what `router = "..."` in shipyard.toml sets
+    target.route("web", public, "blue", http=True, drain_timeout=5.0)
+    assert _route_info(agent, "web")["router"] == router
+    assert http_get(public) == (200, "blue")
+    target.unroute("web")
+    assert agent.client.list_releases("web")["routes"] == []
+    assert try_get(public, timeout=1.0) is None  # the public port is closed
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_a_killed_haproxy_is_started_again_with_the_routed_release(agent: AgentHarness) -> None:
+    import os
+    import signal
+
+    client = agent.client
+    start_app(client, "web", "blue")
+    start_app(client, "web", "green")
+    public = free_port()
+    client.route("web", public, "blue", router="haproxy")
+    client.route("web", public, "green", router="haproxy")
+    pid = int(_route_info(agent, "web")["pid"])
+    os.killpg(pid, signal.SIGKILL)  # master and worker
+    # The agent's watch loop notices and starts it again from its config: the routed release.
+    wait_for(lambda: try_get(public, timeout=1.0) == (200, "green"), 10.0)
+    info = _route_info(agent, "web")
+    assert info["pid"] != pid and info["listening"] is True and info["release"] == "green"
+    assert client.route("web", public, "blue", router="haproxy")["previous_release"] == "green"
+    assert http_get(public) == (200, "blue")

@@ -7,16 +7,15 @@ import os
 import socket
 from pathlib import Path
 
-import h11
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shipyard.agent import AgentRequestError, procinfo
+from shipyard.agent.http1 import RequestHead, ResponseHead, request_headers
 from shipyard.agent.logfiles import LogPolicy, rotate_if_needed, tail
 from shipyard.agent.paths import check_name, unix_address
 from shipyard.agent.protocol import Args, decode
-from shipyard.agent.router import _request_headers, _response_headers
 from shipyard.agent.state import atomic_write_json, read_state
 from shipyard.agent.supervisor import RestartPolicy, base_environment, describe_exit
 
@@ -135,38 +134,29 @@ def test_proc_helpers_know_this_process(tmp_path: Path) -> None:
 
 
 def test_forwarded_request_headers() -> None:
-    request = h11.Request(
-        method="GET",
-        target="/",
-        headers=[
-            ("Host", "example.com"),
-            ("Connection", "keep-alive, X-Hop"),
-            ("X-Hop", "1"),
-            ("Keep-Alive", "timeout=5"),
-            ("X-Forwarded-For", "10.0.0.1"),
-            ("Expect", "100-continue"),
-            ("Accept", "*/*"),
-        ],
+    request = RequestHead(
+        b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n"
+        b"Keep-Alive: timeout=5\r\nX-Forwarded-For: 10.0.0.1\r\nExpect: 100-continue\r\n"
+        b"Accept: */*"
     )
-    headers = dict(_request_headers(request, "127.0.0.2"))
+    headers = dict(request_headers(request, "127.0.0.2"))
     assert headers == {
         b"host": b"example.com",
         b"accept": b"*/*",
         b"x-forwarded-for": b"10.0.0.1, 127.0.0.2",
         b"x-forwarded-proto": b"http",
     }
-    upgrade = h11.Request(
-        method="GET",
-        target="/ws",
-        headers=[("Host", "x"), ("Connection", "Upgrade"), ("Upgrade", "websocket")],
+    upgrade = RequestHead(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket"
     )
-    kept = dict(_request_headers(upgrade, "127.0.0.1", upgrade=True))
+    assert upgrade.upgrade
+    kept = dict(request_headers(upgrade, "127.0.0.1", upgrade=True))
     assert kept[b"upgrade"] == b"websocket" and kept[b"connection"] == b"Upgrade"
-    response = h11.Response(
-        status_code=200,
-        headers=[("Content-Length", "2"), ("Connection", "close"), ("Server", "app")],
+    response = ResponseHead(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\nServer: app", b"GET"
     )
-    assert _response_headers(response) == [(b"content-length", b"2"), (b"server", b"app")]
+    assert [name for name, _ in response.lines] == [b"content-length", b"server"]
+    assert not response.keep_alive and response.length == 2
 
 
 def test_records_are_checked_field_by_field() -> None:

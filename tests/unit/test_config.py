@@ -95,6 +95,11 @@ def test_valid_config_becomes_typed_models(project: Path) -> None:
     assert config.project.keep_releases == 3
     assert config.environments["production"].tier == "production"  # inferred from the name
     assert config.environments["local"].tier == "development"
+    assert config.environments["local"].router == "builtin"  # the default: nothing to install
+    routed = parse(
+        project, VALID.replace("protected = true", 'protected = true\nrouter = "haproxy"')
+    )
+    assert routed.environments["production"].router == "haproxy"
     assert config.environments["local"].secrets is not None
     assert config.environments["local"].secrets.kind == "dotenv"
     assert config.secret_rules["JWT_SECRET"].min_length == 32
@@ -198,6 +203,12 @@ BAD_INPUTS = [
         replace('target = "ssh"', 'target = "kubernetes"'),
         ["environments.production.target", "unknown target 'kubernetes'"],
         "kubernetes",
+    ),
+    (
+        "unknown router",
+        replace("protected = true", 'protected = true\nrouter = "nginx"'),
+        ["environments.production.router", "expected one of builtin, haproxy", 'got "nginx"'],
+        "nginx",
     ),
     (
         "ssh without hosts",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shipyard.config import Config, parse_config
-from shipyard.core.changes import affected_components
+from shipyard.core.changes import ChangeReport, FileChange, analyse
 from shipyard.core.plan import plan_deploy, plan_rollback
 from shipyard.errors import UsageError
 
@@ -78,15 +78,34 @@ CHANGES = [
         True,
     ),
     (
-        "config change means everything",
+        "config text change without a settings change affects nothing",
         ["shipyard.toml"],
-        {"backend", "admin", "marketing", "docs"},
-        True,
+        set(),
+        False,
     ),
     ("unowned file affects nothing", ["README.md"], set(), False),
     ("two leaves", ["admin/x", "docs/y"], {"admin", "docs"}, False),
     ("nothing changed", [], set(), False),
 ]
+
+
+class NoSources:
+    """No file content: contracts are "changed" (not compared), migrations not destructive."""
+
+    def old_text(self, path: str) -> str | None:
+        return None
+
+    def new_text(self, path: str) -> str | None:
+        return None
+
+    def destructive(self, sql: str) -> list[str]:
+        return []
+
+
+def affected_components(config: Config, files: list[str]) -> ChangeReport:
+    """The report of `files` changing while shipyard.toml stays as it is."""
+    changes = [FileChange(f) for f in files]
+    return analyse(config, config, changes, NoSources(), head=COMMIT, base=BASE, merge_base=BASE)
 
 
 @pytest.mark.parametrize(
@@ -105,13 +124,13 @@ def test_unmatched_files_are_reported(config: Config) -> None:
 
 
 def test_dependents_get_a_reason(config: Config) -> None:
-    reasons = affected_components(config, ["backend/app.py"]).reasons
+    reasons = affected_components(config, ["backend/app.py"]).affected
     assert reasons["admin"] == ["depends on backend"]
     assert reasons["backend"] == ["changed: backend/app.py"]
 
 
 def test_contract_change_names_the_contract(config: Config) -> None:
-    reasons = affected_components(config, ["backend/openapi.json"]).reasons
+    reasons = affected_components(config, ["backend/openapi.json"]).affected
     assert any("API contract of backend" in r for r in reasons["admin"])
 
 
@@ -119,7 +138,7 @@ def plan(config: Config, **kwargs: object):  # type: ignore[no-untyped-def]
     defaults: dict[str, object] = {
         "commit": COMMIT,
         "base_commit": BASE,
-        "changed_files": [],
+        "changes": affected_components(config, []),
         "selection": None,
     }
     defaults.update(kwargs)
@@ -127,7 +146,7 @@ def plan(config: Config, **kwargs: object):  # type: ignore[no-untyped-def]
 
 
 def test_auto_selection_is_full_without_a_base(config: Config) -> None:
-    p = plan(config, base_commit=None, changed_files=None, base_note="no previous good deployment")
+    p = plan(config, base_commit=None, changes=None, base_note="no previous good deployment")
     assert p.kind == "full"
     assert p.components == ("backend", "docs", "admin", "marketing")
     assert p.levels == (("backend", "docs"), ("admin", "marketing"))
@@ -135,13 +154,13 @@ def test_auto_selection_is_full_without_a_base(config: Config) -> None:
 
 
 def test_auto_selection_is_changed_with_a_base(config: Config) -> None:
-    p = plan(config, changed_files=["admin/app.py"])
+    p = plan(config, changes=affected_components(config, ["admin/app.py"]))
     assert p.kind == "partial" and p.components == ("admin",)
 
 
 def test_changed_without_base_is_a_usage_error(config: Config) -> None:
     with pytest.raises(UsageError, match="--changed needs a base commit"):
-        plan(config, selection="changed", changed_files=None, base_commit=None)
+        plan(config, selection="changed", changes=None, base_commit=None)
 
 
 def test_only_rejects_unknown_components(config: Config) -> None:
@@ -201,3 +220,11 @@ def test_rollback_plan_has_no_build(config: Config) -> None:
     assert p.step("activate:backend").after == ("migrate:backend",)
     assert p.step("activate:admin").after == ("snapshot", "activate:backend")
     assert p.releases == {"admin": "r1", "backend": "r1"}
+
+
+def test_no_migrate_says_a_new_migration_will_not_run(config: Config) -> None:
+    changes = [FileChange("backend/migrations/0002_x.up.sql", "A")]
+    report = analyse(config, config, changes, NoSources(), head=COMMIT, base=BASE, merge_base=BASE)
+    p = plan(config, changes=report, migrate=False)
+    assert not any(s.kind == "migrate" for s in p.steps)
+    assert any("--no-migrate" in n and "0002_x" in n for n in p.notes)

@@ -176,6 +176,15 @@ def test_upgrade_into_missing_folder_says_which(tmp_path: Path) -> None:
         ("ALTER TABLE p RENAME name TO title;", ["ALTER TABLE p RENAME COLUMN name TO title"]),
         ("RENAME TABLE a TO b, c TO d;", ["RENAME TABLE a TO b", "RENAME TABLE c TO d"]),
         ("ALTER TABLE t CHANGE COLUMN a b INT;", ["ALTER TABLE t RENAME COLUMN a TO b"]),
+        # a column's type changes (PostgreSQL spellings)
+        (
+            "ALTER TABLE products ALTER COLUMN price TYPE TEXT USING price::text;",
+            ["ALTER TABLE products ALTER COLUMN price TYPE (type change)"],
+        ),
+        (
+            "ALTER TABLE p ALTER price SET DATA TYPE numeric(10, 2), ADD COLUMN x INT;",
+            ["ALTER TABLE p ALTER COLUMN price TYPE (type change)"],
+        ),
         # TRUNCATE and DELETE without WHERE
         ("TRUNCATE orders;", ["TRUNCATE orders"]),
         ("TRUNCATE TABLE ONLY a, b RESTART IDENTITY;", ["TRUNCATE a", "TRUNCATE b"]),

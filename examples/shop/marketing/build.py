@@ -76,6 +76,7 @@ def build(site: Path = SITE) -> Path:
     (site / "style.css").write_text(STYLE, encoding="utf-8")
     (site / "build.json").write_text(json.dumps({"built_at": built_at}) + "\n", encoding="utf-8")
     shutil.copy2(HERE / "serve.py", site / "serve.py")
+    shutil.copy2(HERE / "smoke.py", site / "smoke.py")  # `--tests smoke` runs it in the release
     return site
 
 

@@ -1,6 +1,6 @@
 """The shipyard host agent (design §5a): supervision and zero-downtime switching on one host.
 
-Standard library only (plus h11, bundled into the zipapp), Python 3.9+, and nothing from shipyard
+Standard library only, Python 3.9+, and nothing from shipyard
 outside this package: it is copied to remote hosts as a .pyz and run with a bare `python3 -I`.
 
 What other code uses:

@@ -210,11 +210,16 @@ class AgentClient:
         drain_timeout: float = 30.0,
         host: str = "127.0.0.1",
         crash_wait: float = 10.0,
+        router: str = "builtin",
     ) -> Dict[str, Any]:
         """Switch `component`'s public port to `release`; returns previous_release too.
 
         `crash_wait`: how long a request waits for the release while it restarts after a crash.
+        `router`: "builtin" (the agent proxies) or "haproxy" (a HAProxy the agent steers).
         """
+        extra: Dict[str, Any] = {}
+        if router != "builtin":  # an agent older than the haproxy router refuses the argument
+            extra["router"] = router
         result: Dict[str, Any] = self.request(
             "route",
             component=component,
@@ -224,6 +229,7 @@ class AgentClient:
             drain_timeout=drain_timeout,
             host=host,
             crash_wait=crash_wait,
+            **extra,
         )
         return result
 

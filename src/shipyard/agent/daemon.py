@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -21,7 +22,7 @@ from .links import LINK_HOST, Link, Links
 from .paths import AgentPaths, check_name, hold_pid_lock, unix_address
 from .protocol import Args
 from .retire import RetireItem, RetireSchedule
-from .router import DEFAULT_CRASH_WAIT, Route, Router
+from .router import DEFAULT_CRASH_WAIT, ROUTERS, Route, Router
 from .state import STATE_VERSION, atomic_write_json, read_state
 from .supervisor import PortAllocator, Release, RestartPolicy, Supervisor, base_environment
 
@@ -44,6 +45,23 @@ def agent_version() -> str:
         return str(__version__)
     except ImportError:
         return "unknown"
+
+
+def raise_open_file_limit() -> Tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns (before, after).
+
+    Every proxied connection costs the router two descriptors (client and release): with the
+    1,024 many systems give a service, a few hundred concurrent clients would get 502 "too many
+    open files". Releases started from here inherit the raised limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft, soft  # a hard limit above what the kernel allows (nr_open): keep ours
+    return soft, hard
 
 
 class ExitPlan:
@@ -87,6 +105,7 @@ class Agent:
         )
         self.router = Router(self.log)
         self.router.recovering = self.supervisor.restarting
+        self.router.haproxy_dir = paths.dir / "haproxy"
         self.keeper = keeper
         if keeper is not None:
             self.router.on_listen = keeper.hold
@@ -200,6 +219,9 @@ class Agent:
         """Serve until told to stop; returns what to do next (exit, or re-execute)."""
         self.paths.ensure()
         self._acquire_lock()
+        before, after = raise_open_file_limit()
+        if after != before:
+            self.log.info("open-file limit raised from %d to %d", before, after)
         self._stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         state = read_state(self.paths.state)
@@ -351,6 +373,9 @@ class Agent:
                 mode = str(data.get("mode", "http"))
                 drain_timeout = float(data.get("drain_timeout", 30.0))
                 crash_wait = float(data.get("crash_wait", DEFAULT_CRASH_WAIT))
+                router = str(data.get("router", "builtin"))
+                if router not in ROUTERS:
+                    raise ValueError(f"unknown router {router!r}")
             except (KeyError, TypeError, ValueError) as exc:
                 self.log.error("ignoring unreadable route record %r: %s", data, exc)
                 continue
@@ -375,12 +400,13 @@ class Agent:
                     upstream_port=rel.port,
                     sock=sock,
                     crash_wait=crash_wait,
+                    router=router,
                 )
             except AgentRequestError as exc:
                 # Keep the route (it is what the user asked for) and retry binding it.
                 self.log.error("%s: %s", component, exc.message)
                 route = self.router.new_route(
-                    component, host, public_port, mode, drain_timeout, crash_wait
+                    component, host, public_port, mode, drain_timeout, crash_wait, router
                 )
                 route.switch(rel.release, rel.port)
                 route.error = exc.message
@@ -574,6 +600,7 @@ class Agent:
         drain_timeout = args.seconds("drain_timeout", 30.0)
         host = args.text("host", "127.0.0.1")
         crash_wait = args.seconds("crash_wait", DEFAULT_CRASH_WAIT)
+        router = args.choice("router", ROUTERS, "builtin")
         args.finish()
         rel = self._running(component, release)
         previous = await self.router.route(
@@ -585,6 +612,7 @@ class Agent:
             release=release,
             upstream_port=rel.port,
             crash_wait=crash_wait,
+            router=router,
         )
         self._set_active(component, release)
         await self.persist()

@@ -76,7 +76,12 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # killpg also succeeds for zombies nobody has reaped yet: look closer.
+    # killpg also succeeds for zombies nobody has reaped yet: look closer. The leader first
+    # (a release's group is led by its main process): while it runs, that is the answer,
+    # without reading every process's stat (which made N stops polling at once O(N²)).
+    leader = _stat_fields(pgid)
+    if leader and len(leader) > 3 and leader[2] == str(pgid) and leader[0] != "Z":
+        return True
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             fields = _stat_fields(int(entry))

@@ -75,17 +75,24 @@ stop {component, release, timeout?: float (default: the release's stop_timeout),
 
 list {component?: str}
     -> {releases: [release info...],
-        routes: [{component, public_port, host, mode, release, upstream_port, draining: [release],
-                  drain_timeout, crash_wait, listening: bool, error: str|null,
-                  stats: {connections, requests, retries, upstream_errors, crash_waits}}],
+        routes: [{component, public_port, host, mode, router, release, upstream_port,
+                  draining: [release], drain_timeout, crash_wait, listening: bool,
+                  error: str|null, pid: int (haproxy routes: HAProxy's master),
+                  stats: {connections, requests, retries, upstream_errors, crash_waits}
+                  (counted by the builtin router; zeros for haproxy routes)}],
         links: [{component, consumer, port, mode, pinned: bool, release, upstream_port,
                  listening: bool, error: str|null}],
         active: {component: release},
         lease: (as in ping)}
 
 route {component, public_port: int, release, mode?: "http"|"tcp" = "http",
-       drain_timeout?: float = 30, host?: str = "127.0.0.1", crash_wait?: float = 10}
-    Binds host:public_port on first use and keeps it bound across switches. Then, in one step,
+       drain_timeout?: float = 30, host?: str = "127.0.0.1", crash_wait?: float = 10,
+       router?: "builtin"|"haproxy" = "builtin"}
+    Binds host:public_port on first use and keeps it bound across switches. The builtin router
+    proxies in the agent; "haproxy" starts a HAProxy for the route (master-worker, outliving
+    the agent's worker, stopped with the route) and switches it through its admin socket, with
+    the same guarantees below (a restarting release: HAProxy retries its connection once a
+    second for crash_wait seconds). Then, in one step,
     new requests (HTTP: the next request, even on an existing keep-alive connection; TCP: the
     next connection) go to the release's private port, while requests and connections already in
     flight on the previous release finish (for up to drain_timeout, then they are cut). Routing
@@ -99,7 +106,8 @@ route {component, public_port: int, release, mode?: "http"|"tcp" = "http",
     -> {component, public_port, release, previous_release: str|null, upstream_port}
     errors: unknown_release, release_not_running (stopped or crashed), port_in_use (names the
             process or component holding it), route_conflict (the component is already routed on
-            another port/host/mode: unroute first), bad_args
+            another port/host/mode/router: unroute first), router_unavailable (haproxy is not
+            installed), router_failed (HAProxy refused a command), listen_failed, bad_args
 
 unroute {component, drain_timeout?: float (default: the route's)}
     Stops accepting on the public port, lets in-flight requests finish (up to drain_timeout;

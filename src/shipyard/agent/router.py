@@ -1,14 +1,6 @@
 """The router: one listener per public port, forwarding to the routed release's private port.
 
-HTTP mode is an HTTP/1.1 reverse proxy. Clients' requests are parsed by h11 only (one strict
-parser decides their framing: no request smuggling through the proxy); the request is written
-to the release from h11's events, with Content-Length dropped when Transfer-Encoding is there.
-The release's response (our own process, not a client) is read by a small strict parser here
-instead of h11, which was most of the router's CPU per request: status line and header fields
-are checked against the RFC 9110 grammar, and the body is framed by no-body status/HEAD,
-Transfer-Encoding: chunked, Content-Length, or the end of the connection, in that order (RFC
-9112 §6.3). It is re-framed for the client as h11 would: as is, or chunked for an HTTP/1.1
-client when it had no length, or close-delimited for an HTTP/1.0 one.
+HTTP mode is an HTTP/1.1 reverse proxy (`proxy` holds the connections, `http1` the parsing).
 The upstream is chosen per request, so a switch applies to the next request, even on a client's
 existing keep-alive connection. Requests in flight on the previous release hold a lease on its
 upstream; the previous release drains until its leases are gone (or drain_timeout cuts them).
@@ -27,440 +19,40 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import socket
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Type, Union
-
-import h11
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 from . import procinfo
 from .errors import AgentRequestError
+from .proxy import CRASH_POLL, HttpClient, TcpClient, Upstream, UpstreamConn
 
-__all__ = ["DEFAULT_CRASH_WAIT", "Route", "Router", "Upstream", "bind_listener"]
+__all__ = [
+    "DEFAULT_CRASH_WAIT",
+    "LISTEN_BACKLOG",
+    "ROUTERS",
+    "Route",
+    "Router",
+    "Upstream",
+    "bind_listener",
+]
+
+# What serves a route: this process (the default, nothing to install) or a HAProxy it steers.
+ROUTERS = ("builtin", "haproxy")
 
 # A request for a release that is restarting after a crash waits this long for it by default.
 DEFAULT_CRASH_WAIT = 10.0
-# How often a waiting request tries to connect to a restarting release again.
-_CRASH_POLL = 0.02
-
-# Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded. Content-Length and Transfer-Encoding
-# are forwarded: h11 re-frames the body from them on each side.
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"upgrade",
-    }
-)
-# Methods that may be sent twice (RFC 9110 §9.2.2): retried once on a dead pooled connection.
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-# A request body is kept for a possible retry up to this size; larger ones are not retried.
-_MAX_REPLAY = 1024 * 1024
-_READ = 65536
-_MAX_IDLE_PER_UPSTREAM = 64
+# The public sockets' listen backlog (the kernel caps it at net.core.somaxconn). Python's
+# default, 100, leaves a burst of new connections retrying SYNs after 1 s, 3 s, ...
+LISTEN_BACKLOG = 1024
 # A release that is down refuses connections (or resets them while its listener goes away).
 _REFUSED = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED})
-# Largest request head (h11) or response head (ours) accepted.
-_MAX_HEAD = 64 * 1024
-# Client writes are not awaited until this much is buffered for a slow client.
-_HIGH_WATER = 256 * 1024
-_CONNECT_TIMEOUT = 5.0
-# A client keep-alive connection with no request for this long is closed.
-_CLIENT_IDLE_TIMEOUT = 120.0
-
-H11Event = Union[h11.Event, Type[h11.NEED_DATA], Type[h11.PAUSED]]
-
-
-class _Lease:
-    """One in-flight request or tunnel on an upstream; aborting it cuts its connections."""
-
-    __slots__ = ("cut_reason", "upstream", "writers")
-
-    def __init__(self, upstream: Upstream) -> None:
-        self.upstream = upstream
-        self.writers: List[asyncio.StreamWriter] = []
-        self.cut_reason: Optional[str] = None
-
-    def attach(self, writer: asyncio.StreamWriter) -> None:
-        self.writers.append(writer)
-
-    def abort(self, reason: str) -> None:
-        self.cut_reason = reason
-        for writer in self.writers:
-            writer.transport.abort()
-
-    def release(self) -> None:
-        self.upstream.release_lease(self)
-
-
-class _UpstreamConn:
-    """A connection from the router to a release.
-
-    Requests are written by hand from events h11 already parsed and validated on the client
-    side; responses are parsed by `_relay_response` (the release is ours, and its framing is
-    read strictly: Content-Length, chunked, or close-delimited, never guessed).
-    """
-
-    __slots__ = ("keep", "out", "reader", "received", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.out: List[bytes] = []
-        self.received = 0  # bytes received in the current request/response cycle
-        self.keep = False  # the last response ended cleanly and allows another request
-
-    def flush(self) -> None:
-        if self.out:
-            self.writer.write(b"".join(self.out))
-            self.out.clear()
-
-    def reusable(self) -> bool:
-        return self.keep and not self.writer.is_closing() and not self.reader.at_eof()
-
-    def close(self) -> None:
-        self.writer.transport.abort()
-
-
-class Upstream:
-    """One release's private port as seen by one route: a pool of idle connections and leases."""
-
-    def __init__(self, release: str, port: int, host: str = "127.0.0.1") -> None:
-        self.release = release
-        self.port = port
-        self.host = host
-        self.idle: List[_UpstreamConn] = []
-        self.leases: Set[_Lease] = set()
-        self.idle_event = asyncio.Event()
-        self.idle_event.set()
-        self.retired = asyncio.Event()  # set once it stopped draining (or was unrouted)
-        self.pooling = True
-        self.drain_task: Optional[asyncio.Task[None]] = None
-
-    def lease(self) -> _Lease:
-        lease = _Lease(self)
-        self.leases.add(lease)
-        self.idle_event.clear()
-        return lease
-
-    def release_lease(self, lease: _Lease) -> None:
-        self.leases.discard(lease)
-        if not self.leases:
-            self.idle_event.set()
-
-    async def open(self) -> _UpstreamConn:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, limit=_READ * 4), _CONNECT_TIMEOUT
-        )
-        return _UpstreamConn(reader, writer)
-
-    def take_idle(self) -> Optional[_UpstreamConn]:
-        while self.idle:
-            conn = self.idle.pop()
-            if conn.reusable():
-                return conn
-            conn.close()
-        return None
-
-    def give_back(self, conn: _UpstreamConn) -> None:
-        if self.pooling and len(self.idle) < _MAX_IDLE_PER_UPSTREAM and conn.reusable():
-            conn.received = 0
-            self.idle.append(conn)
-        else:
-            conn.close()
-
-    def stop_pooling(self) -> None:
-        self.pooling = False
-        for conn in self.idle:
-            conn.close()
-        self.idle.clear()
-
-    def abort_all(self, reason: str) -> None:
-        for lease in list(self.leases):
-            lease.abort(reason)
-
-
-class _Client:
-    """The router's side of one client connection: reader, writer, h11 server state."""
-
-    __slots__ = ("conn", "empty", "idle_since", "ip", "out", "reader", "responded", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
-        self.out: List[bytes] = []
-        # Part of a response went out by hand (not through h11, which still thinks it is ours
-        # to send): nothing else may be written for this request.
-        self.responded = False
-        self.empty = False  # h11 holds no received byte: no need to ask it before reading
-        self.idle_since: Optional[float] = None  # waiting for a request since (loop time)
-        peer = writer.get_extra_info("peername")
-        self.ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-
-    def renew(self) -> None:
-        """After a response written by hand: a fresh h11 state for the next request.
-
-        h11 saw the whole request (their side is DONE), and keeps the bytes received past it
-        (a pipelined next request), which the new state starts from.
-        """
-        data, closed = self.conn.trailing_data
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
-        self.responded = False
-        self.empty = not data and not closed
-        if data:
-            self.conn.receive_data(data)
-        if closed:
-            self.conn.receive_data(b"")
-
-    def send(self, event: h11.Event) -> None:
-        data = self.conn.send(event)
-        if data:
-            self.out.append(data)
-
-    def flush(self) -> None:
-        if self.out:
-            self.writer.write(b"".join(self.out))
-            self.out.clear()
-
-    async def next_event(self, flush_first: Optional[_UpstreamConn] = None) -> H11Event:
-        if self.empty:
-            self.empty = False
-            self.flush()
-            self.conn.receive_data(await self.reader.read(_READ))
-        while True:
-            event = self.conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            # Nothing parsed: before waiting, push out what we have for the other side.
-            if flush_first is not None:
-                flush_first.flush()
-            self.flush()
-            self.conn.receive_data(await self.reader.read(_READ))
-
-
-def _no_delay(writer: asyncio.StreamWriter) -> None:
-    """TCP_NODELAY on an accepted connection, whatever asyncio decided (see bind_listener)."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _connection_tokens(headers: Iterable[Tuple[bytes, bytes]]) -> Set[bytes]:
-    tokens: Set[bytes] = set()
-    for name, value in headers:
-        if name == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    return tokens
-
-
-def _request_headers(
-    request: h11.Request,
-    client_ip: str,
-    listed: Optional[Set[bytes]] = None,
-    *,
-    upgrade: bool = False,
-    raw: Optional[List[Tuple[bytes, bytes]]] = None,
-) -> List[Tuple[bytes, bytes]]:
-    """The request's headers as the release should see them.
-
-    `listed` are the request's Connection tokens (found here when not given). h11 validated
-    the headers (names lowercase, one Content-Length value, Transfer-Encoding only `chunked`);
-    when Transfer-Encoding is present it wins and Content-Length is dropped (RFC 9112 §6.3),
-    so the release cannot frame the body differently from h11.
-    """
-    if raw is None:
-        raw = list(request.headers)
-    if listed is None:
-        listed = _connection_tokens(raw)
-    out: List[Tuple[bytes, bytes]] = []
-    forwarded_for: Optional[bytes] = None
-    has_proto = False
-    has_host = False
-    chunked = False
-    content_length = False
-    for name, value in raw:
-        if name in _HOP_BY_HOP or name in listed:
-            if upgrade and name in (b"connection", b"upgrade"):
-                out.append((name, value))
-            continue
-        if name == b"expect":  # the router answered 100-continue itself
-            continue
-        if name == b"x-forwarded-for":
-            forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
-            continue
-        if name == b"x-forwarded-proto":
-            has_proto = True
-        elif name == b"host":
-            has_host = True
-        elif name == b"transfer-encoding":
-            chunked = True
-        elif name == b"content-length":
-            content_length = True
-        out.append((name, value))
-    ip = client_ip.encode()
-    out.append((b"x-forwarded-for", ip if forwarded_for is None else forwarded_for + b", " + ip))
-    if not has_proto:
-        out.append((b"x-forwarded-proto", b"http"))
-    if not has_host:
-        out.append((b"host", b"localhost"))  # HTTP/1.1 requires Host (an HTTP/1.0 client may not)
-    if chunked and content_length:
-        out = [(n, v) for n, v in out if n != b"content-length"]
-    return out
-
-
-def _request_head(method: bytes, target: bytes, headers: List[Tuple[bytes, bytes]]) -> bytes:
-    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in headers:
-        lines += (name, b": ", value, b"\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines)
-
-
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-# Response framing from the release (RFC 9112 §6.3).
-_NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
-_STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
-_HEADER_LINE = re.compile(
-    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*"
-    rb"[\x21-\x7e\x80-\xff])?)?)[ \t]*"
-)
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[\t\x20-\x7e\x80-\xff]*)?\r")
-_DIGITS = re.compile(rb"[0-9]{1,18}")
-_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-
-
-class _BadResponse(Exception):
-    pass
-
-
-class _ResponseHead:
-    """A release's response head, parsed strictly; `framing` says how its body ends.
-
-    `lines` are the header lines to forward, `(lowercase name, line)`: hop-by-hop headers and
-    those the release listed in Connection are left out.
-    """
-
-    __slots__ = ("framing", "keep_alive", "length", "lines", "reason", "status")
-
-    def __init__(self, block: bytes, method: bytes) -> None:
-        if b"\r" in block:
-            block = block.replace(b"\r\n", b"\n")  # a lone CR is left to fail the patterns
-        lines = block.split(b"\n")
-        match = _STATUS_LINE.fullmatch(lines[0])
-        if match is None:
-            raise _BadResponse("bad status line")
-        major, minor, status, reason = match.groups()
-        self.status = int(status)
-        self.reason = reason or b""
-        headers: List[Tuple[bytes, bytes]] = []
-        lengths: Set[bytes] = set()
-        codings: List[bytes] = []
-        tokens: Set[bytes] = set()
-        for line in lines[1:]:
-            header = _HEADER_LINE.fullmatch(line)
-            if header is None:
-                if line[:1] not in (b" ", b"\t") or not headers:
-                    raise _BadResponse(f"bad header line {line[:80]!r}")
-                # Obsolete line folding: the value goes on, after one space.
-                previous = headers.pop()[1]
-                line = previous.rstrip(b" \t") + b" " + line.strip(b" \t")
-                header = _HEADER_LINE.fullmatch(line)
-                if header is None:
-                    raise _BadResponse(f"bad header line {line[:80]!r}")
-            name, value = header.groups()
-            lname = name.lower()
-            if lname in _FRAMING_HEADERS:
-                if lname == b"content-length":
-                    lengths.update(v.strip() for v in value.split(b","))
-                elif lname == b"transfer-encoding":
-                    codings += (v.strip().lower() for v in value.split(b",") if v.strip())
-                else:
-                    tokens.update(v.strip().lower() for v in value.split(b","))
-                    continue
-            elif lname in _HOP_BY_HOP:
-                continue
-            headers.append((lname, line))
-        self.length = 0
-        if codings:
-            if codings != [b"chunked"]:
-                raise _BadResponse(f"unsupported transfer-encoding {b', '.join(codings)!r}")
-            self.framing = _CHUNKED
-        elif lengths:
-            value = lengths.pop()
-            if lengths or _DIGITS.fullmatch(value) is None:
-                raise _BadResponse("bad content-length")
-            self.framing = _LENGTH
-            self.length = int(value)
-        else:
-            self.framing = _UNTIL_CLOSE
-        no_body = method == b"HEAD" or self.status in (204, 304) or self.status < 200
-        if no_body or (self.framing == _LENGTH and self.length == 0):
-            self.framing = _NO_BODY
-        self.keep_alive = (
-            major == b"1"
-            and minor != b"0"
-            and b"close" not in tokens
-            and self.framing != _UNTIL_CLOSE
-        )
-        if tokens:  # headers the release listed in Connection are hop-by-hop too
-            headers = [h for h in headers if h[0] not in tokens]
-        self.lines = headers
-
-
-def _response_headers(
-    response: Union[h11.Response, h11.InformationalResponse],
-) -> List[Tuple[bytes, bytes]]:
-    raw = list(response.headers)
-    listed = _connection_tokens(raw)
-    return [(n, v) for n, v in raw if n not in _HOP_BY_HOP and n not in listed]
-
-
-class _UpstreamFailed(Exception):
-    """The release's connection failed while we waited for (or copied) its response."""
-
-    def __init__(self, why: str, started: bool, broken: bool = True) -> None:
-        super().__init__(why)
-        self.why = why
-        self.started = started  # part of the response already went to the client
-        self.broken = broken  # the connection died (not: the release answered garbage)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            data = await reader.read(_READ)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof() and not writer.is_closing():
-            writer.write_eof()  # half-close: let the other side finish its answer
-    except (ConnectionError, OSError):
-        writer.transport.abort()
-
-
-async def _tunnel(
-    a_reader: asyncio.StreamReader,
-    a_writer: asyncio.StreamWriter,
-    b_reader: asyncio.StreamReader,
-    b_writer: asyncio.StreamWriter,
-) -> None:
-    await asyncio.gather(_pipe(a_reader, b_writer), _pipe(b_reader, a_writer))
 
 
 class Route:
     """One component's public port and where it currently sends traffic."""
+
+    router_kind = "builtin"
 
     def __init__(
         self,
@@ -487,9 +79,9 @@ class Route:
         self.draining: List[Upstream] = []
         self.sock: Optional[socket.socket] = None
         self.server: Optional[asyncio.AbstractServer] = None
-        self.clients: Set[asyncio.StreamWriter] = set()
+        self.clients: Set[asyncio.Transport] = set()
         # HTTP connections accepted whose first request has not arrived yet.
-        self.fresh: Set[asyncio.StreamWriter] = set()
+        self.fresh: Set[asyncio.Transport] = set()
         self.error: Optional[str] = None
         self.closing = False  # set when handing over to a re-executed agent
         self.stats = {
@@ -507,11 +99,23 @@ class Route:
 
     # ------------------------------------------------------------ lifecycle
 
-    async def listen(self, sock: socket.socket) -> None:
+    async def listen(self, sock: Optional[socket.socket]) -> None:
+        assert sock is not None  # bound by Router.listen
         self.sock = sock
-        handler = self._serve_http if self.mode == "http" else self._serve_tcp
-        self.server = await asyncio.start_server(handler, sock=sock, limit=_READ * 4)
+        client = HttpClient if self.mode == "http" else TcpClient
+        # create_server calls listen() again on `sock`: without `backlog` it would shrink to 100.
+        self.server = await asyncio.get_running_loop().create_server(
+            lambda: client(self), sock=sock, backlog=LISTEN_BACKLOG
+        )
         self.error = None
+
+    def serving(self) -> bool:
+        """Its public port is being served."""
+        return self.server is not None
+
+    async def apply(self, release: str, port: int) -> Optional[str]:
+        """`switch`, for a route already serving (one that steers another process awaits)."""
+        return self.switch(release, port)
 
     def switch(self, release: str, port: int) -> Optional[str]:
         """Send new requests to `release` from now on; the previous upstream starts draining."""
@@ -596,8 +200,8 @@ class Route:
             upstream.abort_all("cut: the route was closed")
             upstream.retired.set()
         self.draining.clear()
-        for writer in list(self.clients):
-            writer.transport.abort()
+        for transport in list(self.clients):
+            transport.abort()
         self.clients.clear()
 
     def detach_for_reexec(self) -> Optional[int]:
@@ -621,6 +225,7 @@ class Route:
             "public_port": self.public_port,
             "host": self.host,
             "mode": self.mode,
+            "router": self.router_kind,
             "release": self.current.release if self.current else None,
             "upstream_port": self.current.port if self.current else None,
             "draining": [u.release for u in self.draining],
@@ -631,7 +236,7 @@ class Route:
             "stats": dict(self.stats),
         }
 
-    async def connect(self, upstream: Upstream) -> _UpstreamConn:
+    async def connect(self, upstream: Upstream) -> UpstreamConn:
         """A new connection to `upstream`; while its release is restarting after a crash (it
         refuses connections and the supervisor says a restart is under way), keep trying for
         up to `crash_wait` seconds instead of failing the request.
@@ -656,557 +261,20 @@ class Route:
                     )
                 if now >= deadline:
                     raise
-            await asyncio.sleep(_CRASH_POLL)
+            await asyncio.sleep(CRASH_POLL)
 
-    # ------------------------------------------------------------ HTTP
-
-    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.clients.add(writer)
-        self.fresh.add(writer)
-        self.stats["connections"] += 1
-        _no_delay(writer)
-        client = _Client(reader, writer)
-        loop = asyncio.get_running_loop()
-
-        # Between requests only: an idle keep-alive connection is closed after a while. One
-        # timer per connection, pushed back when it finds the connection busy or recently so.
-        def check_idle() -> None:
-            since = client.idle_since
-            left = _CLIENT_IDLE_TIMEOUT
-            if since is not None:
-                left = since + _CLIENT_IDLE_TIMEOUT - loop.time()
-            if left <= 0:
-                writer.transport.abort()
-            else:
-                timer[0] = loop.call_later(left, check_idle)
-
-        timer = [loop.call_later(_CLIENT_IDLE_TIMEOUT, check_idle)]
-        try:
-            first = True
-            while True:
-                client.idle_since = loop.time()
-                event = await client.next_event()
-                client.idle_since = None
-                if first:
-                    self.fresh.discard(writer)
-                    first = False
-                if type(event) is not h11.Request:
-                    break  # ConnectionClosed (or garbage h11 already refused)
-                self.stats["requests"] += 1
-                if not await self._proxy_request(client, event):
-                    break
-                if self.closing:  # handing over to a new agent: that was the last request
-                    break
-                if client.responded:  # the response went out by hand, keep-alive decided
-                    client.renew()
-                elif client.conn.our_state is h11.DONE and client.conn.their_state is h11.DONE:
-                    client.conn.start_next_cycle()
-                else:
-                    break
-        except h11.RemoteProtocolError as exc:
-            self._send_error(client, exc.error_status_hint, f"bad request: {exc}")
-        except (ConnectionError, OSError, h11.LocalProtocolError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            timer[0].cancel()
-            self.clients.discard(writer)
-            self.fresh.discard(writer)
-            with contextlib.suppress(ConnectionError, OSError):
-                client.flush()
-            writer.close()
-
-    def _send_error(self, client: _Client, status: int, text: str) -> None:
-        """A short plain-text error from the router itself (502, 400, ...)."""
-        if client.responded or client.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
-        body = (text.rstrip("\n") + "\n").encode("utf-8", "replace")
-        try:
-            client.send(
-                h11.Response(
-                    status_code=status,
-                    headers=[
-                        (b"content-type", b"text/plain; charset=utf-8"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close"),
-                    ],
-                )
-            )
-            client.send(h11.Data(data=body))
-            client.send(h11.EndOfMessage())
-            client.flush()
-        except (h11.LocalProtocolError, ConnectionError, OSError):
-            pass
-
-    def _bad_gateway(self, client: _Client, upstream: Optional[Upstream], why: str) -> None:
+    def bad_gateway(self, client: HttpClient, upstream: Optional[Upstream], reason: str) -> None:
+        """Answer 502 (the client connection closes after it), and say why in the log."""
         self.stats["upstream_errors"] += 1
         if upstream is None:
             text = f"502 Bad Gateway: component {self.component!r} has no routed release"
         else:
             text = (
                 f"502 Bad Gateway: release {upstream.release!r} of {self.component!r}"
-                f" did not answer on {upstream.host}:{upstream.port} ({why})"
+                f" did not answer on {upstream.host}:{upstream.port} ({reason})"
             )
         self.log.warning("%s", text)
-        self._send_error(client, 502, text)
-
-    async def _proxy_request(self, client: _Client, request: h11.Request) -> bool:
-        """Forward one request and its response; False if the client connection must close."""
-        upstream = self.current  # chosen per request: this is where a switch takes effect
-        if upstream is None:
-            self._bad_gateway(client, None, "")
-            return False
-        raw = list(request.headers)  # h11's Headers is a Sequence: iterating it is slow
-        listed = _connection_tokens(raw)
-        if b"upgrade" in listed and any(name == b"upgrade" for name, _ in raw):
-            return await self._proxy_upgrade(client, request, upstream, listed)
-        if client.conn.they_are_waiting_for_100_continue:
-            # We read the whole body before asking the release, so say "go on" ourselves.
-            client.send(h11.InformationalResponse(status_code=100, headers=[]))
-        lease = upstream.lease()
-        try:
-            return await self._exchange(client, request, upstream, lease, listed, raw)
-        finally:
-            lease.release()
-
-    async def _exchange(
-        self,
-        client: _Client,
-        request: h11.Request,
-        upstream: Upstream,
-        lease: _Lease,
-        listed: Set[bytes],
-        raw: List[Tuple[bytes, bytes]],
-    ) -> bool:
-        headers = _request_headers(request, client.ip, listed, raw=raw)
-        chunked = any(name == b"transfer-encoding" for name, _ in headers)
-        method = request.method
-        head = _request_head(method, request.target, headers)
-        # h11 keeps an HTTP/1.1 client's connection open unless it said `Connection: close`,
-        # and never an HTTP/1.0 client's: the response written by hand does the same.
-        client_11 = request.http_version == b"1.1"
-        client_keep = client_11 and b"close" not in listed
-        replay: Optional[List[bytes]] = [] if method in _IDEMPOTENT else None
-        replay_size = 0
-
-        uconn = upstream.take_idle()
-        if uconn is None:
-            try:
-                uconn = await self.connect(upstream)
-            except (OSError, asyncio.TimeoutError) as exc:
-                self._bad_gateway(client, upstream, _why(exc))
-                return False
-        lease.attach(uconn.writer)
-        uconn.received = 0
-        send_ok = True
-        try:
-            uconn.out.append(head)
-            # Request body, streamed as it arrives (and kept for a retry while it is small).
-            while True:
-                event = await client.next_event(flush_first=uconn)
-                if type(event) is h11.Data:
-                    wire = _chunk(event.data) if chunked else event.data
-                    if replay is not None:
-                        replay.append(wire)
-                        replay_size += len(wire)
-                        if replay_size > _MAX_REPLAY:
-                            replay = None
-                    if send_ok:
-                        uconn.out.append(wire)
-                        if len(uconn.out) > 16:
-                            uconn.flush()
-                            try:
-                                await uconn.writer.drain()
-                            except (ConnectionError, OSError):
-                                send_ok = False  # the release may still answer (e.g. 413)
-                elif type(event) is h11.EndOfMessage:
-                    if chunked:
-                        trailers = [n + b": " + v + b"\r\n" for n, v in event.headers]
-                        wire = b"0\r\n" + b"".join(trailers) + b"\r\n"
-                        if replay is not None:
-                            replay.append(wire)
-                        if send_ok:
-                            uconn.out.append(wire)
-                    if send_ok:
-                        uconn.flush()
-                    break
-                else:  # the client went away mid-request
-                    uconn.close()
-                    return False
-        except (h11.LocalProtocolError, ConnectionError, OSError):
-            uconn.close()
-            raise
-
-        retries = 0
-        crash_deadline: Optional[float] = None
-        while True:
-            try:
-                keep = await self._relay_response(client, uconn, method, client_11, client_keep)
-            except _UpstreamFailed as failure:
-                uconn.close()
-                if (
-                    replay is not None
-                    and not failure.started
-                    and failure.broken
-                    and lease.cut_reason is None  # cut on purpose (drain timeout): not again
-                    and self._may_retry(upstream, retries, crash_deadline)
-                ):
-                    # The connection died before the client saw any byte of the response (a
-                    # pooled connection the release had closed, or the release itself died):
-                    # send it once more on a fresh connection, safe for an idempotent method.
-                    # If the release crashed, `connect` waits for its restart; a connection
-                    # the dying process still accepted is retried while it restarts.
-                    if retries:
-                        await asyncio.sleep(_CRASH_POLL)
-                    else:
-                        crash_deadline = asyncio.get_running_loop().time() + self.crash_wait
-                    retries += 1
-                    self.stats["retries"] += 1
-                    try:
-                        uconn = await self.connect(upstream)
-                    except (OSError, asyncio.TimeoutError) as exc:
-                        self._bad_gateway(client, upstream, _why(exc))
-                        return False
-                    lease.attach(uconn.writer)
-                    uconn.writer.write(b"".join([head, *replay]))
-                    continue
-                if failure.started:
-                    return False  # part of the response is already out: only closing is honest
-                self._bad_gateway(client, upstream, lease.cut_reason or failure.why)
-                return False
-            except BaseException:
-                uconn.close()  # the client went away (or we are cancelled) mid-response
-                raise
-            if uconn.keep and send_ok:
-                upstream.give_back(uconn)
-            else:
-                uconn.close()
-            return keep
-
-    def _may_retry(self, upstream: Upstream, retries: int, deadline: Optional[float]) -> bool:
-        """Once always; again only while the release is restarting after a crash (bounded)."""
-        if retries == 0:
-            return True
-        return (
-            deadline is not None
-            and asyncio.get_running_loop().time() < deadline
-            and self.recovering(upstream.release)
-        )
-
-    async def _relay_response(
-        self,
-        client: _Client,
-        uconn: _UpstreamConn,
-        method: bytes,
-        client_11: bool,
-        client_keep: bool,
-    ) -> bool:
-        """Copy the release's response to the client; True if the client connection goes on.
-
-        Raises _UpstreamFailed(why, started) when the release fails before the response ended.
-        Sets `uconn.keep` when the release's connection can take another request.
-        """
-        reader = uconn.reader
-        uconn.keep = False
-        started = False
-        buf = b""
-        pos = 0
-
-        async def more() -> bytes:
-            if client.writer.transport.get_write_buffer_size() > _HIGH_WATER:
-                await client.writer.drain()
-            try:
-                data = await reader.read(_READ)
-            except (ConnectionError, OSError) as exc:
-                raise _UpstreamFailed(_why(exc), started) from exc
-            if not data:
-                raise _UpstreamFailed("connection closed before a complete response", started)
-            uconn.received += len(data)
-            return data
-
-        # The head, after any 1xx interim responses (the client did not ask for them).
-        while True:
-            end = _HEAD_END.search(buf, pos)
-            while end is None:
-                if len(buf) - pos > _MAX_HEAD:
-                    raise _UpstreamFailed("invalid response: head too large", False, False)
-                buf = buf[pos:] + await more()
-                pos = 0
-                end = _HEAD_END.search(buf)
-            try:
-                head = _ResponseHead(buf[pos : end.start()], method)
-            except _BadResponse as exc:
-                raise _UpstreamFailed(f"invalid response: {exc}", False, False) from exc
-            pos = end.end()
-            if head.status >= 200:
-                break
-            if head.status == 101:
-                raise _UpstreamFailed(
-                    "invalid response: 101 to a request without Upgrade", False, False
-                )
-
-        framing = head.framing
-        keep = client_keep and not self.closing
-        chunk_out = False  # re-frame the body as chunks for the client
-        lines = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason)]
-        drop: Tuple[bytes, ...] = ()
-        if framing in (_CHUNKED, _UNTIL_CLOSE):
-            drop = (b"content-length", b"transfer-encoding")
-            if client_11:
-                chunk_out = True
-                lines.append(b"transfer-encoding: chunked\r\n")
-            else:
-                keep = False  # an HTTP/1.0 client reads the body until the connection closes
-        for lname, line in head.lines:
-            if lname not in drop:
-                lines += (line, b"\r\n")
-        lines.append(b"\r\n" if keep else b"connection: close\r\n\r\n")
-        out: List[bytes] = client.out
-        mark = len(out)
-        out += lines
-        client.responded = started = True
-        write = client.writer.write
-        extra = False  # the release sent bytes past the end of its response
-
-        if framing == _LENGTH and pos == len(buf):
-            # Only the head so far: hold it until the body starts, so that a release dying
-            # between its head and its body (a crash) costs a retry, not the response.
-            try:
-                buf = await more()
-            except _UpstreamFailed as failure:
-                del out[mark:]
-                client.responded = False
-                raise _UpstreamFailed(failure.why, False) from None
-            pos = 0
-
-        if framing == _NO_BODY:
-            extra = pos < len(buf)
-        elif framing == _LENGTH:
-            remaining = head.length
-            while True:
-                available = len(buf) - pos
-                if available:
-                    if available >= remaining:
-                        out.append(buf[pos : pos + remaining])
-                        extra = available > remaining
-                        break
-                    out.append(buf[pos:] if pos else buf)
-                    remaining -= available
-                write(b"".join(out))
-                out.clear()
-                buf = await more()
-                pos = 0
-        elif framing == _CHUNKED:
-            while True:
-                # chunk-size [; extensions] CRLF
-                eol = buf.find(b"\n", pos)
-                while eol < 0:
-                    if len(buf) - pos > 4096:
-                        raise _UpstreamFailed("invalid chunked body", True)
-                    if out:
-                        write(b"".join(out))
-                        out.clear()
-                    buf = buf[pos:] + await more()
-                    pos = 0
-                    eol = buf.find(b"\n")
-                size_line = _CHUNK_SIZE.fullmatch(buf, pos, eol)
-                if size_line is None:
-                    raise _UpstreamFailed("invalid chunked body", True)
-                size = int(size_line.group(1), 16)
-                pos = eol + 1
-                if size == 0:
-                    break
-                while size:
-                    if pos >= len(buf):
-                        if out:
-                            write(b"".join(out))
-                            out.clear()
-                        buf = await more()
-                        pos = 0
-                    piece = buf[pos : pos + size]
-                    pos += len(piece)
-                    size -= len(piece)
-                    out.append(_chunk(piece) if chunk_out else piece)
-                while len(buf) - pos < 2:
-                    if out:
-                        write(b"".join(out))
-                        out.clear()
-                    buf = buf[pos:] + await more()
-                    pos = 0
-                if buf[pos : pos + 2] != b"\r\n":
-                    raise _UpstreamFailed("invalid chunked body", True)
-                pos += 2
-            # Trailer fields (not forwarded), up to the empty line.
-            while True:
-                eol = buf.find(b"\n", pos)
-                while eol < 0:
-                    if len(buf) - pos > _MAX_HEAD:
-                        raise _UpstreamFailed("invalid chunked body", True)
-                    buf = buf[pos:] + await more()
-                    pos = 0
-                    eol = buf.find(b"\n")
-                line = buf[pos:eol]
-                pos = eol + 1
-                if line in (b"", b"\r"):
-                    break
-            if chunk_out:
-                out.append(b"0\r\n\r\n")
-            extra = pos < len(buf)
-        else:  # _UNTIL_CLOSE: the body ends when the release closes the connection
-            if pos < len(buf):
-                piece = buf[pos:]
-                out.append(_chunk(piece) if chunk_out else piece)
-            while True:
-                write(b"".join(out))
-                out.clear()
-                if client.writer.transport.get_write_buffer_size() > _HIGH_WATER:
-                    await client.writer.drain()
-                try:
-                    data = await reader.read(_READ)
-                except (ConnectionError, OSError) as exc:
-                    raise _UpstreamFailed(_why(exc), True) from exc
-                if not data:
-                    break
-                out.append(_chunk(data) if chunk_out else data)
-            if chunk_out:
-                out.append(b"0\r\n\r\n")
-        write(b"".join(out))
-        out.clear()
-        uconn.keep = head.keep_alive and not extra
-        return keep
-
-    async def _proxy_upgrade(
-        self, client: _Client, request: h11.Request, upstream: Upstream, listed: Set[bytes]
-    ) -> bool:
-        """Forward an `Upgrade:` request; on 101 the connection becomes a byte pipe."""
-        lease = upstream.lease()
-        try:
-            try:
-                uconn = await self.connect(upstream)
-            except (OSError, asyncio.TimeoutError) as exc:
-                self._bad_gateway(client, upstream, _why(exc))
-                return False
-            lease.attach(uconn.writer)
-            lease.attach(client.writer)
-            # The rare path: h11 on the release's side too.
-            hconn = h11.Connection(h11.CLIENT)
-
-            def send(event: h11.Event) -> None:
-                data = hconn.send(event)
-                if data:
-                    uconn.out.append(data)
-
-            send(
-                h11.Request(
-                    method=request.method,
-                    target=request.target,
-                    headers=_request_headers(request, client.ip, listed, upgrade=True),
-                )
-            )
-            while True:
-                event = await client.next_event(flush_first=uconn)
-                if type(event) is h11.Data:
-                    send(event)
-                elif type(event) is h11.EndOfMessage:
-                    send(event)
-                    uconn.flush()
-                    break
-                else:
-                    uconn.close()
-                    return False
-            while True:
-                event = hconn.next_event()
-                if event is h11.NEED_DATA:
-                    client.flush()
-                    data = await uconn.reader.read(_READ)
-                    hconn.receive_data(data)
-                    continue
-                if type(event) is h11.InformationalResponse and event.status_code == 101:
-                    client.send(
-                        h11.InformationalResponse(
-                            status_code=101, headers=list(event.headers), reason=event.reason
-                        )
-                    )
-                    client.flush()
-                    # Bytes either side sent right after the handshake, already buffered by h11.
-                    client_rest = client.conn.trailing_data[0]
-                    upstream_rest = hconn.trailing_data[0]
-                    if upstream_rest:
-                        client.writer.write(upstream_rest)
-                    if client_rest:
-                        uconn.writer.write(client_rest)
-                    await _tunnel(client.reader, client.writer, uconn.reader, uconn.writer)
-                    uconn.close()
-                    return False
-                if type(event) is h11.InformationalResponse:
-                    continue
-                if type(event) is h11.Response:
-                    # Upgrade declined: an ordinary response, then the connection goes on.
-                    client.send(
-                        h11.Response(
-                            status_code=event.status_code,
-                            headers=_response_headers(event),
-                            reason=event.reason,
-                        )
-                    )
-                    while True:
-                        event = hconn.next_event()
-                        if event is h11.NEED_DATA:
-                            client.flush()
-                            hconn.receive_data(await uconn.reader.read(_READ))
-                        elif type(event) is h11.Data:
-                            client.send(event)
-                        elif type(event) is h11.EndOfMessage:
-                            client.send(h11.EndOfMessage())
-                            client.flush()
-                            uconn.close()
-                            return True
-                        else:
-                            uconn.close()
-                            return False
-                self._bad_gateway(client, upstream, "connection closed during upgrade")
-                uconn.close()
-                return False
-        except (ConnectionError, OSError, h11.RemoteProtocolError):
-            return False
-        finally:
-            lease.release()
-
-    # ------------------------------------------------------------ TCP
-
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.clients.add(writer)
-        self.stats["connections"] += 1
-        _no_delay(writer)
-        upstream = self.current  # chosen per connection
-        try:
-            if upstream is None:
-                return
-            lease = upstream.lease()
-            try:
-                lease.attach(writer)
-                try:
-                    uconn = await self.connect(upstream)
-                except (OSError, asyncio.TimeoutError) as exc:
-                    self.stats["upstream_errors"] += 1
-                    self.log.warning(
-                        "%s: tcp upstream %s:%d (%s): %s",
-                        self.component,
-                        upstream.host,
-                        upstream.port,
-                        upstream.release,
-                        _why(exc),
-                    )
-                    return
-                lease.attach(uconn.writer)
-                try:
-                    await _tunnel(reader, writer, uconn.reader, uconn.writer)
-                finally:
-                    uconn.writer.close()
-            finally:
-                lease.release()
-        finally:
-            self.clients.discard(writer)
-            writer.close()
+        client.send_error(502, text)
 
 
 async def _settle() -> None:
@@ -1217,14 +285,6 @@ async def _settle() -> None:
     """
     for _ in range(20):
         await asyncio.sleep(0)
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__
 
 
 def os_dup_inheritable(fd: int) -> int:
@@ -1243,7 +303,7 @@ def bind_listener(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(1024)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -1263,6 +323,8 @@ class Router:
         # ("host:port"): the keeper holds them so they outlive this process.
         self.on_listen: Callable[[str, socket.socket], None] = lambda key, sock: None
         self.on_close: Callable[[str], None] = lambda key: None
+        # Where routes served by HAProxy keep their config, pid and admin socket.
+        self.haproxy_dir = Path("haproxy")
 
     def new_route(
         self,
@@ -1272,8 +334,16 @@ class Router:
         mode: str,
         drain_timeout: float,
         crash_wait: float = DEFAULT_CRASH_WAIT,
+        router: str = "builtin",
     ) -> Route:
         """A Route wired to this router's hooks (also used for link listeners)."""
+        if router == "haproxy":
+            from .haproxy import HaproxyRoute  # it builds on Route
+
+            folder = self.haproxy_dir / component
+            return HaproxyRoute(
+                component, host, public_port, mode, drain_timeout, self.log, folder, crash_wait
+            )
         hook = self.recovering
         return Route(
             component,
@@ -1348,27 +418,33 @@ class Router:
         upstream_port: int,
         sock: Optional[socket.socket] = None,
         crash_wait: float = DEFAULT_CRASH_WAIT,
+        router: str = "builtin",
     ) -> Optional[str]:
         """Route `component`'s public port to `release`; returns the previously routed release."""
         route = self.routes.get(component)
         if route is not None:
-            if (route.public_port, route.host, route.mode) != (public_port, host, mode):
+            was = (route.public_port, route.host, route.mode, route.router_kind)
+            if was != (public_port, host, mode, router):
                 raise AgentRequestError(
                     "route_conflict",
                     f"component {component!r} is routed on {route.host}:{route.public_port}"
-                    f" ({route.mode}), not {host}:{public_port} ({mode})",
-                    "unroute it first to change its public port, host or mode",
+                    f" ({route.mode}, {route.router_kind} router), not {host}:{public_port}"
+                    f" ({mode}, {router} router)",
+                    "unroute it first (shipyard down) to change its public port, host, mode"
+                    " or router",
                 )
             route.drain_timeout = drain_timeout
             route.crash_wait = crash_wait
-            if route.server is None:
+            if not route.serving():
                 await self.listen(route, sock)
-            previous = route.switch(release, upstream_port)
+            previous = await route.apply(release, upstream_port)
             if previous != release:
                 self.log.info("%s: %s -> %s (port %d)", component, previous, release, public_port)
             return previous
         self._check_port_free(component, host, public_port)
-        route = self.new_route(component, host, public_port, mode, drain_timeout, crash_wait)
+        route = self.new_route(
+            component, host, public_port, mode, drain_timeout, crash_wait, router
+        )
         # Upstream first: the listener may accept (a backlog kept across a re-exec, say) and
         # serve a request before this coroutine resumes.
         route.switch(release, upstream_port)
@@ -1379,6 +455,9 @@ class Router:
 
     async def listen(self, route: Route, sock: Optional[socket.socket]) -> None:
         """Bind `route`'s port (or take `sock`, inherited) and serve it; the keeper gets a copy."""
+        if route.router_kind != "builtin":
+            await route.listen(sock)  # the other process binds the port (and keeps it)
+            return
         if sock is None:
             try:
                 sock = bind_listener(route.host, route.public_port)
@@ -1401,7 +480,7 @@ class Router:
         """Try again to bind routes restored from state whose port was busy; True if any did."""
         bound = False
         for route in self.routes.values():
-            if route.server is None and route.current is not None:
+            if not route.serving() and route.current is not None:
                 try:
                     await self.listen(route, None)
                 except AgentRequestError as exc:
@@ -1442,6 +521,7 @@ class Router:
                 "public_port": r.public_port,
                 "host": r.host,
                 "mode": r.mode,
+                "router": r.router_kind,
                 "drain_timeout": r.drain_timeout,
                 "crash_wait": r.crash_wait,
                 "release": r.current.release if r.current else None,

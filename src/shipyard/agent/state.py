@@ -19,7 +19,9 @@ def atomic_write_json(path: Path, data: Dict[str, Any]) -> None:
     the state holds the environment of every release, secrets included.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = json.dumps(data, indent=1, sort_keys=True).encode()
+    # Compact, so that json's C encoder writes it: the pretty-printed form went through the
+    # pure-Python encoder, ~0.1 s per write for 300 releases, after every change.
+    payload = json.dumps(data, separators=(",", ":")).encode()
     fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, payload)

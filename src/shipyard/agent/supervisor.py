@@ -17,6 +17,7 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
@@ -71,6 +72,10 @@ def base_environment(environ: Optional[Dict[str, str]] = None) -> Dict[str, str]
     source = os.environ if environ is None else environ
     env = {k: v for k, v in source.items() if k in ALLOWED_BASE_ENV or k.startswith("LC_")}
     env.setdefault("PATH", os.defpath)
+    if sys.prefix != sys.base_prefix:  # the agent runs from shipyard's venv: never a release's
+        own = os.path.realpath(os.path.join(sys.prefix, "bin"))
+        kept = [p for p in env["PATH"].split(os.pathsep) if p and os.path.realpath(p) != own]
+        env["PATH"] = os.pathsep.join(kept) or os.defpath
     return env
 
 
@@ -316,6 +321,24 @@ class Release:
         return rel
 
 
+_SHELL = os.path.realpath("/bin/sh")
+
+
+def _exec_done(pid: int) -> bool:
+    """Whether the shell `pid` has started a program (Linux /proc): it replaced itself with
+    it, or a child of it runs something other than the shell (a found command)."""
+    try:
+        if os.path.realpath(os.readlink(f"/proc/{pid}/exe")) != _SHELL:
+            return True
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            children = handle.read().split()
+        return any(
+            os.path.realpath(os.readlink(f"/proc/{child}/exe")) != _SHELL for child in children
+        )
+    except OSError:  # no /proc, or a process is exiting: not known yet
+        return False
+
+
 class Supervisor:
     """Owns every release process of one agent."""
 
@@ -500,7 +523,12 @@ class Supervisor:
         )
 
     async def _check_shell_found(self, rel: Release) -> None:
-        """`sh -c` reports a missing command by exiting 127 right away: wait briefly for that."""
+        """`sh -c` reports a missing command by exiting 127 right away: wait briefly for that.
+
+        The wait ends as soon as the shell runs the program (exec'd, or as its child): the
+        program was found, and whether it works is for the health check to say. A script run
+        by the shell itself (no other program yet) waits the full COMMAND_CHECK_S.
+        """
         deadline = time.monotonic() + self.COMMAND_CHECK_S
         while time.monotonic() < deadline:
             if rel.desired != "running":
@@ -508,6 +536,8 @@ class Supervisor:
                 # stop's doing, not a crash, and the stop sets the state.
                 return
             exited, code = self._poll_exit(rel)
+            if not exited and rel.pid is not None and _exec_done(rel.pid):
+                return
             if exited:
                 if code in (126, 127):
                     rel.pid = None

@@ -1,4 +1,11 @@
-"""`shipyard`: every command is a thin function over `service.Shipyard`."""
+"""`shipyard`: every command is a thin function over `service.Shipyard`.
+
+Start-up rule: this module and the command modules it registers import only typer, the CLI
+helpers and `shipyard.errors` at their top. The service, the store (SQLAlchemy), the engine,
+the agent and Rich's tables are imported inside the command functions that use them, so
+`--help` or `validate` do not pay for `deploy` (docs/architecture.md, "Start-up";
+tests/e2e/test_cli_imports.py checks it).
+"""
 
 from __future__ import annotations
 
@@ -9,18 +16,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from shipyard import __version__
 from shipyard.cli.output import CliState, command, state
-from shipyard.cli.render import STATUS_STYLE, LiveProgress, deployment_summary
 from shipyard.cli.safe import styled
 from shipyard.core.durations import parse_duration
-from shipyard.core.plan import Plan, Selection
 from shipyard.errors import (
     AgentError,
     DeploymentFailed,
@@ -28,7 +31,12 @@ from shipyard.errors import (
     ShipyardError,
     UsageError,
 )
-from shipyard.service import ComponentHealth, DeploymentView, Shipyard, UnhealthyReport
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from shipyard.core.plan import Plan, Selection
+    from shipyard.service import ComponentHealth, DeploymentView, Shipyard
 
 app = typer.Typer(
     name="shipyard",
@@ -39,7 +47,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    # Click's plain help page: Typer's Rich help imports Rich's Markdown and markdown-it,
+    # about 40 ms of every `--help`.
+    rich_markup_mode=None,
 )
 
 
@@ -70,7 +80,16 @@ def root(
 
 
 def _service(ctx: typer.Context) -> Shipyard:
+    from shipyard.service import Shipyard
+
     return Shipyard(state(ctx).project_dir)
+
+
+def _table() -> Table:
+    """A borderless Rich table (Rich's table module is imported only when one is shown)."""
+    from rich.table import Table
+
+    return Table(box=None, header_style="bold")
 
 
 def _notices(cli: CliState, svc: Shipyard) -> None:
@@ -166,7 +185,7 @@ def _make_plan(
     changed: bool,
     only: str | None,
     ref: str,
-    tests: TestsChoice,
+    tests: TestsChoice | None,
     migrate: bool,
     allow_dirty: bool = False,
 ) -> Plan:
@@ -176,7 +195,7 @@ def _make_plan(
         selection=selection,
         only=names,
         ref=ref,
-        tests=tests.value,
+        tests=tests.value if tests is not None else None,
         migrate=migrate,
         allow_dirty=allow_dirty,
     )
@@ -194,7 +213,11 @@ OnlyOpt = Annotated[
 ]
 RefOpt = Annotated[str, typer.Option("--ref", help="The git ref to deploy.")]
 TestsOpt = Annotated[
-    TestsChoice, typer.Option("--tests", help="Which tests run: none, smoke, e2e or full.")
+    TestsChoice | None,
+    typer.Option(
+        "--tests",
+        help="Which tests run: none, smoke, e2e or full (default: the environment's `tests`).",
+    ),
 ]
 MigrateOpt = Annotated[
     bool, typer.Option("--migrate/--no-migrate", help="Run database migrations.")
@@ -210,7 +233,7 @@ def plan(
     changed: ChangedOpt = False,
     only: OnlyOpt = None,
     ref: RefOpt = "HEAD",
-    tests: TestsOpt = TestsChoice.none,
+    tests: TestsOpt = None,
     migrate: MigrateOpt = True,
 ) -> None:
     """Show what a deploy would do, without doing it.
@@ -248,7 +271,7 @@ def deploy(
     changed: ChangedOpt = False,
     only: OnlyOpt = None,
     ref: RefOpt = "HEAD",
-    tests: TestsOpt = TestsChoice.none,
+    tests: TestsOpt = None,
     migrate: MigrateOpt = True,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     no_rollback: Annotated[
@@ -311,6 +334,8 @@ def _duration(text: str, flag: str) -> float:
 def _run_deployment(
     cli: CliState, svc: Shipyard, components: list[str], run: Callable[[], DeploymentView]
 ) -> None:
+    from shipyard.cli.render import LiveProgress, deployment_summary
+
     progress = LiveProgress(cli.err if cli.json else cli.out, components, cli.shown)
     svc.sink = progress
     try:
@@ -327,6 +352,7 @@ def _run_deployment(
             raise
         cli.emit_json({**data, "failure": exc.to_dict()})
         raise typer.Exit(exc.exit_code) from None
+    _notices(cli, svc)
     if cli.json:
         cli.emit_json(view.to_dict())
     else:
@@ -367,6 +393,8 @@ def status(
     env: EnvOption = None,
 ) -> None:
     """A deployment, or what is active now in an environment."""
+    from shipyard.cli.render import deployment_summary
+
     cli = state(ctx)
     svc = _service(ctx)
     if deployment_id:
@@ -390,7 +418,7 @@ def status(
             f", last good deployment {cli.text(report['last_good_deployment'] or '-')}",
         )
     )
-    table = Table(box=None, header_style="bold")
+    table = _table()
     for column in ("component", "release", "commit", "state", "healthy", "port", "pid"):
         table.add_column(column)
     for c in report["components"]:
@@ -421,6 +449,10 @@ def history(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many, newest first.")] = 20,
 ) -> None:
     """Past deployments of an environment, newest first."""
+    from rich.text import Text
+
+    from shipyard.cli.render import STATUS_STYLE
+
     cli = state(ctx)
     svc = _service(ctx)
     cli.redact = svc.redactor(env)
@@ -429,7 +461,7 @@ def history(
     if cli.json:
         cli.emit_json([v.to_dict() for v in views])
         return
-    table = Table(box=None, header_style="bold")
+    table = _table()
     for column in ("id", "kind", "status", "commit", "started", "duration"):
         table.add_column(column, no_wrap=True)
     table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=60)
@@ -486,6 +518,8 @@ def logs(
 @command
 def health(ctx: typer.Context, env: EnvOption = None) -> None:
     """Run every component's health check now; exit 3 if one fails."""
+    from shipyard.service import UnhealthyReport
+
     cli = state(ctx)
     svc = _service(ctx)
     cli.redact = svc.redactor(env)
@@ -505,7 +539,7 @@ def health(ctx: typer.Context, env: EnvOption = None) -> None:
 
 
 def _health_table(cli: CliState, results: list[ComponentHealth]) -> None:
-    table = Table(box=None, header_style="bold")
+    table = _table()
     for column in ("component", "release", "healthy", "status", "latency", "detail"):
         table.add_column(column)
     for r in results:
@@ -569,6 +603,8 @@ def lock_release(
 @command
 def recover(ctx: typer.Context, env: EnvOption = None) -> None:
     """Finish the rollback of a deployment whose orchestrator died."""
+    from shipyard.cli.render import deployment_summary
+
     cli = state(ctx)
     svc = _service(ctx)
     cli.redact = svc.redactor(env)
@@ -709,6 +745,16 @@ def _emit(cli: CliState, data: Any, text: str) -> None:
         cli.out.print(cli.text(text))
 
 
+from shipyard.cli.changes import changes as _changes  # noqa: E402  (registered last)
+
+app.command(name="changes")(_changes)
+from shipyard.cli.promote import promote  # noqa: E402  (commands in modules of their own)
+from shipyard.cli.secrets import secrets_app  # noqa: E402
+
+app.command()(promote)
+app.add_typer(secrets_app, name="secrets")
+
+
 # Typer exports only BadParameter; its bases are click's UsageError and ClickException
 # (click is vendored inside newer Typer releases, so they are reached this way).
 _ClickUsageError = cast(type[Exception], typer.BadParameter.__bases__[0])
@@ -718,6 +764,9 @@ _ClickException = cast(type[Exception], _ClickUsageError.__bases__[0])
 _GLOBAL_OPTIONS = ("-C", "--project", "--json", "--verbose", "-v")
 
 
+from shipyard.cli.gc import gc as _gc  # noqa: E402
+
+app.command(name="gc")(_gc)
 from shipyard.cli.serve import serve  # noqa: E402 (a command module registers here)
 
 app.command()(serve)
@@ -738,7 +787,8 @@ def main(args: list[str] | None = None) -> None:
     try:
         code = command.main(args, prog_name="shipyard", standalone_mode=False)
     except _ClickUsageError as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # the help page was printed instead
+        if type(exc).__name__ == "NoArgsIsHelpError":  # its message is the help page
+            getattr(exc, "show", lambda: None)()
             sys.exit(2)
         ctx = getattr(exc, "ctx", None)
         where = ctx.command_path if ctx is not None else "shipyard"

@@ -7,40 +7,78 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 
 from shipyard.cli.safe import styled, visible
-from shipyard.core.secrets import Redactor
 from shipyard.errors import ShipyardError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from shipyard.core.secrets import Redactor
 
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: a bug in shipyard, not in the user's input
 
 
-@dataclass
 class CliState:
-    """Global options, shared by every command through typer's context."""
+    """Global options, shared by every command through typer's context.
 
-    project_dir: Path = Path(".")
-    json: bool = False
-    verbose: bool = False
-    out: Console = field(default_factory=lambda: make_console(stderr=False))
-    err: Console = field(default_factory=lambda: make_console(stderr=True))
-    # Every known secret value of the environment at hand, set by a command as soon as it
-    # knows the environment: whatever reaches stdout or stderr passes it.
-    redact: Redactor = field(default_factory=Redactor)
-    shown: Shown = field(init=False)
+    The consoles are made on first use (`out`, `err`): `--help` and `--json` never import
+    Rich's console. `redact` holds every known secret value of the environment at hand, set
+    by a command as soon as it knows the environment: whatever reaches stdout or stderr
+    passes it. It is made on first use too: until a command sets or reads it, no secret is
+    known and text passes as it is (without importing the redactor's module).
+    """
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        project_dir: Path = Path("."),
+        json: bool = False,
+        verbose: bool = False,
+        *,
+        out: Console | None = None,
+        err: Console | None = None,
+        redact: Redactor | None = None,
+    ) -> None:
+        self.project_dir = project_dir
+        self.json = json
+        self.verbose = verbose
+        self._redact = redact
+        self._out = out
+        self._err = err
         self.shown = Shown(self.text)
+
+    @property
+    def redact(self) -> Redactor:
+        if self._redact is None:
+            from shipyard.core.secrets import Redactor
+
+            self._redact = Redactor()
+        return self._redact
+
+    @redact.setter
+    def redact(self, redactor: Redactor) -> None:
+        self._redact = redactor
+
+    @property
+    def out(self) -> Console:
+        if self._out is None:
+            self._out = make_console(stderr=False)
+        return self._out
+
+    @property
+    def err(self) -> Console:
+        if self._err is None:
+            self._err = make_console(stderr=True)
+        return self._err
 
     def text(self, value: object) -> str:
         """Untrusted text, ready for a console: redacted, control characters made visible."""
-        return visible(self.redact(str(value)))
+        text = str(value)
+        return visible(self._redact(text) if self._redact is not None else text)
 
     def emit_json(self, data: Any) -> None:
         """One JSON document on stdout, every string in it redacted."""
@@ -53,7 +91,8 @@ class CliState:
 
     def _redacted(self, data: Any) -> Any:
         # Through JSON once first, so every value is a plain str/number/list/dict.
-        return self.redact.data(json.loads(json.dumps(data, default=str)))
+        plain = json.loads(json.dumps(data, default=str))
+        return self._redact.data(plain) if self._redact is not None else plain
 
     def error(self, message: str, hint: str | None) -> None:
         """The `error:` (and `hint:`) lines on stderr; the text is never read as markup."""
@@ -102,6 +141,8 @@ class Shown:
 
 def make_console(*, stderr: bool, file: IO[str] | None = None) -> Console:
     """A console for stdout or stderr (or `file`) that prints text exactly as given."""
+    from rich.console import Console
+
     stream = file or (sys.stderr if stderr else sys.stdout)
     # Rich assumes 80 columns when output is piped; logs and CI want whole lines instead.
     is_tty = bool(getattr(stream, "isatty", lambda: False)())

@@ -7,7 +7,7 @@ control characters made visible) and is printed as plain text, never as markup.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -15,7 +15,9 @@ from rich.table import Table
 
 from shipyard.cli.output import Shown
 from shipyard.cli.safe import styled
-from shipyard.engine.runner import ProgressEvent
+
+if TYPE_CHECKING:
+    from shipyard.engine.runner import ProgressEvent
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -82,7 +84,7 @@ class LiveProgress:
                 self._line(f"  {mark} {step}" + (f": {message}" if failed else ""))
                 if failed:
                     self.shown.add(message)
-        elif event.kind in ("build", "migrated", "routed") and message:
+        elif event.kind in ("build", "migrations", "migrated", "tests", "routed") and message:
             self._line(f"    {self.shown.clean(event.component)}: {message}")
         if self.live:
             self.live.update(self._table())

@@ -8,6 +8,7 @@ from shipyard.config.models import (
     HealthCheck,
     Migrations,
     Project,
+    PythonEnv,
     SecretRule,
     SecretsSource,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "HealthCheck",
     "Migrations",
     "Project",
+    "PythonEnv",
     "SecretRule",
     "SecretsSource",
     "load_config",

@@ -21,18 +21,25 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from shipyard.config.models import (
+    MIGRATION_TOOLS,
     OVERRIDABLE,
+    ROUTER_KINDS,
     TARGETS,
+    TEST_STAGES,
     TIERS,
     Component,
     Config,
+    ContractMode,
     Environment,
     HealthCheck,
     Migrations,
     Project,
+    PythonEnv,
     Rolling,
+    RouterKind,
     SecretRule,
     SecretsSource,
+    TestStage,
     Tier,
     with_overrides,
 )
@@ -237,6 +244,12 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {_show(value)}")
+    return value
+
+
 def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError(f"expected a non-negative number, got {_show(value)}")
@@ -291,6 +304,7 @@ _PROJECT_KEYS = {
 }
 _ENV_KEYS = {
     "target",
+    "router",
     "root",
     "hosts",
     "tier",
@@ -298,6 +312,7 @@ _ENV_KEYS = {
     "secrets",
     "rolling",
     "components",
+    "tests",
 }
 _COMPONENT_KEYS = {
     "path",
@@ -312,13 +327,17 @@ _COMPONENT_KEYS = {
     "migrations",
     "tests",
     "contract",
+    "contract_mode",
     "env",
     "stop_timeout",
     "warm_for",
     "drain_timeout",
+    "python",
 }
 _HEALTH_KEYS = {"http", "tcp", "command", "status", "interval", "timeout", "deadline", "stable_for"}
-_MIGRATION_KEYS = {"tool", "dir", "config", "up", "down", "current"}
+_MIGRATION_KEYS = {"tool", "dir", "config", "manage", "up", "down", "current"}
+_PYTHON_KEYS = {"requirements", "project", "version"}
+_PYTHON_VERSION = re.compile(r"^3(\.[0-9]+){0,2}$")
 _RULE_KEYS = {
     "format",
     "schemes",
@@ -328,8 +347,10 @@ _RULE_KEYS = {
     "pattern",
     "production",
     "other",
+    "min",
+    "max",
 }
-_SECRET_FORMATS = ("url", "port", "int", "bool", "email", "json")
+_SECRET_FORMATS = ("url", "port", "int", "bool", "email", "json", "base64", "pem", "regex")
 
 
 def load_config(project_dir: Path) -> Config:
@@ -364,8 +385,20 @@ def decode_config(raw: bytes, file: Path) -> str:
         ) from None
 
 
-def parse_config(text: str, *, file: Path, root: Path) -> Config:
-    """Validate TOML text as a shipyard.toml; `root` is where component paths resolve."""
+def parse_config(
+    text: str,
+    *,
+    file: Path,
+    root: Path,
+    folder_exists: Callable[[str], bool] | None = None,
+    file_exists: Callable[[str], bool] | None = None,
+) -> Config:
+    """Validate TOML text as a shipyard.toml; `root` is where component paths resolve.
+
+    `folder_exists` and `file_exists` answer whether a path relative to `root` is there
+    (default: on disk; for a commit, in its tree)."""
+    exists = folder_exists or (lambda folder: (root / folder).is_dir())
+    is_file = file_exists or (lambda name: (root / name).is_file())
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -382,7 +415,8 @@ def parse_config(text: str, *, file: Path, root: Path) -> Config:
     r.check_keys(data, {"project", "environments", "components", "secrets"}, "")
     no_components: dict[str, Component] = {}
     components = r.attempt(
-        lambda: _components(r, r.table(data, "components", ""), root), no_components
+        lambda: _components(r, r.table(data, "components", ""), root, exists, is_file),
+        no_components,
     )
     unreadable: dict[str, Environment] | None = None
     read_environments = r.attempt(
@@ -439,7 +473,13 @@ def _project(r: _Reader, data: dict[str, Any], envs: dict[str, Environment] | No
     )
 
 
-def _components(r: _Reader, data: dict[str, Any], root: Path) -> dict[str, Component]:
+def _components(
+    r: _Reader,
+    data: dict[str, Any],
+    root: Path,
+    exists: Callable[[str], bool],
+    is_file: Callable[[str], bool],
+) -> dict[str, Component]:
     if not data:
         raise r.error(
             "components",
@@ -458,17 +498,24 @@ def _components(r: _Reader, data: dict[str, Any], root: Path) -> dict[str, Compo
                 )
             if not isinstance(table, dict):
                 raise r.error(path, f"expected a table, got {_show(table)}")
-            result[name] = _component(r, name, table, root)
+            result[name] = _component(r, name, table, root, exists, is_file)
         if name not in result:
             r.skipped_components.add(name)
     return result
 
 
-def _component(r: _Reader, name: str, t: dict[str, Any], root: Path) -> Component:
+def _component(
+    r: _Reader,
+    name: str,
+    t: dict[str, Any],
+    root: Path,
+    exists: Callable[[str], bool],
+    is_file: Callable[[str], bool],
+) -> Component:
     path = f"components.{name}"
     r.check_keys(t, _COMPONENT_KEYS, path)
     folder = r.attempt(lambda: r.required(t, "path", path, _str), None)
-    if folder is not None and not (root / folder).is_dir():
+    if folder is not None and not exists(folder):
         r.report(
             f"{path}.path",
             f"folder {folder!r} does not exist in {root}",
@@ -481,6 +528,20 @@ def _component(r: _Reader, name: str, t: dict[str, Any], root: Path) -> Componen
             lambda: _migrations(r, r.table(t, "migrations", path), f"{path}.migrations"), None
         )
     health = r.attempt(lambda: _health(r, t, path), HealthCheck(tcp="port" in t))
+    python = None
+    if "python" in t:
+        python = r.attempt(
+            lambda: _python(
+                r,
+                r.table(t, "python", path),
+                f"{path}.python",
+                root,
+                folder or "",
+                # Its files are looked up only when the folder is there (else: one error).
+                is_file if folder is not None and exists(folder) else None,
+            ),
+            None,
+        )
     component = Component(
         name=name,
         path=folder or "",
@@ -495,10 +556,15 @@ def _component(r: _Reader, name: str, t: dict[str, Any], root: Path) -> Componen
         migrations=migrations,
         tests=r.get(t, "tests", path, _str_map, {}),
         contract=r.get(t, "contract", path, _str_list, ()),
+        contract_mode=cast(
+            ContractMode,
+            r.get(t, "contract_mode", path, _one_of("strict", "semantic"), "strict"),
+        ),
         env=r.get(t, "env", path, _str_map, {}),
         stop_timeout=r.get(t, "stop_timeout", path, _duration, 10.0),
         warm_for=r.get(t, "warm_for", path, _duration, 30.0),
         drain_timeout=r.get(t, "drain_timeout", path, _duration, 30.0),
+        python=python,
     )
     if folder is None or start is None:
         raise _Skip  # read to the end for its other errors, but unusable
@@ -533,18 +599,88 @@ def _health(r: _Reader, t: dict[str, Any], path: str) -> HealthCheck:
     return check
 
 
+def _python(
+    r: _Reader,
+    p: dict[str, Any],
+    path: str,
+    root: Path,
+    relative: str,
+    is_file: Callable[[str], bool] | None,
+) -> PythonEnv:
+    """The `python` table; the files it names are looked up where the folder is (on disk,
+    or in a commit's tree)."""
+    folder = root / relative
+
+    def there(*parts: str) -> bool:
+        if is_file is None:
+            return True
+        return is_file("/".join(x.strip("/") for x in (relative, *parts) if x not in ("", ".")))
+
+    r.check_keys(p, _PYTHON_KEYS, path)
+    kinds = [k for k in ("requirements", "project") if k in p]
+    if len(kinds) != 1:
+        raise r.error(
+            path,
+            "choose one of `requirements` and `project`"
+            if kinds
+            else "needs `requirements` or `project`",
+            hint='python = { requirements = "requirements.txt" } (a pinned requirements file) '
+            'or python = { project = "." } (a folder with pyproject.toml and uv.lock)',
+        )
+    env = PythonEnv(
+        requirements=r.get(p, "requirements", path, _str, cast(str | None, None)),
+        project=r.get(p, "project", path, _str, cast(str | None, None)),
+        version=r.get(p, "version", path, _str, cast(str | None, None)),
+    )
+    if env.version is not None and not _PYTHON_VERSION.match(env.version):
+        r.report(
+            f"{path}.version",
+            f'expected a Python version such as "3.12", got {_show(env.version)}',
+        )
+    named = env.requirements if env.requirements is not None else env.project
+    if named is not None and (named.startswith("/") or ".." in Path(named).parts):
+        r.report(
+            f"{path}.{kinds[0]}",
+            f"{named!r} is outside the component's folder",
+            hint="give a path relative to the component's folder, inside it",
+        )
+    elif env.requirements is not None:
+        if not there(env.requirements):
+            r.report(
+                f"{path}.requirements",
+                f"file {env.requirements!r} does not exist in {folder}",
+                hint="create it (`pip freeze > requirements.txt` pins what you run) "
+                "or fix the path (relative to the component's folder)",
+            )
+    elif env.project is not None:
+        for needed, how in (("pyproject.toml", "`uv init`"), ("uv.lock", "`uv lock`")):
+            if not there(env.project, needed):
+                r.report(
+                    f"{path}.project",
+                    f"{needed} is missing in {folder / env.project}",
+                    hint=f"create it ({how} in that folder) and commit it",
+                )
+    return env
+
+
 def _migrations(r: _Reader, m: dict[str, Any], path: str) -> Migrations:
     r.check_keys(m, _MIGRATION_KEYS, path)
-    tool = r.required(m, "tool", path, _one_of("sql", "alembic", "command"))
+    tool = r.required(m, "tool", path, _one_of(*MIGRATION_TOOLS))
     result = Migrations(
         tool=cast(Any, tool),
         dir=r.get(m, "dir", path, _str, cast(str | None, None)),
         config=r.get(m, "config", path, _str, cast(str | None, None)),
+        manage=r.get(m, "manage", path, _str, cast(str | None, None)),
         up=r.get(m, "up", path, _str, cast(str | None, None)),
         down=r.get(m, "down", path, _str, cast(str | None, None)),
         current=r.get(m, "current", path, _str, cast(str | None, None)),
     )
-    needed = {"sql": ("dir",), "alembic": ("config",), "command": ("up", "current")}[tool]
+    needed = {
+        "sql": ("dir",),
+        "alembic": ("config",),
+        "django": (),
+        "command": ("up", "current"),
+    }[tool]
     for key in needed:
         if getattr(result, key) is None:
             r.report(f"{path}.{key}", f"is required when tool = {tool!r}")
@@ -608,7 +744,17 @@ def _environment(
         protected=r.get(t, "protected", path, _bool, False),
         secrets=r.attempt(lambda: _secrets_source(r, t, path), None),
         rolling=r.attempt(lambda: _rolling(r, t, path), Rolling()),
+        tests=r.get(
+            t, "tests", path, cast(Callable[[Any], TestStage], _one_of(*TEST_STAGES)), "none"
+        ),
         overrides=_overrides(r, r.optional_table(t, "components", path), components, path),
+        router=r.get(
+            t,
+            "router",
+            path,
+            cast(Callable[[Any], RouterKind], _one_of(*ROUTER_KINDS)),
+            "builtin",
+        ),
     )
 
 
@@ -713,6 +859,8 @@ def _secret_rule(r: _Reader, name: str, table: Any) -> SecretRule:
                 re.compile(r.get(table, key, path, _str, ""))
             except re.error as exc:
                 r.report(f"{path}.{key}", f"invalid regular expression: {exc}")
+    if table.get("format") == "regex" and "pattern" not in table:
+        r.report(f"{path}.format", 'format "regex" needs a pattern = "^…$" to match')
     return SecretRule(
         name=name,
         format=r.get(table, "format", path, _one_of(*_SECRET_FORMATS), cast(str | None, None)),
@@ -723,6 +871,8 @@ def _secret_rule(r: _Reader, name: str, table: Any) -> SecretRule:
         pattern=r.get(table, "pattern", path, _str, cast(str | None, None)),
         production=r.get(table, "production", path, _str, cast(str | None, None)),
         other=r.get(table, "other", path, _str, cast(str | None, None)),
+        min=r.get(table, "min", path, _integer, cast(int | None, None)),
+        max=r.get(table, "max", path, _integer, cast(int | None, None)),
     )
 
 

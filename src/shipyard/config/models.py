@@ -12,10 +12,20 @@ from typing import Literal
 
 Tier = Literal["production", "staging", "development"]
 TargetKind = Literal["local", "ssh"]
-MigrationTool = Literal["sql", "alembic", "command"]
+# strict: any change to a contract file makes dependents deploy; semantic: only a change
+# that breaks consumers does (an OpenAPI document compared operation by operation).
+ContractMode = Literal["strict", "semantic"]
+MigrationTool = Literal["sql", "alembic", "django", "command"]
+TestStage = Literal["none", "smoke", "e2e", "full"]
+RouterKind = Literal["builtin", "haproxy"]
 
 TARGETS: tuple[TargetKind, ...] = ("local", "ssh")
+# The migration tools this version can run; `validate` refuses any other.
+MIGRATION_TOOLS: tuple[MigrationTool, ...] = ("sql", "alembic", "django", "command")
 TIERS: tuple[Tier, ...] = ("production", "staging", "development")
+TEST_STAGES: tuple[TestStage, ...] = ("none", "smoke", "e2e", "full")
+# What serves public ports: the agent itself (nothing to install) or a HAProxy it steers.
+ROUTER_KINDS: tuple[RouterKind, ...] = ("builtin", "haproxy")
 
 
 @dataclass(frozen=True)
@@ -49,9 +59,30 @@ class Migrations:
     tool: MigrationTool
     dir: str | None = None  # sql: folder of NNNN_name.up.sql / .down.sql
     config: str | None = None  # alembic: alembic.ini
+    manage: str | None = None  # django: manage.py (default)
     up: str | None = None  # command: apply everything pending
     down: str | None = None  # command: go down to $SHIPYARD_TARGET_REVISION
     current: str | None = None  # command: print the current revision
+
+
+@dataclass(frozen=True)
+class PythonEnv:
+    """The component's Python dependencies: one of a requirements file or a uv project.
+
+    Paths are relative to the component's folder. shipyard builds a relocatable environment
+    from it, cached by the digest of the file (or lock), the Python version and the platform.
+    """
+
+    requirements: str | None = None  # requirements.txt, pinned (pip freeze, uv pip compile)
+    project: str | None = None  # folder with pyproject.toml and uv.lock
+    version: str | None = None  # "3.12": a Python of this version; default: the system's python3
+
+    @property
+    def lock_file(self) -> str:
+        """The file whose content decides the environment (relative to the component)."""
+        if self.requirements is not None:
+            return self.requirements
+        return f"{(self.project or '.').rstrip('/')}/uv.lock"
 
 
 @dataclass(frozen=True)
@@ -71,10 +102,12 @@ class Component:
     migrations: Migrations | None = None
     tests: dict[str, str] = field(default_factory=dict)
     contract: tuple[str, ...] = ()  # API contract files: a change forces dependents to deploy
+    contract_mode: ContractMode = "strict"
     env: dict[str, str] = field(default_factory=dict)  # plain, non-secret settings
     stop_timeout: float = 10.0
     warm_for: float = 30.0
     drain_timeout: float = 30.0
+    python: PythonEnv | None = None
 
 
 # Fields an environment may override for one component.
@@ -111,7 +144,9 @@ class Environment:
     protected: bool = False
     secrets: SecretsSource | None = None
     rolling: Rolling = field(default_factory=Rolling)
+    tests: TestStage = "none"  # the test stage a deploy runs when --tests is not given
     overrides: dict[str, Component] = field(default_factory=dict)  # effective components
+    router: RouterKind = "builtin"
 
 
 @dataclass(frozen=True)
@@ -127,6 +162,8 @@ class SecretRule:
     pattern: str | None = None
     production: str | None = None
     other: str | None = None
+    min: int | None = None  # format int: the smallest allowed value
+    max: int | None = None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from functools import lru_cache
 
 
 @lru_cache(maxsize=1024)
-def _compile(pattern: str) -> re.Pattern[str]:
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """One glob as an anchored regex (`**` crosses folders, `*` and `?` do not)."""
     parts: list[str] = []
     i = 0
     while i < len(pattern):
@@ -32,7 +33,7 @@ def _compile(pattern: str) -> re.Pattern[str]:
 
 def matches(path: str, pattern: str) -> bool:
     """Does a slash-separated relative path match a glob (`**` crosses folders, `*` does not)?"""
-    return _compile(pattern.strip("/")).match(path) is not None
+    return compile_glob(pattern.strip("/")).match(path) is not None
 
 
 def matches_any(path: str, patterns: Iterable[str]) -> bool:

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from shipyard.config import Config
-from shipyard.core.changes import affected_components
+from shipyard.config.models import TestStage as TestStage  # re-exported: adapters import it here
+from shipyard.core.changes import Breaking, ChangeReport
 from shipyard.core.graph import Graph
 from shipyard.errors import UsageError
 
 Selection = Literal["full", "changed", "only"]
 DeploymentKind = Literal["full", "partial", "promote", "rollback", "reconcile"]
-TestStage = Literal["none", "smoke", "e2e", "full"]
 StepKind = Literal[
     "preflight",
     "snapshot",
@@ -73,6 +73,14 @@ class Plan:
     config_from: str = "commit"
     config_note: str | None = None
     drift: dict[str, str] = field(default_factory=dict)  # component → what differs from desired
+    # What change detection found that a partial deploy must respect (docs/cli.md `changes`).
+    breaking: tuple[Breaking, ...] = ()
+    notes: tuple[str, ...] = ()
+    # promote: component → artifact digest to release (built for the source deployment)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    promoted_from: str | None = None
+    # component → its pending migrations as read when planning (not hashed: the database moves)
+    migrations: dict[str, str] = field(default_factory=dict)
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)
@@ -95,6 +103,11 @@ class Plan:
             "config_from": self.config_from,
             "config_note": self.config_note,
             "drift": self.drift,
+            "breaking": [b.to_dict() for b in self.breaking],
+            "notes": list(self.notes),
+            "artifacts": self.artifacts,
+            "promoted_from": self.promoted_from,
+            "migrations": self.migrations,
             "plan_hash": self.plan_hash,
         }
 
@@ -114,6 +127,9 @@ class Plan:
             "tests": self.tests,
             "migrate": self.migrate,
             "releases": self.releases,
+            # Only a promotion has these: the hash of every other plan stays as it was.
+            **({"artifacts": self.artifacts} if self.artifacts else {}),
+            **({"promoted_from": self.promoted_from} if self.promoted_from else {}),
         }
 
     def to_text(self) -> str:
@@ -126,10 +142,17 @@ class Plan:
             lines.append(f"  config: {self.config_note}")
         for name, what in self.drift.items():
             lines.append(f"  drift: {name}: {what}")
+        lines += [f"  note: {note}" for note in self.notes]
+        for b in self.breaking:
+            lines.append(
+                f"  breaking ({b.kind}{', ' + b.component if b.component else ''}): {b.detail}"
+            )
         for index, level in enumerate(self.levels, start=1):
             lines.append(f"  level {index}: {', '.join(level)}")
         for name, why in self.reasons.items():
             lines.append(f"    {name}: {'; '.join(why)}")
+        for name, pending in self.migrations.items():
+            lines.append(f"  migrations: {name}: {pending}")
         lines.append("  steps:")
         for s in self.steps:
             after = f"  ← {', '.join(s.after)}" if s.after else ""
@@ -143,7 +166,7 @@ def plan_deploy(
     *,
     commit: str,
     base_commit: str | None,
-    changed_files: list[str] | None,
+    changes: ChangeReport | None,
     selection: Selection | None,
     only: tuple[str, ...] = (),
     tests: TestStage = "none",
@@ -153,10 +176,12 @@ def plan_deploy(
     """Choose the components (full, changed, or only some) and lay out their steps.
 
     `selection=None` means: changed when there is a base commit, full otherwise.
-    `changed_files` is None when the base is unknown or unreachable (`base_note` says why).
+    `changes` is None when the base is unknown or unreachable (`base_note` says why).
     """
     graph = Graph({c.name: c.depends_on for c in config.components.values()})
     reasons: dict[str, list[str]] = {}
+    breaking: tuple[Breaking, ...] = ()
+    notes: tuple[str, ...] = ()
     if selection == "only":
         unknown = [name for name in only if name not in config.components]
         if unknown:
@@ -167,27 +192,34 @@ def plan_deploy(
         chosen = set(only)
         why = f"only {', '.join(sorted(chosen))} (as asked)"
         reasons = {name: ["selected with --only"] for name in chosen}
-    elif selection == "full" or (selection is None and changed_files is None):
+    elif selection == "full" or (selection is None and changes is None):
         chosen = set(config.components)
         if selection == "full":
             why = "full deploy (as asked)"
         else:
             why = f"full deploy: {base_note or 'no previous good deployment'}"
     else:
-        if changed_files is None:
+        if changes is None:
             raise UsageError(
                 f"--changed needs a base commit: {base_note or 'no previous good deployment'}",
-                hint="deploy with --full first, or name a base with --since REF",
+                hint="deploy with --full first; `shipyard changes --since REF` shows what "
+                "changed since a ref",
             )
-        affected = affected_components(config, changed_files)
-        reasons = affected.reasons
-        chosen = affected.names
-        if affected.why_full:
-            why = f"full deploy: {affected.why_full}"
+        reasons = changes.affected
+        chosen = changes.names & set(config.components)
+        breaking, notes = tuple(changes.breaking), tuple(changes.notes)
+        if not migrate:
+            notes += tuple(
+                f"--no-migrate: {b.component}'s new migration will not run ({b.detail})"
+                for b in breaking
+                if b.kind == "migration"
+            )
+        if changes.why_full:
+            why = f"full deploy: {changes.why_full}"
         else:
             why = (
                 f"changed since {base_commit[:12] if base_commit else '?'}: "
-                f"{len(changed_files)} file(s) affect {len(chosen)} component(s)"
+                f"{len(changes.changed_files)} file(s) affect {len(chosen)} component(s)"
             )
     if chosen == set(config.components):
         kind: DeploymentKind = "full"
@@ -209,11 +241,19 @@ def plan_deploy(
         reasons={n: reasons.get(n, []) for n in order if reasons.get(n)},
         tests=tests,
         migrate=migrate,
+        breaking=breaking,
+        notes=notes,
     )
 
 
 def _deploy_steps(
-    config: Config, graph: Graph, order: tuple[str, ...], *, tests: TestStage, migrate: bool
+    config: Config,
+    graph: Graph,
+    order: tuple[str, ...],
+    *,
+    tests: TestStage,
+    migrate: bool,
+    build: bool = True,
 ) -> tuple[Step, ...]:
     chosen = set(order)
     steps = [Step("preflight", "preflight"), Step("snapshot", "snapshot", after=("preflight",))]
@@ -221,10 +261,13 @@ def _deploy_steps(
     for name in order:
         comp = config.components[name]
         deps = [d for d in graph.dependencies(name) if d in chosen]
+        if build:
+            steps.append(
+                Step(f"build:{name}", "build", name, ("snapshot", *(f"build:{d}" for d in deps)))
+            )
         steps.append(
-            Step(f"build:{name}", "build", name, ("snapshot", *(f"build:{d}" for d in deps)))
+            Step(f"release:{name}", "release", name, (f"build:{name}" if build else "snapshot",))
         )
-        steps.append(Step(f"release:{name}", "release", name, (f"build:{name}",)))
         before_start = [f"release:{name}", *(f"activate:{d}" for d in deps)]
         if tests == "full" and "full" in comp.tests:
             # Full tests run on the unpacked release, before it migrates or starts.
@@ -283,4 +326,45 @@ def plan_rollback(
         why=f"roll back to deployment {rollback_to}",
         releases=dict(sorted(releases.items())),
         rollback_to=rollback_to,
+    )
+
+
+def plan_promote(
+    config: Config,
+    environment: str,
+    *,
+    commit: str,
+    artifacts: dict[str, str],
+    promoted_from: str,
+    source_environment: str,
+    current_commit: str | None,
+    migrate: bool = True,
+) -> Plan:
+    """Release the artifacts another environment's deployment built, as they are: no build.
+
+    `config` holds the specs the releases run with (the source's, with this environment's
+    overrides); everything else is a deploy: migrate, activate in order, switch, verify.
+    """
+    graph = Graph({c.name: c.depends_on for c in config.components.values()})
+    unknown = sorted(set(artifacts) - set(config.components))
+    if unknown:
+        raise UsageError(f"cannot promote unknown component(s): {', '.join(unknown)}")
+    sub = graph.subgraph(artifacts)
+    levels = tuple(tuple(level) for level in sub.levels())
+    order = tuple(name for level in levels for name in level)
+    steps = _deploy_steps(config, graph, order, tests="none", migrate=migrate, build=False)
+    return Plan(
+        environment=environment,
+        kind="promote",
+        commit=commit,
+        base_commit=current_commit,
+        components=order,
+        levels=levels,
+        steps=steps,
+        why=f"promote deployment {promoted_from} of {source_environment} "
+        f"({len(order)} component(s), artifacts as built there: no build)",
+        reasons={n: [f"artifact {artifacts[n][:12]} from {source_environment}"] for n in order},
+        migrate=migrate,
+        artifacts=dict(sorted(artifacts.items())),
+        promoted_from=promoted_from,
     )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import html
 import io
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -29,30 +30,52 @@ def parse_dotenv(text: str, location: str = ".env") -> dict[str, str]:
     A line that is not KEY=value, or a quote that is never closed, is an error naming
     `location`:line for each such line; the line's text is never shown (it may hold a secret).
     """
-    values: dict[str, str] = {}
-    problems: list[str] = []
-    for binding in parse_stream(io.StringIO(text)):
-        where = f"{location}:{binding.original.line}"
-        first_line = binding.original.string.split("\n", 1)[0]
-        assigned = _ASSIGNMENT.match(first_line)
-        if binding.error or (binding.key is not None and binding.value is None):
-            problems.append(f"{where}: {_unreadable(first_line, assigned)}")
-        elif binding.key is None:
-            continue  # blank line or comment
-        elif "\n" in (binding.value or "") and _SWALLOWED.search(binding.value or ""):
-            problems.append(
-                f"{where}: the value of {binding.key} opens a quote that is not closed on its "
-                "line (it runs over the KEY=value lines after it)"
-            )
-        else:
-            values[binding.key] = binding.value or ""
-    if problems:
+    dotenv = read_dotenv(text, location)
+    if dotenv.problems:
+        problems = [f.message for f in dotenv.problems]
         raise SecretsError(
             f"{location}: {len(problems)} line(s) cannot be read:\n  " + "\n  ".join(problems),
             hint="fix those lines (KEY=value, quotes closed on the same line unless the value "
             "spans lines on purpose); their text is not shown, as it may hold a secret",
         )
-    return values
+    return dotenv.values
+
+
+@dataclass(frozen=True)
+class Dotenv:
+    """What a dotenv text holds: values, the line each is on, and the lines it cannot read."""
+
+    values: dict[str, str]
+    lines: dict[str, int]
+    problems: list[Finding]
+
+
+def read_dotenv(text: str, location: str = ".env") -> Dotenv:
+    """Like `parse_dotenv`, but each unreadable line is a finding (`location:line`)."""
+    values: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    problems: list[Finding] = []
+    for binding in parse_stream(io.StringIO(text)):
+        where = f"{location}:{binding.original.line}"
+        first_line = binding.original.string.split("\n", 1)[0]
+        assigned = _ASSIGNMENT.match(first_line)
+        why = None
+        if binding.error or (binding.key is not None and binding.value is None):
+            why = _unreadable(first_line, assigned)
+        elif binding.key is None:
+            continue  # blank line or comment
+        elif "\n" in (binding.value or "") and _SWALLOWED.search(binding.value or ""):
+            why = (
+                f"the value of {binding.key} opens a quote that is not closed on its "
+                "line (it runs over the KEY=value lines after it)"
+            )
+        else:
+            values[binding.key] = binding.value or ""
+            lines[binding.key] = binding.original.line
+            continue
+        name = assigned.group(1) if assigned else ""
+        problems.append(Finding("unreadable", name, "error", where, f"{where}: {why}"))
+    return Dotenv(values, lines, problems)
 
 
 def _unreadable(first_line: str, assigned: re.Match[str] | None) -> str:
@@ -65,9 +88,24 @@ def _unreadable(first_line: str, assigned: re.Match[str] | None) -> str:
     return f"the value of {assigned.group(1)} has text after its closing quote"
 
 
-def fingerprint(value: str) -> str:
-    """A short, stable, non-reversible name for a value (safe to print and store)."""
-    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+class Fingerprinter:
+    """A short, stable name for a value that is safe to print and store.
+
+    An HMAC (SHA-256) under a per-project key: a bare hash of a short password can be
+    reversed by trying candidates, a keyed one only by whoever holds the key. Two values
+    are the same exactly when their fingerprints are (up to 64 bits of collision odds).
+    """
+
+    PREFIX = "hmac:"
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("a fingerprint key needs at least 16 bytes")
+        self._key = key
+
+    def __call__(self, value: str) -> str:
+        digest = hmac.new(self._key, value.encode("utf-8", "surrogatepass"), hashlib.sha256)
+        return self.PREFIX + digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -80,14 +118,49 @@ class Finding:
     location: str
     message: str
 
-    def to_dict(self) -> dict[str, str]:
+    environment: str | None = None
+    fingerprint: str | None = None  # of the value concerned (keyed: see Fingerprinter)
+    kind: str | None = None  # leak scan: what the token is (aws, github, stripe, …)
+
+    def to_dict(self) -> dict[str, str | None]:
         return {
             "rule": self.rule,
             "name": self.name,
             "severity": self.severity,
             "location": self.location,
             "message": self.message,
+            "environment": self.environment,
+            "fingerprint": self.fingerprint,
+            "kind": self.kind,
         }
+
+
+@dataclass(frozen=True)
+class SecretsReport:
+    """Every finding of a secrets check or a leak scan (`ok` when none is an error)."""
+
+    findings: list[Finding]
+    checked: list[str] = field(default_factory=list)  # environments, or scanned paths
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked": list(self.checked),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    def to_text(self) -> str:
+        """One line per finding, errors first (names, places and fingerprints only)."""
+        ordered = sorted(self.findings, key=lambda f: f.severity != "error")
+        return "\n".join(f"{f.severity}: [{f.rule}] {f.message}" for f in ordered)
 
 
 def missing_secrets(

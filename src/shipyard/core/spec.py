@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from shipyard.config import Component, HealthCheck, Migrations
+from shipyard.config import Component, HealthCheck, Migrations, PythonEnv
 
 SPEC_FORMAT = 1
 
@@ -37,6 +37,11 @@ def spec_from_dict(data: Mapping[str, Any]) -> Component:
         migration_fields = {f.name for f in dataclasses.fields(Migrations)}
         values["migrations"] = Migrations(
             **{k: v for k, v in values["migrations"].items() if k in migration_fields}
+        )
+    if values.get("python"):
+        python_fields = {f.name for f in dataclasses.fields(PythonEnv)}
+        values["python"] = PythonEnv(
+            **{k: v for k, v in values["python"].items() if k in python_fields}
         )
     for key in ("inputs", "depends_on", "secrets", "contract"):
         if key in values:

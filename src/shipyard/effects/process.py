@@ -3,6 +3,11 @@
 Every build, test and migration command goes through `run_command`, so they all
 fail the same way: a `CommandFailed` naming the command, where it ran, its exit
 code (or that it timed out) and the last lines of its output, redacted.
+
+Every child process (build, test, migration, release) gets its environment from
+`child_environment`: shipyard's own interpreter, venv, PYTHONPATH and VIRTUAL_ENV never
+reach an application, so `python` there is the system's (or the component's own
+environment's), and a missing requirement is not hidden by one of shipyard's packages.
 """
 
 from __future__ import annotations
@@ -10,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
+import sys
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -22,6 +29,85 @@ from shipyard.errors import CommandFailed
 TAIL_LINES = 20
 SHOWN_LINE = 2000  # characters of one output line kept in the tail (the log has it all)
 LINE_LIMIT = 1 << 20  # bytes read before a line without a newline is cut
+
+
+# Variables through which an interpreter or a venv imposes itself on the processes it starts.
+INTERPRETER_VARIABLES = frozenset(
+    {
+        "VIRTUAL_ENV",
+        "VIRTUAL_ENV_PROMPT",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONEXECUTABLE",
+        "__PYVENV_LAUNCHER__",
+    }
+)
+
+
+def own_interpreter_folders(environ: Mapping[str, str]) -> set[str]:
+    """The bin/ folders of shipyard's own venv (and of an activated one): never on a child's
+    PATH. A system interpreter running shipyard without a venv is the system's: its folder
+    (/usr/bin) stays where the user put it."""
+    folders = set()
+    if sys.prefix != sys.base_prefix:  # shipyard runs from a venv
+        folders.add(os.path.join(sys.prefix, "bin"))
+        folders.add(os.path.dirname(sys.executable))
+    if environ.get("VIRTUAL_ENV"):
+        folders.add(os.path.join(environ["VIRTUAL_ENV"], "bin"))
+    return {os.path.realpath(f) for f in folders}
+
+
+def child_path(
+    environ: Mapping[str, str] | None = None,
+    *,
+    first: Iterable[str] = (),
+    shims: Path | None = None,
+) -> str:
+    """PATH for a child process: `first` (a component environment's bin/), then the user's
+    PATH without shipyard's venv. When that PATH has a `python3` but no `python` (a fresh
+    Debian), `shims` gets a `python` link to it and goes last, so `python app.py` runs the
+    system's interpreter there too."""
+    environ = os.environ if environ is None else environ
+    excluded = own_interpreter_folders(environ)
+    rest = [
+        p
+        for p in environ.get("PATH", os.defpath).split(os.pathsep)
+        if p and os.path.realpath(p) not in excluded
+    ]
+    parts = [*first, *rest]
+    path = os.pathsep.join(dict.fromkeys(parts))
+    if shims is not None and shutil.which("python", path=path) is None:
+        python3 = shutil.which("python3", path=path)
+        if python3 is not None:
+            _link_python(shims, python3)
+            path = os.pathsep.join([path, str(shims)])
+    return path
+
+
+def _link_python(shims: Path, python3: str) -> None:
+    link = shims / "python"
+    with contextlib.suppress(OSError):
+        if os.readlink(link) == python3:
+            return
+    shims.mkdir(parents=True, exist_ok=True)
+    tmp = shims / f".python.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(python3)
+    os.replace(tmp, link)
+
+
+def child_environment(
+    environ: Mapping[str, str] | None = None,
+    *,
+    first: Iterable[str] = (),
+    shims: Path | None = None,
+) -> dict[str, str]:
+    """`environ` (default: this process's) as a child process gets it: without the
+    interpreter variables and shipyard's venv on PATH (see `child_path`)."""
+    environ = os.environ if environ is None else environ
+    env = {k: v for k, v in environ.items() if k not in INTERPRETER_VARIABLES}
+    env["PATH"] = child_path(environ, first=first, shims=shims)
+    return env
 
 
 @dataclass(frozen=True)

@@ -825,7 +825,8 @@ def is_destructive(sql: str) -> list[str]:
     """What in `sql` destroys or renames data, one short description per finding.
 
     Finds ``DROP TABLE`` (also ``DROP SCHEMA``/``DROP DATABASE``), dropping a column
-    (``ALTER TABLE t DROP [COLUMN] c``), renaming a table or column (``ALTER TABLE … RENAME``,
+    (``ALTER TABLE t DROP [COLUMN] c``), changing a column's type (``ALTER TABLE t ALTER
+    [COLUMN] c [SET DATA] TYPE …``), renaming a table or column (``ALTER TABLE … RENAME``,
     MySQL's ``RENAME TABLE`` and ``CHANGE``), ``TRUNCATE``, and ``DELETE FROM`` without ``WHERE``.
     Comments, string literals and dollar-quoted bodies are ignored, and so are ``CREATE``
     statements (a trigger or function body runs later, not during the migration). An empty list
@@ -911,6 +912,12 @@ def _alter_action(table: str, action: Sequence[_Token]) -> list[str]:
         old = r.name()
         if old and r.accept("TO"):
             return [f"ALTER TABLE {table} RENAME COLUMN {old} TO {r.name()}"]
+        return []
+    if r.accept("ALTER"):
+        r.accept("COLUMN")
+        column = r.name()
+        if r.accept("TYPE") or r.accept("SET", "DATA", "TYPE"):
+            return [f"ALTER TABLE {table} ALTER COLUMN {column} TYPE (type change)"]
         return []
     if r.accept("CHANGE"):
         r.accept("COLUMN")

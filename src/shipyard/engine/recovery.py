@@ -19,6 +19,7 @@ from shipyard.engine.runner import (
     finish_deployment,
     prune_releases,
     restore,
+    use_host_pool,
 )
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
 from shipyard.errors import LockedError, RollbackFailed, ShipyardError, StoreError
@@ -33,6 +34,8 @@ async def hold_lock(ctx: EngineContext, holder_id: str, *, wait: float = 0.0) ->
     `wait` seconds, then LockedError. Once the lock is ours, any deployment still
     marked unfinished is dead, so its rollback is finished first. Returns their ids.
     """
+    # Every run of the engine (deploy, rollback, recover) starts here, on its own loop.
+    use_host_pool(ctx.config.project.max_parallel)
     deadline = ctx.monotonic() + wait
     while True:
         try:

@@ -12,34 +12,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from shipyard.config import Component, Config, Environment
+from shipyard.config import Component, Config, Environment, PythonEnv
 from shipyard.core.graph import Graph
 from shipyard.core.health import HealthJudge
 from shipyard.core.plan import Plan, Step
-from shipyard.core.secrets import Redactor
-from shipyard.core.spec import release_document, spec_from_dict
-from shipyard.effects import sql_migrations
-from shipyard.effects.artifacts import ArtifactStore, input_digest
+from shipyard.core.secrets import Finding, Redactor
+from shipyard.core.spec import release_document
+from shipyard.effects.artifacts import ArtifactStore, build_path_references, input_digest
 from shipyard.effects.git import Repo
-from shipyard.effects.process import run_command
+from shipyard.effects.migrations import IrreversibleMigration
+from shipyard.effects.process import child_environment, child_path, run_command
+from shipyard.effects.pyenv import (
+    VENV,
+    EnvStore,
+    Interpreter,
+    env_digest,
+    find_interpreter,
+    find_uv,
+    git_blob_id,
+    pip_index_settings,
+)
+from shipyard.engine import stages
+from shipyard.engine.observe import probe_spec, saved_release_spec, short_redacted
 from shipyard.engine.states import DEPLOYMENT_TRANSITIONS, check_transition
 from shipyard.errors import (
     AgentError,
     DeploymentFailed,
     PreflightError,
     RollbackFailed,
+    SecretsError,
     ShipyardError,
 )
 from shipyard.store import Store
@@ -118,9 +134,15 @@ class EngineContext:
     lock_ttl: float = LOCK_TTL
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    # Secrets (and leak) checks run first in preflight, before anything is touched; each
+    # error refuses the deployment (exit 3). Rollbacks skip them: they restore what ran.
+    preflight_findings: Callable[[Plan], list[Finding]] | None = None
     # The specs this deployment activates, component → resolved settings (default: the
     # config's, for its environment). A rollback passes the specs of the releases it restores.
     components: dict[str, Component] = field(default_factory=dict)
+    # Python environments of components (default: under the project's .shipyard/, with uv
+    # when it runs here and pip's index settings).
+    pyenvs: EnvStore | None = None
     _specs: dict[tuple[str, str], tuple[Component, str | None]] = field(
         default_factory=dict, repr=False
     )
@@ -128,6 +150,15 @@ class EngineContext:
     def __post_init__(self) -> None:
         if not self.components:
             self.components = self.config.components_for(self.env)
+
+    @property
+    def python_envs(self) -> EnvStore:
+        if self.pyenvs is None:
+            state = self.config.root / ".shipyard"
+            self.pyenvs = EnvStore(
+                state / "pyenvs", state / "cache", find_uv(), pip_index_settings()
+            )
+        return self.pyenvs
 
     @property
     def graph(self) -> Graph:
@@ -173,22 +204,6 @@ class EngineContext:
         self._specs[(comp.name, release)] = (comp, commit)
 
 
-def saved_release_spec(
-    store: Store, target: Target, environment: str, name: str, release: str
-) -> tuple[Component, str | None] | None:
-    """(spec, commit) saved for a release: in the store, else in its `release.json`."""
-    record = store.release_spec(environment, name, release)
-    if record is not None:
-        return spec_from_dict(record.spec), record.commit
-    document = target.read_release_document(name, release)
-    if document is not None and isinstance(document.get("spec"), dict):
-        try:
-            return spec_from_dict(document["spec"]), document.get("commit")
-        except (TypeError, ValueError):
-            return None  # a damaged file: treated as a release without a saved spec
-    return None
-
-
 def graph_of(components: Mapping[str, Component]) -> Graph:
     """The dependency graph of these components (dependencies outside the set are ignored)."""
     return Graph(
@@ -211,6 +226,85 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class JournalWriter:
+    """A deployment's journal and component records, written in order on a thread of their own.
+
+    Each write took 1–4 ms of the event loop (SQLAlchemy building the statement, then SQLite),
+    about 20 per component. Here the loop only queues them; one thread writes them, in the
+    order they were made, everything queued meanwhile in one transaction. The durability order
+    is kept by `durable()`: every host operation (`_settled`) and every direct store call of
+    the deployment first waits until everything journaled before it is written, so the journal
+    never lags behind what was done to the host. A failed write is raised by the next
+    `durable()`/`wait()`, in the step that waited.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipyard-journal")
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Callable[..., object], Any, Any, Future[None]]] = []
+        self._last: Future[None] | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, write: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        done: Future[None] = Future()
+        with self._lock:
+            self._pending.append((write, args, kwargs, done))
+            first = len(self._pending) == 1
+        self._last = done
+        if first:  # otherwise the drain already scheduled takes it too
+            self._thread.submit(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        try:
+            with self._store.batch("write the deployment's journal"):
+                for write, args, kwargs, _done in batch:
+                    write(*args, **kwargs)
+        except Exception:
+            # The transaction was rolled back: write them one by one, keeping the good ones.
+            for write, args, kwargs, _done in batch:
+                try:
+                    write(*args, **kwargs)
+                except Exception as exc:  # kept for the step that waits next
+                    if self._error is None:
+                        self._error = exc
+        for *_, done in batch:
+            with contextlib.suppress(InvalidStateError):  # nobody may cancel it, but never hang
+                done.set_result(None)
+
+    def _raise(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    async def durable(self) -> None:
+        """Return once every write queued so far is in the store (without blocking the loop)."""
+        last = self._last
+        if last is not None and not last.done():
+            # Shielded: a cancelled step must not cancel the write it waited for (wrap_future
+            # would), which would leave the writes after it unconfirmed and their waiters stuck.
+            await asyncio.shield(asyncio.wrap_future(last))
+        self._raise()
+
+    def wait(self) -> None:
+        """`durable()` for synchronous code (blocks the caller)."""
+        last = self._last
+        if last is not None:
+            last.result()
+        self._raise()
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+
+
+# What `_settled` waits for before a host operation: the running deployment's journal.
+_durable: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "shipyard_durable", default=None
+)
+
+
 class Deployment:
     """One run of a Plan against one environment."""
 
@@ -221,7 +315,7 @@ class Deployment:
         self.id = new_id()
         self.release = self.id  # every new release of this deployment shares its id
         self.status = "pending"
-        self.digests: dict[str, str] = {}
+        self.digests: dict[str, str] = dict(plan.artifacts)  # a promotion's are known already
         self.ports: dict[str, int] = {}  # component → private port of its new release
         self.snapshot: dict[str, SnapshotEntry] = {}
         self.export_dir: Path | None = None
@@ -234,8 +328,15 @@ class Deployment:
         self._records: dict[str, ComponentRecord] = {}
         self._files_cache: dict[str, str] | None = None
         self._files_lock = threading.Lock()
+        # Digests of every component this deployment asked about (dependencies outside the
+        # selection too), each with its Python environment's digest: (artifact, pyenv).
+        self._digest_memo: dict[str, tuple[str, str | None]] = {}
+        self._digest_lock = threading.RLock()
+        self._interpreters: dict[str | None, Interpreter] = {}
+        self._env_locks: dict[str, asyncio.Lock] = {}
         self.committed = False
         self.leased = False
+        self.writes = JournalWriter(ctx.store)
 
     # --- journal -------------------------------------------------------------------------
 
@@ -250,7 +351,8 @@ class Deployment:
         data: dict[str, Any] | None = None,
     ) -> None:
         safe = self.ctx.redact(message) if message else None
-        self.ctx.store.append_event(
+        self.writes.submit(
+            self.ctx.store.append_event,
             self.id,
             kind,
             step=step,
@@ -258,6 +360,7 @@ class Deployment:
             status=status,
             message=safe,
             data=self.ctx.redact.data(data) if data is not None else None,
+            at=self.ctx.store.now(),  # when it happened, not when the writer got to it
         )
         self.ctx.sink(
             ProgressEvent(self.id, kind, step, component, status, safe, self.ctx.monotonic())
@@ -276,6 +379,7 @@ class Deployment:
             fields["started_at"] = fields["finished_at"] = _now()
         if error is not None:
             fields["error"] = self.ctx.redact(error)
+        self.writes.wait()  # the status after everything journaled before it
         self.ctx.store.update_deployment(self.id, **fields)
         self.status = new
         self.journal("deployment", status=new, message=error)
@@ -289,7 +393,7 @@ class Deployment:
                 changes[key] = self.ctx.redact.data(changes[key])
         updated = current.replace(**changes)
         self._records[name] = updated
-        self.ctx.store.set_component(updated)
+        self.writes.submit(self.ctx.store.set_component, updated)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -310,6 +414,7 @@ class Deployment:
                     plan_hash=self.plan.plan_hash,
                     dirty=self.options.dirty,
                     rollback_of=self.plan.rollback_to,
+                    promoted_from=self.plan.promoted_from,
                     created_by=self.options.created_by or str(ctx.owner),
                     options={
                         "tests": self.plan.tests,
@@ -320,14 +425,20 @@ class Deployment:
                 )
             )
             self.journal("deployment", status="pending", message=self.plan.why)
+            durable = _durable.set(self.writes.durable)  # tasks made from here inherit it
             heartbeat = asyncio.create_task(self._heartbeat())
             try:
                 await self._execute()
             finally:
                 heartbeat.cancel()
+                _durable.reset(durable)
         finally:
-            ctx.store.release_lock(ctx.env.name, self.id)
-            self._cleanup_export()
+            try:
+                self.writes.wait()
+            finally:
+                self.writes.close()
+                ctx.store.release_lock(ctx.env.name, self.id)
+                self._cleanup_export()
         record = ctx.store.get_deployment(self.id)
         assert record is not None
         return record
@@ -374,6 +485,7 @@ class Deployment:
             if not self.snapshot:
                 # Refused or failed before anything changed: nothing to undo.
                 self.set_status("failed", reason)
+                self.writes.wait()
                 self.ctx.store.update_deployment(self.id, finished_at=_now())
                 if isinstance(exc, ShipyardError):
                     raise
@@ -400,6 +512,12 @@ class Deployment:
                     "check `shipyard status` for what is running",
                 ) from None
             self.set_status("rolled_back", reason)
+            if isinstance(exc, PreflightError):
+                # Refused at a component's migrate step (its tool's checks need the release):
+                # nothing was migrated or switched; a refusal, not a failure.
+                raise PreflightError(
+                    f"deployment {self.id} refused and rolled back: {reason}", hint=exc.hint
+                ) from None
             # Interrupted (Ctrl-C) or failed, the outcome is the same: rolled back, exit 1.
             raise DeploymentFailed(
                 f"deployment {self.id} failed and was rolled back: {reason}",
@@ -469,6 +587,8 @@ class Deployment:
         self.journal("step", step=step.id, component=step.component, status="running")
         try:
             try:
+                # The step is in the journal before anything it does reaches the host.
+                await self.writes.durable()
                 if slots is not None:
                     async with slots:
                         await asyncio.wait_for(handler(step), deadline)
@@ -519,6 +639,8 @@ class Deployment:
 
     async def _step_preflight(self, step: Step) -> None:
         ctx = self.ctx
+        if ctx.preflight_findings is not None and self.plan.kind not in ("rollback", "reconcile"):
+            await self._check_secrets(step, ctx.preflight_findings)
         await _settled(ctx.target.prepare)
         needed = {n: ctx.components[n].secrets for n in self.plan.components}
         missing = sorted({s for names in needed.values() for s in names if not ctx.secrets.get(s)})
@@ -536,6 +658,14 @@ class Deployment:
                 f"only {usage.free // (1024 * 1024)} MiB free on the build disk",
                 hint="free some space (old artifacts live in .shipyard/artifacts)",
             )
+        for name, digest in self.plan.artifacts.items():
+            if not ctx.artifacts.has(name, digest):
+                raise PreflightError(
+                    f"the artifact {digest[:12]} of {name} is no longer in "
+                    f"{ctx.artifacts.root}: it cannot be promoted as built",
+                    hint="deploy the source environment again (it rebuilds the artifact), "
+                    "then promote that deployment",
+                )
         if self.plan.kind in ("rollback", "reconcile"):
             for name, release in self.plan.releases.items():
                 if not ctx.target.has_release(name, release):
@@ -545,6 +675,29 @@ class Deployment:
                     )
         else:
             await _settled(self._check_pending_migrations)
+
+    async def _check_secrets(self, step: Step, check: Callable[[Plan], list[Finding]]) -> None:
+        """Every finding journaled (names, places, fingerprints: never a value); any error
+        refuses the deployment, listing them all."""
+        findings = await _settled(check, self.plan)
+        for finding in findings:
+            self.journal(
+                "secrets",
+                step=step.id,
+                status=finding.severity,
+                message=f"[{finding.rule}] {finding.message}",
+                data={"rule": finding.rule, "name": finding.name, "location": finding.location},
+            )
+        errors = [f for f in findings if f.severity == "error"]
+        if errors:
+            raise SecretsError(
+                f"{len(errors)} problem(s) with the secrets of {self.ctx.env.name!r} "
+                "(or leaked in the deployed commit):\n  "
+                + "\n  ".join(f"[{f.rule}] {f.message}" for f in errors),
+                hint=f"`shipyard secrets check --env {self.ctx.env.name}` and `shipyard secrets "
+                "scan` list every finding (values are never shown); `shipyard:allow` on a line "
+                "or a .shipyardignore entry allows what is meant to be there",
+            )
 
     async def _check_public_ports(self) -> None:
         """A public port held by another process is found now, not at `switch`."""
@@ -564,45 +717,30 @@ class Deployment:
                 )
 
     def _check_pending_migrations(self) -> None:
-        """Refuse destructive or irreversible pending migrations unless allowed (exit 3)."""
+        """Refuse destructive or irreversible pending `sql` migrations unless allowed (exit 3);
+        the other tools' steps are checked by the migrate step, from the new release."""
         ctx = self.ctx
         if not self.plan.migrate:
             return
         for name in self.plan.components:
             comp = ctx.components[name]
-            spec = comp.migrations
-            if spec is None or spec.tool != "sql":
+            if comp.migrations is None or comp.migrations.tool != "sql":
                 continue
-            relative = "/".join(p for p in (ctx.project_prefix, comp.path, spec.dir) if p)
-            with tempfile.TemporaryDirectory(prefix="shipyard-migrations-") as tmp:
-                if self.options.dirty:
-                    folder = ctx.repo.toplevel() / relative
-                else:
-                    ctx.repo.export(self.plan.commit, Path(tmp), prefix=relative)
-                    folder = Path(tmp) / relative
-                migrations = sql_migrations.discover(folder)
-                current = ctx.target.current(name) or ""
-                revision = ctx.target.migration_revision(
-                    name, current, spec, self.release_env(comp, current)
-                )
-                pending = [m for m in migrations if revision is None or m.number > int(revision)]
-                destructive = sql_migrations.destructive_changes(pending)
-            if destructive and not self.options.allow_destructive:
-                found = "; ".join(f"{rev}: {', '.join(what)}" for rev, what in destructive.items())
-                raise PreflightError(
-                    f"{name}: pending migrations destroy data ({found})",
-                    hint="migrations run while the current release still serves: split it, "
-                    "expand now (add the new column or table, keep the old one) and contract "
-                    "(drop or rename) in a later deploy, once no running release uses it; "
-                    "or, if losing that data is intended, deploy with --allow-destructive",
-                )
-            irreversible = [m.label for m in pending if not m.reversible]
-            if irreversible and not self.options.allow_irreversible:
-                raise PreflightError(
-                    f"{name}: pending migrations cannot be undone on rollback: "
-                    f"{', '.join(irreversible)} (no .down.sql)",
-                    hint="add the .down.sql files, or deploy with --allow-irreversible",
-                )
+            state = stages.sql_state_at(
+                repo=ctx.repo,
+                project_prefix=ctx.project_prefix,
+                comp=comp,
+                commit=self.plan.commit,
+                work_tree=self.options.dirty,
+                target=ctx.target,
+                env=self.release_env(comp, ctx.target.current(name) or ""),
+            )
+            stages.check_migrations(
+                name,
+                state,
+                allow_destructive=self.options.allow_destructive,
+                allow_irreversible=self.options.allow_irreversible,
+            )
 
     async def _step_snapshot(self, step: Step) -> None:
         ctx = self.ctx
@@ -616,7 +754,9 @@ class Deployment:
             comp = ctx.components[name]
             release = routes.get(name) or await _settled(ctx.target.current, name)
             revision = None
-            if comp.migrations is not None:
+            # Only `sql` reads a revision without a release's files; for the other tools a
+            # first deploy's revision is read by its migrate step, from the new release.
+            if comp.migrations is not None and (release or comp.migrations.tool == "sql"):
                 revision = await _settled(
                     ctx.target.migration_revision,
                     name,
@@ -642,6 +782,7 @@ class Deployment:
             entries.append(entry)
             self.snapshot[name] = entry
             self.component_record(name, previous_release=release, status="pending")
+        await self.writes.durable()
         ctx.store.save_snapshot(self.id, entries)
         await self._lease()
 
@@ -665,9 +806,7 @@ class Deployment:
         name = step.component
         assert name is not None
         comp = ctx.components[name]
-        files = await _settled(self._input_files)
-        deps = {d: self.digests[d] for d in comp.depends_on if d in self.digests}
-        digest = input_digest(comp, files, ctx.config.project.global_inputs, deps)
+        digest, env_digest = await _settled(self._component_digest, name)
         self.digests[name] = digest
         self.component_record(name, status="building", artifact=digest, started_at=_now())
         if ctx.artifacts.has(name, digest):
@@ -675,11 +814,14 @@ class Deployment:
             return
         export = await self._export()
         build_dir = export / self.ctx.project_prefix / comp.path
+        env_path = None
+        if comp.python is not None and env_digest is not None:
+            env_path = await self._python_env(step, comp, comp.python, env_digest, build_dir)
         if comp.build:
             await run_command(
                 comp.build,
                 cwd=build_dir,
-                env=self._build_env(),
+                env=self._build_env([str(env_path / "bin")] if env_path else []),
                 timeout=STEP_DEADLINES["build"],
                 where=f"build of {name}",
                 redact=ctx.redact,
@@ -690,7 +832,39 @@ class Deployment:
                 f"the build of {name} did not produce its artifact folder {comp.artifact!r}",
                 hint=f"check components.{name}.artifact and the build command",
             )
-        path, size = await _settled(ctx.artifacts.put, name, digest, source)
+        stuck = await _settled(build_path_references, source, export)
+        if stuck:
+            shown = "; ".join(stuck[:5]) + (
+                f"; and {len(stuck) - 5} more" if len(stuck) > 5 else ""
+            )
+            raise DeploymentFailed(
+                f"the artifact of {name} would break once its build folder is deleted: {shown}",
+                hint="a virtual environment made by `build` keeps the build folder's path: "
+                f'declare components.{name}.python = {{ requirements = "requirements.txt" }} '
+                "instead (shipyard builds a relocatable environment), or run tools as "
+                "`python -m NAME` rather than by their script",
+            )
+        links: dict[str, Path] = {}
+        if env_path is not None:
+            if (source / VENV).exists():
+                raise DeploymentFailed(
+                    f"the artifact of {name} has a {VENV} folder of its own, where its Python "
+                    "environment goes",
+                    hint=f"do not create or commit {VENV}: shipyard builds it from "
+                    f"components.{name}.python",
+                )
+            links[VENV] = env_path
+        path, size = await _settled(
+            functools.partial(
+                ctx.artifacts.put,
+                name,
+                digest,
+                source,
+                links=links,
+                metadata={"pyenv": env_digest} if env_digest else {},
+            )
+        )
+        await self.writes.durable()
         ctx.store.record_artifact(
             ArtifactRecord(
                 component=name,
@@ -704,6 +878,85 @@ class Deployment:
             )
         )
         self._built(step, name, digest, "built", f"({size} bytes)")
+
+    def _component_digest(self, name: str) -> tuple[str, str | None]:
+        """The artifact digest of a component and its Python environment's digest: a
+        function of its inputs, build settings, environment and its dependencies' digests
+        (computed the same way whether or not they are in this deployment)."""
+        with self._digest_lock:
+            if name not in self._digest_memo:
+                comp = self.ctx.components[name]
+                files = self._input_files()
+                deps = {d: self._component_digest(d)[0] for d in comp.depends_on}
+                env = self._env_digest(comp, comp.python, files) if comp.python else None
+                digest = input_digest(comp, files, self.ctx.config.project.global_inputs, deps, env)
+                self._digest_memo[name] = (digest, env)
+            return self._digest_memo[name]
+
+    def _env_digest(self, comp: Component, spec: PythonEnv, files: Mapping[str, str]) -> str:
+        relative = os.path.normpath(os.path.join(comp.path, spec.lock_file))
+        if self.options.dirty:
+            file = self.ctx.repo.toplevel() / self.ctx.project_prefix / relative
+            lock_id = git_blob_id(file.read_bytes()) if file.is_file() else None
+        else:
+            lock_id = files.get(relative)
+        if lock_id is None:
+            raise DeploymentFailed(
+                f"{comp.name}: {relative} (from components.{comp.name}.python) is not in "
+                f"commit {self.plan.commit[:12]}",
+                hint="commit it (the environment is built from the committed file)",
+            )
+        interpreter = self._interpreter(comp, spec.version)
+        return env_digest(spec, lock_id, interpreter, self.ctx.python_envs.tool)
+
+    def _interpreter(self, comp: Component, version: str | None) -> Interpreter:
+        if version not in self._interpreters:
+            found = find_interpreter(version, self.ctx.python_envs.uv)
+            if found is None:
+                raise DeploymentFailed(
+                    f"{comp.name}: no Python {version or '3'} on this machine "
+                    "(shipyard's own interpreter is never used for an application)",
+                    hint=f"install python{version or '3'}, or change "
+                    f"components.{comp.name}.python.version",
+                )
+            self._interpreters[version] = found
+        return self._interpreters[version]
+
+    async def _python_env(
+        self, step: Step, comp: Component, spec: PythonEnv, digest: str, folder: Path
+    ) -> Path:
+        """The component's environment, built unless one with its digest exists already."""
+        envs = self.ctx.python_envs
+        async with self._env_locks.setdefault(digest, asyncio.Lock()):
+            if envs.has(digest):
+                self.journal(
+                    "pyenv",
+                    step=step.id,
+                    component=comp.name,
+                    status="reused",
+                    message=f"python environment {digest[:12]} reused (nothing installed)",
+                    data={"digest": digest},
+                )
+                return envs.path(digest)
+            built = await envs.build(
+                digest,
+                spec,
+                folder,
+                self._interpreter(comp, spec.version),
+                where=f"python environment of {comp.name}",
+                redact=self.ctx.redact,
+                timeout=STEP_DEADLINES["build"],
+            )
+            self.journal(
+                "pyenv",
+                step=step.id,
+                component=comp.name,
+                status="built",
+                message=f"python environment {digest[:12]} installed with {built.tool}: "
+                f"{built.packages} packages in {built.seconds:.1f}s",
+                data={"digest": digest, "tool": built.tool, "packages": built.packages},
+            )
+            return envs.path(digest)
 
     def _built(self, step: Step, name: str, digest: str, how: str, note: str) -> None:
         self.journal(
@@ -738,10 +991,10 @@ class Deployment:
                 self._files_cache = {e.path[strip:]: e.blob for e in entries}
         return self._files_cache
 
-    def _build_env(self) -> dict[str, str]:
+    def _build_env(self, first: Iterable[str] = ()) -> dict[str, str]:
         # Builds see no secrets: one artifact serves every environment.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
-        env["PATH"] = search_path()
+        env = {k: v for k, v in child_environment().items() if not k.startswith("SHIPYARD_")}
+        env["PATH"] = search_path(self.ctx, first)
         env["SHIPYARD_COMMIT"] = self.plan.commit
         return env
 
@@ -765,7 +1018,7 @@ class Deployment:
             self.release_env(comp, self.release),
         )
         await _settled(self.ctx.save_release_spec, comp, self.release, self.plan.commit)
-        self.component_record(name, release=self.release)
+        self.component_record(name, release=self.release, artifact=self.digests[name])
 
     async def _step_test(self, step: Step) -> None:
         name = step.component
@@ -773,19 +1026,21 @@ class Deployment:
         comp = self.ctx.components[name]
         stage = self.plan.tests
         env = {
-            **os.environ,
+            **child_environment(),
             **self.release_env(comp, self.release),
             **self._dependency_urls(comp),
             **service_urls(self.ctx, self.ports, self.ports),  # every new release, for e2e tests
         }
-        cwd = self.ctx.target.release_dir(name, self.release)
-        await run_command(
-            comp.tests[stage],
-            cwd=cwd,
+        await stages.run_tests(
+            component=name,
+            stage=stage,
+            command=comp.tests[stage],
+            cwd=self.ctx.target.release_dir(name, self.release),
             env=env,
             timeout=STEP_DEADLINES["test"],
-            where=f"{stage} tests of {name}",
             redact=self.ctx.redact,
+            journal=self.journal,
+            step=step.id,
         )
 
     async def _step_migrate(self, step: Step) -> None:
@@ -801,14 +1056,53 @@ class Deployment:
             target_revision = _revision_after(self.ctx.store, self.plan.rollback_to or "", name)
         else:
             release, target_revision = self.release, None
-        before, after = await _settled(
-            self.ctx.target.migrate,
-            name,
-            release,
-            comp.migrations,
-            self.release_env(comp, release),
-            target_revision,
-        )
+            state = await _settled(
+                self.ctx.target.migration_state,
+                name,
+                release,
+                comp.migrations,
+                self.release_env(comp, release),
+            )
+            self.journal(
+                "migrations",
+                step=step.id,
+                component=name,
+                status="pending",
+                message=stages.describe_pending(state),
+                data=state.to_dict(),
+            )
+            entry = self.snapshot[name]
+            if entry.release is None and entry.migration_revision != state.current:
+                self.snapshot[name] = dataclasses.replace(entry, migration_revision=state.current)
+                self.ctx.store.save_snapshot(self.id, self.snapshot.values())
+            stages.check_migrations(
+                name,
+                state,
+                allow_destructive=self.options.allow_destructive,
+                allow_irreversible=self.options.allow_irreversible,
+            )
+        try:
+            before, after = await _settled(
+                self.ctx.target.migrate,
+                name,
+                release,
+                comp.migrations,
+                self.release_env(comp, release),
+                target_revision,
+            )
+        except IrreversibleMigration as exc:
+            if target_revision is None:
+                raise
+            # A rollback over a step without a down step: the code goes back, the schema
+            # stays, and the record says so.
+            self.journal(
+                "migrated",
+                step=step.id,
+                component=name,
+                status="kept",
+                message=f"schema left at the newer revision: {exc.message}",
+            )
+            return
         self.journal(
             "migrated",
             step=step.id,
@@ -998,11 +1292,14 @@ async def finish_deployment(
                 continue  # routed again by a newer change: not ours to stop
             old[name] = previous
     specs: dict[str, Component] = {}
-    for name, release in old.items():
+
+    async def spec_of(name: str, release: str) -> None:
         try:
             specs[name] = (await _settled(ctx.release_spec, name, release))[0]
         except ShipyardError:
             specs[name] = ctx.components.get(name) or Component(name=name, path=".", start="")
+
+    await asyncio.gather(*(spec_of(name, release) for name, release in old.items()))
     # The host agent stops them later, dependents first, each after its drain, once its
     # `warm_for` has passed: a rollback inside that window is a route switch.
     items = [
@@ -1024,12 +1321,15 @@ async def finish_deployment(
                 )
         except ShipyardError as exc:
             problems.append(f"old releases not scheduled to stop: {exc.message}")
-    for name, release in new.items():
+
+    async def point(name: str, release: str) -> None:
         try:
             if ctx.target.current(name) != release:
                 await _settled(ctx.target.set_current, name, release)
         except OSError as exc:
             problems.append(f"{name}: `current` not pointed at {release}: {_reason(exc)}")
+
+    await asyncio.gather(*(point(name, release) for name, release in new.items()))
     return problems
 
 
@@ -1079,12 +1379,14 @@ async def prune_releases(ctx: EngineContext, components: Iterable[str]) -> None:
     """Remove old release folders of closed deployments; never a release a rollback needs."""
     keep = ctx.config.project.keep_releases
     protected = await _settled(reachable_releases, ctx.store, ctx.env.name, keep)
-    for name in components:
+
+    async def prune(name: str) -> None:
         mine = {release for comp, release in protected if comp == name}
-        try:
+        # Pruning is housekeeping: a failure is left for the next deployment to retry.
+        with contextlib.suppress(ShipyardError, OSError):
             await _settled(ctx.target.prune, name, keep, mine)
-        except (ShipyardError, OSError):
-            continue  # pruning is housekeeping: the next deployment tries again
+
+    await asyncio.gather(*(prune(name) for name in components))
 
 
 async def wait_healthy(
@@ -1132,9 +1434,6 @@ async def wait_healthy(
         await ctx.sleep(comp.health.interval)
 
 
-OBSERVED_DETAIL_CHARS = 300
-
-
 async def observe(ctx: EngineContext, spec: ProbeSpec) -> Observation:
     """Run one probe on the host. Its detail (an excerpt of what the release answered, which
     may echo a secret) is redacted and cut short here, the moment it is observed."""
@@ -1142,12 +1441,25 @@ async def observe(ctx: EngineContext, spec: ProbeSpec) -> Observation:
     return dataclasses.replace(seen, detail=short_redacted(ctx.redact, seen.detail))
 
 
-def short_redacted(redact: Callable[[str], str], text: str) -> str:
-    """Secrets out first (a cut could split one and hide it from the redactor), then short."""
-    safe = redact(text)
-    if len(safe) > OBSERVED_DETAIL_CHARS:
-        safe = safe[: OBSERVED_DETAIL_CHARS - 1] + "…"
-    return safe
+# Host operations (agent requests, probes, file work) and store calls are blocking and run
+# in threads. asyncio's default pool has min(32, cpus + 4) threads, 6 on 2 cores: fewer than
+# the calls one level of components makes at once (a start, then a probe every `interval`,
+# per component), so they queued behind each other.
+_host_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ThreadPoolExecutor] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def use_host_pool(max_parallel: int) -> None:
+    """Give the running loop a thread pool sized for `max_parallel` components (once per
+    loop; `asyncio.run` shuts it down with the loop)."""
+    loop = asyncio.get_running_loop()
+    if loop not in _host_pools:
+        pool = ThreadPoolExecutor(
+            max_workers=max(16, 4 * max_parallel), thread_name_prefix="shipyard-host"
+        )
+        _host_pools[loop] = pool
+        loop.set_default_executor(pool)
 
 
 async def _settled(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -1159,6 +1471,9 @@ async def _settled(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     release is left running. Here the cancellation waits until the call has finished, and
     only then goes on, so whatever the call did is there for the rollback to undo.
     """
+    durable = _durable.get()
+    if durable is not None:
+        await durable()  # the journal first, then the host (see JournalWriter)
     task = asyncio.ensure_future(asyncio.to_thread(call, *args, **kwargs))
     try:
         return await asyncio.shield(task)
@@ -1169,18 +1484,6 @@ async def _settled(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             except asyncio.CancelledError:
                 continue
         raise
-
-
-def probe_spec(comp: Component, port: int | None) -> ProbeSpec:
-    health = comp.health
-    kind = health.kind
-    if kind == "http":
-        return ProbeSpec(
-            "http", port=port, path=health.http or "/", status=health.status, timeout=health.timeout
-        )
-    if kind == "command":
-        return ProbeSpec("command", command=health.command, timeout=health.timeout)
-    return ProbeSpec("tcp", port=port, timeout=health.timeout)
 
 
 def _reason(exc: BaseException) -> str:
@@ -1405,6 +1708,16 @@ async def restore(
                     message=f"schema {before or '(none)'} → {after or '(none)'}",
                     data={"before": before, "after": after},
                 )
+        except IrreversibleMigration as exc:
+            # Allowed at deploy time (--allow-irreversible): the code is back, the schema
+            # stays where the irreversible step left it; the record says so.
+            journal(
+                "migrated",
+                step="rollback",
+                component=name,
+                status="kept",
+                message=f"schema left at the newer revision: {exc.message}",
+            )
         except ShipyardError as exc:
             problems.append(
                 f"{name}: schema not restored to "
@@ -1476,16 +1789,17 @@ def component_env(
             "SHIPYARD_COMPONENT": comp.name,
         }
     )
-    env.setdefault("PATH", search_path())
+    first = []
+    if comp.python is not None and release:
+        first.append(str(ctx.target.release_dir(comp.name, release) / VENV / "bin"))
+    env.setdefault("PATH", search_path(ctx, first))
     return env
 
 
-def search_path() -> str:
-    """PATH with the running interpreter's folder first, so `python` in a command is ours
-    (a fresh machine may only have `python3`)."""
-    here = os.path.dirname(sys.executable)
-    rest = [p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if p and p != here]
-    return os.pathsep.join([here, *rest])
+def search_path(ctx: EngineContext, first: Iterable[str] = ()) -> str:
+    """PATH for the component's processes: `first`, then the user's PATH without shipyard's
+    own venv (a `python` link to the system's python3 last, when only that exists)."""
+    return child_path(first=first, shims=ctx.config.root / ".shipyard" / "bin")
 
 
 async def _route(ctx: EngineContext, comp: Component, release: str) -> None:

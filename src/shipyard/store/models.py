@@ -24,8 +24,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 VERSION_TABLE = "shipyard_alembic_version"
 
@@ -62,8 +62,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-# Python None is stored as SQL NULL (not the JSON text 'null').
-JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+class JSONValue(TypeDecorator[Any]):
+    """JSON, stored as JSONB on PostgreSQL; Python None is SQL NULL (not the JSON 'null').
+
+    The PostgreSQL type is chosen when a dialect asks (not with `with_variant` at import):
+    importing the PostgreSQL dialect costs every SQLite user ~50 ms of start-up.
+    """
+
+    impl = JSON(none_as_null=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB(none_as_null=True))
+        return dialect.type_descriptor(JSON(none_as_null=True))
+
+
+JSONType = JSONValue()
 
 
 class Base(DeclarativeBase):

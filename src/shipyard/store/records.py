@@ -122,6 +122,7 @@ class DeploymentRecord:
     created_by: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
+    promoted_from: str | None = None  # promote: the deployment whose artifacts it deployed
 
     def __post_init__(self) -> None:
         _check_aware(self, "started_at", "finished_at", "created_at")
@@ -166,6 +167,7 @@ class DeploymentRecord:
             "plan_hash": self.plan_hash,
             "dirty": self.dirty,
             "rollback_of": self.rollback_of,
+            "promoted_from": self.promoted_from,
             "created_by": self.created_by,
             "created_at": iso(self.created_at),
             "options": dict(self.options),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from shipyard.config import Migrations
+from shipyard.effects.migrations.base import MigrationState
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,11 @@ class Target(Protocol):
     def migration_revision(
         self, component: str, release: str, spec: Migrations, env: Mapping[str, str]
     ) -> str | None: ...
+
+    def migration_state(
+        self, component: str, release: str, spec: Migrations, env: Mapping[str, str]
+    ) -> MigrationState:
+        """Current revision, head and pending steps (reversible? destructive?), on the host."""
 
     def prune(self, component: str, keep: int, protect: set[str]) -> list[str]:
         """Delete old release folders beyond `keep`, never one in `protect`; return them."""

@@ -16,8 +16,10 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,10 @@ from shipyard.agent.client import AgentClient
 from shipyard.agent.errors import AgentRequestError
 from shipyard.agent.lifecycle import ensure_agent
 from shipyard.config import Migrations
-from shipyard.effects import sql_migrations
-from shipyard.errors import AgentError, DeploymentFailed, PreflightError
+from shipyard.effects.artifacts import link_tree
+from shipyard.effects.migrations import MigrationState, Migrator, migrate_to, open_migrator
+from shipyard.effects.process import TAIL_LINES, child_path
+from shipyard.errors import AgentError, CommandFailed, DeploymentFailed, PreflightError
 from shipyard.targets.base import Observation, ProbeSpec, RunningRelease
 
 ENV_FILE = ".env"
@@ -47,9 +51,12 @@ class LocalTarget:
 
     host = "local"
 
-    def __init__(self, root: Path, *, python: str = sys.executable) -> None:
+    def __init__(
+        self, root: Path, *, python: str = sys.executable, router: str = "builtin"
+    ) -> None:
         self.root = root.resolve()
         self.python = python
+        self.router = router  # what serves the public ports: "builtin" or "haproxy"
         self._client: AgentClient | None = None
         self._had_agent = _agent_was_serving(self.root / "agent" / "state.json")
         self.agent_restarted = False  # set when this target had to start a dead agent again
@@ -110,7 +117,8 @@ class LocalTarget:
         shared.mkdir(parents=True, exist_ok=True)
         staging = final.with_name(f".{release}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(artifact, staging, symlinks=True)
+        # Hard links to the artifact's files: a release costs folders, not a copy of its data.
+        link_tree(artifact, staging)
         link = staging / "shared"
         if not link.exists() and not link.is_symlink():
             link.symlink_to(shared)
@@ -155,11 +163,7 @@ class LocalTarget:
         releases_dir = self._component_dir(component) / "releases"
         if not releases_dir.is_dir():
             return []
-        live = {
-            r.release
-            for r in self.running().values()
-            if r.component == component and r.state != "stopped"
-        }
+        live = {r.release for r in self._releases_of(component) if r.state != "stopped"}
         keep_always = protect | live | {self.current(component) or ""}
         releases = sorted(p.name for p in releases_dir.iterdir() if not p.name.startswith("."))
         removed = []
@@ -179,7 +183,7 @@ class LocalTarget:
         env: Mapping[str, str],
         stop_timeout: float,
     ) -> RunningRelease:
-        existing = self.running().get((component, release))
+        existing = next((r for r in self._releases_of(component) if r.release == release), None)
         if existing is not None and existing.state not in ("stopped", "crashed"):
             return existing
         if not self.has_release(component, release):
@@ -214,6 +218,12 @@ class LocalTarget:
         with _agent_errors("cannot list releases"):
             listing = self.agent.list_releases()
         return {(r["component"], r["release"]): _running(r) for r in listing["releases"]}
+
+    def _releases_of(self, component: str) -> list[RunningRelease]:
+        """The agent's releases of one component (a listing of all grows with the project)."""
+        with _agent_errors("cannot list releases"):
+            listing = self.agent.list_releases(component)
+        return [_running(r) for r in listing["releases"]]
 
     def routes(self) -> dict[str, str]:
         with _agent_errors("cannot list routes"):
@@ -252,6 +262,7 @@ class LocalTarget:
                 release,
                 mode="http" if http else "tcp",
                 drain_timeout=drain_timeout,
+                router=self.router,
             )
 
     def unroute(self, component: str) -> None:
@@ -299,6 +310,8 @@ class LocalTarget:
             args["port"] = spec.port
         else:
             args["command"] = spec.command
+            # The agent's own PATH may hold shipyard's venv (the shell that started it).
+            args["env"] = {"PATH": child_path()}
             if spec.cwd:
                 args["cwd"] = spec.cwd
         with _agent_errors("health probe failed to run"):
@@ -317,17 +330,23 @@ class LocalTarget:
             return []
 
     def down(self, component: str | None = None) -> list[str]:
-        stopped = []
+        """Close the public ports, then stop every release at once: each stop waits for its
+        drain and its process to exit, and one after another that added up."""
+        agent = self.agent
         with _agent_errors("cannot stop the environment"):
-            listing = self.agent.list_releases()
+            listing = agent.list_releases(component)
             for route in listing["routes"]:
                 if component is None or route["component"] == component:
-                    self.agent.unroute(route["component"])
-            for r in listing["releases"]:
-                if (component is None or r["component"] == component) and r["state"] != "stopped":
-                    self.agent.stop_release(r["component"], r["release"], force=True)
-                    stopped.append(f"{r['component']}/{r['release']}")
-        return stopped
+                    agent.unroute(route["component"])
+            todo = [
+                (r["component"], r["release"])
+                for r in listing["releases"]
+                if (component is None or r["component"] == component) and r["state"] != "stopped"
+            ]
+            if todo:
+                with ThreadPoolExecutor(max_workers=min(32, len(todo))) as pool:
+                    list(pool.map(lambda cr: agent.stop_release(*cr, force=True), todo))
+        return [f"{c}/{r}" for c, r in todo]
 
     def shutdown_agent(self) -> None:
         """Stop the agent itself (after `down`), if it runs."""
@@ -349,11 +368,31 @@ class LocalTarget:
         (folder / "shared").mkdir(parents=True, exist_ok=True)
         return folder
 
+    def migrator(
+        self, component: str, release: str, spec: Migrations, env: Mapping[str, str]
+    ) -> Migrator:
+        """The component's migration tool, on the files of `release`, with its env."""
+        cwd = self._migration_cwd(component, release)
+        folder = self.release_dir(component, release) if release else cwd
+        where = f"{spec.tool} migrations of {component}"
+        return open_migrator(
+            component,
+            spec,
+            release_dir=folder,
+            cwd=cwd,
+            env=env,
+            run=lambda argv, extra: _run_in(folder, argv, {**env, **extra}, where),
+        )
+
     def migration_revision(
         self, component: str, release: str, spec: Migrations, env: Mapping[str, str]
     ) -> str | None:
-        url = _database_url(component, spec, env)
-        return sql_migrations.current_revision(url, cwd=self._migration_cwd(component, release))
+        return self.migrator(component, release, spec, env).current()
+
+    def migration_state(
+        self, component: str, release: str, spec: Migrations, env: Mapping[str, str]
+    ) -> MigrationState:
+        return self.migrator(component, release, spec, env).state()
 
     def migrate(
         self,
@@ -363,36 +402,61 @@ class LocalTarget:
         env: Mapping[str, str],
         target: str | None,
     ) -> tuple[str | None, str | None]:
-        url = _database_url(component, spec, env)
-        cwd = self._migration_cwd(component, release)
-        folder = self.release_dir(component, release) / (spec.dir or "migrations")
-        before = sql_migrations.current_revision(url, cwd=cwd)
-        if target is None:
-            sql_migrations.upgrade(folder, url, cwd=cwd)
-        elif target == "":
-            sql_migrations.downgrade(folder, url, None, cwd=cwd)
-        else:
-            current = before
-            if current is None or int(current) < int(target):
-                sql_migrations.upgrade(folder, url, target, cwd=cwd)
-            else:
-                sql_migrations.downgrade(folder, url, target, cwd=cwd)
-        return before, sql_migrations.current_revision(url, cwd=cwd)
+        return migrate_to(self.migrator(component, release, spec, env), target)
 
 
-def _database_url(component: str, spec: Migrations, env: Mapping[str, str]) -> str:
-    if spec.tool != "sql":
-        raise DeploymentFailed(
-            f"{component}: migration tool {spec.tool!r} is not supported by this version",
-            hint='use migrations = { tool = "sql", dir = "migrations" }',
+MIGRATION_TIMEOUT_S = 10 * 60.0
+_NOT_FOR_RELEASES = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
+
+
+def _run_in(folder: Path, argv: Sequence[str], env: Mapping[str, str], where: str) -> str:
+    """Run a migration command in a release folder; its stdout, or CommandFailed with the tail."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SHIPYARD_") and k not in _NOT_FOR_RELEASES
+    }
+    shown = " ".join(a if len(a) < 80 and "\n" not in a else "<script>" for a in argv)
+    try:
+        done = subprocess.run(
+            list(argv),
+            cwd=folder,
+            env={**base, **env},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=MIGRATION_TIMEOUT_S,
+            start_new_session=True,
         )
-    url = env.get("DATABASE_URL")
-    if not url:
+    except subprocess.TimeoutExpired as exc:
+        raise CommandFailed(
+            shown, exit_code=None, output_tail=_tail(exc.stdout, exc.stderr), where=where
+        ) from None
+    except OSError as exc:
         raise DeploymentFailed(
-            f"{component}: migrations need DATABASE_URL in the component's secrets or env",
-            hint=f'add "DATABASE_URL" to components.{component}.secrets',
+            f"{where}: cannot run `{shown}`: {exc.strerror or exc}",
+            hint="is the tool installed in the release's environment (on its PATH)?",
+        ) from None
+    if done.returncode != 0:
+        raise CommandFailed(
+            shown,
+            exit_code=done.returncode,
+            output_tail=_tail(done.stdout, done.stderr),
+            where=where,
+            hint="the lines above are the end of its output; run it by hand in the release "
+            "folder to see more",
         )
-    return url
+    return done.stdout
+
+
+def _tail(*outputs: str | bytes | None) -> list[str]:
+    lines: list[str] = []
+    for output in outputs:
+        if isinstance(output, bytes):
+            output = output.decode("utf-8", "replace")
+        lines += (output or "").splitlines()
+    return lines[-TAIL_LINES:]
 
 
 def _write_env_file(path: Path, env: Mapping[str, str]) -> None:

@@ -1,0 +1,436 @@
+"""The leak scanner: credentials in files, in a commit's tree and in every commit's added lines.
+
+One RE2 set of every rule's keywords is matched over each file in one linear pass; only the
+rules whose keywords occur run their own pattern, so a clean file costs one pass. The values
+of the project's secrets (if given) are one more RE2 alternation. Binary files, images,
+archives and source maps are skipped; tokens inside longer base64 runs never match (see
+`core.leak_rules`). A finding names rule, kind, file:line and a fingerprint; the credential
+itself is kept only in memory (`Leak.secret`, never printed) so the redactor can learn it.
+
+Allowlisting: a line holding `shipyard:allow` is never reported, and `.shipyardignore` at the
+scan root lists paths (globs: `tests/fixtures/**`, `*.pem`, `docs/`) or fingerprints.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, cast
+
+import re2
+
+from shipyard.core.leak_rules import AWS_DOCUMENTED, RULES, Rule
+from shipyard.core.paths import matches
+from shipyard.errors import GitError
+
+IGNORE_FILE = ".shipyardignore"
+ALLOW_MARK = b"shipyard:allow"
+MAX_FILE_BYTES = 64 * 1024 * 1024
+# Folders that are never the project's own text: version control, caches, environments.
+SKIP_DIRS = frozenset(
+    {".git", ".hg", ".svn", ".shipyard", "node_modules", "__pycache__", ".venv", "venv",
+     ".tox", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".cache"}
+)  # fmt: skip
+SKIP_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".ico", ".webp", ".tif", ".tiff", ".avif",
+     ".heic", ".psd", ".pdf", ".zip", ".gz", ".tgz", ".bz2", ".xz", ".zst", ".7z", ".rar",
+     ".jar", ".war", ".whl", ".egg", ".class", ".so", ".dylib", ".dll", ".exe", ".o", ".a",
+     ".pyc", ".pyo", ".woff", ".woff2", ".ttf", ".otf", ".eot", ".mp3", ".mp4", ".mov",
+     ".avi", ".wav", ".flac", ".ogg", ".webm", ".sqlite", ".db", ".map", ".wasm", ".pack",
+     ".idx", ".parquet", ".npy", ".pt", ".onnx"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Leak:
+    """One credential found: where and what kind, never printable as its value."""
+
+    rule: str
+    kind: str
+    description: str
+    path: str
+    line: int
+    fingerprint: str
+    severity: str = "error"
+    commit: str | None = None
+    name: str | None = None  # a variable's or a secret's name, when known
+    environment: str | None = None  # a secret value of this environment
+    secret: str = field(default="", repr=False, compare=False)  # memory only: for redaction
+
+    @property
+    def location(self) -> str:
+        where = f"{self.path}:{self.line}"
+        return f"{where}@{self.commit[:12]}" if self.commit else where
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """What `.shipyardignore` allows: path globs and finding fingerprints."""
+
+    paths: tuple[str, ...] = ()
+    fingerprints: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str) -> Allowlist:
+        paths, prints = [], set()
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("fp:"):
+                prints.add(line.split()[0])
+            else:
+                paths.append(line)
+        return cls(tuple(paths), frozenset(prints))
+
+    @classmethod
+    def load(cls, root: Path) -> Allowlist:
+        try:
+            return cls.parse((root / IGNORE_FILE).read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            return cls()
+
+    def path_allowed(self, path: str) -> bool:
+        name = path.rsplit("/", 1)[-1]
+        for pattern in self.paths:
+            if pattern.endswith("/"):
+                folder = pattern.strip("/")
+                if path.startswith(folder + "/") or f"/{folder}/" in f"/{path}":
+                    return True
+            elif "/" in pattern.strip("/"):
+                if matches(path, pattern):
+                    return True
+            elif fnmatch.fnmatchcase(name, pattern) or matches(path, f"**/{pattern}/**"):
+                return True
+        return False
+
+
+class Scanner:
+    """Compiled rules (and secret values) ready to scan bytes."""
+
+    def __init__(
+        self,
+        rules: Iterable[Rule] = RULES,
+        values: Mapping[str, tuple[str, str]] | None = None,
+        allowlist: Allowlist | None = None,
+    ) -> None:
+        """`values` maps a secret value to (environment, name): found wherever it appears."""
+        self.rules = tuple(rules)
+        self.allowlist = allowlist or Allowlist()
+        options = re2.Options()
+        options.case_sensitive = False
+        self._keywords = re2.Set.SearchSet(options)
+        self._by_keyword: list[list[int]] = []
+        index: dict[str, int] = {}
+        for number, rule in enumerate(self.rules):
+            for keyword in rule.keywords:
+                if keyword not in index:
+                    index[keyword] = self._keywords.Add(re2.escape(keyword.encode()))
+                    self._by_keyword.append([])
+                self._by_keyword[index[keyword]].append(number)
+        self._keywords.Compile()
+        self._patterns = [re2.compile(rule.regex.encode()) for rule in self.rules]
+        self._test_mode = [re2.compile(r.test_mode) if r.test_mode else None for r in self.rules]
+        self.values = {v: who for v, who in (values or {}).items() if len(v) >= 8}
+        self._values = (
+            re2.compile(
+                b"|".join(re2.escape(v.encode()) for v in sorted(self.values, key=len)[::-1])
+            )
+            if self.values
+            else None
+        )
+
+    def scan(
+        self,
+        data: bytes,
+        path: str,
+        *,
+        commit: str | None = None,
+        lines: list[int] | None = None,
+    ) -> list[Leak]:
+        """Every credential in `data` (the text of `path`; `lines` maps its line numbers)."""
+        if self.allowlist.path_allowed(path):
+            return []
+        found: list[Leak] = []
+        # The stubs say bool; RE2::Set answers the indexes of the keywords that occur.
+        hit = cast("list[int] | None", self._keywords.Match(data)) or []
+        chosen = sorted({n for k in hit for n in self._by_keyword[k]})
+        for number in chosen:
+            rule = self.rules[number]
+            for match in self._patterns[number].finditer(data):
+                group = next((g for g in rule.secret_groups if match.group(g) is not None), None)
+                if group is None:
+                    continue
+                secret = match.group(group).decode("utf-8", "replace")
+                if secret in AWS_DOCUMENTED or not all(check(secret) for check in rule.checks):
+                    continue
+                name = None
+                if rule.name_group is not None and match.group(rule.name_group) is not None:
+                    name = match.group(rule.name_group).decode("utf-8", "replace")
+                test = self._test_mode[number]
+                severity = "warning" if test is not None and test.search(secret) else "error"
+                leak = self._leak(data, path, match.start(group), secret, rule.id, rule.kind,
+                                  rule.description, severity, commit, lines, name)  # fmt: skip
+                if leak is not None:
+                    found.append(leak)
+        if self._values is not None:
+            for match in self._values.finditer(data):
+                secret = match.group().decode("utf-8", "replace")
+                environment, name = self.values[secret]
+                leak = self._leak(
+                    data, path, match.start(), secret, "secret-value", "environment-secret",
+                    f"the value of {name} ({environment})", "error", commit, lines, name,
+                    environment,
+                )  # fmt: skip
+                if leak is not None:
+                    found.append(leak)
+        return found
+
+    def _leak(
+        self,
+        data: bytes,
+        path: str,
+        start: int,
+        secret: str,
+        rule: str,
+        kind: str,
+        description: str,
+        severity: str,
+        commit: str | None,
+        lines: list[int] | None,
+        name: str | None,
+        environment: str | None = None,
+    ) -> Leak | None:
+        begin = data.rfind(b"\n", 0, start) + 1
+        end = data.find(b"\n", start)
+        text = data[begin : end if end >= 0 else len(data)]
+        if ALLOW_MARK in text:
+            return None
+        index = data.count(b"\n", 0, start)
+        line = lines[index] if lines is not None and index < len(lines) else index + 1
+        # Stable across edits elsewhere in the file, and free of the value: the rule, the
+        # path and the line's other text.
+        rest = text.replace(secret.encode("utf-8", "replace"), b"").strip()
+        digest = hashlib.sha256(b"\0".join((rule.encode(), path.encode(), rest))).hexdigest()
+        fingerprint = "fp:" + digest[:16]
+        if fingerprint in self.allowlist.fingerprints:
+            return None
+        return Leak(rule, kind, description, path, line, fingerprint, severity, commit, name,
+                    environment, secret)  # fmt: skip
+
+
+def readable(path: str, data: bytes) -> bool:
+    """Text worth scanning: not an image, archive, binary or source map."""
+    suffix = os.path.splitext(path)[1].lower()
+    return suffix not in SKIP_SUFFIXES and b"\0" not in data[:8192]
+
+
+def tree_files(root: Path, *, use_git: bool = True) -> Iterator[tuple[str, Path]]:
+    """(relative path, file) of every file under `root` worth reading.
+
+    In a git work tree: tracked files and untracked ones that are not ignored (an ignored
+    `.env.production` is not a leak); elsewhere (or without `use_git`) every file, but for
+    version control, caches and environments.
+    """
+    listed = _git_files(root) if use_git else None
+    if listed is not None:
+        for relative in listed:
+            file = root / relative
+            skipped = any(part in SKIP_DIRS for part in Path(relative).parts)
+            if not skipped and file.is_file() and not file.is_symlink():
+                yield relative, file
+        return
+    skip = SKIP_DIRS if use_git else SKIP_DIRS - {".shipyard"}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in skip)
+        for name in sorted(files):
+            file = Path(folder) / name
+            if not file.is_symlink():
+                yield file.relative_to(root).as_posix(), file
+
+
+def _git_files(root: Path) -> list[str] | None:
+    try:
+        done = subprocess.run(
+            ["git", "-c", "core.quotePath=false", "ls-files", "-z", "-co", "--exclude-standard"],
+            cwd=root,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return [p for p in done.stdout.decode("utf-8", "surrogateescape").split("\0") if p]
+
+
+def scan_paths(
+    scanner: Scanner, root: Path, paths: Iterable[Path], *, use_git: bool = True
+) -> tuple[list[Leak], int]:
+    """Scan files and folders (relative names from `root`); return leaks and bytes read."""
+    leaks: list[Leak] = []
+    total = 0
+    for target in paths:
+        if target.is_dir():
+            entries: Iterable[tuple[str, Path]] = (
+                (_relative(root, file), file) for _rel, file in tree_files(target, use_git=use_git)
+            )
+        else:
+            entries = [(_relative(root, target), target)]
+        for relative, file in entries:
+            data = _read(file)
+            if data is None or not readable(relative, data):
+                continue
+            total += len(data)
+            leaks += scanner.scan(data, relative)
+    return leaks, total
+
+
+def _relative(root: Path, file: Path) -> str:
+    try:
+        return file.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return file.as_posix()
+
+
+def _read(file: Path) -> bytes | None:
+    try:
+        if file.stat().st_size > MAX_FILE_BYTES:
+            return None
+        return file.read_bytes()
+    except OSError:
+        return None
+
+
+def scan_commit_tree(
+    scanner: Scanner, repo_root: Path, commit: str, prefix: str = ""
+) -> list[Leak]:
+    """Every file of `commit` (under `prefix`), read from git's objects: what is deployed."""
+    listing = _git(
+        repo_root, "ls-tree", "-r", "-z", "--full-tree", commit, *([prefix] if prefix else [])
+    )
+    blobs: list[tuple[str, str]] = []
+    for entry in listing.split(b"\0"):
+        if not entry:
+            continue
+        meta, _tab, name = entry.partition(b"\t")
+        mode, kind, blob = meta.split()
+        if kind == b"blob" and mode != b"120000":  # not a symlink
+            path = name.decode("utf-8", "surrogateescape")
+            strip = len(prefix) + 1 if prefix else 0
+            blobs.append((path[strip:], blob.decode()))
+    leaks: list[Leak] = []
+    for path, data in _cat_blobs(repo_root, blobs):
+        if readable(path, data):
+            leaks += scanner.scan(data, path)
+    return leaks
+
+
+def _cat_blobs(repo_root: Path, blobs: list[tuple[str, str]]) -> Iterator[tuple[str, bytes]]:
+    """Blob contents through one `git cat-file --batch` process."""
+    if not blobs:
+        return
+    process = subprocess.Popen(
+        ["git", "cat-file", "--batch"],
+        cwd=repo_root,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        for path, blob in blobs:
+            process.stdin.write(blob.encode() + b"\n")
+            process.stdin.flush()
+            header = process.stdout.readline().split()
+            if len(header) < 3:
+                continue
+            size = int(header[2])
+            data = _read_exact(process.stdout, size)
+            process.stdout.read(1)  # the newline after each object
+            if size <= MAX_FILE_BYTES:
+                yield path, data
+    finally:
+        process.stdin.close()
+        process.stdout.close()
+        process.wait(timeout=30)
+
+
+def _read_exact(stream: IO[bytes], size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def scan_history(scanner: Scanner, repo_root: Path, prefix: str = "") -> list[Leak]:
+    """The lines every commit added (on every branch), each with its commit."""
+    args = ["git", "-c", "core.quotePath=false", "log", "--all", "-p", "-U0", "--no-color",
+            "--no-ext-diff", "--no-renames", "--format=%x01%H"]  # fmt: skip
+    if prefix:
+        args += ["--", prefix]
+    process = subprocess.Popen(
+        args, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    leaks: list[Leak] = []
+    commit = ""
+    path: str | None = None
+    added: list[bytes] = []
+    numbers: list[int] = []
+    line = 0
+
+    def flush() -> None:
+        if path is not None and added and readable(path, b""):
+            leaks.extend(scanner.scan(b"\n".join(added), path, commit=commit, lines=numbers))
+        added.clear()
+        numbers.clear()
+
+    strip = len(prefix) + 1 if prefix else 0
+    try:
+        for raw in process.stdout:
+            text = raw.rstrip(b"\n")
+            if text.startswith(b"\x01"):
+                flush()
+                commit, path = text[1:].decode(), None
+            elif text.startswith(b"+++ "):
+                flush()
+                name = text[4:].decode("utf-8", "surrogateescape")
+                if name.startswith('"') and name.endswith('"'):
+                    name = name[1:-1].encode().decode("unicode_escape")
+                path = name[2:][strip:] if name.startswith("b/") else None
+            elif text.startswith(b"@@ "):
+                plus = text.split(b" ")[2]  # +start[,count]
+                line = int(plus[1:].split(b",")[0])
+            elif text.startswith(b"+") and path is not None:
+                added.append(text[1:])
+                numbers.append(line)
+                line += 1
+        flush()
+    finally:
+        process.stdout.close()
+        process.wait(timeout=30)
+    return leaks
+
+
+def _git(cwd: Path, *args: str) -> bytes:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, timeout=300, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GitError(f"git {args[0]} failed: {exc}") from None
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
+        raise GitError(f"git {' '.join(args[:2])} failed: {' '.join(tail)}")
+    return done.stdout

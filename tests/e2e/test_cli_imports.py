@@ -1,0 +1,92 @@
+"""Each command imports only what it needs: what a user notices as `shipyard --help` taking
+a second. Asserted on the import graph (which modules a real run loaded), not on timings:
+benchmarks/cli_startup.py measures the time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Loaded by a real run of the CLI in a fresh interpreter; the module list goes to a file so
+# that the command's own output is left alone.
+PROBE = """
+import json, sys
+from shipyard.cli.app import main
+try:
+    main(sys.argv[2:])
+except SystemExit:
+    pass
+with open(sys.argv[1], "w") as handle:
+    json.dump(sorted(sys.modules), handle)
+"""
+
+# The store (SQLAlchemy, Alembic), the engine and the agent: what a deploy needs.
+HEAVY = (
+    "sqlalchemy",
+    "alembic",
+    "shipyard.store.store",
+    "shipyard.store.models",
+    "shipyard.engine.runner",
+    "shipyard.targets.local",
+    "shipyard.agent.client",
+    "asyncio",
+    # Typer 0.29+ validates every option with pydantic; Typer's Rich help imports markdown-it.
+    "pydantic",
+    "markdown_it",
+)
+
+
+def loaded(tmp_path: Path, *args: str) -> set[str]:
+    """The modules a run of `shipyard ARGS…` imported (it must also have worked)."""
+    out = tmp_path / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert out.exists(), done.stderr
+    return set(json.loads(out.read_text()))
+
+
+def heavy_in(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules for h in HEAVY if m == h or m.startswith(h + "."))
+
+
+@pytest.mark.parametrize("args", [("--help",), ("deploy", "--help"), ("--version",)])
+def test_help_imports_neither_service_nor_store_nor_engine(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    modules = loaded(tmp_path, *args)
+    assert heavy_in(modules) == []
+    assert "shipyard.service" not in modules
+    assert "shipyard.config" not in modules
+
+
+@pytest.mark.parametrize(
+    "args", [("validate",), ("--json", "validate"), ("graph",), ("graph", "--format", "mermaid")]
+)
+def test_validate_and_graph_read_the_config_without_store_or_engine(
+    tmp_path: Path, shop: Path, args: tuple[str, ...]
+) -> None:
+    modules = loaded(tmp_path, "-C", str(shop), *args)
+    assert "shipyard.config.loader" in modules  # it did read the config
+    assert heavy_in(modules) == []
+    assert not any(m == "shipyard.store" or m.startswith("shipyard.store.") for m in modules)
+
+
+def test_status_on_sqlite_skips_postgresql_alembic_and_the_engine(
+    tmp_path: Path, shop: Path
+) -> None:
+    # The first run creates and migrates the state database (Alembic's job); the next one
+    # finds it at head and must not import Alembic, the PostgreSQL dialect or the engine.
+    loaded(tmp_path, "-C", str(shop), "status")
+    modules = loaded(tmp_path, "-C", str(shop), "status")
+    assert "shipyard.store.store" in modules  # it did read the store
+    unwanted = ("alembic", "sqlalchemy.dialects.postgresql", "shipyard.engine.runner", "pydantic")
+    assert sorted(m for m in modules for u in unwanted if m == u or m.startswith(u + ".")) == []
