@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Debian's chromium, driven by Playwright): log in, start a
 deploy of the demo from the overview, confirm its plan, watch the live view reach
-"succeeded". A screenshot is kept in test-artifacts/dashboard/."""
+"succeeded", then promote it to staging the same way. Screenshots are kept in
+test-artifacts/dashboard/."""
 
 from __future__ import annotations
 
@@ -81,4 +82,13 @@ def test_deploy_from_the_dashboard_and_watch_it_live(shop: Path, browser: Any) -
         page.goto(server.url + "/")
         assert page.locator("td.ok").count() == 3  # every component of local is healthy
         page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+
+        # Promote what local runs to staging: the promotion's plan, confirmed, then live.
+        page.click("button[data-action=promote][data-environment=staging][data-source=local]")
+        expect(plan).to_contain_text(f"promote deployment {deployment_id} of local")
+        page.click("#confirm-yes")
+        page.wait_for_url(lambda url: deployment_id not in url and "/deployments/" in url)
+        expect(page.locator("#status")).to_have_text("succeeded", timeout=120_000)
+        page.goto(server.url + "/")
+        assert page.locator("section[data-environment=staging] td.ok").count() == 3
         assert problems == []  # no script error, no Content-Security-Policy violation

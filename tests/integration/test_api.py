@@ -19,7 +19,7 @@ from shipyard.errors import UsageError
 from shipyard.service import Shipyard
 from shipyard.store import DeploymentRecord, LockOwner, Store, new_id
 from tests.api_fixtures import TOKENS, auth, tokens
-from tests.conftest import RunCli
+from tests.conftest import RunCli, commit_all
 
 PROBLEM = "application/problem+json"
 
@@ -299,3 +299,26 @@ def test_a_deploy_while_another_holds_the_lock_is_409(shop: Path) -> None:
     problem = answer.json()
     assert (problem["type"], problem["exit_code"]) == ("LockedError", 4)
     assert holder in problem["detail"]
+
+
+def test_changes_and_secrets_checks_over_http(shop: Path, run_cli: RunCli) -> None:
+    (shop / "marketing" / "NOTES.md").write_text("new\n")
+    commit_all(shop, "marketing only")
+    api = client(shop)
+    changes = api.get(
+        "/api/v1/changes", params={"environment": "local", "since": "HEAD~1"}, headers=auth("read")
+    )
+    assert changes.status_code == 200, changes.text
+    assert changes.json()["changed_files"] == ["marketing/NOTES.md"]
+    assert [a["name"] for a in changes.json()["affected"]] == ["marketing"]
+
+    secrets = api.get("/api/v1/environments/local/secrets", headers=auth("read"))
+    cli = run_cli("-C", str(shop), "--json", "secrets", "check", "--env", "local")
+    assert secrets.status_code == 200
+    assert secrets.json()["ok"] == json.loads(cli.stdout)["ok"]
+    values = [
+        line.split("=", 1)[1]
+        for line in (shop / ".env.local").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    ]
+    assert not any(value in secrets.text for value in values)

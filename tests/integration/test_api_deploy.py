@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tomllib
 import urllib.request
 from pathlib import Path
 
 from shipyard.store import DeploymentRecord, Store, new_id
-from tests.api_fixtures import Server, auth, serve, sse_events, wait_finished
+from tests.api_fixtures import Server, serve, sse_events, wait_finished
 from tests.conftest import commit_all
 from tests.e2e.test_deploy_shop import ports
 
@@ -121,10 +122,28 @@ def test_deploy_stream_rollback_and_protected_confirmation(shop: Path) -> None:
             json={"environment": "staging", "confirm": plan["plan_hash"]},
         )
         assert reader_try.status_code == 403
+
+        # Promote local's last good deployment (the rollback) to protected staging: the same
+        # artifacts, after confirming the promotion's own plan.
+        promotion = {"source": "local", "target": "staging"}
+        unconfirmed = client.post("/api/v1/promotions", json=promotion)
+        assert unconfirmed.status_code == 428
+        plan = client.get(
+            "/api/v1/environments/staging/promote-plan", params={"source": "local"}
+        ).json()
+        assert plan["kind"] == "promote" and plan["promoted_from"] == back.json()["id"]
+        assert plan["plan_hash"] == unconfirmed.json()["plan"]["plan_hash"]
         confirmed = client.post(
-            "/api/v1/deployments",
-            json={"environment": "staging", "confirm": plan["plan_hash"]},
-            headers=auth("deploy"),
+            "/api/v1/promotions", json={**promotion, "confirm": plan["plan_hash"]}
         )
         assert confirmed.status_code == 202, confirmed.text
-        assert wait_finished(client, confirmed.json()["id"])["status"] == "succeeded"
+        promoted = wait_finished(client, confirmed.json()["id"])
+        assert promoted["status"] == "succeeded" and promoted["kind"] == "promote"
+        assert promoted["created_by"] == "api:t-deploy"
+        local_artifacts = {c["name"]: c["artifact"] for c in record["components"]}
+        assert {c["name"]: c["artifact"] for c in promoted["components"]} == local_artifacts
+        staging_port = tomllib.loads((shop / "shipyard.toml").read_text())["environments"][
+            "staging"
+        ]["components"]["backend"]["port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{staging_port}/api/version") as answer:
+            assert json.loads(answer.read())["release"] == promoted["id"]

@@ -30,6 +30,7 @@ from shipyard.api.models import (
     NAME_PATTERN,
     REF_PATTERN,
     Accepted,
+    ChangesOut,
     DeploymentOut,
     DeploymentPage,
     DeployRequest,
@@ -39,8 +40,10 @@ from shipyard.api.models import (
     HealthOut,
     NothingToDeploy,
     PlanOut,
+    PromoteRequest,
     Recovered,
     RollbackRequest,
+    SecretsOut,
 )
 from shipyard.api.problems import ProblemError
 from shipyard.api.runs import Runs
@@ -353,6 +356,42 @@ def _routes(app: FastAPI, settings: Settings) -> None:
             _known_environment(svc, name)
             return plan_out(svc, svc.rollback_plan(name, to=to))
 
+    @app.get(f"{API}/environments/{{name}}/promote-plan", tags=["plans"], responses=read_errors)
+    def promote_plan(
+        name: str,
+        who: Reader,
+        source: Annotated[str, Query(pattern=NAME_PATTERN)],
+        deployment: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> PlanOut:
+        """What promoting a deployment of `source` (default: its last good one) to this
+        environment would do: the same artifacts, nothing rebuilt."""
+        with settings.service() as svc:
+            _known_environment(svc, name)
+            return plan_out(svc, svc.plan_promote(source, name, deployment))
+
+    @app.get(f"{API}/environments/{{name}}/secrets", tags=["environments"], responses=read_errors)
+    def secrets(name: str, who: Reader) -> SecretsOut:
+        """Presence, rules and environment match of the environment's secrets (`ok: false` is
+        still 200). Names, places and fingerprints only, never a value."""
+        with settings.service() as svc:
+            _known_environment(svc, name)
+            report = svc.secrets_check(name).to_dict()
+            return SecretsOut.model_validate(svc.redactor(name).data(report))
+
+    @app.get(f"{API}/changes", tags=["plans"], responses=read_errors)
+    def changes(
+        who: Reader,
+        environment: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+        since: Annotated[str | None, Query(pattern=REF_PATTERN)] = None,
+        ref: Annotated[str, Query(pattern=REF_PATTERN)] = "HEAD",
+    ) -> ChangesOut:
+        """Changed files → affected components with reasons, and breaking changes, from `since`
+        (default: the environment's last good deployment) to `ref`."""
+        with settings.service() as svc:
+            if environment is not None:
+                _known_environment(svc, environment)
+            return ChangesOut.model_validate(svc.changes(since, ref, environment).to_dict())
+
     @app.post(f"{API}/environments/{{name}}/recover", tags=["environments"], responses=write_errors)
     def recover(name: str, who: Admin) -> Recovered:
         """Finish what a dead orchestrator left (the server also does this on its own)."""
@@ -504,6 +543,27 @@ def _routes(app: FastAPI, settings: Settings) -> None:
                 )
 
         return accepted(settings.runs.start(run, "rollback"))
+
+    @app.post(f"{API}/promotions", tags=["deployments"], status_code=202, responses=write_errors)
+    def promote(body: PromoteRequest, who: Deployer) -> Accepted:
+        """Start a promotion: deploy to `target` exactly the artifacts of a deployment of
+        `source` (default: its last good one); answers 202 + id."""
+        with settings.service() as svc:
+            the_plan = svc.plan_promote(body.source, body.target, body.deployment)
+            _confirmed(svc, the_plan, body.confirm)
+
+        def run(sink: ProgressSink) -> DeploymentView:
+            with settings.service() as runner:
+                runner.sink = sink
+                return runner.promote(
+                    body.source,
+                    body.target,
+                    the_plan.promoted_from,  # the deployment the plan was made from
+                    created_by=who.created_by,
+                    wait_lock=body.wait_lock,
+                )
+
+        return accepted(settings.runs.start(run, "promote"))
 
 
 def accepted(deployment_id: str) -> Accepted:

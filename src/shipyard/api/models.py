@@ -166,3 +166,51 @@ class RollbackRequest(BaseModel):
 
 class Recovered(BaseModel):
     recovered: list[DeploymentOut]
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(pattern=NAME_PATTERN, description="the environment promoted from")
+    target: str = Field(pattern=NAME_PATTERN, description="the environment promoted to")
+    deployment: str | None = Field(
+        None, max_length=64, description="a deployment of `source` (default: its last good one)"
+    )
+    wait_lock: float = Field(0.0, ge=0, le=3600)
+    confirm: str | None = Field(None, max_length=64)
+
+
+class AffectedOut(Open):
+    name: str
+    reasons: list[str]
+
+
+class BreakingOut(Open):
+    kind: str
+    component: str | None
+    detail: str | None
+
+
+class ChangesOut(Open):
+    base: str | None
+    head: str
+    changed_files: list[str]
+    affected: list[AffectedOut]
+    breaking: list[BreakingOut]
+    full_deploy_required: bool
+    why_full: str | None
+
+
+class FindingOut(Open):
+    rule: str
+    name: str | None
+    severity: str
+    location: str | None
+    message: str
+
+
+class SecretsOut(Open):
+    """Names, places and fingerprints only: never a secret's value."""
+
+    ok: bool
+    findings: list[FindingOut]

@@ -77,10 +77,15 @@ async function act(button) {
   const error = document.getElementById("confirm-error");
   const yes = document.getElementById("confirm-yes");
   error.textContent = "";
-  const planUrl = "/api/v1/environments/" + encodeURIComponent(env) +
-    (kind === "rollback" ? "/rollback-plan" : "/plan");
+  const source = button.dataset.source;
+  const planUrl = "/api/v1/environments/" + encodeURIComponent(env) + {
+    deploy: "/plan",
+    rollback: "/rollback-plan",
+    promote: "/promote-plan?source=" + encodeURIComponent(source || ""),
+  }[kind];
   const answer = await fetch(planUrl, { credentials: "same-origin" });
-  document.getElementById("confirm-title").textContent = kind + " " + env + "?";
+  document.getElementById("confirm-title").textContent =
+    kind + (source ? " " + source + " to " : " ") + env + "?";
   if (!answer.ok) {
     document.getElementById("confirm-plan").textContent = "";
     error.textContent = await problemText(answer);
@@ -93,10 +98,14 @@ async function act(button) {
   yes.disabled = plan.components.length === 0;
   yes.onclick = async () => {
     yes.disabled = true;
-    const body = kind === "rollback"
-      ? { environment: env, to: plan.rollback_to, confirm: plan.plan_hash }
-      : { environment: env, selection: null, confirm: plan.plan_hash };
-    const started = await fetch(kind === "rollback" ? "/api/v1/rollbacks" : "/api/v1/deployments", {
+    const [url, body] = {
+      deploy: ["/api/v1/deployments", { environment: env, confirm: plan.plan_hash }],
+      rollback: ["/api/v1/rollbacks", { environment: env, to: plan.rollback_to, confirm: plan.plan_hash }],
+      promote: ["/api/v1/promotions", {
+        source: source, target: env, deployment: plan.promoted_from, confirm: plan.plan_hash,
+      }],
+    }[kind];
+    const started = await fetch(url, {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json" },
