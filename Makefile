@@ -30,8 +30,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-# Debian packages the tests use when present: haproxy (the `router = "haproxy"` tests; they skip
-# without it). Installed only when missing, and only as root with apt-get; otherwise left out.
+# Debian packages the tests use when present: haproxy (the `router = "haproxy"` tests) and
+# chromium (the dashboard's browser test, never a downloaded browser); those tests skip without
+# them. Installed only when missing, and only as root with apt-get; otherwise left out.
 system-packages:
 	@command -v haproxy >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -39,6 +40,12 @@ system-packages:
 	      { apt-get update -q >/dev/null && apt-get install -y -q haproxy >/dev/null; } || \
 	      echo "could not install haproxy: its tests will be skipped"; \
 	  else echo "haproxy is not installed (apt-get install haproxy as root): its tests will be skipped"; fi; }
+	@[ -x /usr/bin/chromium ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q chromium >/dev/null || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
+	      echo "could not install chromium: the dashboard's browser test will be skipped"; \
+	  else echo "chromium is not installed (apt-get install chromium as root): the dashboard's browser test will be skipped"; fi; }
 
 # Four workers on two cores: the tests mostly wait on processes and sockets. Measured on a
 # loaded 2-core machine: 4 workers 142 s, 3 workers 148 s, 6 workers 311 s (one worker: 8+ min).

@@ -791,6 +791,18 @@ class Shipyard:
 
         from shipyard.engine.runner import Deployment, DeployOptions
 
+        plan = self.rollback_plan(env_name, to=to)
+        env = self.environment(plan.environment)
+        ctx = self._context(env)
+        # Each release comes back with its own spec, never today's shipyard.toml.
+        specs = {n: ctx.release_spec(n, r)[0] for n, r in plan.releases.items()}
+        ctx.components = {**ctx.components, **specs}
+        options = DeployOptions(wait_lock=wait_lock, created_by=created_by or "")
+        record = asyncio.run(Deployment(ctx, plan, options).run())
+        return self.view(record)
+
+    def rollback_plan(self, env_name: str | None = None, *, to: str | None = None) -> Plan:
+        """What `rollback` would do (its plan, with the hash a confirmation names)."""
         env = self.environment(env_name)
         good = self._good_deployments(env.name)  # newest first, with what each left active
         if to is not None:
@@ -820,10 +832,8 @@ class Shipyard:
                 )
             target, releases = earlier[0]
         ctx = self._context(env)
-        # Each release comes back with its own spec, never today's shipyard.toml.
         specs = {name: ctx.release_spec(name, release)[0] for name, release in releases.items()}
-        ctx.components = {**ctx.components, **specs}
-        plan = plan_rollback(
+        return plan_rollback(
             dataclasses.replace(self.config, components={**self.config.components, **specs}),
             env.name,
             commit=target.commit or "",
@@ -831,9 +841,6 @@ class Shipyard:
             rollback_to=target.id,
             current_commit=good[0][0].commit if good else None,
         )
-        options = DeployOptions(wait_lock=wait_lock, created_by=created_by or "")
-        record = asyncio.run(Deployment(ctx, plan, options).run())
-        return self.view(record)
 
     def promote(
         self,
@@ -1020,6 +1027,45 @@ class Shipyard:
     def events(self, deployment_id: str, after_seq: int = 0) -> list[EventRecord]:
         record = self.deployment(deployment_id).record
         return self.store.events(record.id, after_seq)
+
+    def deployments(
+        self,
+        env_name: str | None = None,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[DeploymentView]:
+        """Deployments newest first (of every environment when `env_name` is None), filtered
+        by status and kind, one page of `limit` after `offset`. Never asks an agent."""
+        env = None if env_name is None else self.environment(env_name).name
+        wanted = (status is not None) or (kind is not None)
+        records = self.store.list_deployments(env, limit=None if wanted else offset + limit)
+        chosen = [
+            d
+            for d in records
+            if (status is None or d.status == status) and (kind is None or d.kind == kind)
+        ]
+        return [self.view(d) for d in chosen[offset : offset + limit]]
+
+    def interrupted(self, env_name: str | None = None) -> list[DeploymentRecord]:
+        """Unfinished deployments whose orchestrator is gone: no live lease holds the lock
+        (it is free, expired, or its holder ran here and died). `recover` finishes them."""
+        from shipyard.engine.recovery import owner_is_dead
+
+        env = self.environment(env_name)
+        unfinished = self.store.unfinished_deployments(env.name)
+        if not unfinished:
+            return []
+        lock = self.store.get_lock(env.name)
+        if (
+            lock is not None
+            and not lock.expired(self.store.now())
+            and not owner_is_dead(lock.owner)
+        ):
+            return []
+        return unfinished
 
     def environment_status(self, env_name: str | None = None) -> dict[str, Any]:
         """What is active now in an environment (the `status --env` shape of docs/cli.md)."""

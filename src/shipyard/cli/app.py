@@ -770,6 +770,9 @@ _GLOBAL_OPTIONS = ("-C", "--project", "--json", "--verbose", "-v")
 from shipyard.cli.gc import gc as _gc  # noqa: E402
 
 app.command(name="gc")(_gc)
+from shipyard.cli.serve import serve  # noqa: E402 (a command module registers here)
+
+app.command()(serve)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -43,7 +43,7 @@ async def hold_lock(ctx: EngineContext, holder_id: str, *, wait: float = 0.0) ->
             break
         except LockedError:
             lock = ctx.store.get_lock(ctx.env.name)
-            if lock is not None and _owner_is_dead(lock.owner):
+            if lock is not None and owner_is_dead(lock.owner):
                 ctx.store.force_release_lock(
                     ctx.env.name, by=f"{ctx.owner} (holder pid {lock.owner.pid} is dead)"
                 )
@@ -63,7 +63,7 @@ async def hold_lock(ctx: EngineContext, holder_id: str, *, wait: float = 0.0) ->
     return recovered
 
 
-def _owner_is_dead(owner: LockOwner) -> bool:
+def owner_is_dead(owner: LockOwner) -> bool:
     """True only when the holder ran on this machine and its process is gone."""
     if owner.host != socket.gethostname():
         return False

@@ -148,6 +148,14 @@ def _client(ctx: Ctx) -> str:
     return shown or "unnamed client"
 
 
+def _http_caller(ctx: Ctx) -> Any:
+    """Who called through `shipyard serve` (its bearer token: `.name`, `.scope`, `.allows`),
+    or None on stdio and on a server that does not authenticate."""
+    request = getattr(ctx.request_context, "request", None)
+    scope = getattr(request, "scope", None)
+    return scope.get("shipyard.caller") if isinstance(scope, dict) else None
+
+
 def _can_elicit(ctx: Ctx) -> bool:
     """Whether the client declared form elicitation (a bare `elicitation: {}` counts)."""
     capabilities = ctx.client_capabilities
@@ -231,6 +239,19 @@ def build_server(
     def created_by(ctx: Ctx, note: str) -> str:
         who = LockOwner.current()
         return f"mcp:{_client(ctx)} ({who.user}@{who.host})" + (f", {note}" if note else "")
+
+    def writer(ctx: Ctx, note: str) -> str:
+        """`created_by` of a write; under `shipyard serve` the bearer token must allow deploys
+        (the server lets any token with the read scope reach /mcp)."""
+        caller = _http_caller(ctx)
+        if caller is None:
+            return created_by(ctx, note)
+        if not caller.allows("deploy"):
+            raise ToolError(
+                f"token {caller.name!r} has the {caller.scope} scope; this tool needs deploy; "
+                "nothing was changed\nhint: use a token with the deploy scope"
+            )
+        return created_by(ctx, note) + f", token {caller.name}"
 
     # --- confirmation of protected environments --------------------------------------------
 
@@ -452,7 +473,7 @@ def build_server(
                         the_plan,
                         allow_destructive=allow_destructive,
                         allow_irreversible=allow_irreversible,
-                        created_by=created_by(ctx, note),
+                        created_by=writer(ctx, note),
                     )
                     return await run_deployment(ctx, svc, redact, run)
 
@@ -473,7 +494,7 @@ def build_server(
             async with calling(environment, environment=environment, to=to) as (svc, redact):
                 note = confirmed(confirmation, f"rolling back {environment}")
                 run = functools.partial(
-                    svc.rollback, environment, to=to, created_by=created_by(ctx, note)
+                    svc.rollback, environment, to=to, created_by=writer(ctx, note)
                 )
                 return await run_deployment(ctx, svc, redact, run)
 
@@ -497,7 +518,7 @@ def build_server(
             async with calling(target, **arguments) as (svc, redact):
                 note = confirmed(confirmation, f"promoting to {target}")
                 run = functools.partial(
-                    svc.promote, source, target, deployment_id, created_by=created_by(ctx, note)
+                    svc.promote, source, target, deployment_id, created_by=writer(ctx, note)
                 )
                 return await run_deployment(ctx, svc, redact, run)
 

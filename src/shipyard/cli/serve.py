@@ -1,0 +1,78 @@
+"""`shipyard serve`: the HTTP API, the dashboard and the environments' controller."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shipyard.cli.output import command, state
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@command
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (default: loopback only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8080,
+    tokens_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--tokens-file",
+            help="Token file: lines `NAME SCOPE VALUE`, scope read|deploy|admin, mode 0600 "
+            "(default: .shipyard/api-tokens in the project, when it exists).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the HTTP API (/api/v1, OpenAPI at /openapi.json), the dashboard (/) and MCP (/mcp).
+
+    Tokens come from the tokens file and from $SHIPYARD_API_TOKENS (`NAME:SCOPE:VALUE`,
+    comma-separated). Without any token the server answers read requests anonymously, and
+    only on a loopback address. While it runs it also recovers deployments whose
+    orchestrator died.
+    """
+    import logging
+    import os
+
+    import uvicorn
+
+    from shipyard.api.app import create_app
+    from shipyard.api.auth import Tokens, load_tokens
+    from shipyard.errors import UsageError
+    from shipyard.mcp import http_app
+    from shipyard.service import Shipyard
+
+    cli = state(ctx)
+    project = cli.project_dir.resolve()
+    Shipyard(project).validate()  # a broken shipyard.toml is said now, with its line
+    tokens = load_tokens(project, dict(os.environ), tokens_file)
+    if not tokens and host not in LOOPBACK:
+        raise UsageError(
+            f"serving on {host} needs at least one token: without one anybody who reaches "
+            "the address could read the deployment history",
+            hint="add a token (`shipyard serve --help`), or serve on 127.0.0.1",
+        )
+    app = create_app(
+        project,
+        tokens=Tokens(tokens, anonymous_scope=None if tokens else "read"),
+        # On loopback only loopback names: a page that rebinds its own name to 127.0.0.1
+        # must not reach the (maybe anonymous) API. Elsewhere every request needs a token.
+        allowed_hosts=(host,) if host in LOOPBACK else ("*",),
+        # MCP over streamable HTTP, behind the same tokens; its write tools need deploy.
+        mounts=[("/mcp", http_app(project, host=host))],
+    )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("shipyard").setLevel(logging.INFO)
+    shown = f"[{host}]" if ":" in host else host
+    cli.err.print(
+        cli.text(
+            f"shipyard serves {project.name} on http://{shown}:{port}/ "
+            f"({len(tokens)} token(s); "
+            + ("read-only without a token)" if not tokens else "every request needs one)")
+        )
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
