@@ -806,17 +806,7 @@ class Shipyard:
         env = self.environment(env_name)
         good = self._good_deployments(env.name)  # newest first, with what each left active
         if to is not None:
-            wanted = self.store.get_deployment(to)
-            if wanted is None or wanted.environment != env.name:
-                raise UsageError(
-                    f"no deployment {to!r} in environment {env.name!r}",
-                    hint=f"`shipyard history --env {env.name}` lists them",
-                )
-            if wanted.status != "succeeded":
-                raise UsageError(
-                    f"deployment {wanted.id} did not succeed ({wanted.status}); "
-                    "only a good deployment can be rolled back to"
-                )
+            wanted = self._succeeded(env.name, to, "only a good deployment can be rolled back to")
             found = next(((d, r) for d, r in good if d.id == wanted.id), None)
             if found is None:
                 raise UsageError(f"deployment {wanted.id} is older than the history kept here")
@@ -925,6 +915,13 @@ class Shipyard:
                     hint=f"deploy to {environment} first",
                 )
             return found
+        return self._succeeded(
+            environment, deployment_id, "only what passed its health checks can be promoted"
+        )
+
+    def _succeeded(self, environment: str, deployment_id: str, why: str) -> DeploymentRecord:
+        """The named deployment of `environment`, which must have succeeded (UsageError: `why`
+        says what only a good one can be used for)."""
         found = self.store.get_deployment(deployment_id)
         if found is None or found.environment != environment:
             raise UsageError(
@@ -932,10 +929,7 @@ class Shipyard:
                 hint=f"`shipyard history --env {environment}` lists them",
             )
         if found.status != "succeeded":
-            raise UsageError(
-                f"deployment {found.id} did not succeed ({found.status}); only what passed "
-                "its health checks can be promoted"
-            )
+            raise UsageError(f"deployment {found.id} did not succeed ({found.status}); {why}")
         return found
 
     def _artifact_of_release(self, component: str, release: str) -> str | None:

@@ -3,6 +3,9 @@ repository, a `local` environment and a protected `prod` one, on free ports."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
+import uvicorn
 from mcp import Client
 from mcp_types import CallToolResult, ElicitRequestParams, ElicitResult, Implementation
 
@@ -114,3 +118,21 @@ def error_text(result: CallToolResult) -> str:
 
 def run(coro: Callable[[], Awaitable[R]]) -> R:
     return anyio.run(coro)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """`app` served by uvicorn on a free loopback port (its URL), stopped on exit."""
+    port = free_ports(1)[0]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn")
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -4,21 +4,25 @@
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from mcp import Client
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from shipyard.mcp import http_app
-from tests.conftest import free_ports
-from tests.integration.mcp_project import answering, error_text, ok, project, run, served
+from tests.integration.mcp_project import (
+    answering,
+    error_text,
+    ok,
+    project,
+    run,
+    served,
+    serving,
+)
 
 __all__ = ["project"]  # the fixture, imported for pytest
 
@@ -34,19 +38,8 @@ def base_url(project: Path) -> Iterator[str]:
             yield
 
     parent = Starlette(routes=[Mount("/mcp", app=mcp_app)], lifespan=lifespan)
-    port = free_ports(1)[0]
-    server = uvicorn.Server(
-        uvicorn.Config(parent, host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn")
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(parent) as url:
+        yield url
 
 
 def test_over_streamable_http_a_plan_is_deployed_with_progress(

@@ -4,14 +4,11 @@ need the deploy scope (a read token may plan and look, not deploy). Real uvicorn
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -19,8 +16,7 @@ from shipyard.api.app import create_app
 from shipyard.api.auth import Token, Tokens
 from shipyard.mcp import http_app
 from shipyard.service import Shipyard
-from tests.conftest import free_ports
-from tests.integration.mcp_project import error_text, ok, project, run, served
+from tests.integration.mcp_project import error_text, ok, project, run, served, serving
 
 __all__ = ["project"]  # the fixture, imported for pytest
 
@@ -34,17 +30,8 @@ def base_url(project: Path) -> Iterator[str]:
     app = create_app(
         project, tokens=tokens, mounts=[("/mcp", http_app(project))], recover_interval=None
     )
-    port = free_ports(1)[0]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn")
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(app) as url:
+        yield url
 
 
 def client(base_url: str, token: str) -> Client:
