@@ -17,14 +17,28 @@ from django.db.migrations.executor import MigrationExecutor
 MARK = "SHIPYARD-JSON: "
 
 
-def _describe(loader, migration):
+def _describe(loader, migration, created=None):
+    """A pending migration's label, irreversible and destructive operations. `created` holds
+    the models (app, lower-case name) that earlier pending migrations create: changing one of
+    those destroys no data that exists now (a first deploy runs contenttypes' RemoveField)."""
     app, name = migration.app_label, migration.name
+    created = set() if created is None else created
     found, irreversible = [], []
     before = None
     for op in migration.operations:
         kind = type(op).__name__
         if not op.reversible:
             irreversible.append(kind)
+        if isinstance(op, ops.CreateModel):
+            created.add((app, op.name_lower))
+            continue
+        model_name = getattr(op, "model_name_lower", None) or getattr(op, "name_lower", None)
+        if isinstance(op, ops.RenameModel):
+            model_name = op.old_name_lower
+        if (app, model_name) in created:
+            if isinstance(op, ops.RenameModel):
+                created.add((app, op.new_name_lower))
+            continue
         if isinstance(op, ops.RemoveField):
             found.append(f"RemoveField {op.model_name}.{op.name}")
         elif isinstance(op, ops.DeleteModel):
@@ -50,6 +64,11 @@ def _describe(loader, migration):
         "irreversible": irreversible,
         "destructive": found,
     }
+
+
+def _pending(loader, plan):
+    created = set()
+    return [_describe(loader, m, created) for m, backwards in plan if not backwards]
 
 
 def _applied_leaves(loader, applied):
@@ -78,7 +97,7 @@ def main():
             "current": _joined(_applied_leaves(loader, applied)),
             "head": _joined(dict(leaves)),
             "apps": sorted({app for app, _ in leaves}),
-            "pending": [_describe(loader, m) for m, backwards in plan if not backwards],
+            "pending": _pending(loader, plan),
         }
     elif args[0] == "down":
         wanted = dict(part.split(".", 1) for part in (args[1] or "").split(",") if part)
