@@ -513,6 +513,8 @@ def test_a_killed_haproxy_is_started_again_with_the_routed_release(agent: AgentH
     pid = int(_route_info(agent, "web")["pid"])
     os.killpg(pid, signal.SIGKILL)  # master and worker
     # The agent's watch loop notices and starts it again from its config: the routed release.
+    # (First the new pid: a request sent while the killed one is still exiting proves nothing.)
+    wait_for(lambda: _route_info(agent, "web")["pid"] not in (pid, None), 10.0)
     wait_for(lambda: try_get(public, timeout=1.0) == (200, "green"), 10.0)
     info = _route_info(agent, "web")
     assert info["pid"] != pid and info["listening"] is True and info["release"] == "green"
