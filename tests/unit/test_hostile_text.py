@@ -279,3 +279,19 @@ def test_a_deployment_reason_without_a_failed_step_is_also_printed_once() -> Non
     shown = out.getvalue() + err.getvalue()
     assert shown.count("agent said: busy") == 1
     assert "reason: the lease could not be renewed on host local (details above)" in shown
+
+
+def test_progress_follows_the_deployment_it_started_not_one_it_recovered_first() -> None:
+    """Taking the lock may first finish a dead deployment's rollback: its events come first,
+    but the deployment the command reports is the one that then starts (pending)."""
+    cli, out, err = cli_for({})
+    progress = LiveProgress(cli.out, ["app"], cli.shown)
+    for deployment, kind, status in (
+        ("dead", "deployment", "rolling_back"),
+        ("dead", "step", "running"),
+        ("dead", "deployment", "rolled_back"),
+        ("ours", "deployment", "pending"),
+        ("ours", "deployment", "running"),
+    ):
+        progress(ProgressEvent(deployment, kind, "activate:app", "app", status, None, 0.0))
+    assert progress.deployment == "ours"

@@ -61,7 +61,10 @@ class LiveProgress:
             self.live.__exit__(None, None, None)
 
     def __call__(self, event: ProgressEvent) -> None:
-        self.deployment = event.deployment_id
+        if event.kind == "deployment" and event.status == "pending" and not self.deployment:
+            # Ours: the first deployment that starts. Events before it belong to dead
+            # deployments that taking the lock recovered first (they never go back to pending).
+            self.deployment = event.deployment_id
         message = self.shown.clean(event.message) if event.message else ""
         if event.kind == "deployment":
             reason = self.shown.elide(message) if event.status != "pending" else ""
