@@ -284,7 +284,7 @@ def test_a_deployment_reason_without_a_failed_step_is_also_printed_once() -> Non
 def test_progress_follows_the_deployment_it_started_not_one_it_recovered_first() -> None:
     """Taking the lock may first finish a dead deployment's rollback: its events come first,
     but the deployment the command reports is the one that then starts (pending)."""
-    cli, out, err = cli_for({})
+    cli, _out, _err = cli_for({})
     progress = LiveProgress(cli.out, ["app"], cli.shown)
     for deployment, kind, status in (
         ("dead", "deployment", "rolling_back"),
