@@ -88,18 +88,11 @@ def launch_command(python: Optional[str] = None) -> List[str]:
 
 
 def _import_roots() -> List[str]:
-    """Folders that make `shipyard.agent` and h11 importable for another interpreter."""
-    import h11
-
+    """The folder that makes `shipyard.agent` importable for another interpreter (the agent
+    needs nothing beyond the standard library)."""
     import shipyard
 
-    roots: List[str] = []
-    for module_file in (shipyard.__file__, h11.__file__):
-        if module_file:
-            root = str(Path(module_file).resolve().parent.parent)
-            if root not in roots:
-                roots.append(root)
-    return roots
+    return [str(Path(shipyard.__file__ or "").resolve().parent.parent)]
 
 
 def run_foreground(
@@ -289,7 +282,7 @@ def _launcher(paths: AgentPaths, python: str) -> Tuple[List[str], Dict[str, str]
     """How to run this agent code with `python`: the command, and the environment it needs.
 
     With this very interpreter: `-m shipyard.agent`, with PYTHONPATH set to where it imports
-    shipyard and h11 from. With another one (or when this code runs from a .pyz): a zipapp under
+    shipyard from. With another one (or when this code runs from a .pyz): a zipapp under
     `python -I`, exactly as on a remote host, so nothing of this interpreter's packages leaks.
     """
     if _zip_archive() is None and os.path.realpath(python) == os.path.realpath(sys.executable):

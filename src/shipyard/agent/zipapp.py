@@ -35,11 +35,9 @@ def _package_files(package_dir: Path, arc_prefix: str) -> Iterator[Tuple[Path, s
 def build_zipapp(dest: Path) -> Path:
     """Write the agent zipapp to `dest` (a file path; a folder gets `shipyard-agent.pyz`).
 
-    It holds `shipyard/__init__.py` (the version only), `shipyard/agent/**` and the installed
-    h11 package; its `__main__` is the agent CLI. Returns the path written.
+    It holds `shipyard/__init__.py` (the version only) and `shipyard/agent/**` (standard
+    library only); its `__main__` is the agent CLI. Returns the path written.
     """
-    import h11
-
     import shipyard
 
     dest = Path(dest)
@@ -47,10 +45,8 @@ def build_zipapp(dest: Path) -> Path:
         dest = dest / "shipyard-agent.pyz"
     shipyard_init = Path(shipyard.__file__ or "")
     agent_dir = Path(__file__).resolve().parent
-    h11_dir = Path(h11.__file__ or "").resolve().parent
     entries = [(shipyard_init, "shipyard/__init__.py")]
     entries += list(_package_files(agent_dir, "shipyard/agent"))
-    entries += list(_package_files(h11_dir, "h11"))
 
     tmp = dest.with_name(f".{dest.name}.tmp")
     with open(tmp, "wb") as raw:
