@@ -213,3 +213,48 @@ def test_retire_schedule_keeps_list_order_and_one_item_per_release(
     restored = RetireSchedule()
     restored.restore(schedule.to_state())
     assert restored.to_state() == schedule.to_state()
+
+
+def _held(port: int) -> socket.socket:
+    """A listener on `port`, as the keeper's copy of an unrouted route's socket."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+def test_a_port_just_let_go_is_bound_once_the_keeper_closes_its_copy() -> None:
+    """Unroute tells the keeper to drop its copy of the socket and does not wait: routing the
+    same port again at once waits for that close instead of calling the port taken."""
+    import asyncio
+    import types
+
+    from shipyard.agent.router import Router
+    from tests.conftest import free_ports
+
+    (port,) = free_ports(1)
+    route = types.SimpleNamespace(key=f"127.0.0.1:{port}", host="127.0.0.1", public_port=port)
+    router = Router()
+
+    async def keeper_closes_later() -> socket.socket:
+        keeper_copy = _held(port)
+        router._let_go(route.key)  # what unroute does
+        asyncio.get_running_loop().call_later(0.2, keeper_copy.close)
+        return await router._bind(route)  # type: ignore[arg-type]
+
+    bound = asyncio.run(keeper_closes_later())
+    bound.close()
+
+    async def someone_elses() -> None:
+        other = _held(port)
+        try:
+            with pytest.raises(OSError):  # never let go here: refused at once, no waiting
+                await router._bind(
+                    types.SimpleNamespace(  # type: ignore[arg-type]
+                        key="127.0.0.1:1", host="127.0.0.1", public_port=port
+                    )
+                )
+        finally:
+            other.close()
+
+    asyncio.run(someone_elses())

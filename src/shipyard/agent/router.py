@@ -20,6 +20,7 @@ import errno
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
@@ -45,6 +46,8 @@ DEFAULT_CRASH_WAIT = 10.0
 # The public sockets' listen backlog (the kernel caps it at net.core.somaxconn). Python's
 # default, 100, leaves a burst of new connections retrying SYNs after 1 s, 3 s, ...
 LISTEN_BACKLOG = 1024
+# How long a port this agent unrouted may still be held by the keeper's copy of its socket.
+DROP_SETTLE_S = 1.0
 # A release that is down refuses connections (or resets them while its listener goes away).
 _REFUSED = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED})
 
@@ -323,6 +326,9 @@ class Router:
         # ("host:port"): the keeper holds them so they outlive this process.
         self.on_listen: Callable[[str, socket.socket], None] = lambda key, sock: None
         self.on_close: Callable[[str], None] = lambda key: None
+        # "host:port" -> when this process let it go: the keeper closes its copy on its own
+        # time, so binding the port again right away may briefly find it still held.
+        self.dropped: Dict[str, float] = {}
         # Where routes served by HAProxy keep their config, pid and admin socket.
         self.haproxy_dir = Path("haproxy")
 
@@ -460,7 +466,7 @@ class Router:
             return
         if sock is None:
             try:
-                sock = bind_listener(route.host, route.public_port)
+                sock = await self._bind(route)
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     raise self._port_in_use(route.host, route.public_port, exc) from exc
@@ -471,6 +477,25 @@ class Router:
                 ) from exc
         await route.listen(sock)
         self.on_listen(route.key, sock)
+
+    async def _bind(self, route: Route) -> socket.socket:
+        """Bind the route's port; a port this agent let go of a moment ago is tried again for
+        up to DROP_SETTLE_S while the keeper closes its copy (bound, not refused)."""
+        let_go = self.dropped.get(route.key)
+        deadline = (let_go + DROP_SETTLE_S) if let_go is not None else 0.0
+        while True:
+            try:
+                return bind_listener(route.host, route.public_port)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.02)
+
+    def _let_go(self, key: str) -> None:
+        self.on_close(key)
+        now = time.monotonic()
+        self.dropped = {k: t for k, t in self.dropped.items() if now - t < DROP_SETTLE_S}
+        self.dropped[key] = now
 
     def restore(self, route: Route) -> None:
         """Register a route whose listener could not be bound yet (retried by `retry_listen`)."""
@@ -496,7 +521,7 @@ class Router:
         route = self.get(component)
         del self.routes[component]
         await route.close(route.drain_timeout if drain_timeout is None else drain_timeout)
-        self.on_close(route.key)
+        self._let_go(route.key)
         self.log.info("%s: unrouted port %d", component, route.public_port)
         return route
 
@@ -505,7 +530,7 @@ class Router:
         self.routes.clear()
         await asyncio.gather(*(r.close(drain_timeout) for r in routes))
         for route in routes:
-            self.on_close(route.key)
+            self._let_go(route.key)
 
     def infos(self, component: Optional[str] = None) -> List[Dict[str, Any]]:
         return [
