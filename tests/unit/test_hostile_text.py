@@ -295,3 +295,25 @@ def test_progress_follows_the_deployment_it_started_not_one_it_recovered_first()
     ):
         progress(ProgressEvent(deployment, kind, "activate:app", "app", status, None, 0.0))
     assert progress.deployment == "ours"
+
+
+def test_the_servers_log_lines_and_tracebacks_never_carry_a_secret() -> None:
+    """`shipyard serve` logs through one formatter: a bug whose exception text holds a
+    secret value (a database URL, say) is logged with its traceback, the value redacted."""
+    import logging
+    import sys
+
+    from shipyard.cli.serve import RedactingFormatter
+
+    value = "postgresql://app:Pw-" + "9fK2mQ7xLs@db/app"
+    formatter = RedactingFormatter(Redactor({"DATABASE_URL": value}), "%(name)s %(message)s")
+    try:
+        raise RuntimeError(f"cannot connect to {value}")
+    except RuntimeError:
+        record = logging.LogRecord(
+            "shipyard.api", logging.ERROR, __file__, 1, "run failed: %s", (value,), sys.exc_info()
+        )
+    line = formatter.format(record)
+    assert "Traceback" in line and "RuntimeError: cannot connect to" in line
+    assert value not in line and "9fK2mQ7xLs" not in line
+    assert "[redacted DATABASE_URL]" in line

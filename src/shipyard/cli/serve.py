@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -35,7 +37,6 @@ def serve(
     only on a loopback address. While it runs it also recovers deployments whose
     orchestrator died.
     """
-    import logging
     import os
 
     import uvicorn
@@ -48,7 +49,12 @@ def serve(
 
     cli = state(ctx)
     project = cli.project_dir.resolve()
-    Shipyard(project).validate()  # a broken shipyard.toml is said now, with its line
+    svc = Shipyard(project)
+    try:
+        svc.validate()  # a broken shipyard.toml is said now, with its line
+        redact = svc.redactor_all()
+    finally:
+        svc.close()
     tokens = load_tokens(project, dict(os.environ), tokens_file)
     if not tokens and host not in LOOPBACK:
         raise UsageError(
@@ -65,8 +71,13 @@ def serve(
         # MCP over streamable HTTP, behind the same tokens; its write tools need deploy.
         mounts=[("/mcp", http_app(project, host=host))],
     )
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    # Every line the server logs (shipyard's, uvicorn's, a bug's traceback) goes through one
+    # handler that redacts the secret values of every environment.
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter(redact, "%(asctime)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("shipyard").setLevel(logging.INFO)
+    logging.getLogger("uvicorn").setLevel(logging.INFO)
     shown = f"[{host}]" if ":" in host else host
     cli.err.print(
         cli.text(
@@ -75,4 +86,16 @@ def serve(
             + ("read-only without a token)" if not tokens else "every request needs one)")
         )
     )
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    # log_config=None: uvicorn keeps its loggers on the redacting handler above.
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter whose whole output, traceback included, passes through a redactor."""
+
+    def __init__(self, redact: Callable[[str], str], fmt: str) -> None:
+        super().__init__(fmt)
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
