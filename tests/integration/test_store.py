@@ -24,8 +24,8 @@ from shipyard.store import (
     Store,
     new_id,
 )
-from shipyard.store.migrate import HEAD_REVISION, head_revision, script_head
-from shipyard.store.models import VERSION_TABLE, Base
+from shipyard.store.migrate import HEAD_REVISION, VERSION_TABLE, head_revision, script_head
+from shipyard.store.tables import metadata
 from shipyard.store.urls import normalize_url
 
 if TYPE_CHECKING:
@@ -67,13 +67,13 @@ def test_head_revision_constant_matches_the_migration_scripts() -> None:
 
 
 def test_schema_from_migrations_matches_the_models(store: Store, store_url: str) -> None:
-    engine = create_engine(normalize_url(store_url))
+    engine = create_engine(normalize_url(store_url).sqlalchemy())
     try:
         with engine.connect() as conn:
             ctx = MigrationContext.configure(
                 conn, opts={"version_table": VERSION_TABLE, "compare_type": True}
             )
-            assert compare_metadata(ctx, Base.metadata) == []
+            assert compare_metadata(ctx, metadata) == []
     finally:
         engine.dispose()
 
@@ -103,7 +103,7 @@ def test_bare_path_and_in_memory_sqlite(tmp_path: Path) -> None:
 
 def test_database_newer_than_code_is_refused(store_url: str) -> None:
     Store.open(store_url).close()
-    engine = create_engine(normalize_url(store_url))
+    engine = create_engine(normalize_url(store_url).sqlalchemy())
     try:
         with engine.begin() as conn:
             conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = 'ffff_from_the_future'"))
@@ -175,7 +175,7 @@ def test_history_with_statuses_unknown_to_this_version_stays_readable(
 ) -> None:
     d = deployment()
     store.create_deployment(d)
-    engine = create_engine(normalize_url(store_url))
+    engine = create_engine(normalize_url(store_url).sqlalchemy())
     try:
         with engine.begin() as conn:
             conn.execute(text("UPDATE deployments SET status = 'cancelled'"))

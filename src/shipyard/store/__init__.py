@@ -1,11 +1,12 @@
 """The durable state store of shipyard.
 
-SQLAlchemy 2 + Alembic; SQLite by default, PostgreSQL by URL. Everything outside
-this package uses only `Store`, the records and `new_id`; SQLAlchemy never leaks out.
-No secret value is ever stored.
+SQLAlchemy 2 (Core) + Alembic; SQLite by default, PostgreSQL by URL; a SQLite store is
+read through the standard library's sqlite3 (docs/architecture.md, "The store's layers").
+Everything outside this package uses only `Store`, the records and `new_id`; SQLAlchemy
+never leaks out. No secret value is ever stored.
 
-`Store` and `mask_url` are loaded on first use (PEP 562): the records and ids are plain
-dataclasses, and a command that only reads them must not pay for importing SQLAlchemy.
+`Store` and `mask_url` are loaded on first use (PEP 562): a command that only needs the
+records and ids does not import the store's modules at all.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    """Import the SQLAlchemy-backed names when they are first asked for."""
+    """Import the store's own modules when their names are first asked for."""
     if name in _LAZY:
         import importlib
 

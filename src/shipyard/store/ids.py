@@ -18,6 +18,7 @@ The canonical 8-4-4-4-12 hex form has a fixed width, so string order is id order
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 import time
@@ -25,7 +26,21 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-__all__ = ["UUIDv7Generator", "id_timestamp", "is_uuid7", "new_id"]
+from shipyard.errors import StoreError
+
+__all__ = [
+    "MIN_PREFIX",
+    "UUIDv7Generator",
+    "ambiguous_prefix",
+    "canonical_prefix",
+    "id_timestamp",
+    "is_uuid7",
+    "new_id",
+]
+
+# The shortest id prefix looked up (like git's short hashes).
+MIN_PREFIX = 4
+_HEX_PREFIX = re.compile(r"[0-9a-f-]+")
 
 _RAND_BITS = 74
 _RAND_MAX = (1 << _RAND_BITS) - 1
@@ -113,3 +128,34 @@ def id_timestamp(value: str) -> datetime:
     if parsed.version != 7:
         raise ValueError(f"{value!r} is not a UUIDv7")
     return datetime.fromtimestamp((parsed.int >> 80) / 1000, tz=UTC)
+
+
+def canonical_prefix(value: str) -> str | None:
+    """A lowercase id prefix, hyphenated like a UUID; None when it cannot be one."""
+    text = value.lower()
+    if not _HEX_PREFIX.fullmatch(text):
+        return None
+    digits = text.replace("-", "")
+    if len(digits) < MIN_PREFIX:
+        return None
+    if "-" in text:
+        return text
+    parts, start = [], 0
+    for width in (8, 4, 4, 4, 12):
+        chunk = digits[start : start + width]
+        if not chunk:
+            break
+        parts.append(chunk)
+        start += width
+        if len(chunk) < width:
+            break
+    return "-".join(parts)
+
+
+def ambiguous_prefix(wanted: str, matches: list[str]) -> StoreError:
+    """The error for an id prefix that matched several deployments (the first 5 shown)."""
+    shown = ", ".join(matches[:5]) + (", …" if len(matches) > 5 else "")
+    return StoreError(
+        f"deployment id prefix {wanted!r} is ambiguous: it matches {shown}",
+        hint="give more characters of the id (`shipyard history` lists them)",
+    )

@@ -28,18 +28,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, create_engine, inspect, text
-
 from shipyard.errors import StoreError
-from shipyard.store.models import VERSION_TABLE
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy import Connection, Engine
 
 __all__ = [
     "HEAD_REVISION",
     "MIGRATIONS_DIR",
     "READ_ONLY",
+    "VERSION_TABLE",
     "alembic_config",
     "current_revision",
     "head_revision",
@@ -49,8 +48,11 @@ __all__ = [
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # The newest revision in migrations/versions. Kept here so that opening a store that
 # is already at head never imports Alembic (and Mako, Pygments…): a CLI start-up cost.
-# A test checks it against Alembic's view of the scripts.
+# A test checks it against Alembic's view of the scripts. This module imports neither
+# Alembic nor SQLAlchemy at its top: the stdlib read path checks the revision with it.
 HEAD_REVISION = "0003"
+# Alembic's version table, named for us: an application's own Alembic table is not ours.
+VERSION_TABLE = "shipyard_alembic_version"
 # An arbitrary constant: the advisory lock key all shipyard processes agree on.
 _PG_LOCK_KEY = 0x5348_4950_5944_4D47  # "SHIPYDMG"
 # Execution option marking a read-only connection: on SQLite it begins with a plain
@@ -83,6 +85,8 @@ def script_head() -> str | None:
 
 def current_revision(connection: Connection) -> tuple[str, ...]:
     """The revision(s) recorded in the database; () for an empty database."""
+    from sqlalchemy import inspect, text
+
     if not inspect(connection).has_table(VERSION_TABLE):
         return ()
     rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars()
@@ -124,6 +128,8 @@ def upgrade(engine: Engine, where: str) -> bool:
         # On SQLite the transaction starts with BEGIN IMMEDIATE (see the store's
         # begin hook): every other writer waits until we commit.
         if engine.dialect.name == "postgresql":
+            from sqlalchemy import text
+
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
         current = current_revision(conn)
         if current == (head,):
@@ -142,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub.add_parser("heads", help="print the head revision")
     args = parser.parse_args(argv)
     from alembic import command
+    from sqlalchemy import create_engine
 
     if args.cmd == "heads":
         print(script_head())

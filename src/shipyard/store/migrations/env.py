@@ -7,7 +7,8 @@ transaction (and lock) it wants the migration to run in.
 
 from alembic import context
 
-from shipyard.store.models import VERSION_TABLE, Base
+from shipyard.store.migrate import VERSION_TABLE
+from shipyard.store.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -18,7 +19,7 @@ if connection is None:
 
 context.configure(
     connection=connection,
-    target_metadata=Base.metadata,
+    target_metadata=metadata,
     version_table=VERSION_TABLE,
     render_as_batch=True,  # SQLite needs batch mode for ALTER TABLE
     compare_type=True,
