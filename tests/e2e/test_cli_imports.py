@@ -29,7 +29,8 @@ HEAVY = (
     "sqlalchemy",
     "alembic",
     "shipyard.store.store",
-    "shipyard.store.models",
+    "shipyard.store.sql",
+    "shipyard.store.tables",
     "shipyard.engine.runner",
     "shipyard.targets.local",
     "shipyard.agent.client",
@@ -80,13 +81,23 @@ def test_validate_and_graph_read_the_config_without_store_or_engine(
     assert not any(m == "shipyard.store" or m.startswith("shipyard.store.") for m in modules)
 
 
-def test_status_on_sqlite_skips_postgresql_alembic_and_the_engine(
-    tmp_path: Path, shop: Path
+@pytest.mark.parametrize("command", ["status", "history"])
+def test_status_and_history_on_sqlite_read_the_store_without_sqlalchemy(
+    tmp_path: Path, shop: Path, command: str
 ) -> None:
-    # The first run creates and migrates the state database (Alembic's job); the next one
-    # finds it at head and must not import Alembic, the PostgreSQL dialect or the engine.
-    loaded(tmp_path, "-C", str(shop), "status")
-    modules = loaded(tmp_path, "-C", str(shop), "status")
-    assert "shipyard.store.store" in modules  # it did read the store
-    unwanted = ("alembic", "sqlalchemy.dialects.postgresql", "shipyard.engine.runner", "pydantic")
+    # The first run creates and migrates the state database (SQLAlchemy and Alembic's
+    # job); the next one finds it at head and reads it through the standard library's
+    # sqlite3: no SQLAlchemy (nor its ORM, nor the store's SQLAlchemy layer), no Alembic,
+    # no PostgreSQL dialect, no engine.
+    loaded(tmp_path, "-C", str(shop), command)
+    modules = loaded(tmp_path, "-C", str(shop), command)
+    assert "shipyard.store.sqlite_reads" in modules  # it did read the store
+    unwanted = (
+        "sqlalchemy",
+        "alembic",
+        "shipyard.store.sql",
+        "shipyard.store.tables",
+        "shipyard.engine.runner",
+        "pydantic",
+    )
     assert sorted(m for m in modules for u in unwanted if m == u or m.startswith(u + ".")) == []
