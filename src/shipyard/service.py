@@ -463,13 +463,13 @@ class Shipyard:
         self, env: Environment, config: Config, plan: Plan, work_tree: bool
     ) -> dict[str, str]:
         """What each planned component's migrate step will find, for the plan to show."""
-        from shipyard.engine import stages
-        from shipyard.engine.runner import component_env
-
         comps = config.components_for(env)
         names = [n for n in plan.components if comps[n].migrations is not None]
         if not plan.migrate or not names:
             return {}
+        from shipyard.engine import stages  # the engine only when there are migrations
+        from shipyard.engine.runner import component_env
+
         shown: dict[str, str] = {}
         try:
             ctx = self._context(env, config)
