@@ -158,6 +158,8 @@ class Store:
     def _sql(self) -> SqlStore:
         """The SQLAlchemy layer (every write; every read unless `_reads`), made once."""
         self._check_open()
+        if self._sql_store is not None:
+            return self._sql_store
         with self._opening:
             if self._sql_store is None:
                 from shipyard.store.sql import SqlStore

@@ -1,7 +1,8 @@
 """The store's tables, declared with SQLAlchemy Core. Private to the store.
 
 Core, not the declarative ORM: the store only ever runs Core statements, and importing
-`sqlalchemy.orm` (and building mapped classes) costs every command that writes ~50 ms.
+`sqlalchemy.orm` and building mapped classes was about a third of the store's import time,
+paid by every command that writes.
 The Alembic migrations in `migrations/versions/` create exactly these tables;
 `tests/integration/test_store.py` checks that the two never drift apart.
 No column holds a secret value: environment values are never stored.
