@@ -62,8 +62,13 @@ def commands(project: Path) -> dict[str, list[str]]:
 
 
 def environments(before_src: str | None) -> dict[str, dict[str, str]]:
-    """side → the environment its commands run in (`after` is this checkout)."""
-    mine = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    """side → the environment its commands run in (`after` is this checkout).
+
+    Without PYTHONDONTWRITEBYTECODE: the warm-up run writes the bytecode caches, as an
+    installed shipyard has them; otherwise every run would compile every module again.
+    """
+    unset = ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+    mine = {k: v for k, v in os.environ.items() if k not in unset}
     if before_src is None:
         return {"after": mine}
     return {"before": {**mine, "PYTHONPATH": str(Path(before_src).resolve())}, "after": mine}
