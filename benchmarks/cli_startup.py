@@ -10,10 +10,10 @@ On a generated 3-component project, deployed once (so `status` and `history` rea
 store and ask a running agent), it runs each command `--runs` times as a user would (the
 console script, a fresh interpreter each time) and reports the median wall time and the
 median CPU time (user + system, which a loaded machine inflates less than wall time),
-next to a bare `python -c pass`. Then, once per command, `python -X importtime` says which
-packages the command imported and what they cost (self time summed per top-level package,
-shipyard per module), and whether the heavy ones (SQLAlchemy, Alembic, the engine…) were
-among them. Everything it started is stopped at the end.
+next to a bare `python -c pass`. Then `python -X importtime` (three runs, each module's
+least self time) says which packages the command imported and what they cost (self time
+summed per top-level package, shipyard per module), and whether the heavy ones (SQLAlchemy,
+Alembic, the engine…) were among them. Everything it started is stopped at the end.
 """
 
 from __future__ import annotations
@@ -89,27 +89,31 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, cpu
 
 
-def import_profile(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """Top import costs (self µs per top-level package) and which heavy modules were loaded."""
+def import_profile(argv: list[str], env: dict[str, str], repeats: int = 3) -> dict[str, Any]:
+    """Top import costs (self µs per top-level package) and which heavy modules were loaded.
+
+    Each module's self time is its minimum over `repeats` runs: one run's figures jump with
+    the machine's load, the minimum is close to what the import itself costs.
+    """
     if argv[0] == SHIPYARD:
         argv = [sys.executable, "-X", "importtime", "-m", "shipyard", *argv[1:]]
     else:
         argv = [argv[0], "-X", "importtime", *argv[1:]]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    least: dict[str, int] = {}
+    for _ in range(repeats):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+        for line in done.stderr.splitlines():
+            match = IMPORT_LINE.match(line)
+            if match:
+                own, name = int(match.group(1)), match.group(4)
+                least[name] = min(own, least.get(name, own))
     per_package: Counter[str] = Counter()
-    modules = set()
-    for line in done.stderr.splitlines():
-        match = IMPORT_LINE.match(line)
-        if not match:
-            continue
-        own, name = int(match.group(1)), match.group(4)
-        modules.add(name)
-        key = name if name.startswith("shipyard") else name.split(".")[0]
-        per_package[key] += own
+    for name, own in least.items():
+        per_package[name if name.startswith("shipyard") else name.split(".")[0]] += own
     return {
         "imported_ms": round(sum(per_package.values()) / 1000, 1),
         "top": [(k, round(v / 1000, 1)) for k, v in per_package.most_common(8)],
-        "heavy_loaded": [h for h in HEAVY if h in modules],
+        "heavy_loaded": [h for h in HEAVY if h in least],
     }
 
 
