@@ -1,7 +1,8 @@
-"""The store's operations in SQLAlchemy Core: every write, and the reads on PostgreSQL.
+"""The store's operations in SQLAlchemy Core: every write, and the reads on PostgreSQL
+(and on an in-memory or URI-style SQLite URL).
 
-`Store` (store.py) opens this lazily for a SQLite file at head: reading such a store goes
-through `sqlite_reads` and needs no SQLAlchemy. Private to the store.
+`Store` (store.py) opens this on the first write for a SQLite file at head: reading such a
+store goes through `sqlite_reads` and needs no SQLAlchemy. Private to the store.
 """
 
 from __future__ import annotations
