@@ -101,3 +101,15 @@ def test_status_and_history_on_sqlite_read_the_store_without_sqlalchemy(
         "pydantic",
     )
     assert sorted(m for m in modules for u in unwanted if m == u or m.startswith(u + ".")) == []
+
+
+def test_plan_imports_the_engine_only_to_describe_migrations(tmp_path: Path, shop: Path) -> None:
+    # `backend` has sql migrations: the plan reads them with the engine's stages; a plan of
+    # `marketing` alone has none to describe, and reads the store without SQLAlchemy.
+    loaded(tmp_path, "-C", str(shop), "status")  # creates the state database
+    modules = loaded(tmp_path, "-C", str(shop), "plan", "--only", "marketing")
+    assert "shipyard.store.sqlite_reads" in modules
+    unwanted = ("sqlalchemy", "alembic", "shipyard.engine.runner", "shipyard.engine.stages")
+    assert sorted(m for m in modules for u in unwanted if m == u or m.startswith(u + ".")) == []
+    with_migrations = loaded(tmp_path, "-C", str(shop), "plan", "--only", "backend")
+    assert "shipyard.engine.stages" in with_migrations
