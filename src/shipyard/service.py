@@ -15,7 +15,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shipyard.config import CONFIG_FILE, Component, Config, Environment, load_config
+from shipyard.config import (
+    CONFIG_FILE,
+    Component,
+    Config,
+    Environment,
+    SecretsSource,
+    load_config,
+)
 from shipyard.core.changes import ChangeReport
 from shipyard.core.graph import Graph
 from shipyard.core.plan import (
@@ -30,11 +37,12 @@ from shipyard.core.secrets import Finding, Fingerprinter, Redactor, SecretsRepor
 from shipyard.effects.changes import Base, detect_changes
 from shipyard.effects.config_at_commit import load_config_at, same_config_text
 from shipyard.effects.git import Repo, check_ref
-from shipyard.effects.secrets import fingerprinter, load_secrets, read_secrets
+from shipyard.effects.secrets import LoadedSecrets, fingerprinter, read_secrets, readable
 from shipyard.errors import (
     GitError,
     HealthCheckError,
     PreflightError,
+    SecretsError,
     ShipyardError,
     StoreError,
     UsageError,
@@ -139,7 +147,10 @@ class Shipyard:
         sink: ProgressSink | None = None,
         target_factory: Callable[[Environment, Path], Target] | None = None,
         environ: dict[str, str] | None = None,
+        on_secrets: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
+        """`on_secrets` is told every set of values this service reads (a server's log
+        redactor learns them: a secret added while it runs is redacted from then on)."""
         self.project_dir = project_dir.resolve()
         self.sink = sink
         self.environ = dict(os.environ) if environ is None else environ
@@ -147,6 +158,10 @@ class Shipyard:
         self._targets: dict[str, Target] = {}
         self._commit_configs: dict[str, Config] = {}
         self._redactors: dict[str, Redactor] = {}
+        self._on_secrets = on_secrets
+        # Each source read once per service, in memory only: a command source runs once per
+        # deploy, not for the context, the checks and the leak scan each.
+        self._read: dict[SecretsSource | None, LoadedSecrets | SecretsError] = {}
         # Credentials the leak scanner found (by rule@location): redacted like secrets.
         self.scanned_secrets: dict[str, str] = {}
         # What adapters should tell the user besides the result (an agent that was restarted).
@@ -257,7 +272,7 @@ class Shipyard:
         everything = Redactor()
         for env in self.config.environments.values():
             try:
-                values = read_secrets(env.secrets, self.project_dir, self.environ).values
+                values = self.read_secrets(env.secrets).values
             except ShipyardError:
                 continue
             everything.add({f"{name}@{env.name}": v for name, v in values.items()})
@@ -279,7 +294,7 @@ class Shipyard:
         from shipyard.effects.artifacts import ArtifactStore
         from shipyard.engine.runner import EngineContext
 
-        values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
+        values, _location = readable(self.read_secrets(env.secrets))
         redact = Redactor(values)
         redact.add(self.scanned_secrets)
         return EngineContext(
@@ -298,6 +313,26 @@ class Shipyard:
 
     # --- secrets ----------------------------------------------------------------------------
 
+    def read_secrets(self, source: SecretsSource | None) -> LoadedSecrets:
+        """A secrets source as this service first read it (SecretsError if it could not be).
+
+        One snapshot serves the engine's context, the preflight checks, the leak scan's
+        values and the redactors; it is kept in memory only, never written anywhere.
+        """
+        if source not in self._read:
+            try:
+                got = read_secrets(source, self.project_dir, self.environ)
+            except SecretsError as exc:
+                self._read[source] = exc
+            else:
+                self._read[source] = got
+                if self._on_secrets is not None:
+                    self._on_secrets(got.values)
+        found = self._read[source]
+        if isinstance(found, SecretsError):
+            raise found
+        return found
+
     @cached_property
     def fingerprint(self) -> Fingerprinter:
         """Keyed fingerprints of values (the project's key in `.shipyard/`, mode 0600)."""
@@ -313,8 +348,7 @@ class Shipyard:
         findings = secret_findings(
             config,
             envs,
-            project_dir=self.project_dir,
-            environ=self.environ,
+            read=self.read_secrets,
             fingerprint=self.fingerprint,
         )
         return SecretsReport(findings, checked=[e.name for e in envs])
@@ -333,14 +367,13 @@ class Shipyard:
         findings = secret_findings(
             config,
             [config.environment(env.name)],
-            project_dir=self.project_dir,
-            environ=self.environ,
+            read=self.read_secrets,
             fingerprint=self.fingerprint,
             components={env.name: {n: chosen[n] for n in plan.components if n in chosen}},
         )
         ignore = self.repo.blob_text(plan.commit, self._in_repo(".shipyardignore"))
         scanner = Scanner(
-            values=environment_values(config, self.project_dir, self.environ),
+            values=environment_values(config, self.read_secrets),
             allowlist=Allowlist.parse(ignore or ""),
         )
         leaks = scan_commit_tree(scanner, self.repo.toplevel(), plan.commit, self.project_prefix)
@@ -358,7 +391,7 @@ class Shipyard:
 
         root = self.project_dir
         config = self.config if (root / CONFIG_FILE).exists() else None
-        values = environment_values(config, root, self.environ) if config else {}
+        values = environment_values(config, self.read_secrets) if config else {}
         scanner = Scanner(values=values, allowlist=Allowlist.load(root))
         targets = [p.resolve() for p in paths] if paths else [root]
         leaks, _size = scan_paths(scanner, root, targets)
@@ -548,7 +581,7 @@ class Shipyard:
     def _redactor(self, env: Environment) -> Redactor:
         if env.name not in self._redactors:
             try:
-                values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
+                values, _location = readable(self.read_secrets(env.secrets))
             except ShipyardError:
                 values = {}  # no secrets could be read: none can leak from here either
             self._redactors[env.name] = Redactor(values)
