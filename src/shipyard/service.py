@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from shipyard.effects.leaks import Leak
 
 STATE_URL_VARIABLE = "SHIPYARD_STATE_URL"
+LEAK_CACHE = Path(".shipyard") / "leak-scan"  # blobs the preflight's leak scan found clean
 
 
 @dataclass(frozen=True)
@@ -359,7 +360,7 @@ class Shipyard:
         """The secrets checks of a deployment: those of `secrets check` for the deployed
         components (as configured at the deployed commit), and a leak scan of the tree of
         the deployed commit (whatever it finds joins the deployment's redactor)."""
-        from shipyard.effects.leaks import Allowlist, Scanner, scan_commit_tree
+        from shipyard.effects.leaks import Allowlist, CleanBlobs, Scanner, scan_commit_tree
         from shipyard.secrets_check import environment_values, leak_findings, secret_findings
 
         config = config or self.config
@@ -376,7 +377,11 @@ class Shipyard:
             values=environment_values(config, self.read_secrets),
             allowlist=Allowlist.parse(ignore or ""),
         )
-        leaks = scan_commit_tree(scanner, self.repo.toplevel(), plan.commit, self.project_prefix)
+        # Blobs this scanner (same rules, same secret values) found clean are not read again.
+        cache = CleanBlobs(self.project_dir / LEAK_CACHE, scanner.cache_key(self.fingerprint))
+        leaks = scan_commit_tree(
+            scanner, self.repo.toplevel(), plan.commit, self.project_prefix, cache
+        )
         self._learn(redact, leaks)
         return findings + leak_findings(leaks, config)
 

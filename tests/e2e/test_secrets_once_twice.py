@@ -89,6 +89,10 @@ def test_a_deploy_runs_each_secrets_command_once(
     env_file = next((root / ".shipyard" / "local" / "web" / "releases").glob("*/.env"))
     assert LOCAL_TOKEN in env_file.read_text()
     assert LOCAL_TOKEN not in deploy.stdout + deploy.stderr
+    # The leak scan remembers the clean blobs under a keyed name: no value is written there.
+    (cache,) = (root / ".shipyard" / "leak-scan").iterdir()
+    for token in (LOCAL_TOKEN, STAGING_TOKEN):
+        assert token not in cache.name and token not in cache.read_text()
 
     check = run_cli("-C", str(root), "--json", "secrets", "check")
     assert check.returncode == 0, check.stdout + check.stderr
