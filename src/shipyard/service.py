@@ -69,6 +69,8 @@ if TYPE_CHECKING:
 
 STATE_URL_VARIABLE = "SHIPYARD_STATE_URL"
 LEAK_CACHE = Path(".shipyard") / "leak-scan"  # blobs the preflight's leak scan found clean
+DISK_RECORD = Path(".shipyard") / "disk.json"  # what gc (or `status --disk`) last measured
+DISK_GROUPS = ("environments", "artifacts", "releases", "cache", "total")
 
 
 @dataclass(frozen=True)
@@ -763,7 +765,7 @@ class Shipyard:
             for name in self.config.components:
                 target.prune(name, keep, {r for c, r in protected if c == name})
         state = self.project_dir / ".shipyard"
-        return collect_garbage(
+        report = collect_garbage(
             self.store,
             ArtifactStore(state / "artifacts"),
             state / "pyenvs",
@@ -771,6 +773,9 @@ class Shipyard:
             self.config.project.keep_releases,
             dry_run=dry_run,
         )
+        if not dry_run and not report.skipped:
+            self.disk_usage(measure=True)  # recorded for `status`, which only reads it
+        return report
 
     def _gc_after(self) -> None:
         """After a successful deploy: collect garbage and tell the user (a notice; the
@@ -796,18 +801,37 @@ class Shipyard:
             if env.target == "local"
         }
 
-    def disk_usage(self) -> dict[str, int]:
+    def disk_usage(self, *, measure: bool = False) -> dict[str, Any]:
         """Bytes on disk (each file once) of releases, artifacts, Python environments and
-        the wheel cache, for `status`."""
+        the wheel cache, and when that was measured (`measured_at`, UTC).
+
+        Measuring walks every file of `.shipyard/` (tens of thousands in a few Python
+        environments), so `status` reads what gc last measured (after every deploy) from
+        `.shipyard/disk.json`; it measures only with `measure` or when nothing is recorded.
+        """
+        import json
+        from datetime import UTC, datetime
+
         from shipyard.engine.gc import disk_usage
 
+        record = self.project_dir / DISK_RECORD
+        if not measure:
+            try:
+                known = json.loads(record.read_text(encoding="utf-8"))
+                if all(isinstance(known.get(k), int) for k in DISK_GROUPS):
+                    return {
+                        **{k: known[k] for k in DISK_GROUPS},
+                        "measured_at": known.get("measured_at"),
+                    }
+            except (OSError, ValueError, AttributeError):
+                pass  # none yet, or damaged: measured again below
         state = self.project_dir / ".shipyard"
         releases = [
             folder
             for root in self._environment_roots().values()
             for folder in root.glob("*/releases")
         ]
-        return disk_usage(
+        usage: dict[str, Any] = disk_usage(
             {
                 "environments": [state / "pyenvs"],
                 "artifacts": [state / "artifacts"],
@@ -815,6 +839,15 @@ class Shipyard:
                 "cache": [state / "cache"],
             }
         )
+        usage["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        if state.is_dir():  # a project that never ran anything gets no .shipyard/ from status
+            staging = record.with_name(f".{record.name}.{os.getpid()}")
+            try:
+                staging.write_text(json.dumps(usage), encoding="utf-8")
+                os.replace(staging, record)
+            except OSError:
+                pass  # measured all the same; the next status measures again
+        return usage
 
     def rollback(
         self,
@@ -1099,8 +1132,11 @@ class Shipyard:
             return []
         return unfinished
 
-    def environment_status(self, env_name: str | None = None) -> dict[str, Any]:
-        """What is active now in an environment (the `status --env` shape of docs/cli.md)."""
+    def environment_status(
+        self, env_name: str | None = None, *, measure_disk: bool = False
+    ) -> dict[str, Any]:
+        """What is active now in an environment (the `status --env` shape of docs/cli.md);
+        its `disk` as last measured (by gc), or measured now with `measure_disk`."""
         from shipyard.engine.observe import probe_spec
 
         env = self.environment(env_name)
@@ -1147,7 +1183,7 @@ class Shipyard:
             "rollback_failed": [
                 {"id": d.id, "error": d.error} for d in self._rollback_failed(env.name)
             ],
-            "disk": self.disk_usage(),
+            "disk": self.disk_usage(measure=measure_disk),
         }
 
     def _release_spec(
