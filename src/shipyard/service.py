@@ -71,6 +71,9 @@ STATE_URL_VARIABLE = "SHIPYARD_STATE_URL"
 LEAK_CACHE = Path(".shipyard") / "leak-scan"  # blobs the preflight's leak scan found clean
 DISK_RECORD = Path(".shipyard") / "disk.json"  # what gc (or `status --disk`) last measured
 DISK_GROUPS = ("environments", "artifacts", "releases", "cache", "total")
+# Saved plans are kept a day, at most the newest 50 per environment (pruned at each save).
+PLAN_MAX_AGE_S = 24 * 3600.0
+PLAN_KEEP = 50
 
 
 @dataclass(frozen=True)
@@ -1226,7 +1229,14 @@ class Shipyard:
     # --- saved plans: deploy exactly what was shown (MCP, API) -----------------------------
 
     def save_plan(self, plan: Plan, request: PlanRequest, created_by: str | None = None) -> str:
-        """Keep `plan` and the request that made it; returns the plan id for `replan`."""
+        """Keep `plan` and the request that made it; returns the plan id for `replan`.
+
+        Old plans go at the same time: older than a day, or beyond each environment's newest
+        50. None of an environment whose lock is held goes: a deployment running there may
+        have been started from one of them (an MCP `deploy(plan_id)` reads its plan again).
+        """
+        from datetime import timedelta
+
         from shipyard.store import PlanRecord, new_id
 
         plan_id = new_id()
@@ -1240,6 +1250,13 @@ class Shipyard:
                 created_by=created_by,
             )
         )
+        now = self.store.now()
+        busy = [
+            name
+            for name in self.config.environments
+            if (lock := self.store.get_lock(name)) is not None and not lock.expired(now)
+        ]
+        self.store.prune_plans(timedelta(seconds=PLAN_MAX_AGE_S), PLAN_KEEP, protect=busy)
         return plan_id
 
     def saved_plan(self, plan_id: str) -> PlanRecord:
