@@ -85,10 +85,12 @@ def test_a_plan_a_running_mcp_deploy_was_started_from_survives_pruning(
 
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(deploy)
-                await anyio.to_thread.run_sync(lock_held)
-                await anyio.to_thread.run_sync(plans_made_meanwhile)
-                assert other.store.get_plan(plan_id) is not None  # the deploy's plan stays
-                gate.touch()
+                try:
+                    await anyio.to_thread.run_sync(lock_held)
+                    await anyio.to_thread.run_sync(plans_made_meanwhile)
+                    assert other.store.get_plan(plan_id) is not None  # the deploy's plan stays
+                finally:
+                    gate.touch()  # the build ends whatever happened
 
     run(body)
     deployed = done["deployed"]
