@@ -815,8 +815,6 @@ class Shipyard:
         import json
         from datetime import UTC, datetime
 
-        from shipyard.engine.gc import disk_usage
-
         record = self.project_dir / DISK_RECORD
         if not measure:
             try:
@@ -828,6 +826,8 @@ class Shipyard:
                     }
             except (OSError, ValueError, AttributeError):
                 pass  # none yet, or damaged: measured again below
+        from shipyard.engine.gc import disk_usage  # only to measure: status reads the record
+
         state = self.project_dir / ".shipyard"
         releases = [
             folder
