@@ -4,23 +4,25 @@ read and leaks the scanner found into findings."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from shipyard.config import Component, Config, Environment
+from shipyard.config import Component, Config, Environment, SecretsSource
 from shipyard.core.secret_rules import SecretSet, check_environment, check_shared
 from shipyard.core.secrets import Finding, Fingerprinter
 from shipyard.effects.leaks import Leak
-from shipyard.effects.secrets import read_secrets
+from shipyard.effects.secrets import LoadedSecrets
 from shipyard.errors import SecretsError
+
+Read = Callable[[SecretsSource | None], LoadedSecrets]
+"""Reads a source (raising SecretsError): the service's, which reads each source once."""
 
 
 def secret_findings(
     config: Config,
     focus: Iterable[Environment],
     *,
-    project_dir: Path,
-    environ: Mapping[str, str],
+    read: Read,
     fingerprint: Fingerprinter,
     components: Mapping[str, Mapping[str, Component]] | None = None,
 ) -> list[Finding]:
@@ -34,7 +36,7 @@ def secret_findings(
     problems: dict[str, list[Finding]] = {}
     for env in config.environments.values():
         try:
-            got = read_secrets(env.secrets, project_dir, environ)
+            got = read(env.secrets)
         except SecretsError as exc:
             unreadable[env.name] = Finding(
                 rule="source",
@@ -103,9 +105,7 @@ def _source_name(env: Environment) -> str:
     return f"command `{source.value}`"
 
 
-def environment_values(
-    config: Config, project_dir: Path, environ: Mapping[str, str]
-) -> dict[str, tuple[str, str]]:
+def environment_values(config: Config, read: Read) -> dict[str, tuple[str, str]]:
     """Every secret value of every environment → (environment, name), for the leak scan.
 
     Only what would be a leak: of a URL its password (`sqlite:///shared/shop.db` is no
@@ -119,7 +119,7 @@ def environment_values(
     values: dict[str, tuple[str, str]] = {}
     for env in config.environments.values():
         try:
-            loaded = read_secrets(env.secrets, project_dir, environ)
+            loaded = read(env.secrets)
         except SecretsError:
             continue  # `secrets check` reports an unreadable source
         for name, value in loaded.values.items():

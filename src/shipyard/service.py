@@ -15,7 +15,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shipyard.config import CONFIG_FILE, Component, Config, Environment, load_config
+from shipyard.config import (
+    CONFIG_FILE,
+    Component,
+    Config,
+    Environment,
+    SecretsSource,
+    load_config,
+)
 from shipyard.core.changes import ChangeReport
 from shipyard.core.graph import Graph
 from shipyard.core.plan import (
@@ -30,11 +37,12 @@ from shipyard.core.secrets import Finding, Fingerprinter, Redactor, SecretsRepor
 from shipyard.effects.changes import Base, detect_changes
 from shipyard.effects.config_at_commit import load_config_at, same_config_text
 from shipyard.effects.git import Repo, check_ref
-from shipyard.effects.secrets import fingerprinter, load_secrets, read_secrets
+from shipyard.effects.secrets import LoadedSecrets, fingerprinter, read_secrets, readable
 from shipyard.errors import (
     GitError,
     HealthCheckError,
     PreflightError,
+    SecretsError,
     ShipyardError,
     StoreError,
     UsageError,
@@ -60,6 +68,12 @@ if TYPE_CHECKING:
     from shipyard.effects.leaks import Leak
 
 STATE_URL_VARIABLE = "SHIPYARD_STATE_URL"
+LEAK_CACHE = Path(".shipyard") / "leak-scan"  # blobs the preflight's leak scan found clean
+DISK_RECORD = Path(".shipyard") / "disk.json"  # what gc (or `status --disk`) last measured
+DISK_GROUPS = ("environments", "artifacts", "releases", "cache", "total")
+# Saved plans are kept a day, at most the newest 50 per environment (pruned at each save).
+PLAN_MAX_AGE_S = 24 * 3600.0
+PLAN_KEEP = 50
 
 
 @dataclass(frozen=True)
@@ -139,7 +153,10 @@ class Shipyard:
         sink: ProgressSink | None = None,
         target_factory: Callable[[Environment, Path], Target] | None = None,
         environ: dict[str, str] | None = None,
+        on_secrets: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
+        """`on_secrets` is told every set of values this service reads (a server's log
+        redactor learns them: a secret added while it runs is redacted from then on)."""
         self.project_dir = project_dir.resolve()
         self.sink = sink
         self.environ = dict(os.environ) if environ is None else environ
@@ -147,6 +164,10 @@ class Shipyard:
         self._targets: dict[str, Target] = {}
         self._commit_configs: dict[str, Config] = {}
         self._redactors: dict[str, Redactor] = {}
+        self._on_secrets = on_secrets
+        # Each source read once per service, in memory only: a command source runs once per
+        # deploy, not for the context, the checks and the leak scan each.
+        self._read: dict[SecretsSource | None, LoadedSecrets | SecretsError] = {}
         # Credentials the leak scanner found (by rule@location): redacted like secrets.
         self.scanned_secrets: dict[str, str] = {}
         # What adapters should tell the user besides the result (an agent that was restarted).
@@ -257,7 +278,7 @@ class Shipyard:
         everything = Redactor()
         for env in self.config.environments.values():
             try:
-                values = read_secrets(env.secrets, self.project_dir, self.environ).values
+                values = self.read_secrets(env.secrets).values
             except ShipyardError:
                 continue
             everything.add({f"{name}@{env.name}": v for name, v in values.items()})
@@ -279,7 +300,7 @@ class Shipyard:
         from shipyard.effects.artifacts import ArtifactStore
         from shipyard.engine.runner import EngineContext
 
-        values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
+        values, _location = readable(self.read_secrets(env.secrets))
         redact = Redactor(values)
         redact.add(self.scanned_secrets)
         return EngineContext(
@@ -298,6 +319,26 @@ class Shipyard:
 
     # --- secrets ----------------------------------------------------------------------------
 
+    def read_secrets(self, source: SecretsSource | None) -> LoadedSecrets:
+        """A secrets source as this service first read it (SecretsError if it could not be).
+
+        One snapshot serves the engine's context, the preflight checks, the leak scan's
+        values and the redactors; it is kept in memory only, never written anywhere.
+        """
+        if source not in self._read:
+            try:
+                got = read_secrets(source, self.project_dir, self.environ)
+            except SecretsError as exc:
+                self._read[source] = exc
+            else:
+                self._read[source] = got
+                if self._on_secrets is not None:
+                    self._on_secrets(got.values)
+        found = self._read[source]
+        if isinstance(found, SecretsError):
+            raise found
+        return found
+
     @cached_property
     def fingerprint(self) -> Fingerprinter:
         """Keyed fingerprints of values (the project's key in `.shipyard/`, mode 0600)."""
@@ -313,8 +354,7 @@ class Shipyard:
         findings = secret_findings(
             config,
             envs,
-            project_dir=self.project_dir,
-            environ=self.environ,
+            read=self.read_secrets,
             fingerprint=self.fingerprint,
         )
         return SecretsReport(findings, checked=[e.name for e in envs])
@@ -325,7 +365,7 @@ class Shipyard:
         """The secrets checks of a deployment: those of `secrets check` for the deployed
         components (as configured at the deployed commit), and a leak scan of the tree of
         the deployed commit (whatever it finds joins the deployment's redactor)."""
-        from shipyard.effects.leaks import Allowlist, Scanner, scan_commit_tree
+        from shipyard.effects.leaks import Allowlist, CleanBlobs, Scanner, scan_commit_tree
         from shipyard.secrets_check import environment_values, leak_findings, secret_findings
 
         config = config or self.config
@@ -333,17 +373,20 @@ class Shipyard:
         findings = secret_findings(
             config,
             [config.environment(env.name)],
-            project_dir=self.project_dir,
-            environ=self.environ,
+            read=self.read_secrets,
             fingerprint=self.fingerprint,
             components={env.name: {n: chosen[n] for n in plan.components if n in chosen}},
         )
         ignore = self.repo.blob_text(plan.commit, self._in_repo(".shipyardignore"))
         scanner = Scanner(
-            values=environment_values(config, self.project_dir, self.environ),
+            values=environment_values(config, self.read_secrets),
             allowlist=Allowlist.parse(ignore or ""),
         )
-        leaks = scan_commit_tree(scanner, self.repo.toplevel(), plan.commit, self.project_prefix)
+        # Blobs this scanner (same rules, same secret values) found clean are not read again.
+        cache = CleanBlobs(self.project_dir / LEAK_CACHE, scanner.cache_key(self.fingerprint))
+        leaks = scan_commit_tree(
+            scanner, self.repo.toplevel(), plan.commit, self.project_prefix, cache
+        )
         self._learn(redact, leaks)
         return findings + leak_findings(leaks, config)
 
@@ -358,7 +401,7 @@ class Shipyard:
 
         root = self.project_dir
         config = self.config if (root / CONFIG_FILE).exists() else None
-        values = environment_values(config, root, self.environ) if config else {}
+        values = environment_values(config, self.read_secrets) if config else {}
         scanner = Scanner(values=values, allowlist=Allowlist.load(root))
         targets = [p.resolve() for p in paths] if paths else [root]
         leaks, _size = scan_paths(scanner, root, targets)
@@ -548,7 +591,7 @@ class Shipyard:
     def _redactor(self, env: Environment) -> Redactor:
         if env.name not in self._redactors:
             try:
-                values, _location = load_secrets(env.secrets, self.project_dir, self.environ)
+                values, _location = readable(self.read_secrets(env.secrets))
             except ShipyardError:
                 values = {}  # no secrets could be read: none can leak from here either
             self._redactors[env.name] = Redactor(values)
@@ -725,7 +768,7 @@ class Shipyard:
             for name in self.config.components:
                 target.prune(name, keep, {r for c, r in protected if c == name})
         state = self.project_dir / ".shipyard"
-        return collect_garbage(
+        report = collect_garbage(
             self.store,
             ArtifactStore(state / "artifacts"),
             state / "pyenvs",
@@ -733,6 +776,9 @@ class Shipyard:
             self.config.project.keep_releases,
             dry_run=dry_run,
         )
+        if not dry_run and not report.skipped:
+            self.disk_usage(measure=True)  # recorded for `status`, which only reads it
+        return report
 
     def _gc_after(self) -> None:
         """After a successful deploy: collect garbage and tell the user (a notice; the
@@ -758,10 +804,29 @@ class Shipyard:
             if env.target == "local"
         }
 
-    def disk_usage(self) -> dict[str, int]:
+    def disk_usage(self, *, measure: bool = False) -> dict[str, Any]:
         """Bytes on disk (each file once) of releases, artifacts, Python environments and
-        the wheel cache, for `status`."""
-        from shipyard.engine.gc import disk_usage
+        the wheel cache, and when that was measured (`measured_at`, UTC).
+
+        Measuring walks every file of `.shipyard/` (tens of thousands in a few Python
+        environments), so `status` reads what gc last measured (after every deploy) from
+        `.shipyard/disk.json`; it measures only with `measure` or when nothing is recorded.
+        """
+        import json
+        from datetime import UTC, datetime
+
+        record = self.project_dir / DISK_RECORD
+        if not measure:
+            try:
+                known = json.loads(record.read_text(encoding="utf-8"))
+                if all(isinstance(known.get(k), int) for k in DISK_GROUPS):
+                    return {
+                        **{k: known[k] for k in DISK_GROUPS},
+                        "measured_at": known.get("measured_at"),
+                    }
+            except (OSError, ValueError, AttributeError):
+                pass  # none yet, or damaged: measured again below
+        from shipyard.engine.gc import disk_usage  # only to measure: status reads the record
 
         state = self.project_dir / ".shipyard"
         releases = [
@@ -769,7 +834,7 @@ class Shipyard:
             for root in self._environment_roots().values()
             for folder in root.glob("*/releases")
         ]
-        return disk_usage(
+        usage: dict[str, Any] = disk_usage(
             {
                 "environments": [state / "pyenvs"],
                 "artifacts": [state / "artifacts"],
@@ -777,6 +842,15 @@ class Shipyard:
                 "cache": [state / "cache"],
             }
         )
+        usage["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        if state.is_dir():  # a project that never ran anything gets no .shipyard/ from status
+            staging = record.with_name(f".{record.name}.{os.getpid()}")
+            try:
+                staging.write_text(json.dumps(usage), encoding="utf-8")
+                os.replace(staging, record)
+            except OSError:
+                pass  # measured all the same; the next status measures again
+        return usage
 
     def rollback(
         self,
@@ -1061,8 +1135,11 @@ class Shipyard:
             return []
         return unfinished
 
-    def environment_status(self, env_name: str | None = None) -> dict[str, Any]:
-        """What is active now in an environment (the `status --env` shape of docs/cli.md)."""
+    def environment_status(
+        self, env_name: str | None = None, *, measure_disk: bool = False
+    ) -> dict[str, Any]:
+        """What is active now in an environment (the `status --env` shape of docs/cli.md);
+        its `disk` as last measured (by gc), or measured now with `measure_disk`."""
         from shipyard.engine.observe import probe_spec
 
         env = self.environment(env_name)
@@ -1109,7 +1186,7 @@ class Shipyard:
             "rollback_failed": [
                 {"id": d.id, "error": d.error} for d in self._rollback_failed(env.name)
             ],
-            "disk": self.disk_usage(),
+            "disk": self.disk_usage(measure=measure_disk),
         }
 
     def _release_spec(
@@ -1152,7 +1229,14 @@ class Shipyard:
     # --- saved plans: deploy exactly what was shown (MCP, API) -----------------------------
 
     def save_plan(self, plan: Plan, request: PlanRequest, created_by: str | None = None) -> str:
-        """Keep `plan` and the request that made it; returns the plan id for `replan`."""
+        """Keep `plan` and the request that made it; returns the plan id for `replan`.
+
+        Old plans go at the same time: older than a day, or beyond each environment's newest
+        50. None of an environment whose lock is held goes: a deployment running there may
+        have been started from one of them (an MCP `deploy(plan_id)` reads its plan again).
+        """
+        from datetime import timedelta
+
         from shipyard.store import PlanRecord, new_id
 
         plan_id = new_id()
@@ -1166,6 +1250,13 @@ class Shipyard:
                 created_by=created_by,
             )
         )
+        now = self.store.now()
+        busy = [
+            name
+            for name in self.config.environments
+            if (lock := self.store.get_lock(name)) is not None and not lock.expired(now)
+        ]
+        self.store.prune_plans(timedelta(seconds=PLAN_MAX_AGE_S), PLAN_KEEP, protect=busy)
         return plan_id
 
     def saved_plan(self, plan_id: str) -> PlanRecord:

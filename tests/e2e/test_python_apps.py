@@ -286,7 +286,7 @@ warm_for = "0s"
     assert json.loads(dry.stdout)["artifacts"] == [], dry.stdout + dry.stderr
     status = run_cli("-C", str(project), "--json", "status")
     disk = json.loads(status.stdout)["disk"]
-    assert set(disk) == {"environments", "artifacts", "releases", "cache", "total"}
+    assert set(disk) == {"environments", "artifacts", "releases", "cache", "total", "measured_at"}
     assert 0 < disk["releases"] < disk["artifacts"] < disk["environments"]  # hard links
     rollback = run_cli("-C", str(project), "--json", "rollback", timeout=300)
     assert rollback.returncode == 0, rollback.stdout + rollback.stderr

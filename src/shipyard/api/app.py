@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -62,15 +62,22 @@ API = "/api/v1"
 class Settings:
     """What every route needs: the project, the tokens, the running deployments."""
 
-    def __init__(self, project_dir: Path, tokens: Tokens, poll_interval: float) -> None:
+    def __init__(
+        self,
+        project_dir: Path,
+        tokens: Tokens,
+        poll_interval: float,
+        on_secrets: Callable[[dict[str, str]], None] | None = None,
+    ) -> None:
         self.project_dir = project_dir
         self.tokens = tokens
         self.poll_interval = poll_interval
+        self.on_secrets = on_secrets
         self.runs = Runs()
 
     @contextlib.contextmanager
     def service(self) -> Iterator[Shipyard]:
-        svc = Shipyard(self.project_dir)
+        svc = Shipyard(self.project_dir, on_secrets=self.on_secrets)
         try:
             yield svc
         finally:
@@ -85,6 +92,7 @@ def create_app(
     recover_interval: float | None = 5.0,
     poll_interval: float = 0.2,
     allowed_hosts: Sequence[str] = (),
+    on_secrets: Callable[[dict[str, str]], None] | None = None,
 ) -> FastAPI:
     """The API (under /api/v1, OpenAPI at /openapi.json), the dashboard (/), and `mounts`
     (e.g. `("/mcp", app)`), which get the same bearer authentication (read scope at least;
@@ -92,15 +100,16 @@ def create_app(
 
     `recover_interval`: seconds between the controller's passes (None: no controller).
     `allowed_hosts`: Host header values served besides loopback names (DNS rebinding;
-    `"*"`: any).
+    `"*"`: any). `on_secrets` is told every set of secret values a request, a deployment or
+    the controller reads (the server's log redactor learns them).
     """
-    settings = Settings(project_dir.resolve(), tokens or Tokens([]), poll_interval)
+    settings = Settings(project_dir.resolve(), tokens or Tokens([]), poll_interval, on_secrets)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         controller = None
         if recover_interval is not None:
-            controller = Controller(settings.project_dir, recover_interval)
+            controller = Controller(settings.project_dir, recover_interval, on_secrets)
             controller.start()
         app.state.controller = controller
         try:

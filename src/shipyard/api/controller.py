@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from shipyard.errors import LockedError, ShipyardError
@@ -14,10 +15,12 @@ from shipyard.service import Shipyard
 log = logging.getLogger("shipyard.api")
 
 
-def recover_interrupted(project_dir: Path) -> list[str]:
+def recover_interrupted(
+    project_dir: Path, on_secrets: Callable[[dict[str, str]], None] | None = None
+) -> list[str]:
     """One pass over every environment this version can drive: recover what died. Returns
     the ids recovered; an environment that cannot be read now is skipped (and logged)."""
-    svc = Shipyard(project_dir)
+    svc = Shipyard(project_dir, on_secrets=on_secrets)
     done: list[str] = []
     try:
         for env in svc.config.environments.values():
@@ -49,9 +52,15 @@ def recover_interrupted(project_dir: Path) -> list[str]:
 class Controller:
     """Runs `recover_interrupted` now and then every `interval` seconds, in a thread."""
 
-    def __init__(self, project_dir: Path, interval: float) -> None:
+    def __init__(
+        self,
+        project_dir: Path,
+        interval: float,
+        on_secrets: Callable[[dict[str, str]], None] | None = None,
+    ) -> None:
         self.project_dir = project_dir
         self.interval = interval
+        self.on_secrets = on_secrets
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="shipyard-controller")
         self.passes = 0
@@ -66,7 +75,7 @@ class Controller:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                recover_interrupted(self.project_dir)
+                recover_interrupted(self.project_dir, self.on_secrets)
             except ShipyardError as exc:  # a broken config: said once per pass, never fatal
                 log.warning("controller: %s", exc.message)
             except Exception:

@@ -391,6 +391,10 @@ def status(
         str | None, typer.Argument(help="A deployment id (or a unique prefix).")
     ] = None,
     env: EnvOption = None,
+    disk: Annotated[
+        bool,
+        typer.Option("--disk", help="Measure the disk used now (default: as gc last measured)."),
+    ] = False,
 ) -> None:
     """A deployment, or what is active now in an environment."""
     from shipyard.cli.render import deployment_summary
@@ -406,7 +410,7 @@ def status(
             deployment_summary(cli.out, view.to_dict(), cli.shown)
         return
     cli.redact = svc.redactor(env)
-    report = svc.environment_status(env)
+    report = svc.environment_status(env, measure_disk=disk)
     _notices(cli, svc)
     if cli.json:
         cli.emit_json(report)
@@ -432,6 +436,16 @@ def status(
             cli.text(c["pid"] or "-"),
         )
     cli.out.print(table)
+    if disk:
+        used = report["disk"]
+        cli.out.print(
+            f"disk: {used['total'] / 1e6:.1f} MB ("
+            + ", ".join(
+                f"{group} {used[group] / 1e6:.1f}"
+                for group in ("environments", "artifacts", "releases", "cache")
+            )
+            + ")"
+        )
     for failed in report.get("rollback_failed", []):
         cli.out.print(
             cli.text(

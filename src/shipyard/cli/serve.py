@@ -43,6 +43,7 @@ def serve(
 
     from shipyard.api.app import create_app
     from shipyard.api.auth import Tokens, load_tokens
+    from shipyard.api.log_redactor import LogRedactor
     from shipyard.errors import UsageError
     from shipyard.mcp import http_app
     from shipyard.service import Shipyard
@@ -52,9 +53,15 @@ def serve(
     svc = Shipyard(project)
     try:
         svc.validate()  # a broken shipyard.toml is said now, with its line
-        redact = svc.redactor_all()
     finally:
         svc.close()
+    # Every environment's values now, and later whatever the server reads or a changed
+    # secrets file holds: a secret added while the server runs is redacted too.
+    redact = LogRedactor(project)
+
+    def mcp_service() -> Shipyard:
+        return Shipyard(project, on_secrets=redact.learn)
+
     tokens = load_tokens(project, dict(os.environ), tokens_file)
     if not tokens and host not in LOOPBACK:
         raise UsageError(
@@ -69,7 +76,8 @@ def serve(
         # must not reach the (maybe anonymous) API. Elsewhere every request needs a token.
         allowed_hosts=(host,) if host in LOOPBACK else ("*",),
         # MCP over streamable HTTP, behind the same tokens; its write tools need deploy.
-        mounts=[("/mcp", http_app(project, host=host))],
+        mounts=[("/mcp", http_app(project, host=host, service=mcp_service))],
+        on_secrets=redact.learn,
     )
     # Every line the server logs (shipyard's, uvicorn's, a bug's traceback) goes through one
     # handler that redacts the secret values of every environment.

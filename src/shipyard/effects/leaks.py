@@ -9,6 +9,9 @@ itself is kept only in memory (`Leak.secret`, never printed) so the redactor can
 
 Allowlisting: a line holding `shipyard:allow` is never reported, and `.shipyardignore` at the
 scan root lists paths (globs: `tests/fixtures/**`, `*.pem`, `docs/`) or fingerprints.
+
+A commit's tree is scanned on every deploy; `CleanBlobs` remembers which git blobs a scanner
+found nothing in, so an unchanged file is not read again (see `scan_commit_tree`).
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import fnmatch
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
 import re2
 
+from shipyard.core import leak_rules
 from shipyard.core.leak_rules import AWS_DOCUMENTED, RULES, Rule
 from shipyard.core.paths import matches
 from shipyard.errors import GitError
@@ -158,6 +162,20 @@ class Scanner:
         """Every credential in `data` (the text of `path`; `lines` maps its line numbers)."""
         if self.allowlist.path_allowed(path):
             return []
+        allowed = self.allowlist.fingerprints
+        found = self.find(data, path, commit=commit, lines=lines)
+        return [leak for leak in found if leak.fingerprint not in allowed]
+
+    def find(
+        self,
+        data: bytes,
+        path: str,
+        *,
+        commit: str | None = None,
+        lines: list[int] | None = None,
+    ) -> list[Leak]:
+        """What `scan` finds before `.shipyardignore` allows any of it: what `data` holds,
+        whatever its path (the path only names and fingerprints a finding)."""
         found: list[Leak] = []
         # The stubs say bool; RE2::Set answers the indexes of the keywords that occur.
         hit = cast("list[int] | None", self._keywords.Match(data)) or []
@@ -192,8 +210,22 @@ class Scanner:
                 )  # fmt: skip
                 if leak is not None:
                     found.append(leak)
-        allowed = self.allowlist.fingerprints
-        return [leak for leak in found if leak.fingerprint not in allowed]
+        return found
+
+    def cache_key(self, fingerprint: Callable[[str], str]) -> str:
+        """What decides whether a blob is clean: the rules and the code that runs them, and
+        the secret values, under the project's keyed `fingerprint` (no value can be tested
+        against the key by anyone without the project's key file)."""
+        code = hashlib.sha256()
+        for module in (Path(__file__), Path(leak_rules.__file__)):
+            code.update(module.read_bytes())
+        for rule in self.rules:
+            checks = [getattr(c, "__qualname__", type(c).__name__) for c in rule.checks]
+            shape = (rule.id, rule.regex, rule.keywords, rule.test_mode, rule.secret_groups,
+                     rule.name_group, rule.severity, checks)  # fmt: skip
+            code.update(repr(shape).encode())
+        values = fingerprint("\0".join(sorted(self.values))) if self.values else "none"
+        return f"{code.hexdigest()[:16]}-{values.removeprefix('hmac:')}"
 
     def _leak(
         self,
@@ -329,10 +361,51 @@ def _read(file: Path) -> bytes | None:
         return None
 
 
+class CleanBlobs:
+    """The git blobs a scanner with one `cache_key` found nothing in: `<folder>/<key>`, the
+    blob ids of one tree, one a line, rewritten after each scan (only that tree's, so it never
+    grows beyond one tree; another key's file is removed then)."""
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.folder = folder
+        self.file = folder / key
+
+    def load(self) -> set[str]:
+        try:
+            return set(self.file.read_text(encoding="ascii").split())
+        except (OSError, UnicodeDecodeError):
+            return set()
+
+    def save(self, clean: set[str]) -> None:
+        """Atomically (a concurrent scan reads the old set or the new one); best effort: a
+        cache that cannot be written costs the next scan its time, nothing else."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            staging = self.folder / f".{self.file.name}.{os.getpid()}"
+            staging.write_text("".join(f"{blob}\n" for blob in sorted(clean)), "ascii")
+            os.replace(staging, self.file)
+            for other in self.folder.iterdir():
+                if other.name != self.file.name and not other.name.startswith("."):
+                    other.unlink(missing_ok=True)
+        except OSError:
+            return
+
+
 def scan_commit_tree(
-    scanner: Scanner, repo_root: Path, commit: str, prefix: str = ""
+    scanner: Scanner,
+    repo_root: Path,
+    commit: str,
+    prefix: str = "",
+    cache: CleanBlobs | None = None,
 ) -> list[Leak]:
-    """Every file of `commit` (under `prefix`), read from git's objects: what is deployed."""
+    """Every file of `commit` (under `prefix`), read from git's objects: what is deployed.
+
+    With `cache`, a blob found clean before by a scanner with the same key is not read
+    again. Only a blob whose whole text was scanned and held nothing is clean: a blob whose
+    path `.shipyardignore` allows, or whose findings it allows by fingerprint, is not (the
+    same blob may sit at another path too). Binary blobs (by content) are clean; files
+    skipped by their name are not even read.
+    """
     listing = _git(
         repo_root, "ls-tree", "-r", "-z", "--full-tree", commit, *([prefix] if prefix else [])
     )
@@ -341,19 +414,34 @@ def scan_commit_tree(
         if not entry:
             continue
         meta, _tab, name = entry.partition(b"\t")
-        mode, kind, blob = meta.split()
+        mode, kind, oid = meta.split()
         if kind == b"blob" and mode != b"120000":  # not a symlink
             path = name.decode("utf-8", "surrogateescape")
             strip = len(prefix) + 1 if prefix else 0
-            blobs.append((path[strip:], blob.decode()))
+            if os.path.splitext(path)[1].lower() not in SKIP_SUFFIXES:
+                blobs.append((path[strip:], oid.decode()))
+    known = cache.load() if cache is not None else set()
+    clean = {blob for _path, blob in blobs} & known
     leaks: list[Leak] = []
-    for path, data in _cat_blobs(repo_root, blobs):
-        if readable(path, data):
-            leaks += scanner.scan(data, path)
+    todo = [(path, blob) for path, blob in blobs if blob not in clean]
+    for path, blob, data in _cat_blobs(repo_root, todo):
+        if not readable(path, data):
+            clean.add(blob)  # binary by content, wherever it sits
+        elif scanner.allowlist.path_allowed(path):
+            continue
+        else:
+            found = scanner.find(data, path)
+            if found:
+                allowed = scanner.allowlist.fingerprints
+                leaks += [leak for leak in found if leak.fingerprint not in allowed]
+            else:
+                clean.add(blob)
+    if cache is not None and clean != known:
+        cache.save(clean)
     return leaks
 
 
-def _cat_blobs(repo_root: Path, blobs: list[tuple[str, str]]) -> Iterator[tuple[str, bytes]]:
+def _cat_blobs(repo_root: Path, blobs: list[tuple[str, str]]) -> Iterator[tuple[str, str, bytes]]:
     """Blob contents through one `git cat-file --batch` process."""
     if not blobs:
         return
@@ -376,7 +464,7 @@ def _cat_blobs(repo_root: Path, blobs: list[tuple[str, str]]) -> Iterator[tuple[
             data = _read_exact(process.stdout, size)
             process.stdout.read(1)  # the newline after each object
             if size <= MAX_FILE_BYTES:
-                yield path, data
+                yield path, blob, data
     finally:
         process.stdin.close()
         process.stdout.close()

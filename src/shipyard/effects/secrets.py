@@ -32,7 +32,11 @@ def load_secrets(
     source: SecretsSource | None, project_dir: Path, environ: Mapping[str, str] | None = None
 ) -> tuple[dict[str, str], str]:
     """The values and a printable location; an unreadable line is an error naming it."""
-    loaded = read_secrets(source, project_dir, environ)
+    return readable(read_secrets(source, project_dir, environ))
+
+
+def readable(loaded: LoadedSecrets) -> tuple[dict[str, str], str]:
+    """The values of a source that was read, or SecretsError naming its unreadable lines."""
     if loaded.problems:
         problems = [f.message for f in loaded.problems]
         raise SecretsError(

@@ -35,7 +35,7 @@ from shipyard.core.secrets import Finding, Redactor
 from shipyard.core.spec import release_document
 from shipyard.effects.artifacts import ArtifactStore, build_path_references, input_digest
 from shipyard.effects.git import Repo
-from shipyard.effects.migrations import IrreversibleMigration
+from shipyard.effects.migrations import IrreversibleMigration, MigrationState
 from shipyard.effects.process import child_environment, child_path, run_command
 from shipyard.effects.pyenv import (
     VENV,
@@ -1049,6 +1049,7 @@ class Deployment:
         comp = self.ctx.components[name]
         assert comp.migrations is not None
         self.component_record(name, status="migrating")
+        known: MigrationState | None = None  # the state read below, for the deploy's migrate
         if self.plan.kind in ("rollback", "reconcile"):
             # Down to the revision that deployment ran with, using the files of the
             # release active now (only it knows the newer revisions' down steps).
@@ -1081,6 +1082,7 @@ class Deployment:
                 allow_destructive=self.options.allow_destructive,
                 allow_irreversible=self.options.allow_irreversible,
             )
+            known = state
         try:
             before, after = await _settled(
                 self.ctx.target.migrate,
@@ -1089,6 +1091,7 @@ class Deployment:
                 comp.migrations,
                 self.release_env(comp, release),
                 target_revision,
+                known,  # just read and checked: not read again
             )
         except IrreversibleMigration as exc:
             if target_revision is None:

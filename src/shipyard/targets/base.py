@@ -135,8 +135,11 @@ class Target(Protocol):
         spec: Migrations,
         env: Mapping[str, str],
         target: str | None,
+        known: MigrationState | None = None,
     ) -> tuple[str | None, str | None]:
-        """Migrate to `target` (None: latest) with the files of `release`; (before, after)."""
+        """Migrate to `target` (None: latest) with the files of `release`; (before, after).
+
+        `known`: the state just read with `migration_state` (not read again)."""
 
     def migration_revision(
         self, component: str, release: str, spec: Migrations, env: Mapping[str, str]

@@ -401,8 +401,9 @@ class LocalTarget:
         spec: Migrations,
         env: Mapping[str, str],
         target: str | None,
+        known: MigrationState | None = None,
     ) -> tuple[str | None, str | None]:
-        return migrate_to(self.migrator(component, release, spec, env), target)
+        return migrate_to(self.migrator(component, release, spec, env), target, known)
 
 
 MIGRATION_TIMEOUT_S = 10 * 60.0

@@ -106,14 +106,19 @@ class Migrator(Protocol):
         """
 
 
-def migrate_to(migrator: Migrator, target: str | None) -> tuple[str | None, str | None]:
+def migrate_to(
+    migrator: Migrator, target: str | None, known: MigrationState | None = None
+) -> tuple[str | None, str | None]:
     """Move the schema to `target` and return (before, after).
 
     ``target=None`` upgrades to the head and then checks that the database is there with
     nothing pending; a revision among the pending steps upgrades to it; any other revision
-    (or ``""`` for the base) downgrades to it.
+    (or ``""`` for the base) downgrades to it. `known` is the state the caller has just read
+    under the same lock (the migrate step journals and checks it first): reading it again
+    would start the tool once more (a Python process for Alembic and Django) for the same
+    answer. The state after an upgrade is always read again.
     """
-    state = migrator.state()
+    state = known if known is not None else migrator.state()
     before = state.current
     if target is None:
         after = migrator.upgrade(None)
