@@ -509,6 +509,29 @@ class SqlStore:
         ) as conn:
             conn.execute(insert(_plans).values(values))
 
+    def prune_plans(self, max_age: timedelta, keep: int, protect: Iterable[str] = ()) -> int:
+        """Delete the saved plans older than `max_age` and those beyond each environment's
+        newest `keep`, but none of an environment in `protect`; return how many went."""
+        spared = set(protect)
+        oldest = self.now() - max_age
+        with self._write("prune saved plans") as conn:
+            rows = conn.execute(
+                select(_plans.c.id, _plans.c.environment, _plans.c.created_at).order_by(
+                    _plans.c.created_at.desc(), _plans.c.id.desc()
+                )
+            ).all()
+            seen: dict[str, int] = {}
+            doomed = []
+            for row in rows:
+                seen[row.environment] = seen.get(row.environment, 0) + 1
+                if row.environment not in spared and (
+                    seen[row.environment] > keep or row.created_at < oldest
+                ):
+                    doomed.append(row.id)
+            for start in range(0, len(doomed), 500):
+                conn.execute(delete(_plans).where(_plans.c.id.in_(doomed[start : start + 500])))
+        return len(doomed)
+
     def get_plan(self, plan_id: str) -> PlanRecord | None:
         """A saved plan by its exact id (None if there is none)."""
         with self._read(f"read plan {plan_id}") as conn:

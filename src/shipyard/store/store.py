@@ -14,7 +14,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -345,25 +345,7 @@ class Store:
     def prune_plans(self, max_age: timedelta, keep: int, protect: Iterable[str] = ()) -> int:
         """Delete the saved plans older than `max_age` and those beyond each environment's
         newest `keep`, but none of an environment in `protect`; return how many went."""
-        spared = set(protect)
-        oldest = self.now() - max_age
-        with self._write("prune saved plans") as conn:
-            rows = conn.execute(
-                select(_plans.c.id, _plans.c.environment, _plans.c.created_at).order_by(
-                    _plans.c.created_at.desc(), _plans.c.id.desc()
-                )
-            ).all()
-            seen: dict[str, int] = {}
-            doomed = []
-            for row in rows:
-                seen[row.environment] = seen.get(row.environment, 0) + 1
-                if row.environment not in spared and (
-                    seen[row.environment] > keep or row.created_at < oldest
-                ):
-                    doomed.append(row.id)
-            for start in range(0, len(doomed), 500):
-                conn.execute(delete(_plans).where(_plans.c.id.in_(doomed[start : start + 500])))
-        return len(doomed)
+        return self._sql().prune_plans(max_age, keep, protect)
 
     def get_plan(self, plan_id: str) -> PlanRecord | None:
         """A saved plan by its exact id (None if there is none)."""
