@@ -45,18 +45,6 @@ _NEWEST_EVENTS = (
 )
 
 
-def journal_length(db: Path, after_id: str) -> int:
-    """Events written by the newest deployment started after `after_id`."""
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            row = conn.execute(_NEWEST_EVENTS, (after_id,)).fetchone()
-    except sqlite3.OperationalError:
-        return 0
-    return int(row[0])
-
-
 class JournalWatch:
     """Reads the newest deployment's events through one read-only connection, kept open:
     polled every 2 ms, opening the database each time took CPU from the deploy under test."""
@@ -66,23 +54,34 @@ class JournalWatch:
         self.after_id = after_id
         self.conn: sqlite3.Connection | None = None
 
-    def _query(self, sql: str) -> list[tuple[object, ...]]:
+    def _query(self, sql: str, *params: str) -> list[tuple[object, ...]]:
         try:
             if self.conn is None:
                 if not self.db.exists():
                     return []
                 self.conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=1)
             # No transaction is held between queries: each one sees every commit so far.
-            return self.conn.execute(sql, (self.after_id,)).fetchall()
+            return self.conn.execute(sql, params).fetchall()
         except sqlite3.OperationalError:
             return []
 
     def length(self) -> int:
-        rows = self._query(_NEWEST_EVENTS)
+        rows = self._query(_NEWEST_EVENTS, self.after_id)
         return int(str(rows[0][0])) if rows else 0
 
     def kinds(self) -> list[str]:
-        return [str(k) for (k,) in self._query(_NEWEST_EVENTS.replace("COUNT(*)", "kind"))]
+        sql = _NEWEST_EVENTS.replace("COUNT(*)", "kind")
+        return [str(k) for (k,) in self._query(sql, self.after_id)]
+
+    def step_running(self, step: str) -> bool:
+        """True once the deployment runs `step` while holding the lock."""
+        locked = self._query("SELECT COUNT(*) FROM locks")
+        running = self._query(
+            _NEWEST_EVENTS.replace("WHERE", "WHERE step = ? AND status = 'running' AND", 1),
+            step,
+            self.after_id,
+        )
+        return bool(locked and locked[0][0] and running and running[0][0])
 
     def close(self) -> None:
         if self.conn is not None:
@@ -226,24 +225,6 @@ def gate_backend(project: Path, key: str) -> Path:
     return gate
 
 
-def step_running(db: Path, step: str, after_id: str) -> bool:
-    """True once the newest deployment after `after_id` runs `step` while holding the lock."""
-    if not db.exists():
-        return False
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            locked = conn.execute("SELECT COUNT(*) FROM locks").fetchone()[0]
-            running = conn.execute(
-                "SELECT COUNT(*) FROM events WHERE step = ? AND status = 'running' "
-                "AND deployment_id = "
-                "(SELECT id FROM deployments WHERE id > ? ORDER BY id DESC LIMIT 1)",
-                (step, after_id),
-            ).fetchone()[0]
-    except sqlite3.OperationalError:
-        return False
-    return bool(locked and running)
-
-
 def start_gated_deploy(
     project: Path, key: str, step: str, *, after_id: str = "", args: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen[str], Path]:
@@ -255,14 +236,17 @@ def start_gated_deploy(
         stderr=subprocess.PIPE,
         text=True,
     )
-    db = project / ".shipyard" / "state.db"
+    watch = JournalWatch(project / ".shipyard" / "state.db", after_id)
     deadline = time.monotonic() + 60
-    while not step_running(db, step, after_id):
-        if process.poll() is not None or time.monotonic() > deadline:
-            gate.touch()
-            out, err = process.communicate(timeout=120)
-            raise AssertionError(f"the deploy never reached {step}: {out}{err}")
-        time.sleep(0.01)
+    try:
+        while not watch.step_running(step):
+            if process.poll() is not None or time.monotonic() > deadline:
+                gate.touch()
+                out, err = process.communicate(timeout=120)
+                raise AssertionError(f"the deploy never reached {step}: {out}{err}")
+            time.sleep(0.01)
+    finally:
+        watch.close()
     return process, gate
 
 
@@ -323,10 +307,11 @@ def test_ctrl_c_rolls_back_and_exits_1(shop: Path, run_cli: RunCli) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    db = shop / ".shipyard" / "state.db"
+    watch = JournalWatch(shop / ".shipyard" / "state.db", good)
     deadline = time.monotonic() + 60
-    while journal_length(db, good) < 15 and time.monotonic() < deadline:
+    while watch.length() < 15 and time.monotonic() < deadline:
         time.sleep(0.005)
+    watch.close()
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 1, out + err
