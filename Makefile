@@ -49,7 +49,8 @@ system-packages:
 
 # Four workers on two cores: the tests mostly wait on processes and sockets. Measured on a
 # loaded 2-core machine: 4 workers 142 s, 3 workers 148 s, 6 workers 311 s (one worker: 8+ min).
-# worksteal keeps a worker busy while another runs the long crash-recovery test.
+# worksteal keeps a worker busy while another runs a long test; the longest ones are split into
+# cases so the workers share them. `benchmarks/suite_cpu.py` measures the suite's CPU.
 test: lint system-packages
 	$(BIN)/pytest -q -n 4 --dist worksteal
 

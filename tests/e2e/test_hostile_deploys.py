@@ -93,8 +93,11 @@ def project() -> Iterator[HostileProject]:
     remove_project(made)
 
 
+# Text and --json mode are two cases of 5 examples each (10 deploys in all, as when the mode
+# was drawn): xdist runs them on two workers at once.
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 @settings(
-    max_examples=10,
+    max_examples=5,
     deadline=None,
     # Each example deploys for real: a failure is reported as drawn, not shrunk for minutes.
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
@@ -102,7 +105,7 @@ def project() -> Iterator[HostileProject]:
 )
 @given(st.data())
 def test_hostile_deploys_show_text_literally_and_leak_nothing(
-    project: HostileProject, data: st.DataObject
+    project: HostileProject, as_json: bool, data: st.DataObject
 ) -> None:
     secrets = data.draw(secrets_strategy, "secrets")
     redact = Redactor(secrets)
@@ -113,7 +116,6 @@ def test_hostile_deploys_show_text_literally_and_leak_nothing(
         "health body",
     )
     start_output = data.draw(st.sampled_from([*HOSTILE, *secrets.values()]), "start output")
-    as_json = data.draw(st.booleans(), "--json")
     project.secrets = secrets
     project.write(
         build_output=build_output,

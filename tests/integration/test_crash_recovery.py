@@ -7,6 +7,7 @@ No failpoint exists in src/: the crash is a real SIGKILL at a real point.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,20 +39,53 @@ from tests.integration.engine_fixtures import (
 BOUNDARIES = [1, 9, 22, 30, 40]
 
 
-def journal_length(db: Path, after_id: str) -> int:
-    """Events written by the newest deployment started after `after_id`."""
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            row = conn.execute(
-                "SELECT COUNT(*) FROM events WHERE deployment_id = "
-                "(SELECT id FROM deployments WHERE id > ? ORDER BY id DESC LIMIT 1)",
-                (after_id,),
-            ).fetchone()
-    except sqlite3.OperationalError:
-        return 0
-    return int(row[0])
+_NEWEST_EVENTS = (
+    "SELECT COUNT(*) FROM events WHERE deployment_id = "
+    "(SELECT id FROM deployments WHERE id > ? ORDER BY id DESC LIMIT 1)"
+)
+
+
+class JournalWatch:
+    """Reads the newest deployment's events through one read-only connection, kept open:
+    polled every 2 ms, opening the database each time took CPU from the deploy under test."""
+
+    def __init__(self, db: Path, after_id: str) -> None:
+        self.db = db
+        self.after_id = after_id
+        self.conn: sqlite3.Connection | None = None
+
+    def _query(self, sql: str, *params: str) -> list[tuple[object, ...]]:
+        try:
+            if self.conn is None:
+                if not self.db.exists():
+                    return []
+                self.conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=1)
+            # No transaction is held between queries: each one sees every commit so far.
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            return []
+
+    def length(self) -> int:
+        rows = self._query(_NEWEST_EVENTS, self.after_id)
+        return int(str(rows[0][0])) if rows else 0
+
+    def kinds(self) -> list[str]:
+        sql = _NEWEST_EVENTS.replace("COUNT(*)", "kind")
+        return [str(k) for (k,) in self._query(sql, self.after_id)]
+
+    def step_running(self, step: str) -> bool:
+        """True once the deployment runs `step` while holding the lock."""
+        locked = self._query("SELECT COUNT(*) FROM locks")
+        running = self._query(
+            _NEWEST_EVENTS.replace("WHERE", "WHERE step = ? AND status = 'running' AND", 1),
+            step,
+            self.after_id,
+        )
+        return bool(locked and locked[0][0] and running and running[0][0])
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
 
 
 def served_releases(project: Path) -> dict[str, str]:
@@ -78,19 +113,20 @@ def deploy_killed_at(
         stderr=subprocess.DEVNULL,
         env=env,
     )
-    db = project / ".shipyard" / "state.db"
+    watch = JournalWatch(project / ".shipyard" / "state.db", after_id)
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 return False
-            if journal_length(db, after_id) >= boundary:
+            if watch.length() >= boundary:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()
                 return True
             time.sleep(0.002)
         raise AssertionError("the deploy neither finished nor reached the boundary in 120 s")
     finally:
+        watch.close()
         if process.poll() is None:
             process.kill()
             process.wait()
@@ -189,24 +225,6 @@ def gate_backend(project: Path, key: str) -> Path:
     return gate
 
 
-def step_running(db: Path, step: str, after_id: str) -> bool:
-    """True once the newest deployment after `after_id` runs `step` while holding the lock."""
-    if not db.exists():
-        return False
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            locked = conn.execute("SELECT COUNT(*) FROM locks").fetchone()[0]
-            running = conn.execute(
-                "SELECT COUNT(*) FROM events WHERE step = ? AND status = 'running' "
-                "AND deployment_id = "
-                "(SELECT id FROM deployments WHERE id > ? ORDER BY id DESC LIMIT 1)",
-                (step, after_id),
-            ).fetchone()[0]
-    except sqlite3.OperationalError:
-        return False
-    return bool(locked and running)
-
-
 def start_gated_deploy(
     project: Path, key: str, step: str, *, after_id: str = "", args: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen[str], Path]:
@@ -218,14 +236,17 @@ def start_gated_deploy(
         stderr=subprocess.PIPE,
         text=True,
     )
-    db = project / ".shipyard" / "state.db"
+    watch = JournalWatch(project / ".shipyard" / "state.db", after_id)
     deadline = time.monotonic() + 60
-    while not step_running(db, step, after_id):
-        if process.poll() is not None or time.monotonic() > deadline:
-            gate.touch()
-            out, err = process.communicate(timeout=120)
-            raise AssertionError(f"the deploy never reached {step}: {out}{err}")
-        time.sleep(0.01)
+    try:
+        while not watch.step_running(step):
+            if process.poll() is not None or time.monotonic() > deadline:
+                gate.touch()
+                out, err = process.communicate(timeout=120)
+                raise AssertionError(f"the deploy never reached {step}: {out}{err}")
+            time.sleep(0.01)
+    finally:
+        watch.close()
     return process, gate
 
 
@@ -286,10 +307,11 @@ def test_ctrl_c_rolls_back_and_exits_1(shop: Path, run_cli: RunCli) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    db = shop / ".shipyard" / "state.db"
+    watch = JournalWatch(shop / ".shipyard" / "state.db", good)
     deadline = time.monotonic() + 60
-    while journal_length(db, good) < 15 and time.monotonic() < deadline:
+    while watch.length() < 15 and time.monotonic() < deadline:
         time.sleep(0.005)
+    watch.close()
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 1, out + err
@@ -301,13 +323,21 @@ def test_ctrl_c_rolls_back_and_exits_1(shop: Path, run_cli: RunCli) -> None:
 
 
 class LoadLoop:
-    """GET / on every public port in turn from a thread, counting failures per window."""
+    """GET / on every public port in turn from a thread, counting failures per window.
+
+    Inside `flat_out()` (where the test asserts no request fails) the requests go back to
+    back; elsewhere the loop pauses `PAUSE` s after each one: load still, but it no longer
+    takes the CPU the deploy under test needs.
+    """
+
+    PAUSE = 0.02
 
     def __init__(self, ports: list[int]) -> None:
         self.ports = ports
         self.failures: list[tuple[float, int, str]] = []
         self.requests = 0
         self._stop = threading.Event()
+        self._busy = threading.Event()  # set while flat out, or to wake the loop to stop
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> LoadLoop:
@@ -316,7 +346,17 @@ class LoadLoop:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        self._busy.set()
         self._thread.join(timeout=30)
+
+    @contextlib.contextmanager
+    def flat_out(self) -> Iterator[None]:
+        """Requests back to back while inside."""
+        self._busy.set()
+        try:
+            yield
+        finally:
+            self._busy.clear()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -327,6 +367,7 @@ class LoadLoop:
                 except (OSError, urllib.error.HTTPError) as exc:
                     self.failures.append((time.monotonic(), port, repr(exc)))
                 self.requests += 1
+                self._busy.wait(self.PAUSE)
 
     def failed_between(self, start: float, end: float) -> list[tuple[float, int, str]]:
         return [f for f in self.failures if start <= f[0] <= end]
@@ -341,12 +382,19 @@ def _events_of(db: Path, deployment_id: str) -> list[tuple[str, str | None, str 
     return [(str(k), s, st) for k, s, st in rows]
 
 
+# The boundaries are dealt round-robin to this many cases, so xdist workers share them;
+# together the cases kill the deploy after every one of its events.
+BOUNDARY_SHARDS = 4
+
+
 @pytest.mark.slow
-def test_kill_at_every_journal_boundary_under_load_then_recover() -> None:
-    """SIGKILL the deploy after each of its journal events, finish included, while a load
-    loop runs; earlier killed deploys fill `keep_releases`. After `recover`: one version
-    serves on every port (the new one once the deployment passed its commit point), and
-    `recover` itself failed no request."""
+@pytest.mark.parametrize("shard", range(BOUNDARY_SHARDS))
+def test_kill_at_every_journal_boundary_under_load_then_recover(shard: int) -> None:
+    """SIGKILL the deploy after each of its journal events (this case: every
+    BOUNDARY_SHARDS-th, from `shard` + 1), finish included, while a load loop runs; earlier
+    killed deploys fill `keep_releases`. After `recover`: one version serves on every port
+    (the new one once the deployment passed its commit point), and `recover` itself failed
+    no request."""
     project = make_project({"a": (), "b": ("a",)}, keep_releases=1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
     service = Shipyard(project.folder, environ=env)
@@ -359,7 +407,7 @@ def test_kill_at_every_journal_boundary_under_load_then_recover() -> None:
         good = first.id
         version = 1
         with LoadLoop(ports) as load:
-            for boundary in range(1, total):
+            for boundary in range(1 + shard, total, BOUNDARY_SHARDS):
                 version += 1
                 for name in project.ports:
                     project.write_behaviour(name, behaviour(name, f"v{version}"))
@@ -369,9 +417,10 @@ def test_kill_at_every_journal_boundary_under_load_then_recover() -> None:
                 newest = service.history(ENV, limit=1)[0].record
                 assert newest.id != before, boundary
                 where = (boundary, _events_of(db, newest.id)[-1:])
-                started = time.monotonic()
-                views = service.recover(ENV)
-                ended = time.monotonic()
+                with load.flat_out():
+                    started = time.monotonic()
+                    views = service.recover(ENV)
+                    ended = time.monotonic()
                 assert load.failed_between(started, ended) == [], where
                 after = service.deployment(newest.id).record
                 assert after.status in ("succeeded", "rolled_back", "failed"), (where, after)
@@ -402,19 +451,12 @@ def _deploy_killed_after(
         stderr=subprocess.DEVNULL,
         env=env,
     )
+    watch = JournalWatch(db, before)
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
             assert process.poll() is None, f"the deploy ended before a {when!r} event"
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-                kinds = [
-                    k
-                    for (k,) in conn.execute(
-                        "SELECT kind FROM events WHERE deployment_id = "
-                        "(SELECT id FROM deployments WHERE id > ? ORDER BY id DESC LIMIT 1)",
-                        (before,),
-                    )
-                ]
+            kinds = watch.kinds()
             if when in kinds:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()
@@ -422,6 +464,7 @@ def _deploy_killed_after(
             time.sleep(0.002)
         raise AssertionError(f"no {when!r} event in 120 s")
     finally:
+        watch.close()
         if process.poll() is None:
             process.kill()
             process.wait()
