@@ -306,6 +306,7 @@ class Shipyard:
         return EngineContext(
             config=config or self.config,
             env=env,
+            lock_ttl=(config or self.config).project.lock_ttl,
             store=self.store,
             target=self.target(env),
             artifacts=ArtifactStore(self.project_dir / ".shipyard" / "artifacts"),

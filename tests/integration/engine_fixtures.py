@@ -291,13 +291,18 @@ def _toml_list(items: Iterable[str]) -> str:
 
 
 def config_text(
-    deps: Mapping[str, tuple[str, ...]], ports: Mapping[str, int], marker: str, keep: int = 5
+    deps: Mapping[str, tuple[str, ...]],
+    ports: Mapping[str, int],
+    marker: str,
+    keep: int = 5,
+    lock_ttl: str = "15s",
 ) -> str:
     """The project's shipyard.toml; `marker` goes on each app's command line (for `ps`)."""
     lines = [
         "[project]",
         'name = "prop"',
         f"keep_releases = {keep}",
+        f'lock_ttl = "{lock_ttl}"',
         f'default_environment = "{ENV}"',
         'state = "sqlite:///.shipyard/state.db"',
         "",
@@ -344,14 +349,16 @@ class Project:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def make_project(deps: Mapping[str, tuple[str, ...]], keep_releases: int = 5) -> Project:
+def make_project(
+    deps: Mapping[str, tuple[str, ...]], keep_releases: int = 5, lock_ttl: str = "15s"
+) -> Project:
     """Write and commit v1 (every component healthy) of a project with these components."""
     scratch = Path(tempfile.mkdtemp(prefix="sy-", dir="/tmp"))
     folder = scratch / "p"
     folder.mkdir()
     ports = dict(zip(deps, quiet_ports(len(deps)), strict=True))
     (folder / "shipyard.toml").write_text(
-        config_text(deps, ports, str(scratch), keep=keep_releases)
+        config_text(deps, ports, str(scratch), keep=keep_releases, lock_ttl=lock_ttl)
     )
     (folder / ".gitignore").write_text(".shipyard/\n__pycache__/\n")
     project = Project(scratch, folder, ports)

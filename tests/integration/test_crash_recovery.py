@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.engine.runner import LOCK_TTL
 from shipyard.service import Shipyard
 from tests.conftest import RunCli, commit_all, shipyard_executable
 from tests.integration.engine_fixtures import (
@@ -474,8 +473,10 @@ def _deploy_killed_after(
 def test_a_killed_orchestrator_is_undone_by_the_agent_without_any_command() -> None:
     """kill -9 of `deploy` before the commit point (while it starts releases, and after it
     switched the ports) and no command afterwards: within the lease's ttl + 1 s every port
-    serves the old version again; killed after the commit point, the new one stays."""
-    project = make_project({"a": (), "b": ("a",)})
+    serves the old version again; killed after the commit point, the new one stays. The
+    project's lock_ttl is 4 s (the default, 15 s, would only make the test wait longer)."""
+    lock_ttl = 4.0
+    project = make_project({"a": (), "b": ("a",)}, lock_ttl=f"{lock_ttl:g}s")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
     service = Shipyard(project.folder, environ=env)
     db = project.folder / ".shipyard" / "state.db"
@@ -493,7 +494,7 @@ def test_a_killed_orchestrator_is_undone_by_the_agent_without_any_command() -> N
             killed_at = time.monotonic()
             new = service.history(ENV, limit=1)[0].record.id
             expected = new if keeps_new else good
-            deadline = killed_at + LOCK_TTL + 1.0
+            deadline = killed_at + lock_ttl + 1.0
             served: set[str] = set()
             while time.monotonic() < deadline:
                 served = {get_json(p, "/")[1]["release"] for p in ports}

@@ -93,6 +93,7 @@ def test_valid_config_becomes_typed_models(project: Path) -> None:
     assert config.components["marketing"].artifact == "site"
     assert config.components["marketing"].health.kind == "tcp"  # a port and no health: tcp
     assert config.project.keep_releases == 3
+    assert config.project.lock_ttl == 15.0  # the default
     assert config.environments["production"].tier == "production"  # inferred from the name
     assert config.environments["local"].tier == "development"
     assert config.environments["local"].router == "builtin"  # the default: nothing to install
@@ -131,6 +132,12 @@ BAD_INPUTS = [
         replace("keep_releases = 3", "keep_releases = = 3"),
         ["invalid TOML"],
         "keep_releases = = 3",
+    ),
+    (
+        "lock_ttl too short to renew",
+        replace("keep_releases = 3", 'keep_releases = 3\nlock_ttl = "1s"'),
+        ["project.lock_ttl: must be at least 3s"],
+        'lock_ttl = "1s"',
     ),
     (
         "wrong port type",

@@ -256,6 +256,15 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+def _lock_ttl(value: Any) -> float:
+    seconds = _duration(value)
+    if seconds < 3.0:
+        # The lock is renewed every third of it: under 1 s between renewals, a busy machine
+        # could let a live deploy's lease lapse and the agent would undo it.
+        raise ValueError("must be at least 3s")
+    return seconds
+
+
 def _duration(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return float(value)  # a bare number means seconds
@@ -301,6 +310,7 @@ _PROJECT_KEYS = {
     "keep_releases",
     "global_inputs",
     "max_parallel",
+    "lock_ttl",
 }
 _ENV_KEYS = {
     "target",
@@ -470,6 +480,7 @@ def _project(r: _Reader, data: dict[str, Any], envs: dict[str, Environment] | No
         keep_releases=r.get(data, "keep_releases", "project", _positive_int, 5),
         global_inputs=r.get(data, "global_inputs", "project", _str_list, ("shipyard.toml",)),
         max_parallel=r.get(data, "max_parallel", "project", _positive_int, 4),
+        lock_ttl=r.get(data, "lock_ttl", "project", _lock_ttl, Project.lock_ttl),
     )
 
 

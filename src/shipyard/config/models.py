@@ -176,6 +176,9 @@ class Project:
     keep_releases: int = 5
     global_inputs: tuple[str, ...] = ("shipyard.toml",)
     max_parallel: int = 4
+    # How long a deploy's lock and its lease on the agent outlive an orchestrator that stopped
+    # renewing them: after it, the agent undoes a deploy that had not committed.
+    lock_ttl: float = 15.0
 
 
 @dataclass(frozen=True)
