@@ -4,7 +4,7 @@
         [--burst 1000] [--routers builtin,builtin-uvloop,haproxy] [--before-src OTHER/src]
         [--json]
 
-Everything runs on 127.0.0.1 and is bounded (about 2 minutes with the defaults). Needs `wrk`
+Everything runs on 127.0.0.1 and is bounded (about 3 minutes with the defaults). Needs `wrk`
 (Debian package `wrk`); the haproxy column needs `haproxy` (it is left out when missing).
 
 Upstreams:
