@@ -1,9 +1,10 @@
 """Router benchmark: direct upstream vs the builtin router vs HAProxy, side by side in one run.
 
     .venv/bin/python benchmarks/router_bench.py [--seconds 2] [--rounds 3] [--idle 10000]
-        [--burst 1000] [--routers builtin,haproxy] [--before-src OTHER/src] [--json]
+        [--burst 1000] [--routers builtin,builtin-uvloop,haproxy] [--before-src OTHER/src]
+        [--json]
 
-Everything runs on 127.0.0.1 and is bounded (about 2 minutes with the defaults). Needs `wrk`
+Everything runs on 127.0.0.1 and is bounded (about 3 minutes with the defaults). Needs `wrk`
 (Debian package `wrk`); the haproxy column needs `haproxy` (it is left out when missing).
 
 Upstreams:
@@ -12,11 +13,14 @@ Upstreams:
   app    a Python app doing 1 ms of CPU work per request (stdlib asyncio, one process).
 
 The builtin router runs in its own process exactly as the agent runs it (`Router.route`);
+`builtin-uvloop` is the same on uvloop's event loop, when uvloop is installed (the agent
+itself does not use it: see docs/architecture.md);
 `--before-src` adds a column with another checkout's builtin router (before/after in one run).
 HAProxy runs as the agent runs it (`router="haproxy"`: master-worker, runtime API).
 Measured per target, the targets interleaved in rotating order over `--rounds` rounds:
   1. wrk, keep-alive, 1/8/64 connections against the fast upstream: req/s, p99, and the
-     router's CPU time per request (from /proc: what limits it on a busy machine);
+     CPU time per request of the router, the upstream and wrk itself (from /proc and
+     getrusage): with every CPU busy, the ratio is bounded by how that CPU time adds up;
   2. the same with 8 connections against the 1 ms app;
   3. a burst of N new connections at once, one request each: p50/p99/max time to response;
   4. N idle keep-alive connections opened, each after one request, held; then one more
@@ -93,6 +97,9 @@ BUILTIN = r"""
 import asyncio, resource, sys
 sys.path.insert(0, sys.argv[1])
 from shipyard.agent.router import Router
+if sys.argv[4] == "uvloop":
+    import uvloop
+    uvloop.install()
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 async def main():
@@ -144,27 +151,36 @@ def fast_upstream(tmp: Path) -> Iterator[tuple[int, str]]:
         # Two descriptors per connection: as many as the hard open-file limit allows.
         maxconn = (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200) // 2
         cfg.write_text(FAST_HAPROXY.format(port=port, maxconn=maxconn))
-        with process(["haproxy", "-f", str(cfg)]):
+        with process(["haproxy", "-f", str(cfg)]) as proc:
             wait_port(port)
-            yield port, "C (haproxy http-request return)"
+            yield port, "C (haproxy http-request return)", proc.pid
     else:
-        with process([sys.executable, "-c", PY_FAST], {"PORT": str(port)}):
+        with process([sys.executable, "-c", PY_FAST], {"PORT": str(port)}) as proc:
             wait_port(port)
-            yield port, "Python asyncio"
+            yield port, "Python asyncio", proc.pid
 
 
 @contextmanager
-def app_upstream() -> Iterator[int]:
+def app_upstream() -> Iterator[tuple[int, int]]:
     port = free_port()
-    with process([sys.executable, "-c", APP_1MS], {"PORT": str(port)}):
+    with process([sys.executable, "-c", APP_1MS], {"PORT": str(port)}) as proc:
         wait_port(port)
-        yield port
+        yield port, proc.pid
+
+
+def has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @contextmanager
-def builtin_router(upstream: int, src: Path) -> Iterator[tuple[int, int]]:
+def builtin_router(upstream: int, src: Path, loop: str = "asyncio") -> Iterator[tuple[int, int]]:
     port = free_port()
-    with process([sys.executable, "-c", BUILTIN, str(src), str(port), str(upstream)]) as proc:
+    argv = [sys.executable, "-c", BUILTIN, str(src), str(port), str(upstream), loop]
+    with process(argv) as proc:
         wait_port(port)
         yield port, proc.pid
 
@@ -227,6 +243,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wrk(port: int, connections: int, seconds: float) -> dict[str, float]:
+    """wrk's figures, and its own CPU time per request (the load generator's share)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [
             "wrk",
@@ -241,6 +259,8 @@ def wrk(port: int, connections: int, seconds: float) -> dict[str, float]:
         timeout=seconds + 30,
         check=True,
     ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    gen_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     rate = _RATE.search(out)
     p99 = _P99.search(out)
     if rate is None or p99 is None:
@@ -249,6 +269,7 @@ def wrk(port: int, connections: int, seconds: float) -> dict[str, float]:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": float(rate.group(1)),
+        "gen_cpu_us": gen_cpu / max(1.0, float(rate.group(1)) * seconds) * 1e6,
         "p99_ms": float(p99.group(1)) * scale,
         "non_2xx": float(errors.group(1)) if errors else 0.0,
     }
@@ -369,7 +390,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="wrk runs per target, interleaved")
     parser.add_argument("--idle", type=int, default=10000, help="idle connections held")
     parser.add_argument("--burst", type=int, default=1000, help="new connections at once")
-    parser.add_argument("--routers", default="builtin,haproxy")
+    parser.add_argument(
+        "--routers",
+        default="builtin,builtin-uvloop,haproxy",
+        help="builtin-uvloop: the builtin router on uvloop's event loop (left out without it)",
+    )
     parser.add_argument("--builtin-src", type=Path, default=SRC)
     parser.add_argument(
         "--before-src",
@@ -386,6 +411,9 @@ def main() -> None:
     if "haproxy" in routers and not shutil.which("haproxy"):
         print("haproxy is not installed: its column is left out", file=sys.stderr)
         routers.remove("haproxy")
+    if "builtin-uvloop" in routers and not has_uvloop():
+        print("uvloop is not installed: the builtin-uvloop column is left out", file=sys.stderr)
+        routers.remove("builtin-uvloop")
     targets = ["direct", *routers]
     if opts.before_src:
         targets.append("before")
@@ -395,14 +423,19 @@ def main() -> None:
 
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="router-bench-")))
-        fast, fast_kind = stack.enter_context(fast_upstream(tmp))
-        app = stack.enter_context(app_upstream())
+        fast, fast_kind, fast_pid = stack.enter_context(fast_upstream(tmp))
+        app, app_pid = stack.enter_context(app_upstream())
+        upstream_pids = {"fast": fast_pid, "app": app_pid}
         ports: dict[tuple[str, str], tuple[int, int]] = {}
         for upstream, up_port in (("fast", fast), ("app", app)):
             ports["direct", upstream] = (up_port, 0)
             if "builtin" in routers:
                 ports["builtin", upstream] = stack.enter_context(
                     builtin_router(up_port, opts.builtin_src)
+                )
+            if "builtin-uvloop" in routers:
+                ports["builtin-uvloop", upstream] = stack.enter_context(
+                    builtin_router(up_port, opts.builtin_src, "uvloop")
                 )
             if "haproxy" in routers:
                 ports["haproxy", upstream] = stack.enter_context(haproxy_router(up_port, tmp))
@@ -420,11 +453,13 @@ def main() -> None:
             for upstream, conns in scenarios:
                 for target in order:
                     port, pid = ports[target, upstream]
-                    before = cpu_seconds(pid)
+                    up_pid = upstream_pids[upstream]
+                    before, up_before = cpu_seconds(pid), cpu_seconds(up_pid)
                     got = wrk(port, conns, opts.seconds)
+                    requests = max(1.0, got["rps"] * opts.seconds)
+                    got["up_cpu_us"] = (cpu_seconds(up_pid) - up_before) / requests * 1e6
                     if pid:  # the router's CPU time per request: what limits it
-                        spent = cpu_seconds(pid) - before
-                        got["cpu_us"] = spent / max(1.0, got["rps"] * opts.seconds) * 1e6
+                        got["cpu_us"] = (cpu_seconds(pid) - before) / requests * 1e6
                     runs.setdefault((target, f"{upstream}_c{conns}"), []).append(got)
         for (target, key), got in runs.items():
             direct = runs["direct", key]
@@ -435,6 +470,8 @@ def main() -> None:
                 "rounds": [r["rps"] for r in got],
                 # Each round's ratio to the direct run next to it, then their median.
                 "cpu_us": statistics.median(r.get("cpu_us", 0.0) for r in got),
+                "gen_cpu_us": statistics.median(r["gen_cpu_us"] for r in got),
+                "up_cpu_us": statistics.median(r["up_cpu_us"] for r in got),
                 "ratio": statistics.median(
                     got[i]["rps"] / direct[i]["rps"] for i in range(len(got))
                 ),
@@ -443,7 +480,12 @@ def main() -> None:
         # for a while after.
         for target in targets:
             if opts.burst:
-                results[target]["burst"] = burst(ports[target, "fast"][0], opts.burst)
+                port, pid = ports[target, "fast"]
+                before = cpu_seconds(pid)
+                results[target]["burst"] = burst(port, opts.burst)
+                results[target]["burst"]["cpu_us_per_conn"] = (
+                    (cpu_seconds(pid) - before) / opts.burst * 1e6 if pid else 0.0
+                )
                 time.sleep(0.5)
         for target in targets:
             port, pid = ports[target, "fast"]
@@ -464,7 +506,7 @@ def main() -> None:
         return
     print(f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load {os.getloadavg()}")
     print(f"fast upstream: {fast_kind}")
-    header = f"{'':28}" + "".join(f"{t:>30}" for t in targets)
+    header = f"{'':20}" + "".join(f"{t:>30}" for t in targets)
     print(header)
     for key, label in [
         ("fast_c1", "fast, 1 conn"),
@@ -478,22 +520,34 @@ def main() -> None:
             ratio = "" if t == "direct" else f" ({r['ratio']:.2f})"
             cpu = f" {r['cpu_us']:.0f}us" if r.get("cpu_us") else ""
             cells.append(f"{r['rps']:>8.0f}{ratio} p99 {r['p99_ms']:.1f}{cpu}")
-        print(f"{label:28}" + "".join(f"{c:>30}" for c in cells))
+        print(f"{label:20}" + "".join(f"{c:>30}" for c in cells))
+    # On a machine whose CPUs are all busy, the rate is the CPUs over the CPU time a request
+    # costs everyone (load generator, upstream, router): that bounds the ratio.
+    print("CPU us per request: load generator + upstream + router = total (ratio bound)")
+    for key in ("fast_c8", "app_c8"):
+        direct_total = results["direct"][key]["gen_cpu_us"] + results["direct"][key]["up_cpu_us"]
+        for t in targets:
+            r = results[t][key]
+            total = r["gen_cpu_us"] + r["up_cpu_us"] + r["cpu_us"]
+            print(
+                f"  {key:8} {t:15} {r['gen_cpu_us']:5.1f} + {r['up_cpu_us']:6.1f} +"
+                f" {r['cpu_us']:5.1f} = {total:6.1f} ({direct_total / total:.2f})"
+            )
     if opts.idle:
         print(f"{opts.idle} idle keep-alive connections: opened / reused ok of 100 / RSS MB")
         for t in targets:
             i = results[t]["idle"]
             print(
-                f"  {t:10} {i['opened']:.0f} in {i['open_seconds']:.1f}s /"
+                f"  {t:15} {i['opened']:.0f} in {i['open_seconds']:.1f}s /"
                 f" {i['reused_ok']:.0f} of {i['reused']:.0f} / {i['rss_mb']:.1f}"
             )
     if opts.burst:
-        print(f"burst of {opts.burst} new connections: p50 / p99 / max ms, failed")
+        print(f"burst of {opts.burst} new connections: p50 / p99 / max ms, failed, router CPU")
         for t in targets:
             b = results[t]["burst"]
             print(
-                f"  {t:10} {b['p50_ms']:.1f} / {b['p99_ms']:.1f} / {b['max_ms']:.1f},"
-                f" {b['failed']:.0f}"
+                f"  {t:15} {b['p50_ms']:.1f} / {b['p99_ms']:.1f} / {b['max_ms']:.1f},"
+                f" {b['failed']:.0f}, {b['cpu_us_per_conn']:.0f} us/conn"
             )
 
 

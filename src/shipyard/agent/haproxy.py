@@ -65,6 +65,16 @@ def _maxconn() -> int:
     return max(256, min(100_000, (hard - 200) // 2))
 
 
+def _threads() -> int:
+    """Half the CPUs (at least one): the releases it routes to run on the same host.
+
+    HAProxy's default, a thread per CPU, has its threads contend with the releases (and
+    with each other) for cores: measured on 2 CPUs, 23 µs of CPU per proxied request with 2
+    threads against 18 µs with 1, at the same rate (benchmarks/README.md).
+    """
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
 class HaproxyRoute(Route):
     """A route whose public port is served by a HAProxy this route starts and steers."""
 
@@ -108,6 +118,7 @@ class HaproxyRoute(Route):
             "    master-worker",
             "    stats socket unix@admin.sock mode 600 level admin",
             f"    maxconn {_maxconn()}",
+            f"    nbthread {_threads()}",
             "defaults",
             f"    mode {self.mode}",
             "    timeout connect 5s",

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from typing import TYPE_CHECKING, List, Optional, Set, Union
+import time
+from typing import TYPE_CHECKING, List, Optional, Set, Union, cast
 
 from .http1 import (
     CHUNKED,
@@ -80,13 +81,14 @@ def _no_delay(transport: asyncio.BaseTransport) -> None:
 class Lease:
     """One in-flight request or tunnel on an upstream; aborting it cuts its connections."""
 
-    __slots__ = ("cut_reason", "released", "transports", "upstream")
+    __slots__ = ("cut_reason", "released", "transports", "tunnel", "upstream")
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.transports: List[asyncio.Transport] = []
         self.cut_reason: Optional[str] = None
         self.released = False
+        self.tunnel: Optional[Tunnel] = None  # a TCP-mode connection's pipe, once connected
 
     def attach(self, transport: asyncio.Transport) -> None:
         self.transports.append(transport)
@@ -133,9 +135,9 @@ class UpstreamConn(asyncio.Protocol):
         self.lost: Optional[Exception] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        # Not an isinstance check: uvloop's transports do not derive from asyncio's classes.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=_HIGH_WATER)
 
     def bind(self, sink: _Sink) -> None:
         """Send this connection's events to `sink`, first what arrived before it was bound."""
@@ -265,8 +267,26 @@ class Tunnel(_Sink):
         self.client_eof = False
         self.upstream_done = False
         self.ended = False
+        # Who sent the last bytes, and when: what `at_rest` decides on.
+        self.release_spoke_last = False
+        self.last_bytes = time.monotonic()
+
+    def at_rest(self, quiet: float) -> bool:
+        """The client has what the release last sent, and neither side sent a byte since
+        (for `quiet` seconds): closing now is what a server closing an idle connection does,
+        which a TCP client must cope with anyway. A client whose bytes the release has not
+        answered yet, or that has sent nothing at all, is not at rest.
+        """
+        return (
+            self.release_spoke_last
+            and time.monotonic() - self.last_bytes >= quiet
+            and not self.client.get_write_buffer_size()
+            and not self.upstream.get_write_buffer_size()
+        )
 
     def client_data(self, data: bytes) -> None:
+        self.release_spoke_last = False
+        self.last_bytes = time.monotonic()
         self.upstream.write(data)
 
     def client_eof_received(self) -> bool:
@@ -284,6 +304,8 @@ class Tunnel(_Sink):
             self.upstream.resume_reading()
 
     def upstream_data(self, data: bytes) -> None:
+        self.release_spoke_last = True
+        self.last_bytes = time.monotonic()
         self.client.write(data)
 
     def upstream_eof(self) -> bool:
@@ -323,12 +345,11 @@ class _Client(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.route.clients.add(transport)
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's too (see UpstreamConn)
+        self.route.clients.add(self.transport)
         self.route.stats["connections"] += 1
         _no_delay(transport)
-        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        self.transport.set_write_buffer_limits(high=_HIGH_WATER)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
@@ -379,7 +400,7 @@ class TcpClient(_Client):
             raise
         assert conn.transport is not None
         lease.attach(conn.transport)
-        self.tunnel = Tunnel(self.transport, conn, lease)
+        self.tunnel = lease.tunnel = Tunnel(self.transport, conn, lease)
         if self.closed:
             self.tunnel.end()
         else:

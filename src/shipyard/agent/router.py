@@ -48,6 +48,10 @@ DEFAULT_CRASH_WAIT = 10.0
 LISTEN_BACKLOG = 1024
 # How long a port this agent unrouted may still be held by the keeper's copy of its socket.
 DROP_SETTLE_S = 1.0
+# A TCP-mode connection draining from a release is closed once it has been at rest this long
+# (the release spoke last, nothing moved since): see `Tunnel.at_rest`.
+TCP_REST_S = 0.5
+_REST_POLL = 0.05
 # A release that is down refuses connections (or resets them while its listener goes away).
 _REFUSED = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED})
 
@@ -148,11 +152,43 @@ class Route:
         self.draining.append(upstream)
         upstream.drain_task = asyncio.ensure_future(self._drain(upstream))
 
+    async def _idle(self, upstreams: List[Upstream], timeout: float) -> bool:
+        """Until nothing is in flight on `upstreams` (True), or `timeout` (False).
+
+        HTTP: until their requests are answered (idle keep-alive connections hold nothing).
+        TCP: a connection has no request boundaries, so an idle client would hold the drain
+        for the whole timeout; each connection is closed instead once it is at rest (the
+        release answered last, then nothing moved for TCP_REST_S), and one with an exchange
+        under way is waited for.
+        """
+        if self.mode != "tcp":
+            try:
+                waits = asyncio.gather(*(u.idle_event.wait() for u in upstreams))
+                await asyncio.wait_for(waits, timeout)
+            except asyncio.TimeoutError:
+                return False
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for upstream in upstreams:
+                for lease in list(upstream.leases):
+                    if lease.tunnel is not None and lease.tunnel.at_rest(TCP_REST_S):
+                        lease.tunnel.end()
+            if not any(u.leases for u in upstreams):
+                return True
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(_REST_POLL, left))
+
     async def _drain(self, upstream: Upstream) -> None:
         timeout = self.drain_timeout  # the budget of the switch that started this drain
         try:
-            await asyncio.wait_for(upstream.idle_event.wait(), timeout)
-        except asyncio.TimeoutError:
+            idle = await self._idle([upstream], timeout)
+        except asyncio.CancelledError:
+            return  # switched back to it
+        if not idle:
             self.log.warning(
                 "%s: %d request(s) on %s still in flight after %gs: cut",
                 self.component,
@@ -161,8 +197,6 @@ class Route:
                 timeout,
             )
             upstream.abort_all(f"cut: still running {timeout:g}s after a switch")
-        except asyncio.CancelledError:
-            return  # switched back to it
         if upstream in self.draining:
             self.draining.remove(upstream)
         upstream.drain_task = None
@@ -189,11 +223,7 @@ class Route:
             if upstream.drain_task is not None:
                 upstream.drain_task.cancel()
                 upstream.drain_task = None
-        waits = [asyncio.ensure_future(u.idle_event.wait()) for u in upstreams]
-        if waits:
-            _, pending = await asyncio.wait(waits, timeout=drain_timeout)
-            for wait in pending:
-                wait.cancel()
+        await self._idle(upstreams, drain_timeout)
         self.current = None
         if self.server is not None:
             self.server.close()
