@@ -1,0 +1,75 @@
+"""The agent with many releases: concurrent stops, parallel retirement, incremental state."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import pytest
+
+from shipyard.agent import AgentClient, AgentRequestError
+from tests.agent_fixtures.agent_harness import AgentHarness, start_app, wait_for
+
+pytest_plugins = ["tests.agent_fixtures.agent_plugin"]
+
+
+def _open_tunnel(port: int) -> socket.socket:
+    """An `Upgrade: echo` tunnel through `port`: in flight until it is closed."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10.0)
+    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    sock.sendall(b"ping")
+    assert sock.recv(4) == b"ping"
+    return sock
+
+
+def _stop_in_thread(client: AgentClient, results: list[Any]) -> threading.Thread:
+    def run() -> None:
+        try:
+            results.append(client.stop_release("web", "w1", force=True))
+        except AgentRequestError as exc:
+            results.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_two_stops_of_a_release_while_its_links_drain_both_succeed(agent: AgentHarness) -> None:
+    """A rollback stopping a release that something else (the lease lapsing, `down`) stops at
+    the same time must not fail: the release ends stopped and both callers hear so."""
+    client = agent.client
+    for dep in ("d1", "d2"):
+        start_app(client, dep, "r1")
+        client.activate(dep, "r1")
+    start_app(client, "web", "w1")
+    first = client.link("d1", "web/w1")
+    client.link("d2", "web/w1")
+    tunnel = _open_tunnel(first["port"])  # keeps the link to d1 draining when it is closed
+    results: list[Any] = []
+    try:
+        stop_a = _stop_in_thread(client, results)
+
+        def consumers() -> set[str]:
+            return {f"{lk['component']}" for lk in client.list_releases()["links"]}
+
+        # The first stop is past the process and waits for the d1 link's drain.
+        wait_for(lambda: "d1" not in consumers(), 10.0)
+        assert agent.release("web", "w1")["state"] == "stopped"
+        stop_b = _stop_in_thread(client, results)
+        stop_b.join(0.5)
+    finally:
+        tunnel.close()  # the drain ends: the first stop goes on
+    stop_a.join(30.0)
+    stop_b.join(30.0)
+    assert len(results) == 2
+    for result in results:
+        assert not isinstance(result, AgentRequestError), result.message
+        assert result["state"] == "stopped"
+    assert client.list_releases()["links"] == []
