@@ -6,8 +6,6 @@ import socket
 import threading
 from typing import Any
 
-import pytest
-
 from shipyard.agent import AgentClient, AgentRequestError
 from tests.agent_fixtures.agent_harness import AgentHarness, start_app, wait_for
 

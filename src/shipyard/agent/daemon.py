@@ -118,6 +118,8 @@ class Agent:
         self.active: Dict[str, str] = {}
         self.retire = RetireSchedule()
         self._retiring: Optional[asyncio.Future[None]] = None
+        # Stops in progress, by release: a second request for one waits for the first.
+        self._stops: Dict[Tuple[str, str], asyncio.Future[None]] = {}
         self.lease: Optional[Lease] = None
         self.lapse: Optional[Lapse] = None
         self._lapsing: Optional[asyncio.Future[None]] = None
@@ -558,24 +560,34 @@ class Agent:
         return rel.info()
 
     async def _stop_release(self, rel: Release, timeout: Optional[float] = None) -> None:
-        """Stop a release on request: after its drain, then close the links it used."""
+        """Stop a release on request: after its drain, then close the links it used.
+
+        A release already being stopped (a rollback's stop meeting the lease's lapse, or a
+        retirement) is not stopped twice: the second caller waits for the first stop's end.
+        """
         self.retire.cancel(rel.component, rel.release)
+        stopping = self._stops.get(rel.key)
+        if stopping is None:
+            stopping = asyncio.ensure_future(self._stop_once(rel, timeout))
+            self._stops[rel.key] = stopping
+            stopping.add_done_callback(lambda _: self._stops.pop(rel.key, None))
+        await asyncio.shield(stopping)
+
+    async def _stop_once(self, rel: Release, timeout: Optional[float]) -> None:
         if not (rel.desired == "stopped" and rel.pid is None):
             if self.router.is_draining(rel.component, rel.release):
                 # Let requests it is still answering finish first (bounded by the drain timeout).
                 await self.router.wait_drained(rel.component, rel.release)
             link_drains = [
                 upstream.retired.wait()
-                for link in self.links.links.values()
-                if link.component == rel.component
+                for link in self.links.to_component(rel.component)
                 for upstream in link.route.draining
                 if upstream.release == rel.release
             ]
             if link_drains:  # and those it answers through links re-pointed away from it
                 await asyncio.gather(*link_drains)
             await self.supervisor.stop(rel, timeout)
-        for link in self.links.of_consumer(f"{rel.component}/{rel.release}"):
-            await self.links.close(link.component, link.consumer)
+        await self.links.close_consumer(f"{rel.component}/{rel.release}")
 
     async def op_list(self, args: Args) -> Dict[str, Any]:
         component = args.opt_text("component")
@@ -733,8 +745,7 @@ class Agent:
         self._stopping = True  # refuse new work while winding down
         if stop_processes:
             await self.router.close_all(drain_timeout)
-            for link in list(self.links.links.values()):
-                await self.links.close(link.component, link.consumer, drain_timeout)
+            await self.links.close_all(drain_timeout)
             running = [
                 r for r in self.supervisor.releases.values() if r.desired == "running" or r.pid
             ]
