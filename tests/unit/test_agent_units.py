@@ -206,13 +206,36 @@ def test_retire_schedule_keeps_list_order_and_one_item_per_release(
         else:
             assert schedule.cancel("web", name) == (name in model)
             model = [n for n in model if n != name]
-    assert [i.release for i in schedule.items] == model
-    due = schedule.due(now)
-    # Only the head can be due: later items wait for it, whatever their own time.
-    assert due is None or due is schedule.items[0]
+    assert [i.release for i in schedule.items.values()] == model
+    due = schedule.due(now, lambda component: [], set())
+    # Releases nothing links to are stopped together once due, in the schedule's order.
+    assert due == [i for i in schedule.items.values() if i.stop_at <= now]
     restored = RetireSchedule()
     restored.restore(schedule.to_state())
     assert restored.to_state() == schedule.to_state()
+
+
+def test_retire_schedule_stops_a_dependency_after_its_earlier_consumers() -> None:
+    from shipyard.agent.retire import RetireItem, RetireSchedule
+
+    schedule = RetireSchedule()
+    for component, release in (("web", "w1"), ("api", "a1"), ("db", "d1"), ("cache", "c1")):
+        schedule.add(RetireItem(component, release, 0.0))
+    # web/w1 uses api and db; api/a1 uses db; nothing uses cache.
+    links = {"api": ["web/w1"], "db": ["web/w1", "api/a1"]}
+
+    def consumers(component: str) -> list[str]:
+        return links.get(component, [])
+
+    def due(busy: set[tuple[str, str]]) -> list[str]:
+        return [i.component for i in schedule.due(1.0, consumers, busy)]
+
+    assert due(set()) == ["web", "cache"]
+    schedule.cancel("web", "w1")  # its stop began (a stop drops its item) ...
+    assert due({("web", "w1"), ("cache", "c1")}) == []  # ... and is not over yet
+    assert due({("cache", "c1")}) == ["api"]
+    schedule.cancel("api", "a1")
+    assert due({("cache", "c1")}) == ["db"]
 
 
 def _held(port: int) -> socket.socket:

@@ -117,7 +117,8 @@ class Agent:
         # sets it too): what following links reach.
         self.active: Dict[str, str] = {}
         self.retire = RetireSchedule()
-        self._retiring: Optional[asyncio.Future[None]] = None
+        # Retirements in progress, by release (several at once: see RetireSchedule.due).
+        self._retiring: Dict[Tuple[str, str], asyncio.Future[None]] = {}
         # Stops in progress, by release: a second request for one waits for the first.
         self._stops: Dict[Tuple[str, str], asyncio.Future[None]] = {}
         self.lease: Optional[Lease] = None
@@ -830,11 +831,14 @@ class Agent:
         return {"scheduled": len(items)}
 
     def _check_retire(self) -> None:
-        if self._retiring is not None and not self._retiring.done():
-            return  # one stop at a time, in order
-        item = self.retire.due(time.time())
-        if item is not None:
-            self._retiring = asyncio.ensure_future(self._retire_one(item))
+        if not self.retire.items:
+            return
+        due = self.retire.due(time.time(), self._consumers_of, set(self._retiring))
+        for item in due:
+            self._retiring[item.key] = asyncio.ensure_future(self._retire_one(item))
+
+    def _consumers_of(self, component: str) -> List[str]:
+        return [link.consumer for link in self.links.to_component(component)]
 
     async def _retire_one(self, item: RetireItem) -> None:
         try:
@@ -849,7 +853,9 @@ class Agent:
         except Exception:
             self.log.exception("retiring %s/%s failed", item.component, item.release)
         finally:
-            self.retire.cancel(item.component, item.release)
+            self._retiring.pop(item.key, None)
+            if self.retire.items.get(item.key) is item:
+                self.retire.cancel(item.component, item.release)
             await self.persist()
 
     # ------------------------------------------------------------------ lease
