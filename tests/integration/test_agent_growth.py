@@ -7,7 +7,13 @@ import threading
 from typing import Any
 
 from shipyard.agent import AgentClient, AgentRequestError
-from tests.agent_fixtures.agent_harness import AgentHarness, start_app, wait_for
+from tests.agent_fixtures.agent_harness import (
+    AgentHarness,
+    free_port,
+    http_get,
+    start_app,
+    wait_for,
+)
 
 pytest_plugins = ["tests.agent_fixtures.agent_plugin"]
 
@@ -71,3 +77,31 @@ def test_two_stops_of_a_release_while_its_links_drain_both_succeed(agent: AgentH
         assert not isinstance(result, AgentRequestError), result.message
         assert result["state"] == "stopped"
     assert client.list_releases()["links"] == []
+
+
+def test_a_killed_agent_adopts_everything_its_log_recorded(agent: AgentHarness) -> None:
+    """Changes since the agent started live in state.log only: a kill -9 then a start must
+    find every release, route, link and retirement as it was."""
+    client = agent.client
+    pids = {}
+    for component, release in (("api", "a1"), ("api", "a2"), ("web", "w1"), ("web", "w2")):
+        pids[(component, release)] = start_app(client, component, release)["pid"]
+    public = free_port()
+    client.route("web", public, "w2")
+    client.activate("api", "a2")
+    link = client.link("api", "web/w2")
+    client.retire([("web", "w1", 60.0)])
+    client.stop_release("api", "a1")
+    log = agent.root / "agent" / "state.log"
+    assert log.stat().st_size > 0  # not folded into state.json yet: the log is what is read
+
+    agent.kill9()
+    agent.start()
+    listed = {(r["component"], r["release"]): r for r in client.list_releases()["releases"]}
+    for key in (("api", "a2"), ("web", "w1"), ("web", "w2")):
+        assert listed[key]["pid"] == pids[key], key  # adopted, not restarted
+    assert listed[("api", "a1")]["state"] == "stopped"
+    assert listed[("web", "w1")]["stop_at"] is not None
+    assert http_get(public) == (200, "w2")
+    assert http_get(link["port"]) == (200, "a2")
+    assert client.list_releases()["active"] == {"api": "a2", "web": "w2"}

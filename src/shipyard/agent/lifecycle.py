@@ -18,6 +18,7 @@ from . import procinfo
 from .client import AgentClient
 from .errors import AgentRequestError
 from .paths import AgentPaths
+from .state import read_state
 
 if TYPE_CHECKING:
     from .daemon import ExitPlan
@@ -443,10 +444,7 @@ def agent_status(root: Path) -> Dict[str, Any]:
                 "hint": exc.hint,
             }
         )
-        try:
-            saved = json.loads(paths.state.read_text())
-        except (OSError, ValueError):
-            saved = {}
+        saved = read_state(paths.state)
         base["recorded_releases"] = [
             {k: r.get(k) for k in ("component", "release", "desired", "pid", "port")}
             for r in saved.get("releases", [])

@@ -484,12 +484,9 @@ def _agent_was_serving(state_file: Path) -> bool:
     """Whether the agent's last saved state routes a port or wants a release running: a
     dead agent then left something down. After `shipyard down` (nothing routed, every
     release stopped on request) starting it again is no news."""
-    try:
-        saved = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(saved, dict):
-        return False
+    from shipyard.agent.state import read_state
+
+    saved = read_state(state_file)
     releases = saved.get("releases") or []
     return bool(saved.get("routes")) or any(
         isinstance(r, dict) and r.get("desired") == "running" for r in releases
