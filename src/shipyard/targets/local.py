@@ -335,17 +335,19 @@ class LocalTarget:
         agent = self.agent
         with _agent_errors("cannot stop the environment"):
             listing = agent.list_releases(component)
-            for route in listing["routes"]:
-                if component is None or route["component"] == component:
-                    agent.unroute(route["component"])
+            routed = [
+                route["component"]
+                for route in listing["routes"]
+                if component is None or route["component"] == component
+            ]
             todo = [
                 (r["component"], r["release"])
                 for r in listing["releases"]
                 if (component is None or r["component"] == component) and r["state"] != "stopped"
             ]
-            if todo:
-                with ThreadPoolExecutor(max_workers=min(32, len(todo))) as pool:
-                    list(pool.map(lambda cr: agent.stop_release(*cr, force=True), todo))
+            with ThreadPoolExecutor(max_workers=32) as pool:
+                list(pool.map(agent.unroute, routed))
+                list(pool.map(lambda cr: agent.stop_release(*cr, force=True), todo))
         return [f"{c}/{r}" for c, r in todo]
 
     def shutdown_agent(self) -> None:
