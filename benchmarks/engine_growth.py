@@ -118,17 +118,15 @@ def cpu_self() -> float:
 
 
 def wait_retired(client: AgentClient, old: set[tuple[str, str]], timeout: float) -> float:
-    """Poll until every release in `old` is stopped; the time it took."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
+    """Poll until every release in `old` is stopped; when that was (time.time())."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         listing = client.list_releases()["releases"]
         left = [r for r in listing if (r["component"], r["release"]) in old and r["pid"]]
         if not left:
-            break
+            return time.time()
         time.sleep(0.1)
-    else:
-        raise RuntimeError(f"{len(left)} old releases still running after {timeout:g}s")
-    return time.perf_counter() - started
+    raise RuntimeError(f"{len(left)} old releases still running after {timeout:g}s")
 
 
 def one_size(n: int) -> dict[str, Any]:
@@ -159,7 +157,10 @@ def one_size(n: int) -> dict[str, Any]:
             assert view.record.status == "succeeded", view.record
             steps = P.step_times(sy.store.events(view.record.id))
             finish = steps["finish"].duration
-            retired = wait_retired(client, old, 120.0 + n) - WARM_FOR
+            # From the end of `finish` (the stops were scheduled) to the last old release
+            # stopped, less the warm time they were due to wait.
+            finished = steps["finish"].end or steps["finish"].start
+            retired = wait_retired(client, old, 120.0 + n) - finished - WARM_FOR
             started = time.perf_counter()
             stopped = sy.down(P.ENV)
             down = time.perf_counter() - started

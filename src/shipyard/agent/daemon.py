@@ -644,11 +644,18 @@ class Agent:
         for info in releases:
             stop_at = self.retire.stop_at(info["component"], info["release"])
             info["stop_at"] = None if stop_at is None else iso(stop_at)
+        if component is None:
+            routes = self.router.infos()
+            active = dict(sorted(self.active.items()))
+        else:  # one component's: a step's listing must not grow with the project
+            route = self.router.routes.get(component)
+            routes = [] if route is None else [route.info()]
+            active = {component: self.active[component]} if component in self.active else {}
         return {
             "releases": releases,
-            "routes": self.router.infos(component),
+            "routes": routes,
             "links": self.links.infos(component),
-            "active": {c: r for c, r in sorted(self.active.items()) if component in (None, c)},
+            "active": active,
             "lease": lease_info(self.lease, self.lapse, time.time()),
         }
 

@@ -214,9 +214,9 @@ class LocalTarget:
                 if exc.code != "unknown_release":
                     raise
 
-    def running(self) -> dict[tuple[str, str], RunningRelease]:
+    def running(self, component: str | None = None) -> dict[tuple[str, str], RunningRelease]:
         with _agent_errors("cannot list releases"):
-            listing = self.agent.list_releases()
+            listing = self.agent.list_releases(component)
         return {(r["component"], r["release"]): _running(r) for r in listing["releases"]}
 
     def _releases_of(self, component: str) -> list[RunningRelease]:
