@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from typing import Any
@@ -105,3 +106,20 @@ def test_a_killed_agent_adopts_everything_its_log_recorded(agent: AgentHarness) 
     assert http_get(public) == (200, "w2")
     assert http_get(link["port"]) == (200, "a2")
     assert client.list_releases()["active"] == {"api": "a2", "web": "w2"}
+
+
+def test_a_worker_killed_while_the_keeper_holds_over_1024_sockets_comes_back(
+    agent: AgentHarness,
+) -> None:
+    """The keeper holds a copy of every listener (1,000 components have more than 1,024 of
+    them with their links): it must still start and watch a new worker."""
+    client = agent.client
+    start_app(client, "api", "a1")
+    client.activate("api", "a1")
+    ports = [client.link("api", f"web/w{i}")["port"] for i in range(1100)]
+    keeper_fds = len(os.listdir(f"/proc/{agent.keeper_pid}/fd"))
+    assert keeper_fds > 1100
+    killed = agent.kill9_worker()
+    wait_for(lambda: agent._ping() and agent.pid != killed, 30.0)
+    assert http_get(ports[-1]) == (200, "a1")
+    assert len(client.list_releases()["links"]) == 1100

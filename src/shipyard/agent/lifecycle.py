@@ -108,12 +108,14 @@ def run_foreground(
     routes and supervises, again whenever it dies. `agent_options` go to `Agent` (restart
     policy, port allocator, ...). Raises `AgentRequestError` when the agent cannot start.
     """
-    from .daemon import LISTEN_FDS_ENV, parse_listen_fds
+    from .daemon import LISTEN_FDS_ENV, parse_listen_fds, raise_open_file_limit
     from .keeper import Keeper
 
     paths = AgentPaths(root)
     paths.ensure()
     logger = configure_logging(paths, to_stderr=not _stderr_is_log(paths))
+    # The keeper holds a copy of every listener: with links, 1,000 components are over 3,000.
+    raise_open_file_limit()
 
     def worker(inherited: Dict[str, int], channel: KeeperChannel) -> int:
         try:
