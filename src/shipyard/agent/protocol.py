@@ -59,8 +59,8 @@ start {component, release, cwd, command?: str, argv?: [str], env?: {str: str} = 
     LANGUAGE, TZ, TMPDIR and LC_* from the agent, then the `env_file` (a path relative to cwd,
     read at every spawn, lines KEY=value where a value starting with '"' is a JSON string), then
     `env`, then PORT (always the agent's choice). Only the env_file's path is saved in the
-    agent's state (state.json, state.log), so secrets kept in that file (mode 0600) are not copied anywhere. A stopped or
-    crashed release may be started again (it gets a new port).
+    agent's state (state.json, state.log), so secrets kept in that file (mode 0600) are not
+    copied anywhere. A stopped or crashed release may be started again (it gets a new port).
     -> release info
     errors: cwd_missing, env_file_unreadable, command_not_found (argv[0] missing or not
             executable, or the shell exited 126/127 within 0.25 s), already_running, bad_args
@@ -194,11 +194,11 @@ link {component: D, consumer: "<component>/<release>", release?: str|null,
     the release of D's public route, or the one set by `activate`). Linking the same
     (D, consumer) again re-points it in one step and keeps its port (a new mode rebinds it).
     Re-pointing drains like a route switch. Requests wait for a crashed release as on a route
-    (10 s). A link's port stays the same across agent and worker restarts (saved in the agent's state;
-    its socket is held by the keeper like the public ones). Links of a consumer release are
-    removed when that release is stopped on request; linking that pair again later (the
-    release is started again) gives the same port when it is still free. With nothing to
-    reach, the port answers 502.
+    (10 s). A link's port stays the same across agent and worker restarts (saved in the
+    agent's state; its socket is held by the keeper like the public ones). Links of a
+    consumer release are removed when that release is stopped on request; linking that pair
+    again later (the release is started again) gives the same port when it is still free.
+    With nothing to reach, the port answers 502.
     -> {component, consumer, port, mode, pinned: bool, release (where it reaches now, or null),
         upstream_port, listening, error}
     errors: unknown_release (a pinned release the agent does not know), port_in_use, bad_args
