@@ -97,8 +97,7 @@ def test_retire_stops_in_order_and_a_route_back_cancels(agent: AgentHarness) -> 
     public = free_port()
     client.route("web", public, "r4")
     assert client.retire([("web", "r2", 0.0), ("web", "r1", 0.0)]) == {"scheduled": 2}
-    wait_for(lambda: _state(agent, "web", "r1") == "stopped", 10.0)
-    assert _state(agent, "web", "r2") == "stopped"
+    wait_for(lambda: _state(agent, "web", "r1") == _state(agent, "web", "r2") == "stopped", 10.0)
     log = (agent.root / "agent" / "agent.log").read_text()
     assert log.index("web/r2: warm time over") < log.index("web/r1: warm time over")
 

@@ -383,6 +383,8 @@ class Supervisor:
         # Indexes, so that a step looks at one component's releases, not at every release.
         self._of_component: Dict[str, Dict[str, Release]] = {}
         self._by_port: Dict[int, Set[Tuple[str, str]]] = {}
+        # The releases that are to run: the only ones the watch loop looks at.
+        self._watched: Dict[Tuple[str, str], Release] = {}
         # Ports taken by something other than releases (public routes, links).
         self.reserved: Callable[[int], bool] = lambda port: False
         self._last_rotation_check = 0.0
@@ -408,11 +410,14 @@ class Supervisor:
         if old is not None:
             self._drop(old)
         self.releases[rel.key] = rel
+        if rel.desired == "running":
+            self._watched[rel.key] = rel
         self._of_component.setdefault(rel.component, {})[rel.release] = rel
         self._by_port.setdefault(rel.port, set()).add(rel.key)
 
     def _drop(self, rel: Release) -> None:
         del self.releases[rel.key]
+        self._watched.pop(rel.key, None)
         del self._of_component[rel.component][rel.release]
         if not self._of_component[rel.component]:
             del self._of_component[rel.component]
@@ -704,10 +709,11 @@ class Supervisor:
         )
 
     def tick(self) -> None:
-        """One watch pass over every release; each one changed is passed to `on_change`."""
+        """One watch pass over the releases that are to run; each one changed is passed to
+        `on_change`."""
         now = time.time()
         mono = time.monotonic()
-        for rel in list(self.releases.values()):
+        for rel in list(self._watched.values()):
             if rel.busy or rel.desired != "running":
                 continue
             changed = False
@@ -735,7 +741,7 @@ class Supervisor:
                 self.on_change(rel.key)
         if mono - self._last_rotation_check >= 1.0:
             self._last_rotation_check = mono
-            for rel in self.releases.values():
+            for rel in self._watched.values():
                 if rel.pid is not None:
                     logfiles.rotate_if_needed(rel.log_path, self.log_policy)
 
@@ -744,6 +750,8 @@ class Supervisor:
     async def stop(self, rel: Release, timeout: Optional[float] = None) -> None:
         """SIGTERM the release's group, SIGKILL what is left after `timeout`; mark it stopped."""
         rel.desired = "stopped"
+        if self._watched.get(rel.key) is rel:
+            del self._watched[rel.key]
         rel.next_restart_at = None
         rel.busy = True
         try:
