@@ -25,16 +25,19 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import _project as P
 
 from shipyard.agent.client import AgentClient
+from shipyard.agent.supervisor import PortAllocator
 
 TINY_SERVER = r"""
 #include <arpa/inet.h>
@@ -102,12 +105,28 @@ def mem_available() -> int:
     return 0
 
 
-def use_tiny_server(project: Path, binary: Path) -> None:
-    """Every component runs the C server and is kept warm for WARM_FOR after a deploy."""
+def low_ports(count: int, start: int = 10000) -> Iterator[int]:
+    """Free ports below the agent's private range (20000-32767) and the kernel's ephemeral
+    one, so that no outgoing connection on this busy machine takes one before it is routed."""
+    found = 0
+    for port in range(start, 20000):
+        if found == count:
+            return
+        if PortAllocator.is_free(port):
+            found += 1
+            yield port
+    raise RuntimeError(f"fewer than {count} free ports in {start}-19999")
+
+
+def use_tiny_server(project: Path, binary: Path, count: int) -> None:
+    """Every component runs the C server, is kept warm for WARM_FOR after a deploy, and has a
+    public port from `low_ports`."""
     config = project / "shipyard.toml"
     text = config.read_text().replace(
         'start = "python app.py"', f'start = "exec {binary}"\nwarm_for = "{WARM_FOR:g}s"'
     )
+    ports = low_ports(count)
+    text = re.sub(r"(?m)^port = \d+$", lambda _: f"port = {next(ports)}", text)
     config.write_text(text)
     P.commit_all(project, "bench: the C server")
 
@@ -133,7 +152,7 @@ def one_size(n: int) -> dict[str, Any]:
     width = max(1, n // 3)
     with P.short_tmp() as folder:
         gen = P.generate_project(folder, width=width, depth=3)
-        use_tiny_server(gen.path, compile_server(folder))
+        use_tiny_server(gen.path, compile_server(folder), len(gen.components))
         load = os.getloadavg()[0]
         with P.session(gen.path) as sy:
             started = time.perf_counter()
