@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import signal
 import subprocess
@@ -16,6 +15,7 @@ from typing import Any
 
 from shipyard.agent import AgentClient, AgentRequestError
 from shipyard.agent.procinfo import has_exited, is_same_process, start_ticks
+from shipyard.agent.state import read_state
 from tests.conftest import free_ports
 
 FIXTURES = Path(__file__).resolve().parent
@@ -129,8 +129,8 @@ class AgentHarness:
         return pid
 
     def state(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.root / "agent" / "state.json").read_text())
-        return data
+        """What the agent saved (state.json with state.log replayed over it)."""
+        return read_state(self.root / "agent" / "state.json")
 
     def release(self, component: str, release: str) -> dict[str, Any]:
         for info in self.client.list_releases(component)["releases"]:
@@ -142,11 +142,7 @@ class AgentHarness:
         """Shut the agent down with its releases; then SIGKILL whatever is still ours."""
         with suppress(AgentRequestError):
             self.client.shutdown(stop_processes=True)
-        state_file = self.root / "agent" / "state.json"
-        try:
-            records = json.loads(state_file.read_text()).get("releases", [])
-        except (OSError, ValueError):
-            records = []
+        records = self.state()["releases"]
         for rec in records:
             pid, ticks = rec.get("pid"), rec.get("start_ticks")
             if pid and is_same_process(pid, ticks):

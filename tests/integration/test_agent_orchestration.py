@@ -97,21 +97,26 @@ def test_retire_stops_in_order_and_a_route_back_cancels(agent: AgentHarness) -> 
     public = free_port()
     client.route("web", public, "r4")
     assert client.retire([("web", "r2", 0.0), ("web", "r1", 0.0)]) == {"scheduled": 2}
-    wait_for(lambda: _state(agent, "web", "r1") == "stopped", 10.0)
-    assert _state(agent, "web", "r2") == "stopped"
+    wait_for(lambda: _state(agent, "web", "r1") == _state(agent, "web", "r2") == "stopped", 10.0)
     log = (agent.root / "agent" / "agent.log").read_text()
     assert log.index("web/r2: warm time over") < log.index("web/r1: warm time over")
 
-    # r4 is to be stopped in 30 s, then r3 (due now, but it waits for r4's turn).
+    # web/r4 (to be stopped in 30 s) uses api through a link: api/p1, due now, waits for it,
+    # while cache/c1, which nothing uses, is stopped at once.
     start_app(client, "web", "r5")
     client.route("web", public, "r5")
-    client.retire([("web", "r4", 30.0), ("web", "r3", 0.0)])
+    start_app(client, "api", "p1")
+    start_app(client, "cache", "c1")
+    client.link("api", "web/r4")
+    client.retire([("web", "r4", 30.0), ("api", "p1", 0.0), ("cache", "c1", 0.0)])
     listed = {r["release"]: r for r in client.list_releases("web")["releases"]}
-    assert listed["r3"]["stop_at"] and listed["r4"]["stop_at"] and listed["r5"]["stop_at"] is None
-    assert agent.release("web", "r3")["desired"] == "running"
+    assert listed["r4"]["stop_at"] and listed["r5"]["stop_at"] is None
+    assert agent.release("api", "p1")["stop_at"]
+    wait_for(lambda: _state(agent, "cache", "c1") == "stopped", 10.0)
+    assert agent.release("api", "p1")["desired"] == "running"
     client.route("web", public, "r4")  # a rollback inside the warm window: a pure route switch
-    assert agent.release("web", "r4")["stop_at"] is None  # dropped: r3's turn comes at once
-    wait_for(lambda: _state(agent, "web", "r3") == "stopped", 10.0)
+    assert agent.release("web", "r4")["stop_at"] is None  # dropped: p1's turn comes at once
+    wait_for(lambda: _state(agent, "api", "p1") == "stopped", 10.0)
     assert agent.release("web", "r4")["desired"] == "running"
     assert http_get(public) == (200, "r4")
 

@@ -16,7 +16,7 @@ from shipyard.agent.http1 import RequestHead, ResponseHead, request_headers
 from shipyard.agent.logfiles import LogPolicy, rotate_if_needed, tail
 from shipyard.agent.paths import check_name, unix_address
 from shipyard.agent.protocol import Args, decode
-from shipyard.agent.state import atomic_write_json, read_state
+from shipyard.agent.state import StateFile, atomic_write_json, read_state
 from shipyard.agent.supervisor import RestartPolicy, base_environment, describe_exit
 
 
@@ -98,8 +98,48 @@ def test_state_is_written_atomically_and_corruption_is_kept_aside(tmp_path: Path
     assert path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temp file left
     path.write_text("{not json")
-    assert read_state(path).get("corrupt") is True
+    assert read_state(path)["releases"] == []  # a reader changes nothing on disk
+    assert path.read_text() == "{not json"
+    assert StateFile(path).load().get("corrupt") is True  # the agent moves it aside
     assert (tmp_path / "state.json.corrupt").read_text() == "{not json"
+
+
+def _release(name: str, **fields: object) -> dict[str, object]:
+    return {"component": "web", "release": name, **fields}
+
+
+def test_state_changes_are_appended_then_folded_into_the_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    state = StateFile(path)
+    state.rewrite({"releases": [_release("r1", pid=1)], "active": {"web": "r1"}})
+    state.append([("release", ["web", "r2"], _release("r2", pid=2))])
+    state.append([("release", ["web", "r1"], None), ("active", "web", "r2")])
+    state.append([("retire", ["web", "r2"], {"component": "web", "release": "r2", "seq": 1})])
+    log = tmp_path / "state.log"
+    assert log.stat().st_mode & 0o777 == 0o600
+    assert len(log.read_text().splitlines()) == 4  # one small line per changed record
+    assert json.loads(path.read_text())["releases"] == [_release("r1", pid=1)]  # untouched
+    saved = read_state(path)
+    assert saved["releases"] == [_release("r2", pid=2)]
+    assert saved["active"] == {"web": "r2"}
+    assert [i["release"] for i in saved["retire"]] == ["r2"]
+    # A crash in the middle of an append leaves a torn line: that change was not acknowledged.
+    with log.open("a") as handle:
+        handle.write('{"k":"release","id":["web","r3"],"v":{"comp')
+    assert read_state(path)["releases"] == [_release("r2", pid=2)]
+    again = StateFile(path)
+    assert again.load()["releases"] == [_release("r2", pid=2)]
+    again.rewrite(again.load())  # what the agent does at start
+    assert log.read_text() == ""
+    assert json.loads(path.read_text())["releases"] == [_release("r2", pid=2)]
+    # The log is folded into the snapshot once it outgrows it: its size stays bounded.
+    for i in range(3000):
+        again.append([("release", ["web", f"x{i}"], _release(f"x{i}", env={"K": "v" * 100}))])
+        assert log.stat().st_size < 300 * 1024
+    assert len(read_state(path)["releases"]) == 3001
+    assert len(json.loads(path.read_text())["releases"]) > 1000  # folded at least once
+    state.close()
+    again.close()
 
 
 def test_deep_socket_paths_work(tmp_path: Path) -> None:
@@ -206,13 +246,36 @@ def test_retire_schedule_keeps_list_order_and_one_item_per_release(
         else:
             assert schedule.cancel("web", name) == (name in model)
             model = [n for n in model if n != name]
-    assert [i.release for i in schedule.items] == model
-    due = schedule.due(now)
-    # Only the head can be due: later items wait for it, whatever their own time.
-    assert due is None or due is schedule.items[0]
+    assert [i.release for i in schedule.items.values()] == model
+    due = schedule.due(now, lambda component: [], set())
+    # Releases nothing links to are stopped together once due, in the schedule's order.
+    assert due == [i for i in schedule.items.values() if i.stop_at <= now]
     restored = RetireSchedule()
     restored.restore(schedule.to_state())
     assert restored.to_state() == schedule.to_state()
+
+
+def test_retire_schedule_stops_a_dependency_after_its_earlier_consumers() -> None:
+    from shipyard.agent.retire import RetireItem, RetireSchedule
+
+    schedule = RetireSchedule()
+    for component, release in (("web", "w1"), ("api", "a1"), ("db", "d1"), ("cache", "c1")):
+        schedule.add(RetireItem(component, release, 0.0))
+    # web/w1 uses api and db; api/a1 uses db; nothing uses cache.
+    links = {"api": ["web/w1"], "db": ["web/w1", "api/a1"]}
+
+    def consumers(component: str) -> list[str]:
+        return links.get(component, [])
+
+    def due(busy: set[tuple[str, str]]) -> list[str]:
+        return [i.component for i in schedule.due(1.0, consumers, busy)]
+
+    assert due(set()) == ["web", "cache"]
+    schedule.cancel("web", "w1")  # its stop began (a stop drops its item) ...
+    assert due({("web", "w1"), ("cache", "c1")}) == []  # ... and is not over yet
+    assert due({("cache", "c1")}) == ["api"]
+    schedule.cancel("api", "a1")
+    assert due({("cache", "c1")}) == ["db"]
 
 
 def _held(port: int) -> socket.socket:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -23,8 +24,15 @@ from .paths import AgentPaths, check_name, hold_pid_lock, unix_address
 from .protocol import Args
 from .retire import RetireItem, RetireSchedule
 from .router import DEFAULT_CRASH_WAIT, ROUTERS, Route, Router
-from .state import STATE_VERSION, atomic_write_json, read_state
-from .supervisor import PortAllocator, Release, RestartPolicy, Supervisor, base_environment
+from .state import STATE_VERSION, StateFile
+from .supervisor import (
+    PortAllocator,
+    Release,
+    RestartPolicy,
+    Supervisor,
+    Taken,
+    base_environment,
+)
 
 if TYPE_CHECKING:
     from .keeper import KeeperChannel
@@ -100,7 +108,7 @@ class Agent:
             log_policy=log_policy,
             ports=ports,
             base_env=self.base_env,
-            on_change=self.changed,
+            on_change=self._release_changed,
             logger=self.log,
         )
         self.router = Router(self.log)
@@ -110,14 +118,17 @@ class Agent:
         if keeper is not None:
             self.router.on_listen = keeper.hold
             self.router.on_close = keeper.drop
-        self.links = Links(self.router, self.log)
-        self.supervisor.reserved_ports = lambda: self.router.public_ports() | self.links.ports()
+        self.links = Links(self.router, self.log, on_change=self.mark)
+        self.supervisor.reserved = self._port_reserved
         self.ports = self.supervisor.ports
         # The active release of components without a public route (set by `activate`; `route`
         # sets it too): what following links reach.
         self.active: Dict[str, str] = {}
-        self.retire = RetireSchedule()
-        self._retiring: Optional[asyncio.Future[None]] = None
+        self.retire = RetireSchedule(on_change=lambda key: self.mark("retire", key))
+        # Retirements in progress, by release (several at once: see RetireSchedule.due).
+        self._retiring: Dict[Tuple[str, str], asyncio.Future[None]] = {}
+        # Stops in progress, by release: a second request for one waits for the first.
+        self._stops: Dict[Tuple[str, str], asyncio.Future[None]] = {}
         self.lease: Optional[Lease] = None
         self.lapse: Optional[Lapse] = None
         self._lapsing: Optional[asyncio.Future[None]] = None
@@ -131,7 +142,9 @@ class Agent:
         self._busy = 0  # control requests being handled
         self._stopping = False
         self._lock_fd: Optional[int] = None
-        self._dirty = False
+        self.state = StateFile(paths.state)
+        # Records changed since the last save, (kind, id) in order: what the next save writes.
+        self._marks: Dict[Tuple[str, Any], None] = {}
         self._save_pending = False
         self._save_task: Optional[asyncio.Future[None]] = None
         # Created in run(): on Python 3.9 asyncio primitives bind to the loop current at creation.
@@ -161,17 +174,21 @@ class Agent:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _port_reserved(self, port: int) -> bool:
+        return port in self.links.ports() or port in self.router.public_ports()
+
     def _acquire_lock(self) -> None:
         # A worker whose keeper just died may still be winding down: give it a moment.
         wait = _LOCK_WAIT if self.keeper is not None else 0.0
         self._lock_fd = hold_pid_lock(self.paths.lock, self.paths.root, "pid", wait)
 
     def _snapshot(self) -> Dict[str, Any]:
+        """The whole state (at start-up: every record written afresh)."""
         return {
             "version": STATE_VERSION,
             "agent": {"pid": os.getpid(), "started_at": self.started},
             "releases": self.supervisor.to_state(),
-            "routes": self.router.to_state(),
+            "routes": [_route_record(r) for r in self.router.routes.values()],
             "links": self.links.to_state(),
             "closed_link_ports": self.links.closed_to_state(),
             "active": dict(self.active),
@@ -180,33 +197,66 @@ class Agent:
             "lapse": self.lapse.to_state() if self.lapse else None,
         }
 
-    def _write(self, data: Dict[str, Any]) -> None:
+    def mark(self, kind: str, key: Any) -> None:
+        """Record (kind, key) changed: the next save writes it as it is then."""
+        self._marks[(kind, key)] = None
+
+    def _record(self, kind: str, key: Any) -> Any:
+        """The current value of one record (None: it is gone)."""
+        if kind == "release":
+            rel = self.supervisor.releases.get(key)
+            return rel.to_state() if rel else None
+        if kind == "route":
+            route = self.router.routes.get(key)
+            return _route_record(route) if route else None
+        if kind == "link":
+            link = self.links.links.get(key)
+            return link.to_state() if link else None
+        if kind == "closed":
+            return self.links.closed_ports.get(key)
+        if kind == "active":
+            return self.active.get(key)
+        if kind == "retire":
+            item = self.retire.items.get(key)
+            return item.to_state() if item else None
+        if kind == "lease":
+            return self.lease.to_state() if self.lease else None
+        if kind == "lapse":
+            return self.lapse.to_state() if self.lapse else None
+        raise ValueError(f"unknown state record kind {kind!r}")
+
+    def _write(self, job: Callable[[], None]) -> None:
         try:
-            atomic_write_json(self.paths.state, data)
+            job()
         except OSError as exc:
             self.log.error("cannot save %s: %s", self.paths.state, exc)
 
-    async def persist(self) -> None:
-        """Save releases and routes, and return once state.json is on disk.
+    async def persist(self, whole: bool = False) -> None:
+        """Save what changed, and return once it is on disk.
 
-        The write (with its fsyncs, milliseconds on a busy disk) runs in a worker thread so the
-        router keeps proxying meanwhile. Concurrent callers share writes: whoever finds a change
-        not yet written writes the state as it is then, which includes every earlier change.
+        The write (with its fsync, milliseconds on a busy disk) runs in a worker thread so the
+        router keeps proxying meanwhile. Concurrent callers share writes: whoever finds changes
+        not yet written writes them as they are then, which includes every earlier change.
+        `whole`: rewrite the whole state as a new snapshot (at start-up).
         """
-        self._dirty = True
         if self._save_lock is None:
             self._save_lock = asyncio.Lock()
         async with self._save_lock:
-            if not self._dirty:
+            if whole:
+                self._marks.clear()
+                job = functools.partial(self.state.rewrite, self._snapshot())
+            elif not self._marks:
                 return  # a write that started after our change already covered it
-            self._dirty = False
-            data = self._snapshot()
+            else:
+                changes = [(kind, key, self._record(kind, key)) for kind, key in self._marks]
+                self._marks.clear()
+                job = functools.partial(self.state.append, changes)
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._save_executor, self._write, data)
+            await loop.run_in_executor(self._save_executor, self._write, job)
 
-    def changed(self) -> None:
-        """Something changed outside an op (a crash, a restart): save soon, in the background."""
-        self._dirty = True
+    def _release_changed(self, key: Tuple[str, str]) -> None:
+        """A release changed outside an op (a crash, a restart): save soon, in the background."""
+        self.mark("release", key)
         if self._stop is not None and not self._save_pending:
             self._save_pending = True
             self._save_task = asyncio.ensure_future(self._background_persist())
@@ -224,7 +274,7 @@ class Agent:
             self.log.info("open-file limit raised from %d to %d", before, after)
         self._stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        state = read_state(self.paths.state)
+        state = self.state.load()
         if state.get("corrupt"):
             self.log.error("state.json was not valid JSON; moved aside to state.json.corrupt")
         self.supervisor.adopt(state.get("releases", []))
@@ -240,7 +290,7 @@ class Agent:
             if self.keeper is not None:
                 self.keeper.drop(key)
         self._repoint_links()
-        await self.persist()
+        await self.persist(whole=True)
 
         if self.paths.sock.exists() or self.paths.sock.is_symlink():
             self.paths.sock.unlink()  # stale: we hold the lock, so nobody else serves it
@@ -274,6 +324,7 @@ class Agent:
             with contextlib.suppress(FileNotFoundError):
                 self.paths.sock.unlink()
             self._save_executor.shutdown(wait=True)
+            self.state.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
             if self.keeper is not None and not self._exit.reexec:
@@ -416,13 +467,12 @@ class Agent:
         last_listen_retry = 0.0
         while True:
             try:
-                if self.supervisor.tick():
-                    self.changed()
+                self.supervisor.tick()
                 now = time.monotonic()
                 if now - last_listen_retry >= 1.0:
                     last_listen_retry = now
-                    if await self.router.retry_listen() | await self.links.retry_listen():
-                        self.changed()
+                    await self.router.retry_listen()
+                    await self.links.retry_listen()
                 self._check_lease()
                 self._check_retire()
             except Exception:  # the watch loop must survive anything one release throws at it
@@ -534,7 +584,7 @@ class Agent:
             env_file=env_file,
             stop_timeout=stop_timeout,
         )
-        self._repoint_links()  # links to it reach its new port
+        self._repoint_links(component)  # links to it reach its new port
         await self.persist()
         return rel.info()
 
@@ -558,24 +608,34 @@ class Agent:
         return rel.info()
 
     async def _stop_release(self, rel: Release, timeout: Optional[float] = None) -> None:
-        """Stop a release on request: after its drain, then close the links it used."""
+        """Stop a release on request: after its drain, then close the links it used.
+
+        A release already being stopped (a rollback's stop meeting the lease's lapse, or a
+        retirement) is not stopped twice: the second caller waits for the first stop's end.
+        """
         self.retire.cancel(rel.component, rel.release)
+        stopping = self._stops.get(rel.key)
+        if stopping is None:
+            stopping = asyncio.ensure_future(self._stop_once(rel, timeout))
+            self._stops[rel.key] = stopping
+            stopping.add_done_callback(lambda _: self._stops.pop(rel.key, None))
+        await asyncio.shield(stopping)
+
+    async def _stop_once(self, rel: Release, timeout: Optional[float]) -> None:
         if not (rel.desired == "stopped" and rel.pid is None):
             if self.router.is_draining(rel.component, rel.release):
                 # Let requests it is still answering finish first (bounded by the drain timeout).
                 await self.router.wait_drained(rel.component, rel.release)
             link_drains = [
                 upstream.retired.wait()
-                for link in self.links.links.values()
-                if link.component == rel.component
+                for link in self.links.to_component(rel.component)
                 for upstream in link.route.draining
                 if upstream.release == rel.release
             ]
             if link_drains:  # and those it answers through links re-pointed away from it
                 await asyncio.gather(*link_drains)
             await self.supervisor.stop(rel, timeout)
-        for link in self.links.of_consumer(f"{rel.component}/{rel.release}"):
-            await self.links.close(link.component, link.consumer)
+        await self.links.close_consumer(f"{rel.component}/{rel.release}")
 
     async def op_list(self, args: Args) -> Dict[str, Any]:
         component = args.opt_text("component")
@@ -584,11 +644,18 @@ class Agent:
         for info in releases:
             stop_at = self.retire.stop_at(info["component"], info["release"])
             info["stop_at"] = None if stop_at is None else iso(stop_at)
+        if component is None:
+            routes = self.router.infos()
+            active = dict(sorted(self.active.items()))
+        else:  # one component's: a step's listing must not grow with the project
+            route = self.router.routes.get(component)
+            routes = [] if route is None else [route.info()]
+            active = {component: self.active[component]} if component in self.active else {}
         return {
             "releases": releases,
-            "routes": self.router.infos(component),
+            "routes": routes,
             "links": self.links.infos(component),
-            "active": {c: r for c, r in sorted(self.active.items()) if component in (None, c)},
+            "active": active,
             "lease": lease_info(self.lease, self.lapse, time.time()),
         }
 
@@ -614,6 +681,7 @@ class Agent:
             crash_wait=crash_wait,
             router=router,
         )
+        self.mark("route", component)
         self._set_active(component, release)
         await self.persist()
         return {
@@ -643,7 +711,8 @@ class Agent:
         else:
             self.active[component] = release
             self.retire.cancel(component, release)
-        self._repoint_links()
+        self.mark("active", component)
+        self._repoint_links(component)
 
     def _link_target(self, link: Link) -> Optional[Tuple[str, int]]:
         release = link.pinned or self.active.get(link.component)
@@ -654,9 +723,13 @@ class Agent:
             return None
         return rel.release, rel.port
 
-    def _repoint_links(self) -> None:
-        """Point every link at its target (pinned release, or the dependency's active one)."""
-        for link in self.links.links.values():
+    def _repoint_links(self, component: Optional[str] = None) -> None:
+        """Point the links to `component` (all: None) at their target (the pinned release, or
+        the dependency's active one)."""
+        links = (
+            self.links.links.values() if component is None else self.links.to_component(component)
+        )
+        for link in links:
             target = self._link_target(link)
             current = link.route.current
             if target is not None and (
@@ -680,6 +753,7 @@ class Agent:
         route = self.router.get(component)
         release = route.current.release if route.current else None
         await self.router.unroute(component, drain_timeout)
+        self.mark("route", component)
         await self.persist()
         return {"component": component, "public_port": route.public_port, "release": release}
 
@@ -732,9 +806,10 @@ class Agent:
         stopped: List[str] = []
         self._stopping = True  # refuse new work while winding down
         if stop_processes:
+            for component in self.router.routes:
+                self.mark("route", component)
             await self.router.close_all(drain_timeout)
-            for link in list(self.links.links.values()):
-                await self.links.close(link.component, link.consumer, drain_timeout)
+            await self.links.close_all(drain_timeout)
             running = [
                 r for r in self.supervisor.releases.values() if r.desired == "running" or r.pid
             ]
@@ -775,14 +850,16 @@ class Agent:
             await self.links.close(component, consumer)
             link = None
         if link is None:
-            taken = {r.port for r in self.supervisor.releases.values()}
-            taken |= self.router.public_ports() | self.links.ports()
+            taken = Taken(
+                lambda p: self.supervisor.port_used(p, running_only=False) or self._port_reserved(p)
+            )
             port = self.links.closed_ports.get((component, consumer))
             if port is None or port in taken or not self.ports.is_free(port):
                 port = self.ports.allocate(taken)
             link = await self.links.open(component, consumer, release, mode, port)
         link.pinned = release
-        self._repoint_links()
+        self.mark("link", (component, consumer))
+        self._repoint_links(component)
         await self.persist()
         return link.info()
 
@@ -819,11 +896,14 @@ class Agent:
         return {"scheduled": len(items)}
 
     def _check_retire(self) -> None:
-        if self._retiring is not None and not self._retiring.done():
-            return  # one stop at a time, in order
-        item = self.retire.due(time.time())
-        if item is not None:
-            self._retiring = asyncio.ensure_future(self._retire_one(item))
+        if not self.retire.items:
+            return
+        due = self.retire.due(time.time(), self._consumers_of, set(self._retiring))
+        for item in due:
+            self._retiring[item.key] = asyncio.ensure_future(self._retire_one(item))
+
+    def _consumers_of(self, component: str) -> List[str]:
+        return [link.consumer for link in self.links.to_component(component)]
 
     async def _retire_one(self, item: RetireItem) -> None:
         try:
@@ -838,7 +918,9 @@ class Agent:
         except Exception:
             self.log.exception("retiring %s/%s failed", item.component, item.release)
         finally:
-            self.retire.cancel(item.component, item.release)
+            self._retiring.pop(item.key, None)
+            if self.retire.items.get(item.key) is item:
+                self.retire.cancel(item.component, item.release)
             await self.persist()
 
     # ------------------------------------------------------------------ lease
@@ -883,6 +965,7 @@ class Agent:
         )
         if self.lapse is not None and self.lapse.holder != holder:
             self.lapse = None  # a new deployment: the old lapse has been dealt with
+        self._lease_changed()
         await self.persist()
         return {"holder": holder, "expires_in_s": self.lease.expires_in(now)}
 
@@ -901,12 +984,17 @@ class Agent:
         lapse = self.lapse
         if lapse is not None and lapse.holder == holder:
             self.lapse = None
+        self._lease_changed()
         await self.persist()
         return {
             "holder": holder,
             "ended": ended,
             "lapsed": lapse.info() if lapse is not None and lapse.holder == holder else None,
         }
+
+    def _lease_changed(self) -> None:
+        self.mark("lease", None)
+        self.mark("lapse", None)
 
     def _check_lease(self) -> None:
         lease = self.lease
@@ -943,6 +1031,7 @@ class Agent:
         self.lapse = Lapse(lease.holder, time.time(), actions)
         self._undoing = False
         self.log.warning("lease of %r lapsed: %s", lease.holder, "; ".join(actions) or "nothing")
+        self._lease_changed()
         await self.persist()
 
     async def _revert(self, component: str, release: Optional[str]) -> str:
@@ -951,6 +1040,7 @@ class Agent:
         if release is None:
             if route is not None:
                 await self.router.unroute(component, min(route.drain_timeout, 5.0))
+                self.mark("route", component)
             self._set_active(component, None)
             return f"{component}: unrouted" if route is not None else f"{component}: deactivated"
         rel = self.supervisor.releases.get((component, release))
@@ -967,8 +1057,23 @@ class Agent:
                 upstream_port=rel.port,
                 crash_wait=route.crash_wait,
             )
+            self.mark("route", component)
         self._set_active(component, release)
         return f"{component}: back on {release}" + (f" (was {current})" if current else "")
+
+
+def _route_record(route: Route) -> Dict[str, Any]:
+    """A route's state record: what a restarted agent needs to bind and route it again."""
+    return {
+        "component": route.component,
+        "public_port": route.public_port,
+        "host": route.host,
+        "mode": route.mode,
+        "router": route.router_kind,
+        "drain_timeout": route.drain_timeout,
+        "crash_wait": route.crash_wait,
+        "release": route.current.release if route.current else None,
+    }
 
 
 def parse_listen_fds(value: Optional[str]) -> Dict[str, int]:

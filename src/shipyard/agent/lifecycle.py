@@ -18,6 +18,7 @@ from . import procinfo
 from .client import AgentClient
 from .errors import AgentRequestError
 from .paths import AgentPaths
+from .state import read_state
 
 if TYPE_CHECKING:
     from .daemon import ExitPlan
@@ -107,12 +108,14 @@ def run_foreground(
     routes and supervises, again whenever it dies. `agent_options` go to `Agent` (restart
     policy, port allocator, ...). Raises `AgentRequestError` when the agent cannot start.
     """
-    from .daemon import LISTEN_FDS_ENV, parse_listen_fds
+    from .daemon import LISTEN_FDS_ENV, parse_listen_fds, raise_open_file_limit
     from .keeper import Keeper
 
     paths = AgentPaths(root)
     paths.ensure()
     logger = configure_logging(paths, to_stderr=not _stderr_is_log(paths))
+    # The keeper holds a copy of every listener: with links, 1,000 components are over 3,000.
+    raise_open_file_limit()
 
     def worker(inherited: Dict[str, int], channel: KeeperChannel) -> int:
         try:
@@ -443,10 +446,7 @@ def agent_status(root: Path) -> Dict[str, Any]:
                 "hint": exc.hint,
             }
         )
-        try:
-            saved = json.loads(paths.state.read_text())
-        except (OSError, ValueError):
-            saved = {}
+        saved = read_state(paths.state)
         base["recorded_releases"] = [
             {k: r.get(k) for k in ("component", "release", "desired", "pid", "port")}
             for r in saved.get("releases", [])

@@ -10,8 +10,9 @@ drain), so a link is a `Route` on a private port, owned here instead of by the r
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .errors import AgentRequestError
 from .router import Route, Router
@@ -65,17 +66,55 @@ class Link:
 class Links:
     """Every link of the agent, by (dependency, consumer)."""
 
-    def __init__(self, router: Router, logger: Optional[logging.Logger] = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        logger: Optional[logging.Logger] = None,
+        on_change: Callable[[str, Any], None] = lambda kind, key: None,
+    ) -> None:
         self.router = router
         self.log = logger or logging.getLogger("shipyard.agent")
+        # Told (kind "link" or "closed", key (dependency, consumer)) about every change to save.
+        self.on_change = on_change
         self.links: Dict[Tuple[str, str], Link] = {}
+        # Indexes, so that a step touches the links of one release or component, not all.
+        self._of_consumer: Dict[str, Dict[str, Link]] = {}
+        self._to_component: Dict[str, Dict[str, Link]] = {}
+        self._ports: Set[int] = set()
         # The port a closed link had, by (dependency, consumer): a consumer release stopped
         # and started again (a rollback to it) still has that port in its environment, so a
         # new link for it takes the same port again when it can.
         self.closed_ports: Dict[Tuple[str, str], int] = {}
 
+    def _add(self, link: Link) -> None:
+        self.links[(link.component, link.consumer)] = link
+        self._of_consumer.setdefault(link.consumer, {})[link.component] = link
+        self._to_component.setdefault(link.component, {})[link.consumer] = link
+        self._ports.add(link.port)
+        self.on_change("link", (link.component, link.consumer))
+
+    def _remove(self, link: Link) -> None:
+        del self.links[(link.component, link.consumer)]
+        for index, outer, inner in (
+            (self._of_consumer, link.consumer, link.component),
+            (self._to_component, link.component, link.consumer),
+        ):
+            del index[outer][inner]
+            if not index[outer]:
+                del index[outer]
+        self._ports.discard(link.port)
+        self.on_change("link", (link.component, link.consumer))
+        key = (link.component, link.consumer)
+        self.closed_ports.pop(key, None)
+        self.closed_ports[key] = link.port
+        self.on_change("closed", key)
+        while len(self.closed_ports) > _KEEP_CLOSED:
+            oldest = next(iter(self.closed_ports))
+            del self.closed_ports[oldest]
+            self.on_change("closed", oldest)
+
     def ports(self) -> Set[int]:
-        return {link.port for link in self.links.values()}
+        return self._ports
 
     def get(self, component: str, consumer: str) -> Link:
         link = self.links.get((component, consumer))
@@ -88,7 +127,11 @@ class Links:
         return link
 
     def of_consumer(self, consumer: str) -> List[Link]:
-        return [link for link in self.links.values() if link.consumer == consumer]
+        return list(self._of_consumer.get(consumer, {}).values())
+
+    def to_component(self, component: str) -> List[Link]:
+        """The links that reach `component` (one per consumer release)."""
+        return list(self._to_component.get(component, {}).values())
 
     async def open(
         self, component: str, consumer: str, pinned: Optional[str], mode: str, port: int
@@ -97,7 +140,7 @@ class Links:
         route = self.router.new_route(component, LINK_HOST, port, mode, _LINK_DRAIN)
         await self.router.listen(route, None)
         link = Link(component, consumer, pinned, route)
-        self.links[(component, consumer)] = link
+        self._add(link)
         self.log.info("link %s -> %s: port %d", consumer, component, port)
         return link
 
@@ -112,20 +155,36 @@ class Links:
         """A link recorded in state.json, its listener not bound yet (see `listen_restored`)."""
         route = self.router.new_route(component, LINK_HOST, port, mode, _LINK_DRAIN)
         link = Link(component, consumer, pinned, route)
-        self.links[(component, consumer)] = link
+        self._add(link)
         return link
 
     async def close(self, component: str, consumer: str, drain: float = _LINK_DRAIN) -> Link:
         link = self.get(component, consumer)
-        del self.links[(component, consumer)]
-        self.closed_ports.pop((component, consumer), None)
-        self.closed_ports[(component, consumer)] = link.port
-        while len(self.closed_ports) > _KEEP_CLOSED:
-            del self.closed_ports[next(iter(self.closed_ports))]
+        self._remove(link)
+        await self._shut(link, drain)
+        return link
+
+    async def close_consumer(self, consumer: str, drain: float = _LINK_DRAIN) -> None:
+        """Close every link of a consumer release, all at once.
+
+        They leave the table before the first drain is awaited, so a second caller (another
+        stop of the same release) finds nothing left to close instead of a link half gone.
+        """
+        links = self.of_consumer(consumer)
+        for link in links:
+            self._remove(link)
+        await asyncio.gather(*(self._shut(link, drain) for link in links))
+
+    async def close_all(self, drain: float) -> None:
+        links = list(self.links.values())
+        for link in links:
+            self._remove(link)
+        await asyncio.gather(*(self._shut(link, drain) for link in links))
+
+    async def _shut(self, link: Link, drain: float) -> None:
         await link.route.close(drain)
         self.router.on_close(link.route.key)
-        self.log.info("link %s -> %s: closed port %d", consumer, component, link.port)
-        return link
+        self.log.info("link %s -> %s: closed port %d", link.consumer, link.component, link.port)
 
     async def retry_listen(self) -> bool:
         """Bind links whose port could not be bound yet; True if any was."""
@@ -141,11 +200,11 @@ class Links:
         return bound
 
     def infos(self, component: Optional[str] = None) -> List[Dict[str, Any]]:
-        return [
-            link.info()
-            for key, link in sorted(self.links.items())
-            if component is None or key[0] == component
-        ]
+        if component is not None:
+            chosen = {(component, c): lk for c, lk in self._to_component.get(component, {}).items()}
+        else:
+            chosen = self.links
+        return [link.info() for _, link in sorted(chosen.items())]
 
     def to_state(self) -> List[Dict[str, Any]]:
         return [link.to_state() for link in self.links.values()]

@@ -58,9 +58,9 @@ start {component, release, cwd, command?: str, argv?: [str], env?: {str: str} = 
     stdout+stderr appended to log_path. Its environment: PATH, HOME, USER, LOGNAME, SHELL, LANG,
     LANGUAGE, TZ, TMPDIR and LC_* from the agent, then the `env_file` (a path relative to cwd,
     read at every spawn, lines KEY=value where a value starting with '"' is a JSON string), then
-    `env`, then PORT (always the agent's choice). Only the env_file's path is saved in
-    state.json, so secrets kept in that file (mode 0600) are not copied anywhere. A stopped or
-    crashed release may be started again (it gets a new port).
+    `env`, then PORT (always the agent's choice). Only the env_file's path is saved in the
+    agent's state (state.json, state.log), so secrets kept in that file (mode 0600) are not
+    copied anywhere. A stopped or crashed release may be started again (it gets a new port).
     -> release info
     errors: cwd_missing, env_file_unreadable, command_not_found (argv[0] missing or not
             executable, or the shell exited 126/127 within 0.25 s), already_running, bad_args
@@ -69,7 +69,9 @@ stop {component, release, timeout?: float (default: the release's stop_timeout),
     SIGTERM to the process group, SIGKILL after `timeout`. Refused while the release is the
     target of its component's route unless force. If the release is still draining requests
     from a route switch, the stop waits for that drain first (bounded by the switch's
-    drain_timeout). Stopping a stopped release is a no-op that returns its info.
+    drain_timeout). Stopping a stopped release is a no-op that returns its info; a stop of a
+    release already being stopped (by another request, its lease's lapse or its retirement)
+    waits for that stop to end and answers the same.
     -> release info (state "stopped")
     errors: unknown_release, release_routed
 
@@ -159,7 +161,7 @@ lease {holder: str, ttl: float > 0, revert?: [{component, release: str|null}],
     unroutes it; a component without a public port gets it as active release instead), then
     stops every discard release that is not routed (after its drain; links of it are closed).
     It records what it did, `lapsed: {holder, at (ISO), actions: [str]}`. The lease and the
-    lapse are saved in state.json: a restarted agent still enforces an unexpired lease.
+    lapse are saved in the agent's state: a restarted agent still enforces an unexpired lease.
     ping and list show `lease: null | {holder, ttl, expires_in_s (null when none is live),
     lapsed: null | {holder, at, actions}}`.
     -> {holder, expires_in_s}
@@ -174,12 +176,14 @@ lease_end {holder}
     errors: lease_held (the live lease is another holder's)
 
 retire {items: [{component, release, after: float}]}
-    Warm old releases: stops them later, in list order (after any items scheduled before),
-    each not before `after` seconds from now and only once the previous stop finished (each
-    stop waits for the release's drain, then closes the links it used). An item is dropped
+    Warm old releases: stops them later, each not before `after` seconds from now; due items
+    are stopped together, except that an item waits until every item scheduled before it
+    (in list order, after any items scheduled earlier) that is a consumer of its component
+    (a link) has been stopped: dependents first. Each stop waits for the release's drain,
+    then closes the links it used. An item is dropped
     when its release is routed, activated or started again (a rollback inside the warm window
     is then a pure route switch), or when it is still routed when its time comes. Scheduling a
-    release again replaces its item. Saved in state.json; `list` shows `stop_at`.
+    release again replaces its item. Saved in the agent's state; `list` shows `stop_at`.
     -> {scheduled: n}
     errors: unknown_release, bad_args
 
@@ -190,11 +194,11 @@ link {component: D, consumer: "<component>/<release>", release?: str|null,
     the release of D's public route, or the one set by `activate`). Linking the same
     (D, consumer) again re-points it in one step and keeps its port (a new mode rebinds it).
     Re-pointing drains like a route switch. Requests wait for a crashed release as on a route
-    (10 s). A link's port stays the same across agent and worker restarts (saved in state.json;
-    its socket is held by the keeper like the public ones). Links of a consumer release are
-    removed when that release is stopped on request; linking that pair again later (the
-    release is started again) gives the same port when it is still free. With nothing to
-    reach, the port answers 502.
+    (10 s). A link's port stays the same across agent and worker restarts (saved in the
+    agent's state; its socket is held by the keeper like the public ones). Links of a
+    consumer release are removed when that release is stopped on request; linking that pair
+    again later (the release is started again) gives the same port when it is still free.
+    With nothing to reach, the port answers 502.
     -> {component, consumer, port, mode, pinned: bool, release (where it reaches now, or null),
         upstream_port, listening, error}
     errors: unknown_release (a pinned release the agent does not know), port_in_use, bad_args

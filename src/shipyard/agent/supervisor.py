@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Container, Dict, Iterable, List, Optional, Set, Tuple
 
 from . import logfiles, procinfo
 from .errors import AgentRequestError
@@ -32,6 +32,7 @@ __all__ = [
     "Release",
     "RestartPolicy",
     "Supervisor",
+    "Taken",
     "base_environment",
 ]
 
@@ -143,7 +144,7 @@ class PortAllocator:
             probe.close()
         return True
 
-    def allocate(self, taken: Set[int]) -> int:
+    def allocate(self, taken: Container[int]) -> int:
         """A free port not in `taken` (ports already given to other releases or routes)."""
         eph_low, eph_high = self._ephemeral_range()
         for _ in range(500):
@@ -339,6 +340,16 @@ def _exec_done(pid: int) -> bool:
         return False
 
 
+class Taken:
+    """A container of ports given by a membership test (nothing is listed)."""
+
+    def __init__(self, test: Callable[[int], bool]) -> None:
+        self.test = test
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.test(port)
+
+
 class Supervisor:
     """Owns every release process of one agent."""
 
@@ -358,7 +369,7 @@ class Supervisor:
         log_policy: Optional[logfiles.LogPolicy] = None,
         ports: Optional[PortAllocator] = None,
         base_env: Optional[Dict[str, str]] = None,
-        on_change: Callable[[], None] = lambda: None,
+        on_change: Callable[[Tuple[str, str]], None] = lambda key: None,
         logger: Optional[logging.Logger] = None,
     ) -> None:
         self.paths = paths
@@ -366,10 +377,16 @@ class Supervisor:
         self.log_policy = log_policy or logfiles.LogPolicy()
         self.ports = ports or PortAllocator()
         self.base_env = base_environment() if base_env is None else base_env
-        self.on_change = on_change
+        self.on_change = on_change  # told which release changed (its state is to be saved)
         self.log = logger or logging.getLogger("shipyard.agent")
         self.releases: Dict[Tuple[str, str], Release] = {}
-        self.reserved_ports: Callable[[], Set[int]] = set
+        # Indexes, so that a step looks at one component's releases, not at every release.
+        self._of_component: Dict[str, Dict[str, Release]] = {}
+        self._by_port: Dict[int, Set[Tuple[str, str]]] = {}
+        # The releases that are to run: the only ones the watch loop looks at.
+        self._watched: Dict[Tuple[str, str], Release] = {}
+        # Ports taken by something other than releases (public routes, links).
+        self.reserved: Callable[[int], bool] = lambda port: False
         self._last_rotation_check = 0.0
 
     # ----------------------------------------------------------------- queries
@@ -378,7 +395,7 @@ class Supervisor:
         """The release, or `unknown_release`."""
         rel = self.releases.get((component, release))
         if rel is None:
-            known = sorted(r for c, r in self.releases if c == component)
+            known = sorted(r.release for r in self.of_component(component))
             raise AgentRequestError(
                 "unknown_release",
                 f"the agent knows no release {release!r} of component {component!r}",
@@ -388,8 +405,39 @@ class Supervisor:
             )
         return rel
 
+    def _put(self, rel: Release) -> None:
+        old = self.releases.get(rel.key)
+        if old is not None:
+            self._drop(old)
+        self.releases[rel.key] = rel
+        if rel.desired == "running":
+            self._watched[rel.key] = rel
+        self._of_component.setdefault(rel.component, {})[rel.release] = rel
+        self._by_port.setdefault(rel.port, set()).add(rel.key)
+
+    def _drop(self, rel: Release) -> None:
+        del self.releases[rel.key]
+        self._watched.pop(rel.key, None)
+        del self._of_component[rel.component][rel.release]
+        if not self._of_component[rel.component]:
+            del self._of_component[rel.component]
+        users = self._by_port[rel.port]
+        users.discard(rel.key)
+        if not users:
+            del self._by_port[rel.port]
+
+    def of_component(self, component: str) -> List[Release]:
+        return list(self._of_component.get(component, {}).values())
+
+    def port_used(self, port: int, running_only: bool = True) -> bool:
+        """Whether a release (one that is to run, or any it knows) has `port`."""
+        return any(
+            not running_only or self.releases[key].desired == "running"
+            for key in self._by_port.get(port, ())
+        )
+
     def listing(self, component: Optional[str] = None) -> List[Dict[str, Any]]:
-        rels = [r for r in self.releases.values() if component is None or r.component == component]
+        rels = list(self.releases.values()) if component is None else self.of_component(component)
         rels.sort(key=lambda r: (r.component, r.created_at, r.release))
         return [r.info() for r in rels]
 
@@ -437,8 +485,7 @@ class Supervisor:
                 "stop it first, or start the new version under a new release id",
             )
         resolved = self.resolve_cwd(cwd)
-        taken = {r.port for r in self.releases.values() if r.desired == "running"}
-        port = self.ports.allocate(taken | self.reserved_ports())
+        port = self.ports.allocate(Taken(lambda p: self.port_used(p) or self.reserved(p)))
         rel = Release(
             component,
             release,
@@ -454,22 +501,22 @@ class Supervisor:
         if existing is not None:
             rel.created_at = existing.created_at
         rel.busy = True
-        self.releases[rel.key] = rel
+        self._put(rel)
         try:
             self._spawn(rel)
             if command is not None:
                 await self._check_shell_found(rel)
         except AgentRequestError:
             if existing is not None:
-                self.releases[rel.key] = existing
+                self._put(existing)
             else:
-                del self.releases[rel.key]
-            self.on_change()
+                self._drop(rel)
+            self.on_change(rel.key)
             raise
         finally:
             rel.busy = False
         self._prune_stopped(component)
-        self.on_change()
+        self.on_change(rel.key)
         return rel
 
     def _spawn(self, rel: Release) -> None:
@@ -557,12 +604,11 @@ class Supervisor:
             await asyncio.sleep(0.01)
 
     def _prune_stopped(self, component: str) -> None:
-        stopped = [
-            r for r in self.releases.values() if r.component == component and r.desired == "stopped"
-        ]
+        stopped = [r for r in self.of_component(component) if r.desired == "stopped"]
         stopped.sort(key=lambda r: r.stopped_at or 0.0)
         for rel in stopped[: max(0, len(stopped) - self.KEEP_STOPPED)]:
-            del self.releases[rel.key]
+            self._drop(rel)
+            self.on_change(rel.key)
 
     # ----------------------------------------------------------------- watching
 
@@ -654,7 +700,7 @@ class Supervisor:
         exited, code = self._poll_exit(rel)
         if exited:
             self._on_exit(rel, code)  # noticed before the watch loop: restart it sooner
-            self.on_change()
+            self.on_change(rel.key)
             return True
         # Alive but refusing: a process spawned this recently may still be starting up (an
         # interpreter on a busy host can take seconds before it listens).
@@ -662,19 +708,20 @@ class Supervisor:
             rel.state in ("starting", "crash-loop") or rel.uptime(time.time()) < self.LISTEN_GRACE
         )
 
-    def tick(self) -> bool:
-        """One watch pass over every release; True if anything changed (state to save)."""
-        changed = False
+    def tick(self) -> None:
+        """One watch pass over the releases that are to run; each one changed is passed to
+        `on_change`."""
         now = time.time()
         mono = time.monotonic()
-        for rel in list(self.releases.values()):
+        for rel in list(self._watched.values()):
             if rel.busy or rel.desired != "running":
                 continue
+            changed = False
             if rel.pid is not None:
                 exited, code = self._poll_exit(rel)
                 if exited:
                     self._on_exit(rel, code)
-                    changed = True
+                    self.on_change(rel.key)
                     continue
                 uptime = rel.uptime(now)
                 if rel.consecutive_crashes and uptime >= self.policy.reset_after:
@@ -690,18 +737,21 @@ class Supervisor:
             elif rel.next_restart_at is not None and mono >= rel.next_restart_at:
                 self._restart(rel)
                 changed = True
+            if changed:
+                self.on_change(rel.key)
         if mono - self._last_rotation_check >= 1.0:
             self._last_rotation_check = mono
-            for rel in self.releases.values():
+            for rel in self._watched.values():
                 if rel.pid is not None:
                     logfiles.rotate_if_needed(rel.log_path, self.log_policy)
-        return changed
 
     # ----------------------------------------------------------------- stop
 
     async def stop(self, rel: Release, timeout: Optional[float] = None) -> None:
         """SIGTERM the release's group, SIGKILL what is left after `timeout`; mark it stopped."""
         rel.desired = "stopped"
+        if self._watched.get(rel.key) is rel:
+            del self._watched[rel.key]
         rel.next_restart_at = None
         rel.busy = True
         try:
@@ -714,7 +764,7 @@ class Supervisor:
         rel.popen = None
         rel.start_ticks = None
         rel.stopped_at = time.time()
-        self.on_change()
+        self.on_change(rel.key)
 
     async def _terminate(self, rel: Release, timeout: float) -> None:
         pid = rel.pid
@@ -762,7 +812,7 @@ class Supervisor:
             except (KeyError, TypeError, ValueError) as exc:
                 self.log.error("ignoring unreadable release record %r: %s", data, exc)
                 continue
-            self.releases[rel.key] = rel
+            self._put(rel)
             alive = rel.pid is not None and procinfo.is_same_process(rel.pid, rel.start_ticks)
             if rel.desired != "running":
                 if alive and rel.pid is not None:

@@ -1121,7 +1121,7 @@ class Deployment:
         comp = self.ctx.components[name]
         release = self.plan.releases.get(name, self.release)
         self.component_record(name, status="starting", release=release)
-        warm = (await _settled(self.ctx.target.running)).get((name, release))
+        warm = (await _settled(self.ctx.target.running, name)).get((name, release))
         if warm is not None and warm.state == "running" and warm.port is not None:
             # Still warm (a rollback inside `warm_for`): it has been serving and its links
             # follow the active dependencies; one good probe says it still serves.

@@ -214,9 +214,9 @@ class LocalTarget:
                 if exc.code != "unknown_release":
                     raise
 
-    def running(self) -> dict[tuple[str, str], RunningRelease]:
+    def running(self, component: str | None = None) -> dict[tuple[str, str], RunningRelease]:
         with _agent_errors("cannot list releases"):
-            listing = self.agent.list_releases()
+            listing = self.agent.list_releases(component)
         return {(r["component"], r["release"]): _running(r) for r in listing["releases"]}
 
     def _releases_of(self, component: str) -> list[RunningRelease]:
@@ -335,17 +335,19 @@ class LocalTarget:
         agent = self.agent
         with _agent_errors("cannot stop the environment"):
             listing = agent.list_releases(component)
-            for route in listing["routes"]:
-                if component is None or route["component"] == component:
-                    agent.unroute(route["component"])
+            routed = [
+                route["component"]
+                for route in listing["routes"]
+                if component is None or route["component"] == component
+            ]
             todo = [
                 (r["component"], r["release"])
                 for r in listing["releases"]
                 if (component is None or r["component"] == component) and r["state"] != "stopped"
             ]
-            if todo:
-                with ThreadPoolExecutor(max_workers=min(32, len(todo))) as pool:
-                    list(pool.map(lambda cr: agent.stop_release(*cr, force=True), todo))
+            with ThreadPoolExecutor(max_workers=32) as pool:
+                list(pool.map(agent.unroute, routed))
+                list(pool.map(lambda cr: agent.stop_release(*cr, force=True), todo))
         return [f"{c}/{r}" for c, r in todo]
 
     def shutdown_agent(self) -> None:
@@ -485,12 +487,9 @@ def _agent_was_serving(state_file: Path) -> bool:
     """Whether the agent's last saved state routes a port or wants a release running: a
     dead agent then left something down. After `shipyard down` (nothing routed, every
     release stopped on request) starting it again is no news."""
-    try:
-        saved = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(saved, dict):
-        return False
+    from shipyard.agent.state import read_state
+
+    saved = read_state(state_file)
     releases = saved.get("releases") or []
     return bool(saved.get("routes")) or any(
         isinstance(r, dict) and r.get("desired") == "running" for r in releases
