@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,10 +14,24 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from shipyard.agent import AgentClient, AgentRequestError
 from shipyard.agent.procinfo import has_exited, is_same_process, start_ticks
 from shipyard.agent.state import read_state
 from tests.conftest import free_ports
+
+# Tests of what a route does run against both routers (HAProxy's skip without it).
+ROUTERS = [
+    "builtin",
+    pytest.param(
+        "haproxy",
+        marks=pytest.mark.skipif(
+            shutil.which("haproxy") is None,
+            reason="haproxy is not installed (make test installs Debian's haproxy as root)",
+        ),
+    ),
+]
 
 FIXTURES = Path(__file__).resolve().parent
 APP = FIXTURES / "app.py"

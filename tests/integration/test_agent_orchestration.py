@@ -6,6 +6,7 @@ import pytest
 
 from shipyard.agent import AgentRequestError
 from tests.agent_fixtures.agent_harness import (
+    ROUTERS,
     AgentHarness,
     free_port,
     http_get,
@@ -27,16 +28,19 @@ def _code(call: object, *args: object, **kwargs: object) -> AgentRequestError:
     return err.value
 
 
-def test_lease_not_renewed_routes_back_and_stops_the_new_release(agent: AgentHarness) -> None:
+@pytest.mark.parametrize("router", ROUTERS)
+def test_lease_not_renewed_routes_back_and_stops_the_new_release(
+    agent: AgentHarness, router: str
+) -> None:
     client = agent.client
     start_app(client, "web", "old")
     public = free_port()
-    client.route("web", public, "old")
+    client.route("web", public, "old", router=router)
     start_app(client, "web", "new")
     revert = [("web", "old"), ("gone", None)]
     lease = client.lease("deploy-1", 60.0, revert=revert, discard=[("web", "new")])
     assert lease["holder"] == "deploy-1" and 0 < lease["expires_in_s"] <= 60.0
-    client.route("web", public, "new")  # the switch
+    client.route("web", public, "new", router=router)  # the switch
     assert http_get(public) == (200, "new")
     assert client.ping()["lease"]["holder"] == "deploy-1"
     # Another deployment cannot take the host meanwhile.

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.agent_fixtures.agent_harness import (
+    ROUTERS,
     AgentHarness,
     free_port,
     http_get,
@@ -24,18 +25,6 @@ from tests.agent_fixtures.agent_harness import (
 )
 
 pytest_plugins = ["tests.agent_fixtures.agent_plugin"]
-
-# The zero-downtime tests run against both routers (HAProxy's tests skip without it).
-ROUTERS = [
-    "builtin",
-    pytest.param(
-        "haproxy",
-        marks=pytest.mark.skipif(
-            shutil.which("haproxy") is None,
-            reason="haproxy is not installed (make test installs Debian's haproxy as root)",
-        ),
-    ),
-]
 
 
 def _route_info(agent: AgentHarness, component: str) -> dict[str, object]:

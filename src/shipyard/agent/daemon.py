@@ -1056,6 +1056,7 @@ class Agent:
                 release=release,
                 upstream_port=rel.port,
                 crash_wait=route.crash_wait,
+                router=route.router_kind,  # the route's own: HAProxy stays HAProxy
             )
             self.mark("route", component)
         self._set_active(component, release)

@@ -569,21 +569,6 @@ class Router:
             if component is None or name == component
         ]
 
-    def to_state(self) -> List[Dict[str, Any]]:
-        return [
-            {
-                "component": r.component,
-                "public_port": r.public_port,
-                "host": r.host,
-                "mode": r.mode,
-                "router": r.router_kind,
-                "drain_timeout": r.drain_timeout,
-                "crash_wait": r.crash_wait,
-                "release": r.current.release if r.current else None,
-            }
-            for r in self.routes.values()
-        ]
-
     async def quiesce(
         self, timeout: float, fresh_grace: float = 1.0, extra: Iterable[Route] = ()
     ) -> None:
