@@ -1007,32 +1007,42 @@ class Agent:
         """The orchestrator is gone: route back to the snapshot releases, stop the new ones."""
         self.log.warning("lease of %r lapsed: undoing its deployment", lease.holder)
         self._undoing = True
-        actions: List[str] = []
-        for component, release in lease.revert:
-            try:
-                actions.append(await self._revert(component, release))
-            except Exception as exc:
-                self.log.exception("lease lapse: reverting %s failed", component)
-                actions.append(f"{component}: could not revert: {exc}")
-        for component, release in lease.discard:
-            rel = self.supervisor.releases.get((component, release))
-            if rel is None or (rel.desired == "stopped" and rel.pid is None):
-                continue
-            if self.router.routed_release(component) == release:
-                actions.append(f"{component}/{release}: still routed, left running")
-                continue
-            try:
-                await self._stop_release(rel)
-                actions.append(f"{component}/{release}: stopped")
-            except Exception as exc:
-                self.log.exception("lease lapse: stopping %s/%s failed", component, release)
-                actions.append(f"{component}/{release}: could not stop: {exc}")
+        # All components at once, as a deploy's switch and finish do: with many components, one
+        # after another would leave the site half old, half new for longer.
+        reverted = await asyncio.gather(
+            *(self._revert_logged(component, release) for component, release in lease.revert)
+        )
+        discarded = await asyncio.gather(
+            *(self._discard(component, release) for component, release in lease.discard)
+        )
+        actions = [*reverted, *(action for action in discarded if action is not None)]
         self.lease = None
         self.lapse = Lapse(lease.holder, time.time(), actions)
         self._undoing = False
         self.log.warning("lease of %r lapsed: %s", lease.holder, "; ".join(actions) or "nothing")
         self._lease_changed()
         await self.persist()
+
+    async def _revert_logged(self, component: str, release: Optional[str]) -> str:
+        try:
+            return await self._revert(component, release)
+        except Exception as exc:
+            self.log.exception("lease lapse: reverting %s failed", component)
+            return f"{component}: could not revert: {exc}"
+
+    async def _discard(self, component: str, release: str) -> Optional[str]:
+        """Stop a lapsed deployment's new release unless it is stopped or still routed."""
+        rel = self.supervisor.releases.get((component, release))
+        if rel is None or (rel.desired == "stopped" and rel.pid is None):
+            return None
+        if self.router.routed_release(component) == release:
+            return f"{component}/{release}: still routed, left running"
+        try:
+            await self._stop_release(rel)
+        except Exception as exc:
+            self.log.exception("lease lapse: stopping %s/%s failed", component, release)
+            return f"{component}/{release}: could not stop: {exc}"
+        return f"{component}/{release}: stopped"
 
     async def _revert(self, component: str, release: Optional[str]) -> str:
         route = self.router.routes.get(component)
