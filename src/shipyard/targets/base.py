@@ -119,7 +119,8 @@ class Target(Protocol):
 
     def stop(self, component: str, release: str) -> None: ...
 
-    def running(self) -> dict[tuple[str, str], RunningRelease]: ...
+    def running(self, component: str | None = None) -> dict[tuple[str, str], RunningRelease]:
+        """(component, release) → what the host runs: of one component, or of all."""
 
     def current(self, component: str) -> str | None:
         """The release `current` points at."""

@@ -214,13 +214,12 @@ class LocalTarget:
                 if exc.code != "unknown_release":
                     raise
 
-    def running(self) -> dict[tuple[str, str], RunningRelease]:
-        with _agent_errors("cannot list releases"):
-            listing = self.agent.list_releases()
-        return {(r["component"], r["release"]): _running(r) for r in listing["releases"]}
+    def running(self, component: str | None = None) -> dict[tuple[str, str], RunningRelease]:
+        return {(r.component, r.release): r for r in self._releases_of(component)}
 
-    def _releases_of(self, component: str) -> list[RunningRelease]:
-        """The agent's releases of one component (a listing of all grows with the project)."""
+    def _releases_of(self, component: str | None) -> list[RunningRelease]:
+        """The agent's releases of one component (a listing of all grows with the project),
+        or of every component."""
         with _agent_errors("cannot list releases"):
             listing = self.agent.list_releases(component)
         return [_running(r) for r in listing["releases"]]
