@@ -188,10 +188,17 @@ class EngineContext:
             self._specs[key] = found
         return self._specs[key]
 
-    def save_release_spec(self, comp: Component, release: str, commit: str) -> None:
-        """Keep a new release's spec in the store and beside it as `release.json`."""
+    def save_release_spec(
+        self,
+        comp: Component,
+        release: str,
+        commit: str,
+        store_write: Callable[[ReleaseSpecRecord], None] | None = None,
+    ) -> None:
+        """Keep a new release's spec in the store and beside it as `release.json`; the
+        store's copy through `store_write` if given (a deployment's journal writer)."""
         document = release_document(comp, environment=self.env.name, release=release, commit=commit)
-        self.store.save_release_spec(
+        (store_write or self.store.save_release_spec)(
             ReleaseSpecRecord(
                 environment=self.env.name,
                 component=comp.name,
@@ -226,6 +233,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class _Write:
+    """One queued write of a JournalWriter."""
+
+    write: Callable[..., object]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    key: object = None
+    done: Future[None] = field(default_factory=Future)
+
+
 class JournalWriter:
     """A deployment's journal and component records, written in order on a thread of their own.
 
@@ -242,37 +260,47 @@ class JournalWriter:
         self._store = store
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipyard-journal")
         self._lock = threading.Lock()
-        self._pending: list[tuple[Callable[..., object], Any, Any, Future[None]]] = []
+        self._pending: list[_Write] = []
         self._last: Future[None] | None = None
         self._error: BaseException | None = None
 
     def submit(self, write: Callable[..., object], *args: Any, **kwargs: Any) -> None:
-        done: Future[None] = Future()
-        with self._lock:
-            self._pending.append((write, args, kwargs, done))
+        self._queue(_Write(write, args, kwargs))
+
+    def replace(self, key: object, write: Callable[..., object], *args: Any) -> None:
+        """Queue a write that replaces everything about `key` (a component's record): of
+        several for one key in one batch only the newest is written. The batch commits as
+        one, so no state in between was ever visible anyway."""
+        self._queue(_Write(write, args, {}, key))
+
+    def _queue(self, entry: _Write) -> None:
+        with self._lock:  # also from a host thread (a release's spec): `_last` stays the last
+            self._pending.append(entry)
             first = len(self._pending) == 1
-        self._last = done
+            self._last = entry.done
         if first:  # otherwise the drain already scheduled takes it too
             self._thread.submit(self._drain)
 
     def _drain(self) -> None:
         with self._lock:
             batch, self._pending = self._pending, []
+        newest = {e.key: i for i, e in enumerate(batch) if e.key is not None}
+        todo = [e for i, e in enumerate(batch) if e.key is None or newest[e.key] == i]
         try:
             with self._store.batch("write the deployment's journal"):
-                for write, args, kwargs, _done in batch:
-                    write(*args, **kwargs)
+                for entry in todo:
+                    entry.write(*entry.args, **entry.kwargs)
         except Exception:
             # The transaction was rolled back: write them one by one, keeping the good ones.
-            for write, args, kwargs, _done in batch:
+            for entry in todo:
                 try:
-                    write(*args, **kwargs)
+                    entry.write(*entry.args, **entry.kwargs)
                 except Exception as exc:  # kept for the step that waits next
                     if self._error is None:
                         self._error = exc
-        for *_, done in batch:
+        for entry in batch:
             with contextlib.suppress(InvalidStateError):  # nobody may cancel it, but never hang
-                done.set_result(None)
+                entry.done.set_result(None)
 
     def _raise(self) -> None:
         error, self._error = self._error, None
@@ -393,7 +421,7 @@ class Deployment:
                 changes[key] = self.ctx.redact.data(changes[key])
         updated = current.replace(**changes)
         self._records[name] = updated
-        self.writes.submit(self.ctx.store.set_component, updated)
+        self.writes.replace(("component", name), self.ctx.store.set_component, updated)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -872,8 +900,9 @@ class Deployment:
                 metadata={"pyenv": env_digest} if env_digest else {},
             )
         )
-        await self.writes.durable()
-        ctx.store.record_artifact(
+        # Queued: written in order with the journal, before the release step reaches the host.
+        self.writes.submit(
+            ctx.store.record_artifact,
             ArtifactRecord(
                 component=name,
                 digest=digest,
@@ -883,7 +912,7 @@ class Deployment:
                 build_command=comp.build,
                 commit=self.plan.commit,
                 dirty=self.options.dirty,
-            )
+            ),
         )
         self._built(step, name, digest, "built", f"({size} bytes)")
 
@@ -1034,8 +1063,15 @@ class Deployment:
             artifact,
             self.release_env(comp, self.release),
         )
-        await _settled(self.ctx.save_release_spec, comp, self.release, self.plan.commit)
+        # The store's copy is queued with the journal (written before anything that follows
+        # reaches the host), not written here behind the journal writer's transaction.
+        await _settled(
+            self.ctx.save_release_spec, comp, self.release, self.plan.commit, self._queue_spec
+        )
         self.component_record(name, release=self.release, artifact=self.digests[name])
+
+    def _queue_spec(self, record: ReleaseSpecRecord) -> None:
+        self.writes.submit(self.ctx.store.save_release_spec, record)
 
     async def _step_test(self, step: Step) -> None:
         name = step.component
