@@ -774,11 +774,10 @@ class Deployment:
 
     async def _step_snapshot(self, step: Step) -> None:
         ctx = self.ctx
-        routes = await _look(ctx.target.routes)
-        last_good = ctx.store.last_good_deployment(ctx.env.name)
-        good_components = (
-            {c.component: c for c in ctx.store.components(last_good.id)} if last_good else {}
+        routes, (last_good, good_records) = await asyncio.gather(
+            _look(ctx.target.routes), _look(_last_good, ctx.store, ctx.env.name)
         )
+        good_components = {c.component: c for c in good_records}
 
         async def entry_of(name: str) -> SnapshotEntry:
             comp = ctx.components[name]
@@ -842,7 +841,11 @@ class Deployment:
         name = step.component
         assert name is not None
         comp = ctx.components[name]
-        digest, env_digest = await _look(self._component_digest, name)
+        # Usually computed already (`_warm_digests`): then no thread is needed to read it.
+        known = self._digest_memo.get(name)
+        if known is None:
+            known = await _look(self._component_digest, name)
+        digest, env_digest = known
         self.digests[name] = digest
         self.component_record(name, status="building", artifact=digest, started_at=_now())
         if ctx.artifacts.has(name, digest):
@@ -1559,6 +1562,14 @@ async def _look(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             except asyncio.CancelledError:
                 continue
         raise
+
+
+def _last_good(
+    store: Store, environment: str
+) -> tuple[DeploymentRecord | None, list[ComponentRecord]]:
+    """The environment's last good deployment and its component records."""
+    record = store.last_good_deployment(environment)
+    return record, store.components(record.id) if record else []
 
 
 def _set_currents(target: Target, releases: Mapping[str, str | None]) -> None:
