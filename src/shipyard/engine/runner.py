@@ -1059,22 +1059,21 @@ class Deployment:
         assert name is not None
         comp = self.ctx.components[name]
         artifact = self.ctx.artifacts.path(name, self.digests[name])
-        await _settled(
-            self.ctx.target.install,
-            name,
-            self.release,
-            artifact,
-            self.release_env(comp, self.release),
-        )
-        # The store's copy is queued with the journal (written before anything that follows
-        # reaches the host), not written here behind the journal writer's transaction.
-        await _settled(
-            self.ctx.save_release_spec, comp, self.release, self.plan.commit, self._queue_spec
-        )
+        env = self.release_env(comp, self.release)
+        await _settled(self._unpack, comp, artifact, env)
         self.component_record(name, release=self.release, artifact=self.digests[name])
 
-    def _queue_spec(self, record: ReleaseSpecRecord) -> None:
-        self.writes.submit(self.ctx.store.save_release_spec, record)
+    def _unpack(self, comp: Component, artifact: Path, env: Mapping[str, str]) -> None:
+        """Install the release and keep its spec, in one thread. The store's copy of the spec
+        is queued with the journal (written before anything that follows reaches the host),
+        not written here behind the journal writer's transaction."""
+        self.ctx.target.install(comp.name, self.release, artifact, env)
+        self.ctx.save_release_spec(
+            comp,
+            self.release,
+            self.plan.commit,
+            lambda record: self.writes.submit(self.ctx.store.save_release_spec, record),
+        )
 
     async def _step_test(self, step: Step) -> None:
         name = step.component
