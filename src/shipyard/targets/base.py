@@ -120,7 +120,7 @@ class Target(Protocol):
     def stop(self, component: str, release: str) -> None: ...
 
     def running(self, component: str | None = None) -> dict[tuple[str, str], RunningRelease]:
-        """The agent's releases (of one component: a listing of all grows with the project)."""
+        """(component, release) → what the host runs: of one component, or of all."""
 
     def current(self, component: str) -> str | None:
         """The release `current` points at."""

@@ -163,11 +163,14 @@ class LocalTarget:
         releases_dir = self._component_dir(component) / "releases"
         if not releases_dir.is_dir():
             return []
+        releases = sorted(p.name for p in releases_dir.iterdir() if not p.name.startswith("."))
+        older = [r for r in releases[: max(0, len(releases) - keep)] if r not in protect]
+        if not older:
+            return []  # nothing to remove: the agent need not be asked what runs
         live = {r.release for r in self._releases_of(component) if r.state != "stopped"}
         keep_always = protect | live | {self.current(component) or ""}
-        releases = sorted(p.name for p in releases_dir.iterdir() if not p.name.startswith("."))
         removed = []
-        for name in releases[: max(0, len(releases) - keep)]:
+        for name in older:
             if name not in keep_always:
                 shutil.rmtree(releases_dir / name, ignore_errors=True)
                 removed.append(name)
@@ -215,12 +218,11 @@ class LocalTarget:
                     raise
 
     def running(self, component: str | None = None) -> dict[tuple[str, str], RunningRelease]:
-        with _agent_errors("cannot list releases"):
-            listing = self.agent.list_releases(component)
-        return {(r["component"], r["release"]): _running(r) for r in listing["releases"]}
+        return {(r.component, r.release): r for r in self._releases_of(component)}
 
-    def _releases_of(self, component: str) -> list[RunningRelease]:
-        """The agent's releases of one component (a listing of all grows with the project)."""
+    def _releases_of(self, component: str | None) -> list[RunningRelease]:
+        """The agent's releases of one component (a listing of all grows with the project),
+        or of every component."""
         with _agent_errors("cannot list releases"):
             listing = self.agent.list_releases(component)
         return [_running(r) for r in listing["releases"]]
