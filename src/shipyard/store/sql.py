@@ -1,8 +1,8 @@
-"""The store's operations in SQLAlchemy Core: every write, and the reads on PostgreSQL
-(and on an in-memory or URI-style SQLite URL).
+"""The store's operations in SQLAlchemy Core: everything on PostgreSQL (and on an
+in-memory or URI-style SQLite URL), and the schema migrations of a SQLite file.
 
-`Store` (store.py) opens this on the first write for a SQLite file at head: reading such a
-store goes through `sqlite_reads` and needs no SQLAlchemy. Private to the store.
+On a SQLite file at head `Store` (store.py) reads through `sqlite_reads` and writes through
+`sqlite_writes`, and never imports this module. Private to the store.
 """
 
 from __future__ import annotations
