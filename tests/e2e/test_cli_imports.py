@@ -113,3 +113,21 @@ def test_plan_imports_the_engine_only_to_describe_migrations(tmp_path: Path, sho
     assert sorted(m for m in modules for u in unwanted if m == u or m.startswith(u + ".")) == []
     with_migrations = loaded(tmp_path, "-C", str(shop), "plan", "--only", "backend")
     assert "shipyard.engine.stages" in with_migrations
+
+
+def test_a_deploy_on_sqlite_writes_the_store_without_sqlalchemy(tmp_path: Path, shop: Path) -> None:
+    # A SQLite store at head is written through the standard library's sqlite3 too: the
+    # deploy journals, records and locks without SQLAlchemy (only migrating needs it).
+    loaded(tmp_path, "-C", str(shop), "status")  # creates and migrates the state database
+    modules = loaded(tmp_path, "-C", str(shop), "deploy", "--only", "marketing", "--yes")
+    assert "shipyard.store.sqlite_writes" in modules  # it did write the store
+    assert "shipyard.engine.runner" in modules  # and it did deploy
+    unwanted = ("sqlalchemy", "alembic", "shipyard.store.sql", "shipyard.store.tables")
+    assert sorted(m for m in modules for u in unwanted if m == u or m.startswith(u + ".")) == []
+    history = subprocess.run(
+        [sys.executable, "-m", "shipyard", "-C", str(shop), "history"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "succeeded" in history.stdout, history.stdout + history.stderr

@@ -1,7 +1,7 @@
 """A SQLite store reads the same through sqlite3 as through SQLAlchemy.
 
 `Store` reads a SQLite file with the standard library (`sqlite_reads`), so that `status`
-and `history` start without SQLAlchemy; everything is written through SQLAlchemy (`sql`).
+and `history` start without SQLAlchemy (its writes: test_store_writes_sqlwrite.py).
 Here stores are generated (hypothesis), written through `Store`, then every read is asked
 of both layers on the same file: same records (to the time zone of every datetime), same
 order, same errors.

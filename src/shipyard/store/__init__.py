@@ -1,7 +1,8 @@
 """The durable state store of shipyard.
 
-SQLAlchemy 2 (Core) + Alembic; SQLite by default, PostgreSQL by URL; a SQLite store is
-read through the standard library's sqlite3 (docs/architecture.md, "The store's layers").
+SQLAlchemy 2 (Core) + Alembic; SQLite by default, PostgreSQL by URL; a SQLite store at the
+current schema is read and written through the standard library's sqlite3 alone
+(docs/architecture.md, "The store's layers").
 Everything outside this package uses only `Store`, the records and `new_id`; SQLAlchemy
 never leaks out. No secret value is ever stored.
 

@@ -1,19 +1,16 @@
-"""The store's operations in SQLAlchemy Core: every write, and the reads on PostgreSQL
-(and on an in-memory or URI-style SQLite URL).
+"""The store's operations in SQLAlchemy Core: everything on PostgreSQL (and on an
+in-memory or URI-style SQLite URL), and the schema migrations of a SQLite file.
 
-`Store` (store.py) opens this on the first write for a SQLite file at head: reading such a
-store goes through `sqlite_reads` and needs no SQLAlchemy. Private to the store.
+On a SQLite file at head `Store` (store.py) reads through `sqlite_reads` and writes through
+`sqlite_writes`, and never imports this module. Private to the store.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
-import json
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -32,8 +29,8 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.pool import StaticPool
 
-from shipyard.errors import LockedError, StoreError
-from shipyard.store import migrate, rows, sqlite, tables
+from shipyard.errors import StoreError
+from shipyard.store import migrate, rows, sqlite, tables, writing
 from shipyard.store.failure import BUSY_TIMEOUT_MS, store_error
 from shipyard.store.ids import ambiguous_prefix, canonical_prefix
 from shipyard.store.records import (
@@ -48,7 +45,6 @@ from shipyard.store.records import (
     PlanRecord,
     ReleaseSpecRecord,
     SnapshotEntry,
-    iso,
 )
 from shipyard.store.urls import StoreUrl, is_memory_sqlite
 
@@ -67,53 +63,6 @@ _release_specs = tables.release_specs
 _locks = tables.locks
 _lock_events = tables.lock_events
 _plans = tables.plans
-
-_DEPLOYMENT_FIELDS = (
-    "id",
-    "environment",
-    "kind",
-    "commit",
-    "status",
-    "base_commit",
-    "started_at",
-    "finished_at",
-    "error",
-    "plan_hash",
-    "dirty",
-    "rollback_of",
-    "promoted_from",
-    "created_by",
-    "options",
-    "created_at",
-)
-_UPDATABLE = frozenset(_DEPLOYMENT_FIELDS) - {"id", "created_at"}
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=str)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _json_dumps(value: object) -> str:
-    return json.dumps(value, default=_json_default, separators=(",", ":"))
-
-
-def _ago(delta: timedelta) -> str:
-    seconds = int(abs(delta.total_seconds()))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-    return f"{seconds // 86400}d"
 
 
 class SqlStore:
@@ -175,7 +124,7 @@ class SqlStore:
     def create_deployment(self, d: DeploymentRecord) -> None:
         """Insert a new deployment; `created_at` defaults to now. Its id must be new."""
         d.validate()
-        values = {name: getattr(d, name) for name in _DEPLOYMENT_FIELDS}
+        values = {name: getattr(d, name) for name in writing.DEPLOYMENT_FIELDS}
         values["created_at"] = d.created_at or self.now()
         values["options"] = dict(d.options)
         values["event_seq"] = 0
@@ -188,12 +137,7 @@ class SqlStore:
 
     def update_deployment(self, deployment_id: str, **fields: Any) -> DeploymentRecord:
         """Change some fields of a deployment; returns the record as stored now."""
-        unknown = sorted(set(fields) - _UPDATABLE)
-        if unknown:
-            raise TypeError(
-                f"update_deployment() cannot change {', '.join(unknown)}; "
-                f"allowed: {', '.join(sorted(_UPDATABLE))}"
-            )
+        writing.check_updatable(fields)
         with self._write(f"update deployment {deployment_id}") as conn:
             row = conn.execute(
                 select(_deployments).where(_deployments.c.id == deployment_id).with_for_update()
@@ -551,7 +495,7 @@ class SqlStore:
         - held but expired (its orchestrator died) → taken over; returns the expired
           LockRecord so the caller can recover that deployment first.
         """
-        _check_ttl(ttl_s)
+        writing.check_ttl(ttl_s)
         for _ in range(5):
             with self._write(f"lock environment {environment}") as conn:
                 now = self.now()
@@ -590,7 +534,7 @@ class SqlStore:
                     )
                     return None
                 if not held.expired(now):
-                    raise _locked_error(held, now)
+                    raise writing.locked_error(held, now)
                 conn.execute(
                     update(_locks)
                     .where(_locks.c.environment == environment)
@@ -612,19 +556,14 @@ class SqlStore:
                     held.deployment_id,
                     held.owner,
                     by=str(owner),
-                    detail=f"lease expired at {iso(held.expires_at)}; "
-                    f"taken over by deployment {deployment_id}",
+                    detail=writing.taken_over_detail(held, deployment_id),
                 )
                 return held
-        raise StoreError(
-            f"state store {self._masked}: could not lock environment {environment}: "
-            "the lock changed hands five times in a row",
-            hint="retry; another shipyard process is taking and releasing this lock rapidly",
-        )
+        raise writing.lock_changed_hands(self._masked, environment)
 
     def heartbeat(self, environment: str, deployment_id: str, ttl_s: float) -> None:
         """Extend our lease to now + `ttl_s`; raises LockedError if the lock is not ours."""
-        _check_ttl(ttl_s)
+        writing.check_ttl(ttl_s)
         with self._write(f"renew the lock of environment {environment}") as conn:
             now = self.now()
             result = conn.execute(
@@ -646,23 +585,11 @@ class SqlStore:
                 .order_by(_lock_events.c.id.desc())
                 .limit(1)
             ).one_or_none()
-        message = (
-            f"deployment {deployment_id} no longer holds the lock of environment {environment!r}"
-        )
-        if last_forced is not None:
-            audit = rows.lock_event(last_forced._mapping)
-            verb = "force-released" if audit.action == "forced_release" else "taken over"
-            message += f": it was {verb} by {audit.by} at {iso(audit.at)}"
-        if row is not None:
-            held = rows.lock(row._mapping)
-            message += (
-                f"; it is now held by deployment {held.deployment_id} ({held.owner}) "
-                f"since {iso(held.acquired_at)}"
-            )
-        raise LockedError(
-            message,
-            hint="stop this deployment: another process owns the environment now "
-            "(and will recover this deployment if it needs to)",
+        raise writing.lost_lock_error(
+            environment,
+            deployment_id,
+            None if row is None else rows.lock(row._mapping),
+            None if last_forced is None else rows.lock_event(last_forced._mapping),
         )
 
     def release_lock(self, environment: str, deployment_id: str) -> None:
@@ -706,7 +633,6 @@ class SqlStore:
             held = rows.lock(row._mapping)
             now = self.now()
             conn.execute(delete(_locks).where(_locks.c.environment == environment))
-            state = "expired" if held.expired(now) else "not expired"
             self._audit(
                 conn,
                 environment,
@@ -715,8 +641,7 @@ class SqlStore:
                 held.deployment_id,
                 held.owner,
                 by=by,
-                detail=f"held since {iso(held.acquired_at)}, last heartbeat "
-                f"{iso(held.heartbeat_at)}, lease {state} ({iso(held.expires_at)})",
+                detail=writing.forced_detail(held, now),
             )
         return held
 
@@ -789,10 +714,7 @@ class SqlStore:
         )
 
     def _no_deployment(self, deployment_id: str) -> StoreError:
-        return StoreError(
-            f"no deployment {deployment_id} in the state store {self._masked}",
-            hint="`shipyard history` lists the stored deployments",
-        )
+        return writing.no_deployment(deployment_id, self._masked)
 
     @contextlib.contextmanager
     def _translating(
@@ -885,7 +807,7 @@ def _create_engine(url: StoreUrl) -> Engine:
         url.sqlalchemy(),
         connect_args=connect_args,
         pool_pre_ping=True,
-        json_serializer=_json_dumps,
+        json_serializer=writing.json_dumps,
     )
 
 
@@ -893,7 +815,7 @@ def _sqlite_engine(url: StoreUrl) -> Engine:
     memory = is_memory_sqlite(url)
     kwargs: dict[str, Any] = {
         "connect_args": {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
-        "json_serializer": _json_dumps,
+        "json_serializer": writing.json_dumps,
     }
     if memory:
         kwargs["poolclass"] = StaticPool
@@ -911,20 +833,3 @@ def _sqlite_engine(url: StoreUrl) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
-
-
-def _check_ttl(ttl_s: float) -> None:
-    if not ttl_s > 0:
-        raise ValueError(f"lock ttl_s must be positive, got {ttl_s!r}")
-
-
-def _locked_error(held: LockRecord, now: datetime) -> LockedError:
-    env = held.environment
-    return LockedError(
-        f"environment {env!r} is locked by deployment {held.deployment_id} "
-        f"({held.owner}) since {iso(held.acquired_at)} ({_ago(now - held.acquired_at)} ago); "
-        f"last heartbeat {_ago(now - held.heartbeat_at)} ago, "
-        f"lease expires in {_ago(held.expires_at - now)}",
-        hint="wait for it to finish (`--wait-lock DURATION` waits for the lock), or, if you "
-        f"are sure that process is dead, run `shipyard lock release --env {env} --force`",
-    )

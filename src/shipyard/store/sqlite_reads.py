@@ -38,7 +38,7 @@ from shipyard.store.records import (
 )
 from shipyard.store.urls import StoreUrl
 
-__all__ = ["SqliteReads"]
+__all__ = ["DATETIME_COLUMNS", "JSON_COLUMNS", "SqliteReads", "decode_row"]
 
 # The columns tables.py types as UTCDateTime and as JSONValue (a test holds them equal).
 DATETIME_COLUMNS = frozenset(
@@ -68,7 +68,8 @@ def _decoder(name: str) -> Callable[[Any], Any]:
     return _identity
 
 
-def _row(cursor: sqlite3.Cursor, values: Sequence[Any]) -> rows.Row:
+def decode_row(cursor: sqlite3.Cursor, values: Sequence[Any]) -> rows.Row:
+    """A row as a mapping of decoded values (a cursor's `row_factory`)."""
     names = [d[0] for d in cursor.description]
     return {name: _decoder(name)(value) for name, value in zip(names, values, strict=True)}
 
@@ -111,7 +112,7 @@ class SqliteReads:
         with self._lock:
             try:
                 cursor = self._connection.cursor()
-                cursor.row_factory = _row
+                cursor.row_factory = decode_row
                 cursor.execute("BEGIN")
                 try:
                     yield cursor

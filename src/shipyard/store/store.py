@@ -1,10 +1,11 @@
 """The durable state store: one `Store` over SQLite (default) or PostgreSQL.
 
-Two layers underneath (docs/architecture.md, "The store's layers"): `sql.SqlStore` runs
-every operation through SQLAlchemy Core; `sqlite_reads.SqliteReads` runs the reads on a
-SQLite file through the standard library. A SQLite store at the current schema is read
-without importing SQLAlchemy at all, which is most of what `status`, `history` and `plan`
-would otherwise spend starting up; its first write opens the SQLAlchemy layer.
+Layers underneath (docs/architecture.md, "The store's layers"): on a SQLite file,
+`sqlite_reads.SqliteReads` and `sqlite_writes.SqliteWrites` run every operation through
+the standard library, so a SQLite store at the current schema never imports SQLAlchemy
+(most of what `status` and `deploy` would otherwise spend starting up); `sql.SqlStore`
+runs them through SQLAlchemy Core on PostgreSQL and on in-memory or URI-style SQLite URLs,
+and migrates a SQLite file below the current schema.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from shipyard.store.records import (
     SnapshotEntry,
 )
 from shipyard.store.sqlite_reads import SqliteReads
+from shipyard.store.sqlite_writes import SqliteWrites
 from shipyard.store.urls import StoreUrl, mask_url, normalize_url, sqlite_path
 
 if TYPE_CHECKING:
@@ -100,14 +102,16 @@ class Store:
         display: str,
         clock: Clock,
         reads: SqliteReads | None = None,
+        writes: SqliteWrites | None = None,
         sql: SqlStore | None = None,
     ) -> None:
         """Use `Store.open`. `display` is the URL as the user wrote it (shown masked);
-        `reads` reads a SQLite file through sqlite3; `sql` is made on first need."""
+        `reads` and `writes` use a SQLite file through sqlite3; `sql` is made on first need."""
         self._url = url
         self._masked = mask_url(display)
         self._clock = clock
         self._reads = reads
+        self._writes = writes
         self._sql_store = sql
         self._opening = threading.Lock()
         self._closed = False
@@ -129,6 +133,7 @@ class Store:
                 store._prepare_file(path)
                 if not parsed.query:  # options (uri, mode…) are SQLAlchemy's to read
                     store._reads = SqliteReads.connect(path, parsed, store._masked)
+                    store._writes = SqliteWrites(path, parsed, store._masked, store.now)
                     if store._reads.revisions() == (HEAD_REVISION,):
                         return store  # the common case: no SQLAlchemy, no Alembic
             store._sql().migrate()
@@ -156,7 +161,7 @@ class Store:
             ) from None
 
     def _sql(self) -> SqlStore:
-        """The SQLAlchemy layer (every write; every read unless `_reads`), made once."""
+        """The SQLAlchemy layer (what `_reads` and `_writes` do not do), made once."""
         self._check_open()
         if self._sql_store is not None:
             return self._sql_store
@@ -171,6 +176,10 @@ class Store:
         self._check_open()
         return self._reads if self._reads is not None else self._sql()
 
+    def _writer(self) -> SqliteWrites | SqlStore:
+        self._check_open()
+        return self._writes if self._writes is not None else self._sql()
+
     def close(self) -> None:
         """Close every connection; the store cannot be used afterwards."""
         if self._closed:
@@ -178,6 +187,8 @@ class Store:
         self._closed = True
         if self._reads is not None:
             self._reads.close()
+        if self._writes is not None:
+            self._writes.close()
         if self._sql_store is not None:
             self._sql_store.close()
 
@@ -231,11 +242,11 @@ class Store:
 
     def create_deployment(self, d: DeploymentRecord) -> None:
         """Insert a new deployment; `created_at` defaults to now. Its id must be new."""
-        self._sql().create_deployment(d)
+        self._writer().create_deployment(d)
 
     def update_deployment(self, deployment_id: str, **fields: Any) -> DeploymentRecord:
         """Change some fields of a deployment; returns the record as stored now."""
-        return self._sql().update_deployment(deployment_id, **fields)
+        return self._writer().update_deployment(deployment_id, **fields)
 
     def get_deployment(self, deployment_id: str) -> DeploymentRecord | None:
         """A deployment by id, or by a unique prefix of its id (at least 4 characters).
@@ -262,7 +273,7 @@ class Store:
 
     def set_component(self, rec: ComponentRecord) -> None:
         """Insert or replace the state of one component on one host of a deployment."""
-        self._sql().set_component(rec)
+        self._writer().set_component(rec)
 
     def components(self, deployment_id: str) -> list[ComponentRecord]:
         """The components of a deployment, by component name then host."""
@@ -284,7 +295,7 @@ class Store:
     ) -> EventRecord:
         """Append to a deployment's journal; `seq` is the next number (from 1), `at` now
         unless given (a writer that queues events passes the time each happened)."""
-        return self._sql().append_event(
+        return self._writer().append_event(
             deployment_id,
             kind,
             step=step,
@@ -305,7 +316,7 @@ class Store:
 
     def save_snapshot(self, deployment_id: str, entries: Iterable[SnapshotEntry]) -> None:
         """Record what was active before a deployment (replaces an earlier snapshot of it)."""
-        self._sql().save_snapshot(deployment_id, entries)
+        self._writer().save_snapshot(deployment_id, entries)
 
     def snapshot(self, deployment_id: str) -> list[SnapshotEntry]:
         """The snapshot taken before a deployment, by component then host ([] if none)."""
@@ -315,7 +326,7 @@ class Store:
 
     def save_release_spec(self, rec: ReleaseSpecRecord) -> None:
         """Keep a release's spec; a release is immutable, so saving it again is a no-op."""
-        self._sql().save_release_spec(rec)
+        self._writer().save_release_spec(rec)
 
     def release_spec(
         self, environment: str, component: str, release: str
@@ -327,7 +338,7 @@ class Store:
 
     def record_artifact(self, a: ArtifactRecord) -> None:
         """Remember a built artifact; recording the same component+digest again is a no-op."""
-        self._sql().record_artifact(a)
+        self._writer().record_artifact(a)
 
     def get_artifact(self, component: str, digest: str) -> ArtifactRecord | None:
         return self._reader().get_artifact(component, digest)
@@ -340,12 +351,12 @@ class Store:
 
     def save_plan(self, rec: PlanRecord) -> None:
         """Keep a plan for a later `deploy(plan_id)`; its id must be new."""
-        self._sql().save_plan(rec)
+        self._writer().save_plan(rec)
 
     def prune_plans(self, max_age: timedelta, keep: int, protect: Iterable[str] = ()) -> int:
         """Delete the saved plans older than `max_age` and those beyond each environment's
         newest `keep`, but none of an environment in `protect`; return how many went."""
-        return self._sql().prune_plans(max_age, keep, protect)
+        return self._writer().prune_plans(max_age, keep, protect)
 
     def get_plan(self, plan_id: str) -> PlanRecord | None:
         """A saved plan by its exact id (None if there is none)."""
@@ -364,15 +375,15 @@ class Store:
         - held but expired (its orchestrator died) → taken over; returns the expired
           LockRecord so the caller can recover that deployment first.
         """
-        return self._sql().acquire_lock(environment, deployment_id, owner, ttl_s)
+        return self._writer().acquire_lock(environment, deployment_id, owner, ttl_s)
 
     def heartbeat(self, environment: str, deployment_id: str, ttl_s: float) -> None:
         """Extend our lease to now + `ttl_s`; raises LockedError if the lock is not ours."""
-        self._sql().heartbeat(environment, deployment_id, ttl_s)
+        self._writer().heartbeat(environment, deployment_id, ttl_s)
 
     def release_lock(self, environment: str, deployment_id: str) -> None:
         """Give the lock back; does nothing if this deployment does not hold it."""
-        self._sql().release_lock(environment, deployment_id)
+        self._writer().release_lock(environment, deployment_id)
 
     def get_lock(self, environment: str) -> LockRecord | None:
         """The environment's lock (possibly expired: see `LockRecord.expired(now)`)."""
@@ -383,7 +394,7 @@ class Store:
 
         Returns the lock that was released (None if there was none).
         """
-        return self._sql().force_release_lock(environment, by)
+        return self._writer().force_release_lock(environment, by)
 
     def lock_events(
         self, environment: str | None = None, limit: int | None = 50
@@ -398,7 +409,7 @@ class Store:
         """The writes this thread makes inside the block share one transaction: all are
         stored, or none (StoreError). For the engine's journal writer: one commit for the
         events and records queued meanwhile instead of one each."""
-        with self._sql().batch(action):
+        with self._writer().batch(action):
             yield
 
 
