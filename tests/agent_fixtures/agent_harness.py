@@ -165,7 +165,8 @@ class AgentHarness:
                     os.killpg(pid, signal.SIGKILL)
         for pid, ticks in self.agent_pids:
             if is_same_process(pid, ticks):
-                os.kill(pid, signal.SIGKILL)
+                with suppress(ProcessLookupError):  # it may exit after the check
+                    os.kill(pid, signal.SIGKILL)
 
 
 @contextmanager
