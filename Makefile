@@ -47,8 +47,9 @@ system-packages:
 	      echo "could not install chromium: the dashboard's browser test will be skipped"; \
 	  else echo "chromium is not installed (apt-get install chromium as root): the dashboard's browser test will be skipped"; fi; }
 
-# Four workers on two cores: the tests mostly wait on processes and sockets. Measured on a
-# loaded 2-core machine: 4 workers 142 s, 3 workers 148 s, 6 workers 311 s (one worker: 8+ min).
+# Four workers on two cores: the tests wait on processes and sockets as much as they compute.
+# Measured on an earlier, smaller suite: 4 workers 142 s, 3 workers 148 s, 6 workers 311 s; the
+# whole suite now takes about 226 s with 4 workers on a quiet 2-core machine (benchmarks/README.md).
 # worksteal keeps a worker busy while another runs a long test; the longest ones are split into
 # cases so the workers share them. `benchmarks/suite_cpu.py` measures the suite's CPU.
 test: lint system-packages
