@@ -224,21 +224,7 @@ class SqlStore:
 
     def set_component(self, rec: ComponentRecord) -> None:
         """Insert or replace the state of one component on one host of a deployment."""
-        rec.validate()
-        values = {
-            "deployment_id": rec.deployment_id,
-            "component": rec.component,
-            "host": rec.host,
-            "status": rec.status,
-            "release": rec.release,
-            "previous_release": rec.previous_release,
-            "artifact": rec.artifact,
-            "port": rec.port,
-            "started_at": rec.started_at,
-            "finished_at": rec.finished_at,
-            "health": None if rec.health is None else dict(rec.health),
-            "error": rec.error,
-        }
+        values = writing.component_row(rec)
         with self._write(
             f"save component {rec.component}@{rec.host} of deployment {rec.deployment_id}",
             integrity_hint="create the deployment before its components",
@@ -369,14 +355,7 @@ class SqlStore:
 
     def save_release_spec(self, rec: ReleaseSpecRecord) -> None:
         """Keep a release's spec; a release is immutable, so saving it again is a no-op."""
-        values = {
-            "environment": rec.environment,
-            "component": rec.component,
-            "release": rec.release,
-            "commit": rec.commit,
-            "spec": dict(rec.spec),
-            "created_at": rec.created_at or self.now(),
-        }
+        values = writing.release_spec_row(rec, self.now())
         with self._write(f"save the spec of {rec.component} release {rec.release}") as conn:
             conn.execute(
                 self._upsert(
@@ -404,16 +383,7 @@ class SqlStore:
 
     def record_artifact(self, a: ArtifactRecord) -> None:
         """Remember a built artifact; recording the same component+digest again is a no-op."""
-        values = {
-            "component": a.component,
-            "digest": a.digest,
-            "path": a.path,
-            "size_bytes": a.size_bytes,
-            "created_at": a.created_at or self.now(),
-            "build_command": a.build_command,
-            "commit": a.commit,
-            "dirty": a.dirty,
-        }
+        values = writing.artifact_row(a, self.now())
         with self._write(f"record artifact {a.component}@{a.digest}") as conn:
             conn.execute(self._upsert(_artifacts, values, ("component", "digest"), replace=False))
 
@@ -439,15 +409,7 @@ class SqlStore:
 
     def save_plan(self, rec: PlanRecord) -> None:
         """Keep a plan for a later `deploy(plan_id)`; its id must be new."""
-        values = {
-            "id": rec.id,
-            "environment": rec.environment,
-            "plan_hash": rec.plan_hash,
-            "commit": rec.commit,
-            "plan": dict(rec.plan),
-            "created_at": rec.created_at or self.now(),
-            "created_by": rec.created_by,
-        }
+        values = writing.plan_row(rec, self.now())
         with self._write(
             f"save plan {rec.id}", integrity_hint="plan ids must be unique (use new_id())"
         ) as conn:

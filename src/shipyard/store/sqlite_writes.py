@@ -269,21 +269,7 @@ class SqliteWrites:
     # ---------------------------------------------------------------- components, journal
 
     def set_component(self, rec: ComponentRecord) -> None:
-        rec.validate()
-        values = {
-            "deployment_id": rec.deployment_id,
-            "component": rec.component,
-            "host": rec.host,
-            "status": rec.status,
-            "release": rec.release,
-            "previous_release": rec.previous_release,
-            "artifact": rec.artifact,
-            "port": rec.port,
-            "started_at": rec.started_at,
-            "finished_at": rec.finished_at,
-            "health": None if rec.health is None else dict(rec.health),
-            "error": rec.error,
-        }
+        values = writing.component_row(rec)
         with self._write(
             f"save component {rec.component}@{rec.host} of deployment {rec.deployment_id}",
             integrity_hint="create the deployment before its components",
@@ -367,43 +353,19 @@ class SqliteWrites:
     # ---------------------------------------------------------------- specs, artifacts, plans
 
     def save_release_spec(self, rec: ReleaseSpecRecord) -> None:
-        values = {
-            "environment": rec.environment,
-            "component": rec.component,
-            "release": rec.release,
-            "commit": rec.commit,
-            "spec": dict(rec.spec),
-            "created_at": rec.created_at or self.now(),
-        }
+        values = writing.release_spec_row(rec, self.now())
         with self._write(f"save the spec of {rec.component} release {rec.release}") as cursor:
             tail = _conflict(("environment", "component", "release"))
             cursor.execute(_insert("release_specs", values, tail), _encode(values))
 
     def record_artifact(self, a: ArtifactRecord) -> None:
-        values = {
-            "component": a.component,
-            "digest": a.digest,
-            "path": a.path,
-            "size_bytes": a.size_bytes,
-            "created_at": a.created_at or self.now(),
-            "build_command": a.build_command,
-            "commit": a.commit,
-            "dirty": a.dirty,
-        }
+        values = writing.artifact_row(a, self.now())
         with self._write(f"record artifact {a.component}@{a.digest}") as cursor:
             tail = _conflict(("component", "digest"))
             cursor.execute(_insert("artifacts", values, tail), _encode(values))
 
     def save_plan(self, rec: PlanRecord) -> None:
-        values = {
-            "id": rec.id,
-            "environment": rec.environment,
-            "plan_hash": rec.plan_hash,
-            "commit": rec.commit,
-            "plan": dict(rec.plan),
-            "created_at": rec.created_at or self.now(),
-            "created_by": rec.created_by,
-        }
+        values = writing.plan_row(rec, self.now())
         with self._write(
             f"save plan {rec.id}", integrity_hint="plan ids must be unique (use new_id())"
         ) as cursor:

@@ -8,21 +8,34 @@ import enum
 import json
 import os
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from shipyard.errors import LockedError, StoreError
-from shipyard.store.records import LockEventRecord, LockRecord, iso
+from shipyard.store.records import (
+    ArtifactRecord,
+    ComponentRecord,
+    LockEventRecord,
+    LockRecord,
+    PlanRecord,
+    ReleaseSpecRecord,
+    iso,
+)
 
 __all__ = [
     "DEPLOYMENT_FIELDS",
     "UPDATABLE",
+    "artifact_row",
     "check_ttl",
     "check_updatable",
+    "component_row",
     "forced_detail",
     "json_dumps",
     "lock_changed_hands",
     "locked_error",
     "lost_lock_error",
     "no_deployment",
+    "plan_row",
+    "release_spec_row",
     "taken_over_detail",
 ]
 
@@ -57,6 +70,61 @@ def _json_default(value: object) -> object:
     if isinstance(value, set | frozenset):
         return sorted(value, key=str)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def component_row(rec: ComponentRecord) -> dict[str, Any]:
+    """The `deployment_components` row of a record (validated first)."""
+    rec.validate()
+    return {
+        "deployment_id": rec.deployment_id,
+        "component": rec.component,
+        "host": rec.host,
+        "status": rec.status,
+        "release": rec.release,
+        "previous_release": rec.previous_release,
+        "artifact": rec.artifact,
+        "port": rec.port,
+        "started_at": rec.started_at,
+        "finished_at": rec.finished_at,
+        "health": None if rec.health is None else dict(rec.health),
+        "error": rec.error,
+    }
+
+
+def release_spec_row(rec: ReleaseSpecRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "environment": rec.environment,
+        "component": rec.component,
+        "release": rec.release,
+        "commit": rec.commit,
+        "spec": dict(rec.spec),
+        "created_at": rec.created_at or now,
+    }
+
+
+def artifact_row(a: ArtifactRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "component": a.component,
+        "digest": a.digest,
+        "path": a.path,
+        "size_bytes": a.size_bytes,
+        "created_at": a.created_at or now,
+        "build_command": a.build_command,
+        "commit": a.commit,
+        "dirty": a.dirty,
+    }
+
+
+def plan_row(rec: PlanRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "environment": rec.environment,
+        "plan_hash": rec.plan_hash,
+        "commit": rec.commit,
+        "plan": dict(rec.plan),
+        "created_at": rec.created_at or now,
+        "created_by": rec.created_by,
+    }
 
 
 def json_dumps(value: object) -> str:
