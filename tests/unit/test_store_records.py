@@ -107,6 +107,14 @@ def test_mask_url_hides_passwords(url: str, shown: str) -> None:
     assert mask_url(url) == shown
 
 
+def test_a_printed_url_never_shows_its_password() -> None:
+    url = normalize_url("postgresql://ann:hunter2@db/x?sslpassword=s3cr3t")
+    for shown in (repr(url), str(url), f"{url}", repr({"url": url})):
+        assert "hunter2" not in shown and "s3cr3t" not in shown, shown
+        assert "ann:***@db" in shown
+    assert "hunter2" in url.render()  # what the driver is given keeps it
+
+
 def test_normalize_url_picks_drivers() -> None:
     assert normalize_url("postgresql://u@h/d").drivername == "postgresql+psycopg"
     assert normalize_url("postgres://u@h/d").drivername == "postgresql+psycopg"

@@ -86,6 +86,12 @@ class StoreUrl:
     def replace(self, **changes: Any) -> StoreUrl:
         return dataclasses.replace(self, **changes)
 
+    def __repr__(self) -> str:
+        # Never the password: a URL in a test failure, a log line or an exception is masked.
+        return f"StoreUrl({mask_url(self)!r})"
+
+    __str__ = __repr__
+
     def render(self) -> str:
         """The URL as text, password included (as SQLAlchemy renders it)."""
         s = self.drivername + "://"
