@@ -9,10 +9,22 @@ from __future__ import annotations
 from shipyard.errors import StoreError
 from shipyard.store.urls import StoreUrl, scrub, sqlite_path
 
-__all__ = ["BUSY_TIMEOUT_MS", "store_error"]
+__all__ = ["BUSY_TIMEOUT_MS", "closed_store", "os_failure", "store_error"]
 
 # How long a SQLite connection waits for another process's write lock.
 BUSY_TIMEOUT_MS = 30_000
+
+
+def os_failure(masked: str, action: str, exc: OSError) -> StoreError:
+    """The StoreError for a file-system failure under the store (its path, its permissions)."""
+    return StoreError(
+        f"state store {masked}: could not {action}: {exc.strerror or exc}",
+        hint="check the state store's path and permissions",
+    )
+
+
+def closed_store(masked: str) -> StoreError:
+    return StoreError(f"state store {masked} is closed", hint="open it again with Store.open(url)")
 
 
 def store_error(

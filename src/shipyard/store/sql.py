@@ -31,7 +31,7 @@ from sqlalchemy.pool import StaticPool
 
 from shipyard.errors import StoreError
 from shipyard.store import migrate, rows, sqlite, tables, writing
-from shipyard.store.failure import BUSY_TIMEOUT_MS, store_error
+from shipyard.store.failure import BUSY_TIMEOUT_MS, closed_store, os_failure, store_error
 from shipyard.store.ids import ambiguous_prefix, canonical_prefix
 from shipyard.store.records import (
     UNFINISHED_STATUSES,
@@ -688,10 +688,7 @@ class SqlStore:
         except SQLAlchemyError as exc:
             raise self._store_error(action, exc, integrity_hint, unreachable) from None
         except OSError as exc:
-            raise StoreError(
-                f"state store {self._masked}: could not {action}: {exc.strerror or exc}",
-                hint="check the state store's path and permissions",
-            ) from None
+            raise os_failure(self._masked, action, exc) from None
 
     def _store_error(
         self,
@@ -748,10 +745,7 @@ class SqlStore:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreError(
-                f"state store {self._masked} is closed",
-                hint="open it again with Store.open(url)",
-            )
+            raise closed_store(self._masked)
 
 
 # -------------------------------------------------------------------- engine

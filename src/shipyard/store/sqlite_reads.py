@@ -19,9 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shipyard.errors import StoreError
 from shipyard.store import rows, sqlite
-from shipyard.store.failure import store_error
+from shipyard.store.failure import os_failure, store_error
 from shipyard.store.ids import ambiguous_prefix, canonical_prefix
 from shipyard.store.migrate import VERSION_TABLE
 from shipyard.store.records import (
@@ -128,10 +127,7 @@ class SqliteReads:
                     integrity=isinstance(exc, sqlite3.IntegrityError),
                 ) from None
             except OSError as exc:
-                raise StoreError(
-                    f"state store {self._masked}: could not {action}: {exc.strerror or exc}",
-                    hint="check the state store's path and permissions",
-                ) from None
+                raise os_failure(self._masked, action, exc) from None
 
     def _all(self, action: str, sql: str, *params: Any) -> list[rows.Row]:
         with self._read(action) as cursor:

@@ -19,9 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from shipyard.errors import StoreError
 from shipyard.store import rows, sqlite, writing
-from shipyard.store.failure import BUSY_TIMEOUT_MS, store_error
+from shipyard.store.failure import BUSY_TIMEOUT_MS, closed_store, os_failure, store_error
 from shipyard.store.records import (
     ArtifactRecord,
     ComponentRecord,
@@ -164,18 +163,12 @@ class SqliteWrites:
         except _BindError as exc:
             raise store_error(self._masked, self._url, action, str(exc)) from None
         except OSError as exc:
-            raise StoreError(
-                f"state store {self._masked}: could not {action}: {exc.strerror or exc}",
-                hint="check the state store's path and permissions",
-            ) from None
+            raise os_failure(self._masked, action, exc) from None
 
     def _connected(self) -> sqlite3.Connection:
         """The write connection (opened on first use; StoreError naming the store if not)."""
         if self._closed:
-            raise StoreError(
-                f"state store {self._masked} is closed",
-                hint="open it again with Store.open(url)",
-            )
+            raise closed_store(self._masked)
         if self._connection is None:
             try:
                 self._connection = sqlite.connect(self._path)

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import StoreError
+from shipyard.store.failure import closed_store
 from shipyard.store.migrate import HEAD_REVISION
 from shipyard.store.records import (
     ArtifactRecord,
@@ -233,10 +234,7 @@ class Store:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreError(
-                f"state store {self._masked} is closed",
-                hint="open it again with Store.open(url)",
-            )
+            raise closed_store(self._masked)
 
     # ---------------------------------------------------------------- deployments
 
