@@ -468,3 +468,40 @@ def test_validate_secrets_and_detect_changes_answer_like_the_cli(project: Path) 
             assert SECRET not in json.dumps([report, changes, since])
 
     run(body)
+
+
+def test_deploy_progress_follows_the_new_deployment_even_after_recovering_a_dead_one(
+    project: Path,
+) -> None:
+    """Taking the lock first recovers what a dead orchestrator left (journaling it): the
+    progress and the answer still name the deployment the call started."""
+    from shipyard.store import DeploymentRecord, Store, new_id
+
+    dead = new_id()
+    with Store.open(f"sqlite:///{project / '.shipyard' / 'state.db'}") as store:
+        store.create_deployment(
+            DeploymentRecord(id=dead, environment="local", kind="full", status="running")
+        )
+    progress: list[str] = []
+
+    async def on_progress(_done: float, _total: float | None, message: str | None) -> None:
+        progress.append(message or "")
+
+    async def body() -> None:
+        async with client(build_server(project), MODES[0]) as c:
+            plan = ok(await c.call_tool("plan", {"environment": "local"}))
+            deployed = ok(
+                await c.call_tool(
+                    "deploy", {"plan_id": plan["plan_id"]}, progress_callback=on_progress
+                )
+            )
+            assert deployed["status"] == "succeeded" and deployed["id"] != dead
+            assert progress and all(
+                m.startswith(f"deployment {deployed['id']}: ") for m in progress
+            )
+            recovered = ok(
+                await c.call_tool("status", {"environment": "local", "deployment_id": dead})
+            )
+            assert recovered["deployment"]["status"] == "rolled_back"
+
+    run(body)

@@ -45,10 +45,7 @@ class Runs:
         start = _Start()
 
         def sink(event: ProgressEvent) -> None:
-            # The new deployment's first line; events before it belong to dead deployments
-            # that taking the lock recovered first (they never go back to pending).
-            new = event.kind == "deployment" and event.status == "pending"
-            if new and start.deployment_id is None:
+            if event.starts_deployment and start.deployment_id is None:
                 start.deployment_id = event.deployment_id
                 start.ready.set()
 

@@ -61,9 +61,7 @@ class LiveProgress:
             self.live.__exit__(None, None, None)
 
     def __call__(self, event: ProgressEvent) -> None:
-        if event.kind == "deployment" and event.status == "pending" and not self.deployment:
-            # Ours: the first deployment that starts. Events before it belong to dead
-            # deployments that taking the lock recovered first (they never go back to pending).
+        if event.starts_deployment and not self.deployment:
             self.deployment = event.deployment_id
         message = self.shown.clean(event.message) if event.message else ""
         if event.kind == "deployment":

@@ -100,6 +100,12 @@ class ProgressEvent:
     message: str | None
     at: float
 
+    @property
+    def starts_deployment(self) -> bool:
+        """The first line of the deployment a run created. Lines before it belong to dead
+        deployments that taking the lock recovered first (they never go back to pending)."""
+        return self.kind == "deployment" and self.status == "pending"
+
 
 ProgressSink = Callable[[ProgressEvent], None]
 

@@ -329,7 +329,7 @@ def build_server(
         started: list[str] = []
 
         def sink(event: ProgressEvent) -> None:
-            if not started:
+            if event.starts_deployment and not started:
                 started.append(event.deployment_id)
 
         svc.sink = sink
