@@ -53,13 +53,18 @@ def test_uv_gets_the_index_settings_pip_has(tmp_path: Path) -> None:
         cert="/etc/ca.pem",
     )
     args = settings.uv_args()
-    assert args[:2] == ["--index-url", "https://mirror.example/simple"]
-    assert args.count("--extra-index-url") == 2 and args.count("--find-links") == 2
+    assert args.count("--find-links") == 2
     # pip picks the best version across indexes: so must uv.
     assert args[args.index("--index-strategy") + 1] == "unsafe-best-match"
     assert "--allow-insecure-host" in args and "--constraint" in args
     assert "--constraint" not in settings.uv_args(constraints=False)
-    assert settings.uv_environment() == {"SSL_CERT_FILE": "/etc/ca.pem"}
+    # Index URLs (which may hold a token) go to uv through its variables, never argv.
+    assert not any("mirror.example/simple" in a or "file:///opt" in a for a in args)
+    assert settings.uv_environment() == {
+        "SSL_CERT_FILE": "/etc/ca.pem",
+        "UV_INDEX_URL": "https://mirror.example/simple",
+        "UV_EXTRA_INDEX_URL": "file:///opt/a/simple file:///opt/b/simple",
+    }
 
 
 def test_pip_config_file_devnull_means_no_settings(tmp_path: Path) -> None:
@@ -126,9 +131,29 @@ def test_a_requirements_file_that_includes_another_is_refused(tmp_path: Path) ->
     store = EnvStore(tmp_path / "envs", tmp_path / "cache", find_uv(), IndexSettings())
     with pytest.raises(DeploymentFailed) as info:
         build(store, tmp_path, PythonEnv(requirements="requirements.txt"))
-    assert "requirements.txt:2: `-r base.txt`" in info.value.message
+    assert "requirements.txt:2: `-r …`" in info.value.message
     assert "pinned" in (info.value.hint or "")
     assert not store.root.exists() or not any(store.root.iterdir())  # nothing half-built
+
+
+def test_an_index_token_is_in_no_error_of_a_failed_install(tmp_path: Path) -> None:
+    """A token in pip's index URL (PIP_INDEX_URL in CI, say) reaches uv, never the error
+    that shows the failed command, nor an `-e git+https://…@` line that is refused."""
+    uv = find_uv()
+    if uv is None:
+        pytest.skip("uv is not installed")
+    token = "S3cretT0ken4u"
+    index = IndexSettings(index_url=f"https://ci:{token}@127.0.0.1:9/simple", no_index=False)
+    (tmp_path / "requirements.txt").write_text("surely-no-such-package-here==1.0\n")
+    store = EnvStore(tmp_path / "envs", tmp_path / "cache", uv, index)
+    with pytest.raises(DeploymentFailed) as info:
+        build(store, tmp_path, PythonEnv(requirements="requirements.txt"))
+    shown = f"{info.value.message}\n{info.value.hint}"
+    assert "uv pip install" in shown and token not in shown, shown
+    (tmp_path / "requirements.txt").write_text(f"-e git+https://ci:{token}@git.example/x.git\n")
+    with pytest.raises(DeploymentFailed) as info:
+        build(store, tmp_path, PythonEnv(requirements="requirements.txt"))
+    assert "`-e …`" in info.value.message and token not in info.value.message
 
 
 def test_a_pip_made_venv_is_made_relocatable(tmp_path: Path) -> None:

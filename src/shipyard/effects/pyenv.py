@@ -155,12 +155,8 @@ class IndexSettings:
     cert: str | None = None
 
     def uv_args(self, *, constraints: bool = True) -> list[str]:
-        """The same settings as uv options."""
+        """The settings that are not index URLs as uv options (see `uv_environment`)."""
         args: list[str] = []
-        if self.index_url:
-            args += ["--index-url", self.index_url]
-        for url in self.extra_index_urls:
-            args += ["--extra-index-url", url]
         for link in self.find_links:
             args += ["--find-links", link]
         if self.no_index:
@@ -177,7 +173,15 @@ class IndexSettings:
         return args
 
     def uv_environment(self) -> dict[str, str]:
-        return {"SSL_CERT_FILE": self.cert} if self.cert else {}
+        """The index URLs (and the CA file) as uv's variables. An index URL often carries a
+        token (`https://user:token@…`): on the command line it would be in `ps` and in the
+        error that shows a failed command."""
+        env = {"SSL_CERT_FILE": self.cert} if self.cert else {}
+        if self.index_url:
+            env["UV_INDEX_URL"] = self.index_url
+        if self.extra_index_urls:
+            env["UV_EXTRA_INDEX_URL"] = " ".join(self.extra_index_urls)  # uv: space-separated
+        return env
 
 
 def pip_config_files(environ: Mapping[str, str]) -> list[Path]:
@@ -401,9 +405,10 @@ def _refuse_includes(requirements: Path, where: str) -> None:
             hint="commit the requirements file named by python.requirements",
         ) from None
     for number, line in enumerate(lines, start=1):
-        if _INCLUDES.match(line):
+        if match := _INCLUDES.match(line):
+            # The option only: its argument may be a URL with a token in it.
             raise DeploymentFailed(
-                f"{where}: {requirements.name}:{number}: `{line.strip()}` makes the "
+                f"{where}: {requirements.name}:{number}: `{match.group(1)} …` makes the "
                 "environment depend on another file or folder",
                 hint="the environment is cached by this file's content alone: list every "
                 "package pinned in it (`uv pip compile` or `pip freeze` writes one); the "
