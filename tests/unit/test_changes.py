@@ -437,6 +437,33 @@ def test_openapi_differences(paths: dict[str, Any], expected: list[str]) -> None
     assert diff.additive_only is (not expected)
 
 
+def test_a_schema_whose_items_refer_to_itself_is_compared_not_recursed_forever() -> None:
+    def tree_doc(fields: dict[str, Any]) -> str:
+        nested = {"type": "array", "items": {"$ref": "#/components/schemas/Nested"}}
+        return json.dumps(
+            {
+                "openapi": "3.1.0",
+                "paths": {"/tree": {"get": op({"$ref": "#/components/schemas/Node"})}},
+                "components": {
+                    "schemas": {
+                        "Nested": nested,  # an array of itself: valid, and endless
+                        "Node": {
+                            "type": "object",
+                            "properties": {
+                                **fields,
+                                "tree": {"$ref": "#/components/schemas/Nested"},
+                            },
+                        },
+                    }
+                },
+            }
+        )
+
+    diff = diff_contract(tree_doc({"name": {"type": "string"}}), tree_doc({}))
+    assert diff.openapi and len(diff.breaking) == 1
+    assert "GET /tree: response 200 no longer has field name" in diff.breaking[0]
+
+
 def test_a_non_openapi_contract_is_never_guessed_harmless() -> None:
     diff = diff_contract("syntax = 'proto3';", "syntax = 'proto3'; // x")
     assert not diff.openapi and not diff.additive_only and diff.summary() == "changed"

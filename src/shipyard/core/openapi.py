@@ -170,8 +170,9 @@ def _properties(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, dict[s
         for name, sub in _keyed(part.get("properties")).items():
             props[name] = _resolve(doc, sub)
     if schema.get("type") == "array" or "items" in schema:
-        items = _resolve(doc, schema.get("items"))
-        props.update({f"[].{k}": v for k, v in _properties(doc, items).items()})
+        # The items are one more level (`[]`), which the callers' depth bounds: a schema
+        # whose items refer to itself is valid and must not recurse without end.
+        props["[]"] = _resolve(doc, schema.get("items"))
     return props
 
 
