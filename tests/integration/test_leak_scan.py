@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shipyard.core.leak_rules import github_checksum, secret_like
-from shipyard.effects.leaks import Allowlist, Scanner
+from shipyard.effects.leaks import Allowlist, Scanner, scan_history
 from tests.conftest import RunCli, commit_all, git
 from tests.leak_samples import MAKERS, github_token, lookalikes, planted
 
@@ -101,6 +101,22 @@ def test_history_finds_a_token_committed_then_removed(tmp_path: Path, run_cli: R
     assert found["rule"] == "stripe-secret-key"
     assert found["location"] == f"app.py:2@{leaked[:12]}"
     assert secret not in printed
+
+
+def test_history_reads_odd_added_lines_and_odd_file_names(tmp_path: Path) -> None:
+    """An added line `++ note` shows as `+++ note` in the diff: it is not a file header, so
+    the lines after it are still scanned; a name git quotes is decoded as UTF-8."""
+    rng = random.Random(7)
+    secrets = [MAKERS["stripe"](rng) for _ in range(2)]
+    git(tmp_path, "init", "-q")
+    (tmp_path / "notes.txt").write_text(f"++ note\nSTRIPE = '{secrets[0]}'\n")
+    (tmp_path / 'q"é.py').write_text(f"STRIPE = '{secrets[1]}'\n")
+    commit = commit_all(tmp_path, "both")
+    found = sorted((leak.location, leak.rule) for leak in scan_history(Scanner(), tmp_path))
+    assert found == [
+        (f"notes.txt:2@{commit[:12]}", "stripe-secret-key"),
+        (f'q"é.py:1@{commit[:12]}', "stripe-secret-key"),
+    ]
 
 
 def test_allowlists(tmp_path: Path, run_cli: RunCli) -> None:

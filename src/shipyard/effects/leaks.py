@@ -16,6 +16,7 @@ found nothing in, so an unchanged file is not read again (see `scan_commit_tree`
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import hashlib
 import os
@@ -498,6 +499,7 @@ def scan_history(scanner: Scanner, repo_root: Path, prefix: str = "") -> list[Le
     added: list[bytes] = []
     numbers: list[int] = []
     line = 0
+    header = False  # between `diff --git` and the first hunk: `+++ ` names the file there
 
     def flush() -> None:
         if path is not None and added and readable(path, b""):
@@ -511,17 +513,17 @@ def scan_history(scanner: Scanner, repo_root: Path, prefix: str = "") -> list[Le
             text = raw.rstrip(b"\n")
             if text.startswith(b"\x01"):
                 flush()
-                commit, path = text[1:].decode(), None
-            elif text.startswith(b"+++ "):
+                commit, path, header = text[1:].decode(), None, False
+            elif text.startswith(b"diff --git "):
                 flush()
-                name = text[4:].decode("utf-8", "surrogateescape")
-                if name.startswith('"') and name.endswith('"'):
-                    name = name[1:-1].encode().decode("unicode_escape")
-                path = name[2:][strip:] if name.startswith("b/") else None
+                path, header = None, True
+            elif header and text.startswith(b"+++ "):
+                path = _diff_path(text[4:], strip)
             elif text.startswith(b"@@ "):
+                header = False
                 plus = text.split(b" ")[2]  # +start[,count]
                 line = int(plus[1:].split(b",")[0])
-            elif text.startswith(b"+") and path is not None:
+            elif not header and text.startswith(b"+") and path is not None:
                 added.append(text[1:])
                 numbers.append(line)
                 line += 1
@@ -530,6 +532,15 @@ def scan_history(scanner: Scanner, repo_root: Path, prefix: str = "") -> list[Le
         process.stdout.close()
         process.wait(timeout=30)
     return leaks
+
+
+def _diff_path(name: bytes, strip: int) -> str | None:
+    """The path of a diff's `+++ b/…` line (None for /dev/null), git's C-style quoting of
+    unusual names undone byte for byte (its octal escapes are UTF-8 bytes, not characters)."""
+    if name.startswith(b'"') and name.endswith(b'"'):
+        name = codecs.escape_decode(name[1:-1])[0]
+    text = name.decode("utf-8", "surrogateescape")
+    return text[2:][strip:] if text.startswith("b/") else None
 
 
 def _git(cwd: Path, *args: str) -> bytes:
