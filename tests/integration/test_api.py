@@ -141,7 +141,9 @@ def test_dashboard_escapes_and_redacts(shop: Path) -> None:
                 error=f"{hostile} token={secret}",
             )
         )
-        store.append_event(deployment_id, "step", step="build:backend", message=hostile)
+        store.append_event(
+            deployment_id, "step", step="build:backend", message=f"{hostile} {secret}"
+        )
     api = client(shop)
     pages = [
         api.get(f"/deployments/{deployment_id}", headers=auth("read")),
@@ -152,6 +154,15 @@ def test_dashboard_escapes_and_redacts(shop: Path) -> None:
     for page in pages:
         assert page.status_code == 200
         assert secret not in page.text
+    # An error quotes what it was given (here an environment named like a secret value): its
+    # text is redacted like any output, on the dashboard and in problem+json.
+    for asked in (
+        f"/history?environment={secret}",
+        f"/api/v1/environments/local/plan?ref={secret}",
+    ):
+        answer = api.get(asked, headers=auth("read"))
+        assert answer.status_code in (400, 404, 422) and "JWT_SECRET" in answer.text, answer.text
+        assert secret not in answer.text
     for page in pages[:2]:
         assert "<script>alert" not in page.text and "&lt;script&gt;" in page.text
         assert "script-src 'self'" in page.headers["content-security-policy"]

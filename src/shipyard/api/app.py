@@ -48,6 +48,7 @@ from shipyard.api.models import (
 from shipyard.api.problems import ProblemError
 from shipyard.api.runs import Runs
 from shipyard.core.plan import Plan
+from shipyard.core.secrets import Redactor
 from shipyard.engine.runner import ProgressSink
 from shipyard.errors import ShipyardError, UsageError
 from shipyard.service import DeploymentView, Shipyard, UnhealthyReport
@@ -82,6 +83,15 @@ class Settings:
             yield svc
         finally:
             svc.close()
+
+    def redactor_all(self) -> Redactor:
+        """Every secret value of every environment, for an error's text; empty when the
+        project cannot be read (then no value was read either). Only errors pay for it."""
+        try:
+            with self.service() as svc:
+                return svc.redactor_all()
+        except ShipyardError:
+            return Redactor()
 
 
 def create_app(
@@ -138,7 +148,7 @@ def create_app(
     )
     app.state.settings = settings
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOOPBACK_HOSTS, *allowed_hosts])
-    _errors(app)
+    _errors(app, settings)
     _routes(app, settings)
     from shipyard.api.dashboard import add_dashboard
 
@@ -215,14 +225,16 @@ def _challenge(problem: ProblemError) -> dict[str, str] | None:
     return {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
 
 
-def _errors(app: FastAPI) -> None:
+def _errors(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(ProblemError)
     async def on_problem(request: Request, exc: ProblemError) -> JSONResponse:
         return problems.response(exc, _challenge(exc))
 
     @app.exception_handler(ShipyardError)
     async def on_shipyard(request: Request, exc: ShipyardError) -> JSONResponse:
-        return problems.response(problems.from_error(exc))
+        # An error's text can quote what a command or a driver said: redacted like output.
+        redact = await asyncio.to_thread(settings.redactor_all)
+        return problems.response(problems.from_error(exc, redact))
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -642,7 +654,12 @@ def environment_out(svc: Shipyard, name: str) -> EnvironmentOut:
         status = svc.environment_status(name)
     except ShipyardError as exc:  # e.g. a target this version cannot drive: said, not fatal
         return EnvironmentOut.model_validate(
-            {**base, "last_good_deployment": None, "components": [], "error": exc.message}
+            {
+                **base,
+                "last_good_deployment": None,
+                "components": [],
+                "error": svc.redactor(name)(exc.message),
+            }
         )
     ended: dict[str, str | None] = {}
     for c in status["components"]:

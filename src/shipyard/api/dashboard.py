@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from shipyard.api import problems
 from shipyard.api.auth import COOKIE, Caller
 from shipyard.api.problems import ProblemError
 from shipyard.errors import ShipyardError
@@ -146,7 +147,8 @@ def add_dashboard(app: FastAPI, settings: Settings) -> None:
         return RedirectResponse(f"/login?next={back}", status_code=303)
 
     def failed(who: Caller, exc: ShipyardError) -> HTMLResponse:
-        return page("error.html", status=500 if exc.exit_code == 1 else 400, who=who, error=exc)
+        shown = problems.from_error(exc, settings.redactor_all())
+        return page("error.html", status=500 if exc.exit_code == 1 else 400, who=who, error=shown)
 
     @app.get("/", include_in_schema=False, response_model=None)
     def overview(request: Request, who: Viewer) -> Response:
