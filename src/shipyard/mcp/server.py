@@ -208,10 +208,9 @@ def build_server(
     def every_secret() -> Callable[[str], str]:
         try:
             with opened() as svc:
-                redactors = [svc.redactor(name) for name in svc.config.environments]
+                return svc.redactor_all()
         except ShipyardError:
             return str  # no config, no secrets: nothing to redact
-        return lambda text: functools.reduce(lambda t, r: r(t), redactors, text)
 
     server.middleware.append(redact_tool_errors)
 
@@ -240,24 +239,28 @@ def build_server(
         who = LockOwner.current()
         return f"mcp:{_client(ctx)} ({who.user}@{who.host})" + (f", {note}" if note else "")
 
-    def writer(ctx: Ctx, note: str) -> str:
-        """`created_by` of a write; under `shipyard serve` the bearer token must allow deploys
-        (the server lets any token with the read scope reach /mcp)."""
+    def deploy_caller(ctx: Ctx) -> Any:
+        """Under `shipyard serve`, the bearer token, which must allow deploys for a write (the
+        server lets any token with the read scope reach /mcp); None over stdio."""
         caller = _http_caller(ctx)
-        if caller is None:
-            return created_by(ctx, note)
-        if not caller.allows("deploy"):
+        if caller is not None and not caller.allows("deploy"):
             raise ToolError(
                 f"token {caller.name!r} has the {caller.scope} scope; this tool needs deploy; "
                 "nothing was changed\nhint: use a token with the deploy scope"
             )
-        return created_by(ctx, note) + f", token {caller.name}"
+        return caller
+
+    def writer(ctx: Ctx, note: str) -> str:
+        """`created_by` of a write (refused for a token that may not deploy)."""
+        caller = deploy_caller(ctx)
+        return created_by(ctx, note) + (f", token {caller.name}" if caller else "")
 
     # --- confirmation of protected environments --------------------------------------------
 
     def gate(ctx: Ctx, env: Environment, question: str) -> _NoQuestion | Elicit[Confirmation]:
         if not env.protected:
             return _NoQuestion("")
+        deploy_caller(ctx)  # a token that may not deploy is refused before a person is asked
         if _can_elicit(ctx):
             return Elicit(question, Confirmation)
         if options.allow_unconfirmed:
