@@ -114,7 +114,8 @@ def environment_values(config: Config, read: Read) -> dict[str, tuple[str, str]]
     """
     from urllib.parse import urlsplit
 
-    from shipyard.core.secret_rules import placeholder, shannon_entropy
+    from shipyard.core.secret_rules import placeholder
+    from shipyard.core.secrets import shannon_entropy
 
     values: dict[str, tuple[str, str]] = {}
     for env in config.environments.values():

@@ -18,9 +18,8 @@ from shipyard.core.secret_rules import (
     environment_problems,
     placeholder,
     rule_problems,
-    shannon_entropy,
 )
-from shipyard.core.secrets import Fingerprinter
+from shipyard.core.secrets import Fingerprinter, shannon_entropy
 
 FP = Fingerprinter(b"test-key-" * 4)
 STRIPE_TEST = "sk_" + "test_" + "4eC39HqLyjWDarjtT1zdp7dc"

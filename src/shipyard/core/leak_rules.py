@@ -18,12 +18,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 import zlib
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from shipyard.core.secrets import shannon_entropy
 
 # Before a token: start of line or a character that cannot be inside a base64/url-safe run
 # (`=` can: only at its end).
@@ -53,13 +53,6 @@ class Rule:
     @property
     def regex(self) -> str:
         return self.flags + self.pattern
-
-
-def shannon_entropy(value: str) -> float:
-    if not value:
-        return 0.0
-    size = len(value)
-    return -sum(n / size * math.log2(n / size) for n in Counter(value).values())
 
 
 def entropy_at_least(bits: float) -> Check:

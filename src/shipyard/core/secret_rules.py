@@ -19,15 +19,13 @@ import base64
 import binascii
 import ipaddress
 import json
-import math
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from shipyard.config.models import SecretRule, Tier
-from shipyard.core.secrets import Finding
+from shipyard.core.secrets import Finding, shannon_entropy
 
 Fingerprint = Callable[[str], str]
 
@@ -45,14 +43,6 @@ class SecretSet:
     def where(self, name: str) -> str:
         line = self.lines.get(name)
         return f"{self.location}:{line}" if line else self.location
-
-
-def shannon_entropy(value: str) -> float:
-    """Bits of information per character (0 for "xxxx", about 6 for random base64)."""
-    if not value:
-        return 0.0
-    size = len(value)
-    return -sum(n / size * math.log2(n / size) for n in Counter(value).values())
 
 
 _PLACEHOLDER = re.compile(

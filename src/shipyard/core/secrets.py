@@ -7,7 +7,9 @@ import hmac
 import html
 import io
 import json
+import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +23,14 @@ _ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
 # A line inside a multi-line quoted value that looks like the next KEY=value: the quote
 # before it was not closed. `=` followed by `=` is base64 padding (PEM bodies), not that.
 _SWALLOWED = re.compile(r"^\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=[^=\s]", re.MULTILINE)
+
+
+def shannon_entropy(value: str) -> float:
+    """Bits of information per character (0 for "xxxx", about 6 for random base64)."""
+    if not value:
+        return 0.0
+    size = len(value)
+    return -sum(n / size * math.log2(n / size) for n in Counter(value).values())
 
 
 def parse_dotenv(text: str, location: str = ".env") -> dict[str, str]:
