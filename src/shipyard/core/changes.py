@@ -435,8 +435,12 @@ def _contracts(
     index = InputIndex(owned)
     forced: dict[str, list[str]] = {}
     for change in changes:
-        for name in sorted(index.owners(change.path)):
-            diff = diff_contract(sources.old_text(change.path), sources.new_text(change.path))
+        owners = sorted(index.owners(change.path))
+        if not owners:
+            continue
+        # Once per file, whoever owns it: each side is a `git cat-file` and a parse.
+        diff = diff_contract(sources.old_text(change.path), sources.new_text(change.path))
+        for name in owners:
             semantic = components[name].contract_mode == "semantic"
             shown = shown_path(change.path)
             if semantic and diff.additive_only:
