@@ -40,7 +40,7 @@ from . import procinfo
 from .errors import AgentRequestError
 from .paths import unix_address
 from .proxy import Upstream
-from .router import Route
+from .router import Route, port_in_use
 
 __all__ = ["HaproxyRoute", "haproxy_binary"]
 
@@ -224,11 +224,7 @@ class HaproxyRoute(Route):
             alerts = [line for line in done.stderr.splitlines() if "ALERT" in line]
             text = (alerts[-1] if alerts else done.stderr.strip()[-300:]) or "no output"
             if "cannot bind" in text.lower() or "address already in use" in text.lower():
-                raise AgentRequestError(
-                    "port_in_use",
-                    f"cannot listen on {self.host}:{self.public_port}: port already in use",
-                    "stop that process, or change the component's port in shipyard.toml",
-                )
+                raise port_in_use(self.host, self.public_port)
             raise self._failed(text)
         try:
             pid = int((self.folder / "haproxy.pid").read_text().split()[0])

@@ -327,6 +327,20 @@ def os_dup_inheritable(fd: int) -> int:
     return new
 
 
+def port_in_use(host: str, port: int) -> AgentRequestError:
+    """The error for a public port another process holds, naming that process if visible."""
+    owner = procinfo.find_port_owner(port)
+    if owner is not None:
+        who = f" by pid {owner[0]} ({owner[1][:120] or '?'})"
+    else:
+        who = " by another process (not visible to this user)"
+    return AgentRequestError(
+        "port_in_use",
+        f"cannot listen on {host}:{port}: port already in use{who}",
+        "stop that process, or change the component's port in shipyard.toml",
+    )
+
+
 def bind_listener(host: str, port: int) -> socket.socket:
     """A listening, non-blocking socket on host:port (SO_REUSEADDR, so TIME_WAIT is no obstacle)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -430,18 +444,6 @@ class Router:
                     "give each component its own port in shipyard.toml",
                 )
 
-    def _port_in_use(self, host: str, port: int, exc: OSError) -> AgentRequestError:
-        owner = procinfo.find_port_owner(port)
-        if owner is not None:
-            who = f" by pid {owner[0]} ({owner[1][:120] or '?'})"
-        else:
-            who = " by another process (not visible to this user)"
-        return AgentRequestError(
-            "port_in_use",
-            f"cannot listen on {host}:{port}: port already in use{who}",
-            "stop that process, or change the component's port in shipyard.toml",
-        )
-
     async def route(
         self,
         component: str,
@@ -499,7 +501,7 @@ class Router:
                 sock = await self._bind(route)
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
-                    raise self._port_in_use(route.host, route.public_port, exc) from exc
+                    raise port_in_use(route.host, route.public_port) from exc
                 raise AgentRequestError(
                     "listen_failed",
                     f"cannot listen on {route.host}:{route.public_port}: {exc.strerror}",
