@@ -110,7 +110,7 @@ def test_gc_never_removes_what_a_rollback_needs(
 ) -> None:
     prefix = new_id()[-8:] + "-"
     seen = write_history(store, prefix, history)
-    # A still running deployment makes gc wait: check that, then let it finish as failed.
+    # A still running deployment makes gc wait: checked, then it finishes as failed.
     running = [h for h in history if h[1] == "running"]
     with tempfile.TemporaryDirectory(prefix="shipyard-gc-") as folder:
         root = Path(folder)
@@ -128,7 +128,12 @@ def test_gc_never_removes_what_a_rollback_needs(
         if running:
             assert report.skipped and "running" in report.skipped
             assert report.artifacts == [] and report.pyenvs == []
-            return
+            # Then they end as failed (what recovery does), and gc runs on that history.
+            for env in ENVIRONMENTS:
+                for record in store.unfinished_deployments(prefix + env):
+                    store.update_deployment(record.id, status="failed")
+            report = collect_garbage(store, artifacts, root / "pyenvs", roots, keep)
+            assert not report.skipped
         kept = {(c, d) for c in COMPONENTS for d in ARTIFACTS if artifacts.has(c, d)}
         needed = must_keep(seen, keep)
         assert needed <= kept, f"removed {sorted(needed - kept)}"
