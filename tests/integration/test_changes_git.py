@@ -364,3 +364,32 @@ def test_never_deployed_means_a_full_deploy_said_why(repo: Path) -> None:
     assert report.full_deploy_required and report.base is None
     assert report.why_full == "no previous good deployment of local"
     assert list(report.affected) == ["api", "docs", "web"]
+
+
+def test_a_project_in_a_folder_of_a_bigger_repository_sees_only_its_own_files(
+    tmp_path: Path,
+) -> None:
+    """The project lives in `apps/[shop]` (a name that is a glob if read as one); files of the
+    rest of the repository are not the project's changes, not even as unmatched ones."""
+    root = tmp_path / "big"
+    project = root / "apps" / "[shop]"
+    (project / "api").mkdir(parents=True)
+    (project / "api" / "app.py").write_text("print('hi')\n")
+    (project / "shipyard.toml").write_text(
+        '[project]\nname = "shop"\ndefault_environment = "local"\n\n'
+        '[environments.local]\ntarget = "local"\n\n'
+        '[components.api]\npath = "api"\nstart = "python app.py"\n'
+    )
+    (root / "other").mkdir()
+    (root / "other" / "x.txt").write_text("1\n")
+    (root / "apps" / "s").mkdir()
+    (root / "apps" / "s" / "y.txt").write_text("1\n")
+    git(root, "init", "-q", "-b", "main")
+    commit_all(root, "first")
+    (root / "other" / "x.txt").write_text("2\n")
+    (root / "apps" / "s" / "y.txt").write_text("2\n")
+    (project / "api" / "app.py").write_text("print('hello')\n")
+    commit_all(root, "second")
+    report = changes(project)
+    assert affected(report) == {"api"}
+    assert "other/x.txt" not in json.dumps(report) and "y.txt" not in json.dumps(report)

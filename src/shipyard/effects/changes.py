@@ -103,7 +103,7 @@ def detect_changes(
         old, old_error = None, f"the config at {old_commit[:12]} cannot be read ({exc.message})"
     changes = [
         FileChange(path, entry.status, entry.submodule)
-        for entry in repo.diff(old_commit, head)
+        for entry in repo.diff(old_commit, head, prefix)  # a monorepo: only the project's
         if (path := _project_path(entry.path, prefix)) is not None
     ]
     return analyse(

@@ -153,12 +153,15 @@ class Repo:
     def is_shallow(self) -> bool:
         return self._git("rev-parse", "--is-shallow-repository").strip() == "true"
 
-    def diff(self, old: str, new: str) -> list[DiffEntry]:
-        """Every path that differs between two commits, in one `git diff --raw -z`.
+    def diff(self, old: str, new: str, under: str = "") -> list[DiffEntry]:
+        """Every path that differs between two commits (below the folder `under`, relative
+        to the root, if given), in one `git diff --raw -z`.
 
         Renames off, so a move counts on both sides; paths are bytes-exact (spaces, quotes,
         newlines and non-UTF-8 bytes survive, kept as surrogates) and relative to the root.
         """
+        # From the top whatever the working folder; literal: `*` or `[` in a name is itself.
+        paths = ["--", f":(top,literal){under}"] if under else []
         out = self._run(
             "diff",
             "--raw",
@@ -171,6 +174,7 @@ class Repo:
             "--end-of-options",
             old,
             new,
+            *paths,
         ).stdout
         fields = out.split(b"\0")
         entries = []
