@@ -123,11 +123,7 @@ class SqlStore:
 
     def create_deployment(self, d: DeploymentRecord) -> None:
         """Insert a new deployment; `created_at` defaults to now. Its id must be new."""
-        d.validate()
-        values = {name: getattr(d, name) for name in writing.DEPLOYMENT_FIELDS}
-        values["created_at"] = d.created_at or self.now()
-        values["options"] = dict(d.options)
-        values["event_seq"] = 0
+        values = writing.deployment_row(d, self.now())
         with self._write(
             f"create deployment {d.id}",
             integrity_hint="deployment ids must be unique (use shipyard.store.new_id()) "
@@ -147,9 +143,7 @@ class SqlStore:
             record = rows.deployment(row._mapping).replace(**fields)
             record.validate()
             if fields:
-                values = {name: getattr(record, name) for name in fields}
-                if "options" in values:
-                    values["options"] = dict(values["options"])
+                values = writing.changed_fields(record, fields)
                 conn.execute(
                     update(_deployments).where(_deployments.c.id == deployment_id).values(values)
                 )

@@ -226,11 +226,7 @@ class SqliteWrites:
     # ---------------------------------------------------------------- deployments
 
     def create_deployment(self, d: DeploymentRecord) -> None:
-        d.validate()
-        values = {name: getattr(d, name) for name in writing.DEPLOYMENT_FIELDS}
-        values["created_at"] = d.created_at or self.now()
-        values["options"] = dict(d.options)
-        values["event_seq"] = 0
+        values = writing.deployment_row(d, self.now())
         with self._write(
             f"create deployment {d.id}",
             integrity_hint="deployment ids must be unique (use shipyard.store.new_id()) "
@@ -249,9 +245,7 @@ class SqliteWrites:
             record = rows.deployment(row).replace(**fields)
             record.validate()
             if fields:
-                values = {name: getattr(record, name) for name in fields}
-                if "options" in values:
-                    values["options"] = dict(values["options"])
+                values = writing.changed_fields(record, fields)
                 sets = ", ".join(f"{_quoted(n)} = :{n}" for n in values)
                 cursor.execute(
                     f"UPDATE deployments SET {sets} WHERE id = :id_1",

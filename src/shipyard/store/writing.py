@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from shipyard.errors import LockedError, StoreError
 from shipyard.store.records import (
     ArtifactRecord,
     ComponentRecord,
+    DeploymentRecord,
     LockEventRecord,
     LockRecord,
     PlanRecord,
@@ -70,6 +72,24 @@ def _json_default(value: object) -> object:
     if isinstance(value, set | frozenset):
         return sorted(value, key=str)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def deployment_row(d: DeploymentRecord, now: datetime) -> dict[str, Any]:
+    """The `deployments` row of a new deployment (validated first; its journal empty)."""
+    d.validate()
+    row = {name: getattr(d, name) for name in DEPLOYMENT_FIELDS}
+    row["created_at"] = d.created_at or now
+    row["options"] = dict(d.options)
+    row["event_seq"] = 0
+    return row
+
+
+def changed_fields(record: DeploymentRecord, fields: Iterable[str]) -> dict[str, Any]:
+    """The columns an update of `fields` writes, from the record as it is after it."""
+    values = {name: getattr(record, name) for name in fields}
+    if "options" in values:
+        values["options"] = dict(values["options"])
+    return values
 
 
 def component_row(rec: ComponentRecord) -> dict[str, Any]:
