@@ -823,8 +823,8 @@ class Deployment:
         for entry in entries:
             self.snapshot[entry.component] = entry
             self.component_record(entry.component, previous_release=entry.release, status="pending")
-        await self.writes.durable()
-        ctx.store.save_snapshot(self.id, entries)
+        # Queued after the records, like them; the lease (a host operation) waits for both.
+        self.writes.submit(ctx.store.save_snapshot, self.id, entries)
         await self._lease()
 
     async def _export(self) -> Path:
@@ -1136,7 +1136,10 @@ class Deployment:
             entry = self.snapshot[name]
             if entry.release is None and entry.migration_revision != state.current:
                 self.snapshot[name] = dataclasses.replace(entry, migration_revision=state.current)
-                self.ctx.store.save_snapshot(self.id, self.snapshot.values())
+                # Through the writer, in order; the migration (host operation) waits for it.
+                self.writes.submit(
+                    self.ctx.store.save_snapshot, self.id, list(self.snapshot.values())
+                )
             stages.check_migrations(
                 name,
                 state,
