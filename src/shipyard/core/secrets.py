@@ -33,6 +33,16 @@ def shannon_entropy(value: str) -> float:
     return -sum(n / size * math.log2(n / size) for n in Counter(value).values())
 
 
+def unreadable_lines(location: str, problems: Iterable[Finding]) -> SecretsError:
+    """The error for a secrets source with lines that cannot be read (never their text)."""
+    said = [f.message for f in problems]
+    return SecretsError(
+        f"{location}: {len(said)} line(s) cannot be read:\n  " + "\n  ".join(said),
+        hint="fix those lines (KEY=value, quotes closed on the same line unless the value "
+        "spans lines on purpose); their text is not shown, as it may hold a secret",
+    )
+
+
 def parse_dotenv(text: str, location: str = ".env") -> dict[str, str]:
     """KEY=value lines as python-dotenv reads them, values taken as written (no interpolation).
 
@@ -42,12 +52,7 @@ def parse_dotenv(text: str, location: str = ".env") -> dict[str, str]:
     """
     dotenv = read_dotenv(text, location)
     if dotenv.problems:
-        problems = [f.message for f in dotenv.problems]
-        raise SecretsError(
-            f"{location}: {len(problems)} line(s) cannot be read:\n  " + "\n  ".join(problems),
-            hint="fix those lines (KEY=value, quotes closed on the same line unless the value "
-            "spans lines on purpose); their text is not shown, as it may hold a secret",
-        )
+        raise unreadable_lines(location, dotenv.problems)
     return dotenv.values
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shipyard.config import SecretsSource
-from shipyard.core.secrets import Finding, Fingerprinter, read_dotenv
+from shipyard.core.secrets import Finding, Fingerprinter, read_dotenv, unreadable_lines
 from shipyard.errors import SecretsError
 
 COMMAND_TIMEOUT = 60.0
@@ -38,13 +38,7 @@ def load_secrets(
 def readable(loaded: LoadedSecrets) -> tuple[dict[str, str], str]:
     """The values of a source that was read, or SecretsError naming its unreadable lines."""
     if loaded.problems:
-        problems = [f.message for f in loaded.problems]
-        raise SecretsError(
-            f"{loaded.location}: {len(problems)} line(s) cannot be read:\n  "
-            + "\n  ".join(problems),
-            hint="fix those lines (KEY=value, quotes closed on the same line unless the value "
-            "spans lines on purpose); their text is not shown, as it may hold a secret",
-        )
+        raise unreadable_lines(loaded.location, loaded.problems)
     return loaded.values, loaded.location
 
 
